@@ -1,0 +1,170 @@
+"""The three configuration concepts: the model catalog, provider keys, the settings singleton.
+
+Every rule that a row must obey is a database constraint, so a bad row cannot be saved from
+the admin, a shell or a migration. Model names and prices live only in rows (seeded by
+migration 0002), never in code.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+from creditgate.catalog import crypto
+
+
+class ModelType(models.TextChoices):
+    TEXT = "text", "Text"
+    IMAGE = "image", "Image"
+
+
+class QualityTier(models.TextChoices):
+    # Order here is the order users see: cheapest first.
+    BASIC = "basic", "Basic"
+    QUALITY = "quality", "Quality"
+    PREMIUM = "premium", "Premium"
+
+
+class IntegrationProvider(models.Model):
+    """API keys only. The key is stored encrypted; `api_key_hint` is the masked form for display."""
+
+    provider_id = models.CharField(primary_key=True, max_length=32,
+                                   help_text="A slug such as openai or runware.")
+    display_name = models.CharField(max_length=100, blank=True)
+    api_key_encrypted = models.TextField(blank=True, default="", editable=False)
+    api_key_hint = models.CharField(max_length=40, blank=True, default="", editable=False)
+    is_active = models.BooleanField(default=True)
+    base_url = models.URLField(blank=True, default="",
+                               help_text="Optional: point the client at a proxy or the local sandbox.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "provider"
+        ordering = ["provider_id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(provider_id__regex=r"^[a-z][a-z0-9_-]{0,31}$"),
+                                   name="provider_id_is_slug"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.provider_id
+
+    @property
+    def has_key(self) -> bool:
+        return bool(self.api_key_encrypted)
+
+    def set_api_key(self, plaintext: str) -> None:
+        """Store a new key (encrypted) or clear it with an empty string. Caller saves."""
+        plaintext = (plaintext or "").strip()
+        self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+        self.api_key_hint = crypto.mask(plaintext)
+
+    def get_api_key(self) -> str:
+        return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    def __repr__(self) -> str:  # never leak the ciphertext or key through a repr in a log
+        return f"<IntegrationProvider {self.provider_id} active={self.is_active} key={'set' if self.has_key else 'none'}>"
+
+
+class AIModelConfig(models.Model):
+    """One row per model, text and image alike: the single source of truth."""
+
+    model_name = models.CharField(max_length=100, unique=True, help_text="The provider's model id.")
+    display_name = models.CharField(max_length=100)
+    model_type = models.CharField(max_length=10, choices=ModelType.choices)
+    provider = models.ForeignKey(IntegrationProvider, on_delete=models.PROTECT, related_name="models")
+    is_active = models.BooleanField(default=True)
+    is_default = models.BooleanField(default=False)
+
+    # Credit prices (what users pay).
+    tokens_per_credit = models.PositiveIntegerField(null=True, blank=True, help_text="Text models only.")
+    credits_per_image = models.PositiveIntegerField(null=True, blank=True, help_text="Image models only.")
+    quality_tier = models.CharField(max_length=10, choices=QualityTier.choices, null=True, blank=True,
+                                    help_text="Image models only; at most one active model per tier.")
+
+    # Provider-side prices in USD (what we pay), for margin reports.
+    input_usd_per_1m_tokens = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    output_usd_per_1m_tokens = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+    usd_per_image = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
+
+    # What a provider call needs: catalog data, never `if model_name == ...` in code.
+    sizes = models.JSONField(default=list, blank=True,
+                             help_text='Image sizes the model accepts, e.g. ["1024x1024"]. The first is the default.')
+    max_images_per_call = models.PositiveIntegerField(default=1,
+                                                      help_text="Images one provider call may return.")
+    optional_params = models.JSONField(
+        default=list, blank=True,
+        help_text='Optional parameters the model accepts: any of "temperature", "negative_prompt", "steps", '
+                  '"cfg_scale", "seed".')
+    request_defaults = models.JSONField(default=dict, blank=True,
+                                        help_text="Fixed provider parameters sent with every call.")
+    max_output_tokens = models.PositiveIntegerField(null=True, blank=True, help_text="Text models only.")
+    retires_on = models.DateField(null=True, blank=True,
+                                  help_text="The provider's shutdown date; the model is not served from this day.")
+    notes = models.TextField(blank=True, default="")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "AI model"
+        ordering = ["model_type", "quality_tier", "model_name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(model_type__in=ModelType.values), name="model_type_valid"),
+            models.CheckConstraint(
+                condition=Q(quality_tier__isnull=True) | Q(quality_tier__in=QualityTier.values),
+                name="quality_tier_valid"),
+            models.CheckConstraint(
+                condition=~Q(model_type=ModelType.TEXT)
+                | Q(tokens_per_credit__gt=0, credits_per_image__isnull=True, quality_tier__isnull=True),
+                name="text_model_prices_by_tokens"),
+            models.CheckConstraint(
+                condition=~Q(model_type=ModelType.IMAGE)
+                | Q(credits_per_image__gt=0, tokens_per_credit__isnull=True),
+                name="image_model_prices_by_image"),
+            models.CheckConstraint(condition=Q(is_default=False) | Q(is_active=True),
+                                   name="default_model_is_active"),
+            models.CheckConstraint(condition=Q(max_images_per_call__gte=1), name="max_images_per_call_positive"),
+            models.UniqueConstraint(fields=["model_type"], condition=Q(is_default=True),
+                                    name="one_default_per_model_type"),
+            models.UniqueConstraint(fields=["quality_tier"],
+                                    condition=Q(is_active=True, quality_tier__isnull=False),
+                                    name="one_active_model_per_tier"),
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.model_name
+
+    def accepts(self, param: str) -> bool:
+        return param in (self.optional_params or [])
+
+
+class GlobalIntegrationSettings(models.Model):
+    """The singleton of non-model settings: no model names, no keys."""
+
+    SINGLETON_ID = 1
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=SINGLETON_ID, editable=False)
+    image_style = models.CharField(max_length=200, default="photorealistic",
+                                   help_text="Added to every image prompt (no provider has a style parameter).")
+    max_in_article_images = models.PositiveSmallIntegerField(default=4)
+    temperature = models.DecimalField(max_digits=3, decimal_places=2, default=0.7,
+                                      help_text="Sent only to text models that accept a temperature.")
+    max_images_per_request = models.PositiveSmallIntegerField(default=8)
+    default_max_tokens = models.PositiveIntegerField(
+        default=1024, help_text="Completion tokens a text request may use when it does not say.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = "global integration settings"
+        verbose_name_plural = "global integration settings"
+        constraints = [
+            models.CheckConstraint(condition=Q(id=1), name="settings_singleton"),
+            models.CheckConstraint(condition=Q(temperature__gte=0) & Q(temperature__lte=2),
+                                   name="temperature_between_0_and_2"),
+            models.CheckConstraint(condition=Q(max_images_per_request__gte=1) & Q(max_images_per_request__lte=20),
+                                   name="max_images_per_request_1_to_20"),
+            models.CheckConstraint(condition=Q(max_in_article_images__lte=20), name="max_in_article_images_le_20"),
+            models.CheckConstraint(condition=Q(default_max_tokens__gte=1), name="default_max_tokens_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return "Global integration settings"

@@ -1,0 +1,63 @@
+"""The application's one error type.
+
+Services raise `ApplicationError` (or a subclass); the API exception handler renders every
+failure as {"error": {"code", "message", "details"}} with the error's status.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ApplicationError(Exception):
+    status_code = 400
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, code: str | None = None, status_code: int | None = None,
+                 details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        if status_code is not None:
+            self.status_code = status_code
+        self.details = details or {}
+
+
+class InvalidRequest(ApplicationError):
+    status_code = 400
+    code = "invalid_request"
+
+
+class NotFound(ApplicationError):
+    status_code = 404
+    code = "not_found"
+
+
+class InsufficientCredits(ApplicationError):
+    status_code = 402
+    code = "insufficient_credits"
+
+    def __init__(self, *, required: int, available: int):
+        super().__init__(
+            f"This needs {required} credits; you have {available}.",
+            details={"required": required, "available": available},
+        )
+
+
+class IdempotencyConflict(ApplicationError):
+    status_code = 409
+    code = "idempotency_conflict"
+
+    def __init__(self, message: str = "This Idempotency-Key was already used with a different request."):
+        super().__init__(message)
+
+
+class TierUnavailable(ApplicationError):
+    status_code = 422
+    code = "tier_unavailable"
+
+
+class ProviderUnavailable(ApplicationError):
+    status_code = 503
+    code = "provider_unavailable"
