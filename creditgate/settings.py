@@ -142,7 +142,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE = {
-    "release-stale-holds": {"task": "creditgate.credits.tasks.release_stale_holds", "schedule": 60.0},
+    # Expires stale holds, then finishes the jobs they belonged to.
+    "reap-stale-jobs": {"task": "creditgate.generation.tasks.reap_stale_jobs", "schedule": 60.0},
 }
 # Jobs go to Celery only when a broker is configured; otherwise they run in this process.
 CREDITGATE_JOBS_BACKEND = env.str("CREDITGATE_JOBS_BACKEND", default="celery" if REDIS_URL else "inprocess")
