@@ -5,9 +5,14 @@ from __future__ import annotations
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 
+from creditgate.core.errors import ProviderUnavailable
 
-class KeyDecryptionError(Exception):
-    """A stored key could not be decrypted with any configured encryption key."""
+
+class KeyDecryptionError(ProviderUnavailable):
+    """A stored key could not be decrypted with any configured encryption key.
+
+    To a caller the provider is unusable until an operator fixes CREDITGATE_ENCRYPTION_KEYS or
+    enters the key again, hence a ProviderUnavailable (rendered 503, never with key material)."""
 
 
 def _fernet() -> MultiFernet:
@@ -21,7 +26,7 @@ def encrypt(plaintext: str) -> str:
 def decrypt(token: str) -> str:
     try:
         return _fernet().decrypt(token.encode()).decode()
-    except InvalidToken as exc:
+    except InvalidToken:
         # Never include the token or any key material in the message.
         raise KeyDecryptionError("A stored API key cannot be decrypted with the configured encryption keys.") from None
 

@@ -42,8 +42,10 @@ class IntegrationProvider(models.Model):
         verbose_name = "provider"
         ordering = ["provider_id"]
         constraints = [
-            models.CheckConstraint(condition=Q(provider_id__regex=r"^[a-z][a-z0-9_-]{0,31}$"),
-                                   name="provider_id_is_slug"),
+            models.CheckConstraint(
+                condition=Q(provider_id__regex=r"^[a-z][a-z0-9_-]{0,31}$"), name="provider_id_is_slug",
+                violation_error_message="The provider id must be a slug: lowercase letters, digits, - or _, "
+                                        "starting with a letter (for example openai)."),
         ]
 
     def __str__(self) -> str:
@@ -108,26 +110,38 @@ class AIModelConfig(models.Model):
         verbose_name = "AI model"
         ordering = ["model_type", "quality_tier", "model_name"]
         constraints = [
-            models.CheckConstraint(condition=Q(model_type__in=ModelType.values), name="model_type_valid"),
+            models.CheckConstraint(condition=Q(model_type__in=ModelType.values), name="model_type_valid",
+                                   violation_error_message="The model type must be text or image."),
             models.CheckConstraint(
                 condition=Q(quality_tier__isnull=True) | Q(quality_tier__in=QualityTier.values),
-                name="quality_tier_valid"),
+                name="quality_tier_valid",
+                violation_error_message="The quality tier must be basic, quality or premium."),
             models.CheckConstraint(
                 condition=~Q(model_type=ModelType.TEXT)
                 | Q(tokens_per_credit__gt=0, credits_per_image__isnull=True, quality_tier__isnull=True),
-                name="text_model_prices_by_tokens"),
+                name="text_model_prices_by_tokens",
+                violation_error_message="A text model needs tokens per credit above 0, and no credits per image "
+                                        "or quality tier."),
             models.CheckConstraint(
                 condition=~Q(model_type=ModelType.IMAGE)
                 | Q(credits_per_image__gt=0, tokens_per_credit__isnull=True),
-                name="image_model_prices_by_image"),
+                name="image_model_prices_by_image",
+                violation_error_message="An image model needs credits per image above 0, and no tokens per "
+                                        "credit."),
             models.CheckConstraint(condition=Q(is_default=False) | Q(is_active=True),
-                                   name="default_model_is_active"),
-            models.CheckConstraint(condition=Q(max_images_per_call__gte=1), name="max_images_per_call_positive"),
+                                   name="default_model_is_active",
+                                   violation_error_message="Only an active model can be the default."),
+            models.CheckConstraint(condition=Q(max_images_per_call__gte=1), name="max_images_per_call_positive",
+                                   violation_error_message="Images per call must be at least 1."),
             models.UniqueConstraint(fields=["model_type"], condition=Q(is_default=True),
-                                    name="one_default_per_model_type"),
+                                    name="one_default_per_model_type",
+                                    violation_error_message="Another model of this type is already the default. "
+                                                            "Use the “Make default” action to swap them."),
             models.UniqueConstraint(fields=["quality_tier"],
                                     condition=Q(is_active=True, quality_tier__isnull=False),
-                                    name="one_active_model_per_tier"),
+                                    name="one_active_model_per_tier",
+                                    violation_error_message="Another active model already serves this quality "
+                                                            "tier. Deactivate it first."),
         ]
 
     def __str__(self) -> str:
@@ -157,13 +171,18 @@ class GlobalIntegrationSettings(models.Model):
         verbose_name = "global integration settings"
         verbose_name_plural = "global integration settings"
         constraints = [
-            models.CheckConstraint(condition=Q(id=1), name="settings_singleton"),
+            models.CheckConstraint(condition=Q(id=1), name="settings_singleton",
+                                   violation_error_message="There is only one settings row."),
             models.CheckConstraint(condition=Q(temperature__gte=0) & Q(temperature__lte=2),
-                                   name="temperature_between_0_and_2"),
+                                   name="temperature_between_0_and_2",
+                                   violation_error_message="The temperature must be between 0 and 2."),
             models.CheckConstraint(condition=Q(max_images_per_request__gte=1) & Q(max_images_per_request__lte=20),
-                                   name="max_images_per_request_1_to_20"),
-            models.CheckConstraint(condition=Q(max_in_article_images__lte=20), name="max_in_article_images_le_20"),
-            models.CheckConstraint(condition=Q(default_max_tokens__gte=1), name="default_max_tokens_positive"),
+                                   name="max_images_per_request_1_to_20",
+                                   violation_error_message="Images per request must be between 1 and 20."),
+            models.CheckConstraint(condition=Q(max_in_article_images__lte=20), name="max_in_article_images_le_20",
+                                   violation_error_message="Images per article must be at most 20."),
+            models.CheckConstraint(condition=Q(default_max_tokens__gte=1), name="default_max_tokens_positive",
+                                   violation_error_message="The default max tokens must be at least 1."),
         ]
 
     def __str__(self) -> str:

@@ -69,3 +69,13 @@ def models_retiring(within_days: int = 30) -> QuerySet[AIModelConfig]:
     """Active models whose retirement date has passed or falls within the window."""
     limit = timezone.localdate() + dt.timedelta(days=within_days)
     return AIModelConfig.objects.filter(is_active=True, retires_on__isnull=False, retires_on__lte=limit)
+
+
+def model_next_retirement() -> dt.date | None:
+    """The nearest future retirement date of an active model: the served tiers change that day."""
+    return (AIModelConfig.objects.filter(is_active=True, retires_on__gt=timezone.localdate())
+            .order_by("retires_on").values_list("retires_on", flat=True).first())
+
+
+def providers_with_stored_key() -> QuerySet[IntegrationProvider]:
+    return IntegrationProvider.objects.exclude(api_key_encrypted="").order_by("provider_id")

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
 
-from creditgate.catalog import selectors
-from creditgate.catalog.models import AIModelConfig, QualityTier
+from creditgate.catalog import crypto, selectors
+from creditgate.catalog.ai_config_cache import ai_config_invalidate
+from creditgate.catalog.models import AIModelConfig, IntegrationProvider, QualityTier
+from creditgate.core.errors import InvalidRequest
+
+logger = logging.getLogger(__name__)
 
 
 def ai_config_build() -> dict:
@@ -33,9 +39,51 @@ def model_make_default(*, model: AIModelConfig) -> AIModelConfig:
     # both clearing and both setting (the partial unique index would then reject one of them).
     list(AIModelConfig.objects.select_for_update().filter(model_type=model.model_type).order_by("pk"))
     model.refresh_from_db()
+    if not model.is_active:
+        raise InvalidRequest(f"{model} is not active; only an active model can be the default.",
+                             details={"model": [f"{model.model_name} is not active."]})
     AIModelConfig.objects.filter(model_type=model.model_type, is_default=True).exclude(pk=model.pk).update(
         is_default=False)
     if not model.is_default:
         model.is_default = True
         model.save(update_fields=["is_default", "updated_at"])
+    # queryset.update() sends no signal
+    ai_config_invalidate()
     return model
+
+
+def api_key_normalize(api_key: str) -> str:
+    """The key as it will be stored; InvalidRequest for what cannot be a key (never quoting it)."""
+    api_key = (api_key or "").strip()
+    if any(ch.isspace() for ch in api_key):
+        raise InvalidRequest("An API key has no spaces or line breaks; paste it again.",
+                             details={"api_key": ["Contains whitespace."]})
+    if len(api_key) > 500:
+        raise InvalidRequest("That is too long to be an API key.", details={"api_key": ["Too long."]})
+    return api_key
+
+
+def provider_update_key(*, provider: IntegrationProvider, api_key: str) -> IntegrationProvider:
+    """Store a new API key for `provider` (encrypted), or clear it with an empty string."""
+    api_key = api_key_normalize(api_key)
+    provider.set_api_key(api_key)
+    provider.save(update_fields=["api_key_encrypted", "api_key_hint", "updated_at"])
+    logger.info("provider %s: API key %s", provider.provider_id, "replaced" if api_key else "cleared")
+    return provider
+
+
+@transaction.atomic
+def provider_keys_rotate() -> int:
+    """Re-encrypt every stored API key under the newest CREDITGATE_ENCRYPTION_KEYS entry.
+
+    Afterwards the older encryption keys can be removed from the setting. All or nothing: a key
+    that no configured encryption key can decrypt aborts the rotation (KeyDecryptionError).
+    Returns how many keys were re-encrypted.
+    """
+    count = 0
+    for provider in selectors.providers_with_stored_key().select_for_update():
+        provider.api_key_encrypted = crypto.rotate(provider.api_key_encrypted)
+        provider.save(update_fields=["api_key_encrypted", "updated_at"])
+        count += 1
+    logger.info("re-encrypted %d provider API keys under the newest encryption key", count)
+    return count

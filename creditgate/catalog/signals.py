@@ -1,0 +1,15 @@
+"""Any saved or deleted catalog row invalidates the ai-config payload, whoever saved it
+(a service, the admin, the legacy import, a shell). Cache plumbing only: no business rule here."""
+
+from django.db.models.signals import post_delete, post_save
+from django.dispatch import receiver
+
+from creditgate.catalog.ai_config_cache import ai_config_invalidate
+from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider
+
+
+@receiver([post_save, post_delete], sender=AIModelConfig, dispatch_uid="catalog_ai_config_model")
+@receiver([post_save, post_delete], sender=IntegrationProvider, dispatch_uid="catalog_ai_config_provider")
+@receiver([post_save, post_delete], sender=GlobalIntegrationSettings, dispatch_uid="catalog_ai_config_settings")
+def _catalog_changed(sender, **kwargs) -> None:
+    ai_config_invalidate()
