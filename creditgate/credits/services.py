@@ -1,0 +1,245 @@
+"""Writes to accounts, the ledger and holds. Every change of a counter appends the ledger entry
+that explains it in the same transaction.
+
+Locking (PostgreSQL with several processes, and SQLite): every counter change is ONE conditional
+statement, `UPDATE credits_account SET available = available + %s, held = held + %s WHERE id = %s
+AND available >= %s RETURNING available, held`. The check and the change cannot be separated:
+PostgreSQL takes the row lock for the UPDATE, and under READ COMMITTED a writer that waited for a
+concurrent one re-evaluates the WHERE clause against the row version that one committed, so two
+processes can never both pass `available >= amount` on the same credits. Compared with
+`select_for_update()` followed by an UPDATE it is one round trip less while the row is locked,
+which is what bounds throughput on a busy account; the CHECK (available >= 0) is the backstop.
+On SQLite the IMMEDIATE transaction mode (settings) serializes writers anyway.
+
+Holds leave `active` exactly once through `UPDATE ... WHERE state = 'active'`: capture, release
+and the expiry sweep can race, only the one whose UPDATE matched the row moves credits. Locks are
+always taken hold row first, then account row, so the racers cannot deadlock.
+
+Money-moving functions run in `transaction.atomic(durable=True)`: they can never be nested in a
+longer transaction that would keep the account row locked (or, worse, span a provider call).
+`hold_place` is the exception, see its docstring.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
+from django.utils import timezone
+
+from creditgate.core.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest
+from creditgate.credits.models import Account, AccountMember, EntryKind, Hold, HoldState, LedgerEntry
+
+# Far above any real purchase, far below BIGINT: an absurd amount is a 400, never an overflow (500).
+MAX_AMOUNT = 10**12
+
+
+def _check_amount(amount, *, allow_negative: bool = False, allow_zero: bool = False) -> int:
+    ok = isinstance(amount, int) and not isinstance(amount, bool) and abs(amount) <= MAX_AMOUNT
+    ok = ok and (amount > 0 or (allow_zero and amount == 0) or (allow_negative and amount < 0))
+    if not ok:
+        sign = "a non-zero" if allow_negative else "a positive"
+        raise InvalidRequest(f"The amount must be {sign} whole number of credits.",
+                             details={"amount": [f"Must be {sign} integer up to {MAX_AMOUNT}."]})
+    return amount
+
+
+def _counters_move(*, account_id: int, available_delta: int, held_delta: int) -> tuple[int, int] | None:
+    """Apply both deltas if `available` stays >= 0; the counters after, or None if it would not."""
+    table = connection.ops.quote_name(Account._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET available = available + %s, held = held + %s "
+            f"WHERE id = %s AND available + %s >= 0 RETURNING available, held",
+            [available_delta, held_delta, account_id, available_delta],
+        )
+        row = cursor.fetchone()
+    return (row[0], row[1]) if row else None
+
+
+def _available_now(account_id: int) -> int:
+    return Account.objects.filter(pk=account_id).values_list("available", flat=True).first() or 0
+
+
+# --- Accounts --------------------------------------------------------------------------------
+
+
+def account_create(*, name: str, owner=None) -> Account:
+    with transaction.atomic():
+        account = Account.objects.create(name=name[:150])
+        if owner is not None:
+            AccountMember.objects.create(account=account, user=owner)
+    return account
+
+
+def account_for_user(*, user) -> Account:
+    """The user's account; creates the personal one if missing."""
+    member = AccountMember.objects.select_related("account").filter(user=user).first()
+    if member:
+        return member.account
+    try:
+        return account_create(name=user.get_username(), owner=user)
+    except IntegrityError:
+        # A concurrent request created it first (the membership's user is unique).
+        return AccountMember.objects.select_related("account").get(user=user).account
+
+
+def account_member_add(*, account: Account, user) -> AccountMember:
+    """Move a user into `account`. Refused if the user's own account still has credits or holds."""
+    with transaction.atomic():
+        current = AccountMember.objects.select_related("account").filter(user=user).first()
+        if current and current.account_id == account.pk:
+            return current
+        if current:
+            old = Account.objects.select_for_update().get(pk=current.account_id)
+            if old.available or old.held:
+                raise InvalidRequest(f"{user} still has credits in their own account.",
+                                     details={"user": ["The user's current account is not empty."]})
+            current.account = account
+            current.save(update_fields=["account"])
+            return current
+        return AccountMember.objects.create(account=account, user=user)
+
+
+# --- Grants and adjustments ------------------------------------------------------------------
+
+_GRANT_KINDS = {EntryKind.GRANT, EntryKind.REFUND, EntryKind.ADJUSTMENT}
+
+
+def credits_grant(*, account: Account, amount: int, actor=None, reason: str = "", kind: str = "grant",
+                  reference: str = "") -> LedgerEntry:
+    """Add credits (grant, refund) or correct the balance (adjustment, may be negative but never
+    below what is available: held credits belong to running requests)."""
+    if kind not in _GRANT_KINDS:
+        raise InvalidRequest(f"Unknown kind {kind!r}.", details={"kind": [f"Must be one of {sorted(_GRANT_KINDS)}."]})
+    amount = _check_amount(amount, allow_negative=(kind == EntryKind.ADJUSTMENT))
+    with transaction.atomic(durable=True):
+        after = _counters_move(account_id=account.pk, available_delta=amount, held_delta=0)
+        if after is None:
+            available = _available_now(account.pk)
+            raise InvalidRequest(f"Cannot remove {-amount} credits: only {available} are available.",
+                                 details={"amount": [f"At most {available} credits can be removed."]})
+        entry = LedgerEntry.objects.create(
+            account_id=account.pk, kind=kind, amount=amount, available_delta=amount, held_delta=0,
+            available_after=after[0], held_after=after[1], actor=actor, reason=reason[:500],
+            reference=reference[:200])
+    account.available, account.held = after
+    return entry
+
+
+# --- Holds -----------------------------------------------------------------------------------
+
+
+def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerprint: str,
+               reference: str = "", rate: dict | None = None) -> tuple[Hold, bool]:
+    """Reserve `amount` credits; returns (hold, created).
+
+    The same key with the same fingerprint returns the first hold and charges nothing again;
+    the same key with another fingerprint is a conflict. Short of credits: InsufficientCredits,
+    nothing written. Not durable on purpose: the generation app creates its job row and the hold
+    in one short transaction (never across a provider call); inside it this runs in a savepoint,
+    so a lost race on the key leaves the caller's transaction usable.
+    """
+    amount = _check_amount(amount)
+    if not idempotency_key or len(idempotency_key) > 300:
+        raise InvalidRequest("The idempotency key must be 1 to 300 characters.",
+                             details={"idempotency_key": ["Must be 1 to 300 characters."]})
+    existing = _hold_replayed(account=account, idempotency_key=idempotency_key, fingerprint=fingerprint)
+    if existing:
+        return existing, False
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            # The hold row first: its unique key is claimed before the account row is locked, so
+            # the account lock is held only for the counter update and the entry insert.
+            hold = Hold.objects.create(
+                account_id=account.pk, amount=amount, idempotency_key=idempotency_key, fingerprint=fingerprint,
+                reference=reference[:200], rate=rate, created_at=now,
+                expires_at=now + dt.timedelta(seconds=settings.CREDITGATE_HOLD_TTL_SECONDS))
+            after = _counters_move(account_id=account.pk, available_delta=-amount, held_delta=amount)
+            if after is None:
+                raise InsufficientCredits(required=amount, available=_available_now(account.pk))
+            LedgerEntry.objects.create(
+                account_id=account.pk, kind=EntryKind.HOLD, amount=0, available_delta=-amount, held_delta=amount,
+                available_after=after[0], held_after=after[1], hold=hold, reference=hold.reference, rate=rate)
+    except IntegrityError:
+        existing = _hold_replayed(account=account, idempotency_key=idempotency_key, fingerprint=fingerprint)
+        if existing:
+            return existing, False
+        raise
+    account.available, account.held = after
+    return hold, True
+
+
+def _hold_replayed(*, account: Account, idempotency_key: str, fingerprint: str) -> Hold | None:
+    hold = Hold.objects.filter(account_id=account.pk, idempotency_key=idempotency_key).first()
+    if hold and hold.fingerprint != fingerprint:
+        raise IdempotencyConflict()
+    return hold
+
+
+def _hold_settle(*, hold_id, state: str, captured: int = 0, rate: dict | None = None, reason: str = "",
+                 now: dt.datetime | None = None) -> bool:
+    """Move an active hold to `state`, capturing `captured` and releasing the rest; False if it
+    had already left `active` (then nothing happens)."""
+    now = now or timezone.now()
+    with transaction.atomic(durable=True):
+        # The conditional UPDATE is the exactly-once gate: a racer that comes second matches no row.
+        fields = {"state": state, "captured_amount": captured, "settled_at": now}
+        if rate is not None:
+            fields["rate"] = rate
+        matched = Hold.objects.filter(pk=hold_id, state=HoldState.ACTIVE, amount__gte=captured).update(**fields)
+        if not matched:
+            hold = Hold.objects.filter(pk=hold_id).only("amount", "state").first()
+            if hold is None:
+                raise InvalidRequest("No such hold.", details={"hold_id": ["Unknown hold."]})
+            if hold.state == HoldState.ACTIVE:  # active, so the amount was the mismatch
+                raise InvalidRequest(f"Cannot capture {captured} credits of a hold of {hold.amount}.",
+                                     details={"amount": [f"Must be from 0 to {hold.amount}."]})
+            return False
+        hold = Hold.objects.only("account_id", "amount", "reference", "rate").get(pk=hold_id)
+        returned = hold.amount - captured
+        after = _counters_move(account_id=hold.account_id, available_delta=returned, held_delta=-hold.amount)
+        if after is None:  # impossible: available only grows here; the CHECK would have fired first
+            raise RuntimeError(f"hold {hold_id}: the account refused a release")
+        entries = []
+        if captured:
+            entries.append(LedgerEntry(
+                account_id=hold.account_id, kind=EntryKind.CAPTURE, amount=-captured, available_delta=0,
+                held_delta=-captured, available_after=after[0] - returned, held_after=after[1] + returned,
+                hold_id=hold_id, reference=hold.reference, rate=hold.rate, reason=reason[:500]))
+        if returned:
+            kind = EntryKind.EXPIRE if state == HoldState.EXPIRED else EntryKind.RELEASE
+            entries.append(LedgerEntry(
+                account_id=hold.account_id, kind=kind, amount=0, available_delta=returned, held_delta=-returned,
+                available_after=after[0], held_after=after[1], hold_id=hold_id, reference=hold.reference,
+                rate=hold.rate, reason=reason[:500]))
+        LedgerEntry.objects.bulk_create(entries)
+    return True
+
+
+def hold_capture(*, hold_id, amount: int, rate: dict | None = None) -> bool:
+    """Charge `amount` (0..hold.amount) of an active hold and release the rest.
+
+    True if this call settled the hold; False if it was already captured, released or expired.
+    `rate`, when given, is the rate of what was delivered and replaces the hold's on its entries.
+    """
+    amount = _check_amount(amount, allow_zero=True)
+    if amount == 0:
+        return _hold_settle(hold_id=hold_id, state=HoldState.RELEASED, reason="nothing was charged")
+    return _hold_settle(hold_id=hold_id, state=HoldState.CAPTURED, captured=amount, rate=rate)
+
+
+def hold_release(*, hold_id, reason: str = "") -> bool:
+    """Give back all of an active hold. Same exactly-once rule as `hold_capture`."""
+    return _hold_settle(hold_id=hold_id, state=HoldState.RELEASED, reason=reason)
+
+
+def holds_release_stale(*, now: dt.datetime | None = None) -> int:
+    """The reaper: expire every active hold past its `expires_at`; returns how many this call expired."""
+    now = now or timezone.now()
+    stale = list(Hold.objects.filter(state=HoldState.ACTIVE, expires_at__lt=now)
+                 .order_by("expires_at").values_list("pk", flat=True)[:10000])
+    return sum(_hold_settle(hold_id=pk, state=HoldState.EXPIRED, reason="the hold expired", now=now)
+               for pk in stale)
