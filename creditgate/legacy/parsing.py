@@ -227,7 +227,7 @@ def legacy_export_parse(*, data: Any, importable_providers: frozenset[str]) -> L
         if "credit_cost_config" in root else {}
     if "global_integration_settings" in root:
         _parse_settings(check, root["global_integration_settings"], export, importable_providers, claims)
-    _resolve_text_rates(check, export, token_rates)
+    _resolve_text_rates(check, export, token_rates, claims.broken)
     claims.resolve(check, export)
     if check.errors:
         raise LegacyConfigError(check.errors)
@@ -241,11 +241,14 @@ class _Claims:
         self.defaults: dict[str, list[tuple[str, str]]] = {}  # model_type -> [(model_name, path)]
         self.tiers: dict[str, list[tuple[str, str]]] = {}     # tier -> [(model_name, path)]
         self.named: list[tuple[str, str, str]] = []           # (model_name, expected type, path)
+        self.broken: set[str] = set()  # entries already reported: references to them add only noise
 
     def resolve(self, check: _Checker, export: LegacyExport) -> None:
         for name, expected_type, path in self.named:
             model = export.models.get(name)
             section = "text_models" if expected_type == ModelType.TEXT else "image_models"
+            if name in self.broken:
+                continue
             if model is None:
                 check.fail(path, f"names a model that has no entry in $.constants.{section}, so it has no "
                                  f"provider or rate", name)
@@ -296,6 +299,8 @@ def _parse_constants(check: _Checker, value: Any, export: LegacyExport, provider
             path = f"$.constants.{section}[{i}]"
             model = _parse_model(check, entry, path, model_type, allowed, providers, claims)
             if model is None:
+                if isinstance(entry, dict) and isinstance(entry.get("model_name"), str):
+                    claims.broken.add(entry["model_name"].strip())
                 continue
             if model.model_name in export.models:
                 check.fail(f"{path}.model_name", f"is already given at {export.models[model.model_name].path}",
@@ -379,8 +384,11 @@ def _parse_cost_rows(check: _Checker, value: Any, export: LegacyExport) -> dict[
     return rates
 
 
-def _resolve_text_rates(check: _Checker, export: LegacyExport, rates: dict[str, list[tuple[int, str]]]) -> None:
+def _resolve_text_rates(check: _Checker, export: LegacyExport, rates: dict[str, list[tuple[int, str]]],
+                        broken: set[str]) -> None:
     for name in rates:
+        if name in broken:
+            continue
         if name and name not in export.models:
             path = rates[name][0][1].rsplit(".", 1)[0] + ".model_name"
             check.fail(path, "names a model that has no entry in $.constants.text_models", name)

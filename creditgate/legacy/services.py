@@ -319,7 +319,7 @@ def _plan_settings(export: LegacyExport, plan: _Plan) -> None:
     diff = {}
     for name, value in export.settings.items():
         before = _value(row, name)
-        if before != value:
+        if before != value or is_new:
             diff[name] = (_display(before), _display(value))
             setattr(row, name, value)
     key = "settings"
