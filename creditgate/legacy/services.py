@@ -20,8 +20,8 @@ from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider, ModelType
 from creditgate.legacy.parsing import LegacyConfigError, LegacyExport, LegacyModel, legacy_export_parse
 
-# Used only while creditgate.providers.registry does not exist yet: the providers the service
-# ships adapters for. Providers already in the IntegrationProvider table are added to these.
+# Used only if creditgate.providers.registry cannot be imported (it is where adapters are listed):
+# the providers the service ships adapters for, plus those already in the IntegrationProvider table.
 FALLBACK_IMPORTABLE_PROVIDERS = frozenset({"openai", "runware"})
 
 PROVIDERS_TABLE = "IntegrationProvider"
@@ -90,24 +90,11 @@ class ImportReport:
 def importable_provider_ids() -> frozenset[str]:
     """Providers the service can call: those with an adapter in the provider registry."""
     try:
-        from creditgate.providers import registry
+        from creditgate.providers.registry import ADAPTERS
     except ImportError:
-        registry = None
-    adapters = _registry_adapters(registry) if registry is not None else None
-    if adapters is not None:
-        return frozenset(adapters)
-    existing = IntegrationProvider.objects.values_list("provider_id", flat=True)
-    return FALLBACK_IMPORTABLE_PROVIDERS | frozenset(existing)
-
-
-def _registry_adapters(registry: Any) -> dict | None:
-    # The registry is a module-level dict of provider_id -> adapter class; accept any of the names
-    # it may be published under rather than pinning one before that module exists.
-    for name in ("ADAPTERS", "REGISTRY", "PROVIDERS", "ADAPTER_CLASSES"):
-        value = getattr(registry, name, None)
-        if isinstance(value, dict) and value and all(isinstance(k, str) for k in value):
-            return value
-    return None
+        existing = IntegrationProvider.objects.values_list("provider_id", flat=True)
+        return FALLBACK_IMPORTABLE_PROVIDERS | frozenset(existing)
+    return frozenset(ADAPTERS)
 
 
 def legacy_import(*, data: dict, dry_run: bool) -> ImportReport:

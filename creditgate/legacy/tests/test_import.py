@@ -315,3 +315,21 @@ def test_the_real_run_commits_as_one_transaction_on_postgres(postgres_only, seed
     assert "Summary: 0 created, 3 changed, 4 unchanged." in output
     assert run(EXAMPLE_PATH).endswith("Summary: 0 created, 0 changed, 7 unchanged.\n")
     assert AIModelConfig.objects.get(is_active=True, quality_tier="quality").model_name == "gpt-image-2"
+
+
+def test_importable_providers_are_those_with_an_adapter(monkeypatch):
+    import sys
+    import types
+
+    from creditgate.legacy.services import importable_provider_ids
+
+    fake = types.ModuleType("creditgate.providers.registry")
+    fake.ADAPTERS = {"openai": object, "stability": object}
+    monkeypatch.setitem(sys.modules, "creditgate.providers.registry", fake)
+    assert importable_provider_ids() == {"openai", "stability"}
+
+    data = example()
+    image_entry(data, "runware:97@1")["provider"] = "stability"
+    image_entry(data, "google:4@2")["provider"] = "stability"
+    report = legacy_import(data=data, dry_run=True)
+    assert any(line.startswith("runware API key") for line in report.not_imported)
