@@ -1,0 +1,100 @@
+"""Accounts with their balances (read-only), a grant/adjust form that goes through the ledger
+service with the admin as actor, and the ledger and holds read-only."""
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
+
+from creditgate.core.errors import ApplicationError
+from creditgate.credits import services
+from creditgate.credits.models import Account, AccountMember, EntryKind, Hold, LedgerEntry
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class AccountMemberInline(admin.TabularInline):
+    model = AccountMember
+    extra = 0
+    raw_id_fields = ["user"]
+    readonly_fields = ["joined_at"]
+
+
+class GrantForm(forms.Form):
+    kind = forms.ChoiceField(choices=[(EntryKind.GRANT, "Grant (add credits)"),
+                                      (EntryKind.ADJUSTMENT, "Adjustment (may be negative)"),
+                                      (EntryKind.REFUND, "Refund")])
+    amount = forms.IntegerField()
+    reason = forms.CharField(max_length=500, help_text="Recorded in the ledger with your name.")
+
+
+@admin.register(Account)
+class AccountAdmin(admin.ModelAdmin):
+    list_display = ["id", "name", "balance", "available", "held", "created_at"]
+    search_fields = ["name", "members__user__username", "members__user__email"]
+    readonly_fields = ["available", "held", "balance", "created_at", "grant_link"]
+    fields = ["name", "balance", "available", "held", "created_at", "grant_link"]
+    inlines = [AccountMemberInline]
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # an account with history is kept; PROTECT would refuse anyway
+
+    @admin.display(description="Credits")
+    def grant_link(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        return format_html('<a class="button" href="{}">Grant or adjust credits</a>',
+                           reverse("admin:credits_account_grant", args=[obj.pk]))
+
+    def get_urls(self):
+        return [path("<int:account_id>/grant/", self.admin_site.admin_view(self.grant_view),
+                     name="credits_account_grant")] + super().get_urls()
+
+    def grant_view(self, request, account_id):
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        account = get_object_or_404(Account, pk=account_id)
+        form = GrantForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.credits_grant(account=account, amount=form.cleaned_data["amount"], actor=request.user,
+                                       reason=form.cleaned_data["reason"], kind=form.cleaned_data["kind"])
+            except ApplicationError as exc:
+                form.add_error("amount", exc.message)
+            else:
+                self.message_user(request, f"Recorded {form.cleaned_data['kind']} of {form.cleaned_data['amount']} "
+                                           f"credits for {account}.", messages.SUCCESS)
+                return redirect("admin:credits_account_change", account.pk)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "account": account,
+                   "form": form, "title": f"Grant or adjust credits: {account}"}
+        return TemplateResponse(request, "admin/credits/account/grant.html", context)
+
+
+@admin.register(LedgerEntry)
+class LedgerEntryAdmin(ReadOnlyAdmin):
+    list_display = ["id", "created_at", "account", "kind", "amount", "available_after", "held_after", "actor",
+                    "reason", "reference"]
+    list_filter = ["kind"]
+    search_fields = ["account__name", "reference", "reason"]
+    list_select_related = ["account", "actor"]
+
+
+@admin.register(Hold)
+class HoldAdmin(ReadOnlyAdmin):
+    list_display = ["id", "created_at", "account", "amount", "captured_amount", "state", "reference", "expires_at",
+                    "settled_at"]
+    list_filter = ["state"]
+    search_fields = ["account__name", "reference", "idempotency_key"]
+    list_select_related = ["account"]

@@ -1,0 +1,128 @@
+"""Reads of accounts and the ledger, and the ledger audit behind `manage.py check_ledger`."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from django.db.models import Max, Q, QuerySet, Sum
+
+from creditgate.catalog import selectors as catalog_selectors
+from creditgate.catalog.models import QualityTier
+from creditgate.core.errors import InvalidRequest, TierUnavailable
+from creditgate.credits import pricing
+from creditgate.credits.models import Account, EntryKind, Hold, HoldState, LedgerEntry
+from creditgate.credits.pricing import Price
+
+
+def balance_get(*, account: Account) -> dict:
+    """balance = available + held; available is spendable, held is reserved by running requests."""
+    available, held = Account.objects.filter(pk=account.pk).values_list("available", "held").get()
+    return {"balance": available + held, "held": held, "available": available}
+
+
+def ledger_list(*, account: Account) -> QuerySet[LedgerEntry]:
+    """The account's entries, newest first."""
+    return LedgerEntry.objects.filter(account=account).order_by("-id")
+
+
+def ledger_check() -> list[str]:
+    """Every inconsistency between the stored counters, the ledger and the holds; empty == clean.
+
+    Aggregates in the database, so it reads each table once whatever the number of accounts.
+    """
+    problems: list[str] = []
+    sums = {row["account_id"]: row for row in LedgerEntry.objects.values("account_id").annotate(
+        available=Sum("available_delta"), held=Sum("held_delta"))}
+    active_held = dict(Hold.objects.filter(state=HoldState.ACTIVE).values("account_id")
+                       .annotate(total=Sum("amount")).values_list("account_id", "total"))
+    newest = LedgerEntry.objects.values("account_id").annotate(newest=Max("id")).values("newest")
+    last_after = {e.account_id: (e.available_after, e.held_after) for e in
+                  LedgerEntry.objects.filter(pk__in=newest).only("account_id", "available_after", "held_after")}
+
+    for account in Account.objects.order_by("pk").only("pk", "name", "available", "held").iterator():
+        label = f"account {account.pk} ({account.name})"
+        row = sums.get(account.pk, {"available": 0, "held": 0})
+        if account.available < 0 or account.held < 0:
+            problems.append(f"{label}: negative counter (available {account.available}, held {account.held})")
+        if account.available != row["available"]:
+            problems.append(f"{label}: available is {account.available} but the ledger sums to {row['available']}")
+        if account.held != row["held"]:
+            problems.append(f"{label}: held is {account.held} but the ledger sums to {row['held']}")
+        if account.held != active_held.get(account.pk, 0):
+            problems.append(f"{label}: held is {account.held} but its active holds total "
+                            f"{active_held.get(account.pk, 0)}")
+        after = last_after.get(account.pk)
+        if after is not None and after != (account.available, account.held):
+            problems.append(f"{label}: the newest entry says available {after[0]}, held {after[1]}; "
+                            f"the account says {account.available}, {account.held}")
+
+    negative = LedgerEntry.objects.filter(Q(available_after__lt=0) | Q(held_after__lt=0)).count()
+    if negative:
+        problems.append(f"{negative} ledger entries record a negative counter")
+    problems.extend(_holds_check())
+    return problems
+
+
+def _holds_check() -> list[str]:
+    """Each hold's entries must match its state: placed once; an active hold still fully held;
+    a settled one no longer held at all, charged exactly its captured amount."""
+    by_hold = defaultdict(lambda: {"held": 0, "charged": 0, "placed": 0})
+    rows = (LedgerEntry.objects.filter(hold__isnull=False).values("hold_id")
+            .annotate(held=Sum("held_delta"), charged=Sum("amount", filter=Q(kind=EntryKind.CAPTURE)),
+                      placed=Sum("held_delta", filter=Q(kind=EntryKind.HOLD))))
+    for row in rows:
+        by_hold[row["hold_id"]] = {"held": row["held"] or 0, "charged": -(row["charged"] or 0),
+                                   "placed": row["placed"] or 0}
+    problems = []
+    for hold in Hold.objects.order_by("pk").only("pk", "amount", "captured_amount", "state").iterator():
+        seen = by_hold[hold.pk]
+        label = f"hold {hold.pk} ({hold.state}, {hold.amount})"
+        if seen["placed"] != hold.amount:
+            problems.append(f"{label}: its hold entries reserve {seen['placed']}")
+        expected_held = hold.amount if hold.state == HoldState.ACTIVE else 0
+        if seen["held"] != expected_held:
+            problems.append(f"{label}: its entries leave {seen['held']} held, expected {expected_held}")
+        if seen["charged"] != hold.captured_amount:
+            problems.append(f"{label}: its entries charge {seen['charged']}, the hold captured "
+                            f"{hold.captured_amount}")
+    return problems
+
+
+# --- Estimates: what a request would hold, priced by the one pricing module -----------------
+
+
+def price_estimate_images(*, tier, count) -> Price:
+    """The price of `count` images of `tier`, exactly as an image job would hold it."""
+    if not isinstance(tier, str) or tier not in QualityTier.values:
+        choices = ", ".join(QualityTier.values)
+        raise InvalidRequest(f"Unknown quality tier; choose one of {choices}.",
+                             details={"tier": [f"Must be one of {choices}."]})
+    limit = catalog_selectors.global_settings_get().max_images_per_request
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= limit:
+        raise InvalidRequest(f"count must be a whole number from 1 to {limit}.",
+                             details={"count": [f"Must be an integer from 1 to {limit}."]})
+    model = catalog_selectors.model_for_tier(tier)
+    if model is None:
+        raise TierUnavailable(f"The {QualityTier(tier).label} quality is not available right now.",
+                              details={"tier": tier})
+    return pricing.price_images(model=model, count=count)
+
+
+def price_estimate_text(*, prompt, max_tokens=None) -> tuple[Price, int]:
+    """The most a text request may cost (its hold) and the max_tokens it was priced with.
+
+    The prompt is stripped as the text job strips it, so the estimate equals the job's hold.
+    """
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise InvalidRequest("The prompt is empty.", details={"prompt": ["This field may not be blank."]})
+    model = catalog_selectors.model_default_text()
+    if model is None:
+        raise TierUnavailable("Text generation is not available right now.", details={"kind": "text"})
+    default = catalog_selectors.global_settings_get().default_max_tokens
+    ceiling = model.max_output_tokens or default
+    if max_tokens is None:
+        max_tokens = min(default, ceiling)
+    elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= ceiling:
+        raise InvalidRequest(f"max_tokens must be a whole number from 1 to {ceiling}.",
+                             details={"max_tokens": [f"Must be an integer from 1 to {ceiling}."]})
+    return pricing.price_text_max(model=model, prompt=prompt.strip(), max_tokens=max_tokens), max_tokens

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from creditgate.credits import apis
+
+urlpatterns = [
+    path("balance/", apis.BalanceApi.as_view(), name="credits-balance"),
+    path("transactions/", apis.TransactionListApi.as_view(), name="credits-transactions"),
+    path("estimate/", apis.EstimateApi.as_view(), name="credits-estimate"),
+]
