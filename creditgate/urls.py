@@ -10,4 +10,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/system/", include("creditgate.catalog.urls")),
+    path("api/v1/credits/", include("creditgate.credits.urls")),
+    path("api/v1/", include("creditgate.generation.urls")),
+    path("", include("creditgate.web.urls")),
 ]
