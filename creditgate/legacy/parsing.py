@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -30,6 +31,7 @@ _IMAGE_MODEL_FIELDS = _COMMON_MODEL_FIELDS | {"credits_per_image", "usd_per_imag
 _COST_ROW_FIELDS = {"operation_type", "model_name", "tokens_per_credit", "is_active"}
 _TOP_LEVEL_FIELDS = {"version", "global_integration_settings", "constants", "credit_cost_config"}
 _MISSING = object()
+_MAX_RATE = 2_147_483_647  # the largest value every supported database stores in the rate columns
 
 
 class LegacyConfigError(InvalidRequest):
@@ -160,9 +162,11 @@ class _Checker:
         return value
 
     def positive_int(self, value: Any, path: str) -> int | None:
-        # bool is an int in Python; true is not a rate.
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0 or value != int(value):
-            self.fail(path, "must be a positive whole number", value)
+        # bool is an int in Python, and Python's json accepts NaN and Infinity: none of them is a rate.
+        ok = (not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+              and 0 < value <= _MAX_RATE and value == int(value))
+        if not ok:
+            self.fail(path, f"must be a positive whole number (at most {_MAX_RATE})", value)
             return None
         return int(value)
 

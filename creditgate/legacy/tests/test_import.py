@@ -184,7 +184,7 @@ def test_a_changed_key_is_replaced_and_shown_masked():
     (lambda d: image_entry(d, "google:4@2").pop("credits_per_image"),
      "$.constants.image_models[2].credits_per_image: is required"),
     (lambda d: image_entry(d, "google:4@2").__setitem__("credits_per_image", -15),
-     "$.constants.image_models[2].credits_per_image: must be a positive whole number (got -15)"),
+     "$.constants.image_models[2].credits_per_image: must be a positive whole number (at most 2147483647) (got -15)"),
     (lambda d: image_entry(d, "dall-e-3").__setitem__("provider", "bria"),
      '$.constants.image_models[1].provider: is an unknown provider'),
     (lambda d: image_entry(d, "google:4@2").__setitem__("quality_tier", "basic"), "tier 'basic' is claimed by"),
