@@ -109,6 +109,8 @@ class AIModelConfig(models.Model):
     class Meta:
         verbose_name = "AI model"
         ordering = ["model_type", "quality_tier", "model_name"]
+        # A CHECK passes when its condition is NULL, so "> 0" alone would let a NULL price through:
+        # each price rule also says IS NOT NULL.
         constraints = [
             models.CheckConstraint(condition=Q(model_type__in=ModelType.values), name="model_type_valid",
                                    violation_error_message="The model type must be text or image."),
@@ -118,13 +120,14 @@ class AIModelConfig(models.Model):
                 violation_error_message="The quality tier must be basic, quality or premium."),
             models.CheckConstraint(
                 condition=~Q(model_type=ModelType.TEXT)
-                | Q(tokens_per_credit__gt=0, credits_per_image__isnull=True, quality_tier__isnull=True),
+                | Q(tokens_per_credit__isnull=False, tokens_per_credit__gt=0, credits_per_image__isnull=True,
+                    quality_tier__isnull=True),
                 name="text_model_prices_by_tokens",
                 violation_error_message="A text model needs tokens per credit above 0, and no credits per image "
                                         "or quality tier."),
             models.CheckConstraint(
                 condition=~Q(model_type=ModelType.IMAGE)
-                | Q(credits_per_image__gt=0, tokens_per_credit__isnull=True),
+                | Q(credits_per_image__isnull=False, credits_per_image__gt=0, tokens_per_credit__isnull=True),
                 name="image_model_prices_by_image",
                 violation_error_message="An image model needs credits per image above 0, and no tokens per "
                                         "credit."),

@@ -1,0 +1,209 @@
+"""The catalog's admin: "AI models", "Providers" and the settings singleton.
+
+Thin: rules are database constraints (shown as form errors through model validation) and
+services; the admin only lays them out. An API key is taken through a write-only field and shown
+only as its hint (`sk-…9f2c`); the stored ciphertext is never rendered.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError
+from django.http import HttpResponseRedirect
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+
+from creditgate.catalog import selectors, services
+from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider, ModelType
+from creditgate.core.errors import ApplicationError
+
+RETIREMENT_WARNING_DAYS = 30
+
+_INTEGRITY_MESSAGE = ("The change was refused by a database rule (probably a concurrent change): "
+                      "nothing was saved. Reload the page and try again.")
+
+
+def _retirement_text(model: AIModelConfig, today: dt.date) -> str | None:
+    """"RETIRED" / "retires in 12 days" for an active model near or past its date, else None."""
+    if not model.is_active or model.retires_on is None:
+        return None
+    days = (model.retires_on - today).days
+    if days <= 0:
+        return "RETIRED"
+    if days <= RETIREMENT_WARNING_DAYS:
+        return "retires tomorrow" if days == 1 else f"retires in {days} days"
+    return None
+
+
+class _RefuseIntegrityErrorsMixin:
+    """Model validation catches every constraint before saving; a race between two admins can
+    still reach the database. That is a message, not a 500."""
+
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except IntegrityError:
+            self.message_user(request, _INTEGRITY_MESSAGE, level=messages.ERROR)
+            return HttpResponseRedirect(request.get_full_path())
+
+
+@admin.register(AIModelConfig)
+class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, admin.ModelAdmin):
+    list_display = ["model_name", "display_name", "model_type", "provider", "quality_tier", "credits",
+                    "is_default", "is_active", "retirement"]
+    list_filter = ["model_type", "provider", "quality_tier", "is_active", "is_default"]
+    search_fields = ["model_name", "display_name"]
+    list_select_related = ["provider"]
+    actions = ["make_default"]
+    readonly_fields = ["updated_at"]
+    fieldsets = [
+        (None, {"fields": ["model_name", "display_name", "model_type", "provider", "is_active", "is_default"]}),
+        ("What users pay (credits)", {"fields": ["quality_tier", "credits_per_image", "tokens_per_credit"],
+                                      "description": "Image models: a tier and credits per image. "
+                                                     "Text models: tokens per credit, no tier."}),
+        ("What we pay (USD, for margin reports)",
+         {"fields": ["usd_per_image", "input_usd_per_1m_tokens", "output_usd_per_1m_tokens"]}),
+        ("How to call it", {"fields": ["sizes", "max_images_per_call", "optional_params", "request_defaults",
+                                       "max_output_tokens", "retires_on", "notes", "updated_at"]}),
+    ]
+
+    @admin.display(description="Credits")
+    def credits(self, obj: AIModelConfig) -> str:
+        if obj.model_type == ModelType.IMAGE and obj.credits_per_image is not None:
+            return f"{obj.credits_per_image} / image"
+        if obj.model_type == ModelType.TEXT and obj.tokens_per_credit is not None:
+            return f"1 / {obj.tokens_per_credit} tokens"
+        return "—"
+
+    @admin.display(description="Retirement", ordering="retires_on")
+    def retirement(self, obj: AIModelConfig):
+        if obj.retires_on is None:
+            return "—"
+        warning = _retirement_text(obj, timezone.localdate())
+        if warning is None:
+            return obj.retires_on.isoformat()
+        return format_html(
+            '{} <strong style="background:#ba2121;color:#fff;padding:1px 6px;border-radius:3px">{}</strong>',
+            obj.retires_on.isoformat(), warning)
+
+    def changelist_view(self, request, extra_context=None):
+        if request.method == "GET":
+            today = timezone.localdate()
+            for model in selectors.models_retiring(within_days=RETIREMENT_WARNING_DAYS).select_related("provider"):
+                what = (f"the {model.get_quality_tier_display()} tier's model" if model.quality_tier
+                        else f"the {model.get_model_type_display().lower()} model")
+                when = ("has retired" if model.retires_on <= today
+                        else f"retires in {(model.retires_on - today).days} days")
+                self.message_user(
+                    request,
+                    f"{what[0].upper()}{what[1:]} {model} ({model.model_name}) {when} ({model.retires_on}). "
+                    f"Activate a replacement before it stops being served.",
+                    level=messages.WARNING)
+        return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Make default (of its type)")
+    def make_default(self, request, queryset):
+        by_type: dict[str, list[AIModelConfig]] = defaultdict(list)
+        for model in queryset:
+            by_type[model.model_type].append(model)
+        for model_type, models in by_type.items():
+            if len(models) > 1:
+                self.message_user(request, f"Select one {model_type} model to make default, not {len(models)}.",
+                                  level=messages.ERROR)
+                continue
+            model = models[0]
+            try:
+                services.model_make_default(model=model)
+            except ApplicationError as exc:
+                self.message_user(request, exc.message, level=messages.ERROR)
+            except IntegrityError:
+                self.message_user(request, _INTEGRITY_MESSAGE, level=messages.ERROR)
+            else:
+                self.message_user(request, f"{model} is now the default {model_type} model.", level=messages.SUCCESS)
+
+
+class ProviderForm(forms.ModelForm):
+    new_api_key = forms.CharField(
+        label="New API key", required=False, strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Leave empty to keep the stored key. Encrypted on save and never shown again.")
+    clear_api_key = forms.BooleanField(label="Clear the stored key", required=False)
+    base_url = forms.URLField(required=False, assume_scheme="https",
+                              help_text=IntegrationProvider._meta.get_field("base_url").help_text)
+
+    class Meta:
+        model = IntegrationProvider
+        fields = ["provider_id", "display_name", "is_active", "base_url"]
+
+    def clean_new_api_key(self) -> str:
+        try:
+            return services.api_key_normalize(self.cleaned_data.get("new_api_key", ""))
+        except ApplicationError as exc:
+            raise ValidationError(exc.message) from None
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("new_api_key") and cleaned.get("clear_api_key"):
+            raise ValidationError("Either enter a new key or clear the stored one, not both.")
+        return cleaned
+
+
+@admin.register(IntegrationProvider)
+class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, admin.ModelAdmin):
+    form = ProviderForm
+    list_display = ["provider_id", "display_name", "is_active", "stored_key", "base_url"]
+    list_filter = ["is_active"]
+    actions = ["test_key"]
+
+    def get_fields(self, request, obj=None):
+        return ["provider_id", "display_name", "is_active", "base_url", "stored_key", "new_api_key",
+                "clear_api_key"]
+
+    def get_readonly_fields(self, request, obj=None):
+        # The primary key: changing it would create another provider, not rename this one.
+        return ["stored_key", "provider_id"] if obj else ["stored_key"]
+
+    @admin.display(description="Stored key")
+    def stored_key(self, obj: IntegrationProvider) -> str:
+        return obj.api_key_hint or ("(set)" if obj.has_key else "—")
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if form.cleaned_data.get("clear_api_key"):
+            services.provider_update_key(provider=obj, api_key="")
+        elif form.cleaned_data.get("new_api_key"):
+            services.provider_update_key(provider=obj, api_key=form.cleaned_data["new_api_key"])
+
+    @admin.action(description="Test key")
+    def test_key(self, request, queryset):
+        # Imported here: the catalog must import even where the providers app is not ready.
+        from creditgate.providers.services import provider_check_credentials
+
+        for provider in queryset:
+            result = provider_check_credentials(provider_id=provider.provider_id)
+            name = str(provider)
+            message = result.message if result.message.startswith(name) else f"{name}: {result.message}"
+            self.message_user(request, message, level=messages.SUCCESS if result.ok else messages.ERROR)
+
+
+@admin.register(GlobalIntegrationSettings)
+class GlobalIntegrationSettingsAdmin(_RefuseIntegrityErrorsMixin, admin.ModelAdmin):
+    """One row: the list page opens it; it can be neither added twice nor deleted."""
+
+    readonly_fields = ["updated_at"]
+
+    def has_add_permission(self, request):
+        return not GlobalIntegrationSettings.objects.exists()
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def changelist_view(self, request, extra_context=None):
+        row = selectors.global_settings_get()
+        return HttpResponseRedirect(reverse("admin:catalog_globalintegrationsettings_change", args=[row.pk]))
