@@ -1,0 +1,365 @@
+"""The one interface every provider adapter implements, its normalized results and its errors.
+
+An adapter turns a catalog row plus a prompt into provider calls and turns whatever comes back
+(images, tokens, refusals, outages) into these types. Everything provider-specific stays in the
+provider's module; everything model-specific stays in the catalog row (sizes, images per call,
+accepted optional parameters, fixed request defaults).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TypeVar
+
+import requests
+from django.conf import settings
+
+from creditgate.catalog.models import AIModelConfig
+from creditgate.core.errors import ApplicationError
+
+logger = logging.getLogger("creditgate.providers")
+
+T = TypeVar("T")
+
+# The generic names of optional parameters (as listed in AIModelConfig.optional_params) that a
+# caller may pass to generate_images. Each adapter maps the ones its API knows to its own names.
+IMAGE_OPTIONS = ("negative_prompt", "steps", "cfg_scale", "seed")
+
+
+# --- Results ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageOutcome:
+    """One per requested image, success or failure."""
+
+    ok: bool
+    # Always filled when ok: provider URLs expire, so the adapter downloads them itself.
+    data: bytes | None = None
+    content_type: str | None = None
+    source_url: str | None = None
+    provider_image_id: str | None = None
+    provider_task_id: str | None = None
+    seed: int | None = None
+    cost_usd: Decimal | None = None
+    error_code: str | None = None
+    error_message: str | None = None  # safe for users: never a raw provider body or a key
+
+    @classmethod
+    def failed(cls, error: ProviderError, *, provider_task_id: str | None = None) -> ImageOutcome:
+        return cls(ok=False, error_code=error.code, error_message=error.message, provider_task_id=provider_task_id)
+
+
+@dataclass(frozen=True)
+class TextResult:
+    content: str
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int  # as the provider reported it: this is what the user is charged for
+    finish_reason: str | None = None
+    provider_request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CredentialCheck:
+    ok: bool
+    message: str  # safe to show an operator: never the key
+
+
+# --- Errors -----------------------------------------------------------------------------------
+# Messages are written for the person who will read them (a user looking at a failed job, an
+# operator testing a key); the provider's own text and status go to the log and to `__cause__`.
+
+class ProviderError(ApplicationError):
+    status_code = 502
+    code = "provider_unavailable"
+    retryable = False
+    default_message = "The AI provider could not complete the request. Please try again later."
+
+    def __init__(self, message: str | None = None, *, retryable: bool | None = None,
+                 retry_after: float | None = None, details: dict | None = None):
+        super().__init__(message or self.default_message, details=details)
+        if retryable is not None:
+            self.retryable = retryable
+        self.retry_after = retry_after  # seconds the provider asked us to wait, if it said
+
+
+class ProviderNotConfigured(ProviderError):
+    status_code = 503
+    code = "provider_not_configured"
+    default_message = "This AI provider is not configured."
+
+
+class ProviderAuthError(ProviderError):
+    code = "provider_auth_failed"
+    default_message = "The AI provider rejected our credentials. An operator has to fix the API key."
+
+
+class ProviderRateLimited(ProviderError):
+    code = "provider_rate_limited"
+    retryable = True
+    default_message = "The AI provider is busy right now. Please try again in a moment."
+
+
+class ProviderQuotaExhausted(ProviderError):
+    code = "provider_quota_exhausted"
+    default_message = "The AI provider's account has run out of quota. An operator has to top it up."
+
+
+class ProviderContentRefused(ProviderError):
+    code = "content_refused"
+    status_code = 422
+    default_message = "The AI provider refused this prompt under its content policy. Try rewording it."
+
+
+class ProviderTimeout(ProviderError):
+    code = "provider_timeout"
+    retryable = True
+    default_message = "The AI provider took too long to answer."
+
+
+class ProviderBadResponse(ProviderError):
+    code = "provider_bad_response"
+    default_message = "The AI provider sent an answer we could not use."
+
+
+class ProviderRejectedRequest(ProviderError):
+    """A 4xx that is neither auth, quota, rate limit nor content: our request does not suit the
+    model (a size it does not take, a retired model). Retrying the same request cannot help."""
+
+    code = "provider_rejected_request"
+    status_code = 400
+    default_message = "The AI provider did not accept this request for the selected model."
+
+
+class ProviderServerError(ProviderError):
+    retryable = True
+    default_message = "The AI provider had an internal error. Please try again later."
+
+
+# --- Timeouts and retries -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CallPolicy:
+    """Timeouts and retry rules for one adapter, read from settings when the adapter is built
+    (tests shrink the delays through pytest-django's `settings` fixture)."""
+
+    connect_timeout: float = 5.0
+    text_timeout: float = 120.0
+    image_timeout: float = 120.0
+    download_timeout: float = 60.0
+    max_retries: int = 2
+    retry_base_delay: float = 0.5
+    retry_max_delay: float = 30.0
+    max_parallel_calls: int = 8
+
+    @classmethod
+    def from_settings(cls) -> CallPolicy:
+        def get(name: str, default):
+            return type(default)(getattr(settings, name, default))
+
+        return cls(
+            connect_timeout=get("CREDITGATE_PROVIDER_CONNECT_TIMEOUT", cls.connect_timeout),
+            text_timeout=get("CREDITGATE_PROVIDER_TEXT_TIMEOUT", cls.text_timeout),
+            image_timeout=get("CREDITGATE_PROVIDER_IMAGE_TIMEOUT", cls.image_timeout),
+            download_timeout=get("CREDITGATE_PROVIDER_DOWNLOAD_TIMEOUT", cls.download_timeout),
+            max_retries=get("CREDITGATE_PROVIDER_MAX_RETRIES", cls.max_retries),
+            retry_base_delay=get("CREDITGATE_PROVIDER_RETRY_BASE_DELAY", cls.retry_base_delay),
+            retry_max_delay=get("CREDITGATE_PROVIDER_RETRY_MAX_DELAY", cls.retry_max_delay),
+            max_parallel_calls=get("CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS", cls.max_parallel_calls),
+        )
+
+    def delay_before_retry(self, attempt: int, error: ProviderError) -> float:
+        """Seconds to wait before retry number `attempt` (1-based): the provider's Retry-After
+        when it gave one, else exponential backoff with jitter; capped either way so a worker is
+        never parked for minutes."""
+        if error.retry_after is not None:
+            return min(max(error.retry_after, 0.0), self.retry_max_delay)
+        backoff = self.retry_base_delay * 2 ** (attempt - 1)
+        return min(backoff * (0.75 + random.random() / 2), self.retry_max_delay)
+
+
+# Indirection so tests can record the waits instead of sleeping through them.
+sleep: Callable[[float], None] = time.sleep
+
+
+def call_with_retries(call: Callable[[], T], *, policy: CallPolicy, what: str) -> T:
+    """Run `call`, retrying ProviderErrors marked retryable up to policy.max_retries times.
+
+    Only for calls that are safe to send again: a caller whose request may have reached the
+    provider without an answer (and may be billed) handles that case itself before raising.
+    """
+    attempt = 0
+    while True:
+        try:
+            return call()
+        except ProviderError as exc:
+            if not exc.retryable or attempt >= policy.max_retries:
+                raise
+            attempt += 1
+            delay = policy.delay_before_retry(attempt, exc)
+            logger.info("%s: %s, retry %d/%d in %.2fs", what, type(exc).__name__, attempt, policy.max_retries, delay)
+            sleep(delay)
+
+
+def parse_retry_after(headers) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds; an HTTP date is treated as
+    absent: neither provider documents one and guessing clocks is worse than backing off)."""
+    for header, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(header) if headers is not None else None
+        if value is None:
+            continue
+        try:
+            seconds = float(value) / divisor
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    return None
+
+
+def sniff_image_type(data: bytes) -> str | None:
+    if data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "image/png"
+    if data.startswith(b"\xff\xd8\xff"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    return None
+
+
+def fetch_image(url: str, *, policy: CallPolicy, what: str) -> tuple[bytes, str]:
+    """Download an image a provider handed out by URL (they expire, so we copy it at once).
+    Retried like a provider call: a GET is safe to repeat and costs nothing."""
+
+    def attempt() -> tuple[bytes, str]:
+        try:
+            response = requests.get(url, timeout=(policy.connect_timeout, policy.download_timeout))
+        except requests.Timeout as exc:
+            raise ProviderTimeout("The generated image could not be downloaded in time.") from exc
+        except requests.RequestException as exc:
+            raise ProviderServerError("The generated image could not be downloaded.") from exc
+        if response.status_code >= 500 or response.status_code == 429:
+            raise ProviderServerError("The generated image could not be downloaded.",
+                                      retry_after=parse_retry_after(response.headers))
+        if response.status_code != 200:
+            raise ProviderBadResponse(f"The generated image could not be downloaded (HTTP {response.status_code}).")
+        content_type = sniff_image_type(response.content)
+        if content_type is None:
+            raise ProviderBadResponse("The AI provider's image is not a PNG, JPEG or WEBP file.")
+        return response.content, content_type
+
+    return call_with_retries(attempt, policy=policy, what=what)
+
+
+# --- The adapter --------------------------------------------------------------------------------
+
+class ProviderAdapter(ABC):
+    """Template for a provider: the fixed sequence (validate, pick parameters, fan out, collect)
+    lives here; each provider module fills in one call and its error mapping."""
+
+    provider_id: str
+    default_base_url: str
+
+    def __init__(self, *, api_key: str, base_url: str | None = None, policy: CallPolicy | None = None):
+        self.api_key = api_key
+        self.base_url = (base_url or self.default_base_url).rstrip("/")
+        self.policy = policy or CallPolicy.from_settings()
+
+    def __repr__(self) -> str:  # the key must never reach a log line through a repr
+        return f"<{type(self).__name__} base_url={self.base_url!r}>"
+
+    # The interface.
+
+    def generate_images(self, *, model: AIModelConfig, prompt: str, count: int, size: str | None = None,
+                        options: dict | None = None) -> list[ImageOutcome]:
+        """`count` outcomes, in order. Partial failure is expressed as failed outcomes; a
+        ProviderError is raised only when nothing could be delivered at all (then every call
+        failed, and the first failure is what the caller is told)."""
+        if count < 1:
+            raise ProviderRejectedRequest("At least one image must be requested.")
+        width, height = self.resolve_size(model=model, size=size)
+        params = self.image_params(model=model, options=options)
+        per_call = max(1, model.max_images_per_call)
+        chunks = [min(per_call, count - start) for start in range(0, count, per_call)]
+
+        def run(n: int) -> list[ImageOutcome] | ProviderError:
+            try:
+                outcomes = self._generate_image_call(model=model, prompt=prompt, n=n, width=width, height=height,
+                                                     params=params)
+            except ProviderError as exc:
+                return exc
+            # A provider that returns fewer images than asked must not shrink the result.
+            missing = n - len(outcomes)
+            if missing > 0:
+                gap = ProviderBadResponse("The AI provider returned fewer images than requested.")
+                outcomes = [*outcomes, *[ImageOutcome.failed(gap) for _ in range(missing)]]
+            return outcomes[:n]
+
+        if len(chunks) == 1:
+            results = [run(chunks[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=min(len(chunks), self.policy.max_parallel_calls),
+                                    thread_name_prefix=f"{self.provider_id}-images") as pool:
+                results = list(pool.map(run, chunks))
+
+        errors = [r for r in results if isinstance(r, ProviderError)]
+        if len(errors) == len(results):
+            raise errors[0]
+        outcomes: list[ImageOutcome] = []
+        for n, result in zip(chunks, results):
+            outcomes.extend([ImageOutcome.failed(result)] * n if isinstance(result, ProviderError) else result)
+        return outcomes
+
+    @abstractmethod
+    def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
+                      temperature: float | None = None) -> TextResult: ...
+
+    @abstractmethod
+    def check_credentials(self) -> CredentialCheck: ...
+
+    # What each provider fills in.
+
+    @abstractmethod
+    def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
+                             params: dict) -> list[ImageOutcome]:
+        """One provider call for `n` <= model.max_images_per_call images, retries included.
+        Raises ProviderError when the call as a whole failed."""
+
+    # Shared rules.
+
+    option_names: dict[str, str] = {}  # generic option name -> this provider's parameter name
+
+    def image_params(self, *, model: AIModelConfig, options: dict | None) -> dict:
+        """model.request_defaults, plus the caller's options that the model accepts (by catalog
+        data) and this provider can express. Others are dropped silently: a tier's model may
+        change under a caller, and a parameter one model lacks must not fail the request."""
+        params = dict(model.request_defaults or {})
+        for name, value in (options or {}).items():
+            if value is None or not model.accepts(name) or name not in self.option_names:
+                continue
+            params[self.option_names[name]] = value
+        return params
+
+    @staticmethod
+    def resolve_size(*, model: AIModelConfig, size: str | None) -> tuple[int, int]:
+        sizes = list(model.sizes or [])
+        if size is None:
+            if not sizes:
+                raise ProviderRejectedRequest("This model has no image size configured.")
+            size = sizes[0]
+        elif sizes and size not in sizes:
+            raise ProviderRejectedRequest(f"Size {size} is not available for this model.",
+                                          details={"size": [f"Choose one of: {', '.join(sizes)}."]})
+        try:
+            width, height = (int(part) for part in str(size).lower().split("x"))
+        except ValueError as exc:
+            raise ProviderRejectedRequest(f"Size {size} is not WIDTHxHEIGHT.") from exc
+        return width, height

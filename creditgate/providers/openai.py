@@ -1,0 +1,208 @@
+"""OpenAI through its official SDK (openai 3.x, which speaks HTTPX2).
+
+Retries: the SDK's own are switched off (max_retries=0) and `call_with_retries` applies the same
+rules (connection errors, 408, 409, 429, 5xx; `x-should-retry` wins; Retry-After honoured but
+capped), with one exception the SDK cannot express: a 429 whose type or code is
+`insufficient_quota` means the account is out of money, and retrying it only delays the failure.
+One retry loop for both providers also means one place where tests can record the waits.
+
+No idempotency key exists at OpenAI, so a retried timeout may be billed to us twice; the user is
+still charged once, for what was delivered.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import threading
+
+import httpx2
+import openai as openai_sdk
+
+from creditgate.catalog.models import AIModelConfig
+from creditgate.providers.base import (
+    CredentialCheck,
+    ImageOutcome,
+    ProviderAdapter,
+    ProviderAuthError,
+    ProviderBadResponse,
+    ProviderContentRefused,
+    ProviderError,
+    ProviderQuotaExhausted,
+    ProviderRateLimited,
+    ProviderRejectedRequest,
+    ProviderServerError,
+    ProviderTimeout,
+    TextResult,
+    call_with_retries,
+    fetch_image,
+    parse_retry_after,
+    sniff_image_type,
+)
+
+logger = logging.getLogger("creditgate.providers.openai")
+
+# PROVIDERS.md §5: the 429s that mean "out of money", not "slow down".
+QUOTA_CODES = {"insufficient_quota", "credit_balance_exhausted", "organization_spend_limit_exceeded",
+               "project_spend_limit_exceeded", "organization_usage_limit_exceeded"}
+CONTENT_CODES = {"content_policy_violation", "moderation_blocked"}
+
+
+class OpenAIAdapter(ProviderAdapter):
+    provider_id = "openai"
+    default_base_url = "https://api.openai.com/v1"
+    sandbox_path = "openai/v1"
+    # The Images API has no negative prompt, steps, CFG or seed: nothing generic maps to it.
+    option_names: dict[str, str] = {}
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self._clients: dict[float, openai_sdk.OpenAI] = {}
+        self._clients_lock = threading.Lock()
+
+    def _client(self, read_timeout: float) -> openai_sdk.OpenAI:
+        # One client per timeout, shared by the threads of a fan-out (the HTTPX2 pool is thread-safe).
+        with self._clients_lock:
+            if read_timeout not in self._clients:
+                self._clients[read_timeout] = openai_sdk.OpenAI(
+                    api_key=self.api_key, base_url=self.base_url, max_retries=0,
+                    timeout=httpx2.Timeout(read_timeout, connect=self.policy.connect_timeout))
+            return self._clients[read_timeout]
+
+    def _call(self, fn, *, what: str):
+        def attempt():
+            try:
+                return fn()
+            except openai_sdk.OpenAIError as exc:
+                raise translate_error(exc, what=what) from exc
+
+        return call_with_retries(attempt, policy=self.policy, what=f"openai {what}")
+
+    # Text.
+
+    def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
+                      temperature: float | None = None) -> TextResult:
+        client = self._client(self.policy.text_timeout)
+        send_temperature = temperature is not None and model.accepts("temperature")
+
+        def create(with_temperature: bool):
+            extra = {"temperature": temperature} if with_temperature else {}
+            return client.chat.completions.create(
+                model=model.model_name, messages=[{"role": "user", "content": prompt}],
+                max_completion_tokens=max_tokens, extra_body={**(model.request_defaults or {}), **extra})
+
+        try:
+            completion = self._call(lambda: create(send_temperature), what="chat")
+        except ProviderRejectedRequest as exc:
+            # PROVIDERS.md §3: a reasoning setup may refuse a non-default temperature; the text is
+            # still worth having without it, so drop it once rather than fail the job.
+            if not (send_temperature and getattr(exc.__cause__, "param", None) == "temperature"):
+                raise
+            logger.warning("openai chat: %s refused temperature; retrying without it", model.model_name)
+            completion = self._call(lambda: create(False), what="chat")
+
+        usage = getattr(completion, "usage", None)
+        choices = getattr(completion, "choices", None) or []
+        if usage is None or not choices or usage.total_tokens is None:
+            raise ProviderBadResponse("The AI provider's answer carried no text or no token usage.")
+        choice = choices[0]
+        return TextResult(
+            content=(choice.message.content if choice.message else None) or "",
+            prompt_tokens=int(usage.prompt_tokens or 0),
+            completion_tokens=int(usage.completion_tokens or 0),
+            total_tokens=int(usage.total_tokens),
+            finish_reason=choice.finish_reason,
+            provider_request_id=getattr(completion, "_request_id", None),
+        )
+
+    # Images.
+
+    def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
+                             params: dict) -> list[ImageOutcome]:
+        client = self._client(self.policy.image_timeout)
+        # No response_format: GPT image models reject it and always answer in base64; older
+        # models answer with URLs. Both are handled below.
+        response = self._call(
+            lambda: client.images.generate(model=model.model_name, prompt=prompt, n=n, size=f"{width}x{height}",
+                                           extra_body=params),
+            what="images")
+        request_id = getattr(response, "_request_id", None)
+        return [self._outcome(item, request_id=request_id) for item in (getattr(response, "data", None) or [])]
+
+    def _outcome(self, item, *, request_id: str | None) -> ImageOutcome:
+        try:
+            if getattr(item, "b64_json", None):
+                try:
+                    data = base64.b64decode(item.b64_json, validate=True)
+                except (binascii.Error, ValueError) as exc:
+                    raise ProviderBadResponse("The AI provider sent an image we could not decode.") from exc
+                content_type = sniff_image_type(data)
+                if content_type is None:
+                    raise ProviderBadResponse("The AI provider's image is not a PNG, JPEG or WEBP file.")
+                url = None
+            elif getattr(item, "url", None):
+                url = item.url
+                data, content_type = fetch_image(url, policy=self.policy, what="openai image download")
+            else:
+                raise ProviderBadResponse("The AI provider's answer carried no image.")
+        except ProviderError as exc:
+            logger.warning("openai image (request %s): %s", request_id, exc.message)
+            return ImageOutcome.failed(exc, provider_task_id=request_id)
+        return ImageOutcome(ok=True, data=data, content_type=content_type, source_url=url,
+                            provider_task_id=request_id)
+
+    # Credentials.
+
+    def check_credentials(self) -> CredentialCheck:
+        client = self._client(min(self.policy.text_timeout, 15.0))
+        try:
+            models = self._call(lambda: client.models.list(), what="models")
+        except ProviderAuthError:
+            return CredentialCheck(ok=False, message="OpenAI rejected the API key.")
+        except ProviderError as exc:
+            return CredentialCheck(ok=False, message=f"The key could not be checked: {exc.message}")
+        count = len(getattr(models, "data", None) or [])
+        return CredentialCheck(ok=True, message=f"The API key works: OpenAI answered and lists {count} models.")
+
+
+def translate_error(exc: openai_sdk.OpenAIError, *, what: str) -> ProviderError:
+    """The SDK's exception as our error. The provider's message stays in the log (it is useful to
+    an operator and carries no key of ours; OpenAI masks keys), never in what users see."""
+    if isinstance(exc, openai_sdk.APITimeoutError):
+        return ProviderTimeout()
+    if isinstance(exc, openai_sdk.APIConnectionError):
+        return ProviderServerError("The AI provider could not be reached.")
+    if isinstance(exc, openai_sdk.APIResponseValidationError):
+        return ProviderBadResponse()
+    if not isinstance(exc, openai_sdk.APIStatusError):
+        return ProviderBadResponse()
+
+    status = exc.status_code
+    code, type_ = getattr(exc, "code", None), getattr(exc, "type", None)
+    headers = exc.response.headers
+    logger.warning("openai %s: HTTP %s type=%s code=%s param=%s request_id=%s: %s", what, status, type_, code,
+                   getattr(exc, "param", None), exc.request_id, exc.message if status != 401 else "(auth)")
+    retry_after = parse_retry_after(headers)
+
+    if status == 429 and (code in QUOTA_CODES or type_ in QUOTA_CODES):
+        error: ProviderError = ProviderQuotaExhausted()
+    elif status == 429:
+        error = ProviderRateLimited(retry_after=retry_after)
+    elif status == 401:
+        error = ProviderAuthError()
+    elif status == 403:
+        error = ProviderAuthError("The AI provider does not allow our account to use this model.")
+    elif code in CONTENT_CODES:
+        error = ProviderContentRefused()
+    elif status == 404 or code == "model_not_found":
+        error = ProviderRejectedRequest("This model is no longer available at the AI provider.")
+    elif status in (408, 409) or status >= 500:
+        error = ProviderServerError(retry_after=retry_after)
+    else:
+        error = ProviderRejectedRequest()
+
+    should_retry = (headers.get("x-should-retry") or "").lower()
+    if should_retry in ("true", "false") and not isinstance(error, ProviderQuotaExhausted):
+        error.retryable = should_retry == "true"
+    return error

@@ -1,0 +1,251 @@
+"""Runware through a small synchronous client over its REST task API (PROVIDERS.md §1, §5).
+
+Both PyPI SDKs are asyncio-only (one WebSocket-only); our jobs run in synchronous workers, and a
+POST of a JSON task array is all the API needs.
+
+Retries and money: Runware has no idempotency key; the client-chosen taskUUID is the handle.
+After an answer (an error status, an error envelope) the task is over, so a retry sends a new
+task. After an *ambiguous* failure (the request went out, no answer came back) the task may be
+running and billed, so it is looked up by its taskUUID (getResponse) instead of sent again; if
+the lookup finds nothing, the images are reported failed rather than risk paying twice.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import requests
+import urllib3
+
+from creditgate.catalog.models import AIModelConfig
+from creditgate.providers import base
+from creditgate.providers.base import (
+    CredentialCheck,
+    ImageOutcome,
+    ProviderAdapter,
+    ProviderAuthError,
+    ProviderBadResponse,
+    ProviderContentRefused,
+    ProviderError,
+    ProviderQuotaExhausted,
+    ProviderRateLimited,
+    ProviderRejectedRequest,
+    ProviderServerError,
+    ProviderTimeout,
+    TextResult,
+    call_with_retries,
+    fetch_image,
+    parse_retry_after,
+    sniff_image_type,
+)
+
+logger = logging.getLogger("creditgate.providers.runware")
+
+# runware-python's grouping of raw error codes (PROVIDERS.md §1.4); codes still vary by model.
+SAFETY_CODES = {"contentPolicyViolation", "providerContentPolicyViolation", "nsfwContentDetected", "promptBlocked"}
+AUTH_CODES = {"invalidApiKey", "missingApiKey", "unauthorized", "forbidden"}
+PROVIDER_CODES = {"inferenceError", "noAvailableServer", "modelUnavailable", "internalServerError"}
+TIMEOUT_CODES = {"timeoutProvider", "timeout"}
+NOT_FOUND_CODES = {"taskNotFound", "notFound", "invalidTaskUUID"}
+RESULT_FIELDS = ("imageURL", "imageBase64Data", "imageDataURI")
+
+
+class _AmbiguousFailure(ProviderTimeout):
+    """The request was sent and no answer came back: never resend it blindly."""
+
+    retryable = False
+
+
+class RunwareAdapter(ProviderAdapter):
+    provider_id = "runware"
+    default_base_url = "https://api.runware.ai/v1"
+    sandbox_path = "runware/v1"
+    option_names = {"negative_prompt": "negativePrompt", "steps": "steps", "cfg_scale": "CFGScale", "seed": "seed"}
+    lookup_attempts = 3
+
+    # Transport.
+
+    def _post(self, tasks: list[dict], *, read_timeout: float) -> tuple[int, Any, Any]:
+        try:
+            response = requests.post(self.base_url, json=tasks, timeout=(self.policy.connect_timeout, read_timeout),
+                                     headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"})
+        except requests.ConnectTimeout as exc:
+            raise ProviderTimeout("The AI provider could not be reached in time.") from exc
+        except requests.ReadTimeout as exc:
+            raise _AmbiguousFailure() from exc
+        except requests.ConnectionError as exc:
+            if _never_sent(exc):
+                raise ProviderServerError("The AI provider could not be reached.") from exc
+            raise _AmbiguousFailure("The AI provider dropped the connection before answering.") from exc
+        except requests.RequestException as exc:
+            raise ProviderServerError("The AI provider could not be reached.") from exc
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        return response.status_code, body, response.headers
+
+    # Images.
+
+    def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
+                             params: dict) -> list[ImageOutcome]:
+        def attempt() -> list[ImageOutcome]:
+            task_uuid = str(uuid.uuid4())  # a new task per attempt: the previous one ended with an answer
+            task = {"includeCost": True, "outputType": "URL", **params,
+                    "taskType": "imageInference", "taskUUID": task_uuid, "model": model.model_name,
+                    "positivePrompt": prompt, "width": width, "height": height, "numberResults": n}
+            try:
+                status, body, headers = self._post([task], read_timeout=self.policy.image_timeout)
+            except _AmbiguousFailure as exc:
+                status, body, headers = self._look_up(task_uuid, cause=exc)
+            return self._outcomes(status, body, headers, task_uuid=task_uuid, n=n)
+
+        return call_with_retries(attempt, policy=self.policy, what="runware imageInference")
+
+    def _look_up(self, task_uuid: str, *, cause: ProviderError) -> tuple[int, Any, Any]:
+        for attempt in range(self.lookup_attempts):
+            if attempt:
+                base.sleep(self.policy.delay_before_retry(attempt, cause))
+            try:
+                status, body, headers = self._post([{"taskType": "getResponse", "taskUUID": task_uuid}],
+                                                   read_timeout=min(self.policy.image_timeout, 30.0))
+            except ProviderError:
+                continue
+            errors = _task_errors(body, task_uuid)
+            if _task_items(body, task_uuid) or any(str(e.get("code")) not in NOT_FOUND_CODES for e in errors):
+                return status, body, headers
+        logger.warning("runware: task %s unanswered and not found by getResponse; not resubmitted", task_uuid)
+        raise ProviderTimeout("The AI provider did not answer in time.", retryable=False) from cause
+
+    def _outcomes(self, status: int, body: Any, headers: Any, *, task_uuid: str, n: int) -> list[ImageOutcome]:
+        items = _task_items(body, task_uuid)
+        errors = _task_errors(body, task_uuid)
+        if not items:
+            raise classify(status, errors, retry_after=parse_retry_after(headers))
+        with ThreadPoolExecutor(max_workers=min(len(items), self.policy.max_parallel_calls),
+                                thread_name_prefix="runware-download") as pool:
+            outcomes = list(pool.map(lambda item: self._outcome(item, task_uuid=task_uuid), items[:n]))
+        if errors and len(outcomes) < n:
+            # The task delivered part of numberResults; the rest failed with these errors.
+            per_image = classify(500, errors, retry_after=None)
+            outcomes.extend(ImageOutcome.failed(per_image, provider_task_id=task_uuid)
+                            for _ in range(n - len(outcomes)))
+        return outcomes
+
+    def _outcome(self, item: dict, *, task_uuid: str) -> ImageOutcome:
+        url = item.get("imageURL")
+        try:
+            if url:
+                data, content_type = fetch_image(url, policy=self.policy, what="runware image download")
+            else:
+                encoded = item.get("imageBase64Data") or str(item.get("imageDataURI") or "").partition(",")[2]
+                try:
+                    data = base64.b64decode(encoded, validate=True)
+                except (binascii.Error, ValueError) as exc:
+                    raise ProviderBadResponse("The AI provider sent an image we could not decode.") from exc
+                content_type = sniff_image_type(data)
+                if content_type is None:
+                    raise ProviderBadResponse("The AI provider's image is not a PNG, JPEG or WEBP file.")
+        except ProviderError as exc:
+            logger.warning("runware image %s of task %s: %s", item.get("imageUUID"), task_uuid, exc.message)
+            return ImageOutcome.failed(exc, provider_task_id=task_uuid)
+        return ImageOutcome(ok=True, data=data, content_type=content_type, source_url=url,
+                            provider_image_id=item.get("imageUUID"), provider_task_id=task_uuid,
+                            seed=_int_or_none(item.get("seed")), cost_usd=_decimal_or_none(item.get("cost")))
+
+    # Text: Runware serves the image tiers only.
+
+    def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
+                      temperature: float | None = None) -> TextResult:
+        raise ProviderRejectedRequest("This provider does not generate text.")
+
+    # Credentials.
+
+    def check_credentials(self) -> CredentialCheck:
+        try:
+            status, body, headers = self._post([{"taskType": "authentication", "apiKey": self.api_key}],
+                                               read_timeout=15.0)
+        except ProviderError as exc:
+            return CredentialCheck(ok=False, message=f"The key could not be checked: {exc.message}")
+        if status == 200:
+            return CredentialCheck(ok=True, message="The API key works: Runware accepted it.")
+        error = classify(status, _errors(body), retry_after=None)
+        if isinstance(error, ProviderAuthError):
+            return CredentialCheck(ok=False, message="Runware rejected the API key.")
+        return CredentialCheck(ok=False, message=f"The key could not be checked: {error.message}")
+
+
+def classify(status: int, errors: list[dict], *, retry_after: float | None) -> ProviderError:
+    """Runware's status and error codes as our error. Codes are not yet standard across models,
+    so the HTTP status decides first and codes refine it (PROVIDERS.md §1.4)."""
+    codes = {str(e.get("code") or "") for e in errors}
+    logger.warning("runware: HTTP %s errors=%s", status,
+                   [(e.get("code"), e.get("message"), e.get("parameter"), e.get("taskUUID")) for e in errors])
+    if status in (401, 403) or codes & AUTH_CODES:
+        return ProviderAuthError()
+    if status == 402 or any(word in code.lower() for code in codes for word in ("credit", "quota", "balance")):
+        return ProviderQuotaExhausted()
+    if codes & SAFETY_CODES:
+        return ProviderContentRefused()
+    if status == 429:
+        return ProviderRateLimited(retry_after=retry_after)
+    if status in (408, 504) or codes & TIMEOUT_CODES:
+        return ProviderTimeout(retryable=True, retry_after=retry_after)
+    if status >= 500 or codes & PROVIDER_CODES:
+        return ProviderServerError(retry_after=retry_after)
+    if status == 200:
+        return ProviderBadResponse()
+    return ProviderRejectedRequest()
+
+
+def _errors(body: Any) -> list[dict]:
+    """Errors from any of the three envelopes Runware has used: {"errors": [...]},
+    {"error": {...}, "taskUUID", "taskType"}, or a bare list."""
+    if isinstance(body, dict):
+        if isinstance(body.get("errors"), list):
+            return [e for e in body["errors"] if isinstance(e, dict)]
+        error = body.get("error")
+        if isinstance(error, str):
+            error = {"message": error}
+        if isinstance(error, dict):
+            return [{"taskUUID": body.get("taskUUID"), "taskType": body.get("taskType"), **error}]
+        return []
+    if isinstance(body, list):
+        return [e for e in body if isinstance(e, dict) and ("code" in e or "message" in e)
+                and not any(f in e for f in RESULT_FIELDS)]
+    return []
+
+
+def _task_errors(body: Any, task_uuid: str) -> list[dict]:
+    return [e for e in _errors(body) if e.get("taskUUID") in (None, task_uuid)]
+
+
+def _task_items(body: Any, task_uuid: str) -> list[dict]:
+    data = body.get("data") if isinstance(body, dict) else None
+    return [d for d in (data if isinstance(data, list) else []) if isinstance(d, dict)
+            and d.get("taskUUID") == task_uuid and any(d.get(f) for f in RESULT_FIELDS)]
+
+
+def _never_sent(exc: requests.ConnectionError) -> bool:
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
+
+
+def _int_or_none(value: Any) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _decimal_or_none(value: Any) -> Decimal | None:
+    try:
+        return Decimal(str(value)) if value is not None else None
+    except InvalidOperation:
+        return None

@@ -1,0 +1,213 @@
+"""Emulation of OpenAI's HTTP API: chat completions, image generations and the model list, with
+OpenAI's response and error shapes (PROVIDERS.md §2, §3, §5).
+
+The model names below are the emulator's knowledge of the far end (which model wants which
+parameters), the same knowledge the real API has; the service itself reads models from its catalog.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import time
+import uuid
+
+from creditgate.providers.sandbox.render import completion_for, count_tokens, render_png
+from creditgate.providers.sandbox.state import ImageSpec, SandboxState
+from creditgate.providers.sandbox.wire import Call, Reply
+
+MODELS = ["gpt-5.1", "gpt-5.1-2025-11-13", "gpt-image-2", "gpt-image-2-2026-04-21", "gpt-image-1-mini", "dall-e-3"]
+SHUTDOWN = {"gpt-image-1-mini": "2026-12-01", "dall-e-3": "2026-05-12"}
+# Gone from the real API; asking for them gets OpenAI's model_not_found. Any other model name is
+# served, so tests and demos may configure models of their own.
+RETIRED = {"gpt-image-1", "dall-e-2"}
+SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
+
+
+def _error(status: int, message: str, *, type_: str, code: str | None, param: str | None = None,
+           headers: dict | None = None) -> Reply:
+    return Reply(status, {"error": {"message": message, "type": type_, "param": param, "code": code}},
+                 headers={"x-request-id": _request_id(), **(headers or {})})
+
+
+def _request_id() -> str:
+    return f"req_{uuid.uuid4().hex}"
+
+
+def _unauthorized(call: Call) -> Reply:
+    key = call.bearer() or ""
+    shown = f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
+    return _error(401, f"Incorrect API key provided: {shown}. You can find your API key at "
+                       "https://platform.openai.com/account/api-keys.", type_="invalid_request_error",
+                  code="invalid_api_key")
+
+
+def fault_reply(state: SandboxState, kind: str | None, *, partial_means_refusal: bool = True) -> Reply | None:
+    if kind is None:
+        return None
+    retry = state.knobs.retry_after_s
+    if kind == "rate_limit":
+        return _error(429, "Rate limit reached for requests per min (RPM): Limit 500, Used 500, Requested 1. "
+                           f"Please try again in {retry:g}s.", type_="requests", code="rate_limit_exceeded",
+                      headers={"retry-after": f"{retry:g}", "retry-after-ms": str(int(retry * 1000))})
+    if kind == "quota":
+        return _error(429, "You exceeded your current quota, please check your plan and billing details.",
+                      type_="insufficient_quota", code="insufficient_quota")
+    if kind == "server_error":
+        return _error(500, "The server had an error while processing your request. Sorry about that!",
+                      type_="server_error", code=None)
+    if kind == "content_refusal" or (kind == "partial" and partial_means_refusal and state.partial_call_fails()):
+        return _error(400, "Your request was rejected as a result of our safety system. Your prompt may contain "
+                           "text that is not allowed by our safety system.", type_="invalid_request_error",
+                      code="content_policy_violation")
+    if kind == "timeout":
+        return Reply(200, None, hang=True)  # the real answer follows the hang; see handle()
+    return None
+
+
+def _authorized(state: SandboxState, call: Call) -> bool:
+    return call.bearer() == state.knobs.api_key
+
+
+def chat_completions(state: SandboxState, call: Call) -> Reply:
+    try:
+        body = call.json()
+    except ValueError:
+        return _error(400, "We could not parse the JSON body of your request.", type_="invalid_request_error",
+                      code=None)
+    state.record("openai.chat.completions", body)
+    if not _authorized(state, call):
+        return _unauthorized(call)
+    if not isinstance(body, dict):
+        return _error(400, "The body must be a JSON object.", type_="invalid_request_error", code=None)
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return _error(400, "you must provide a model parameter", type_="invalid_request_error", code=None,
+                      param="model")
+    if model in RETIRED:
+        return _error(404, f"The model `{model}` does not exist or you do not have access to it.",
+                      type_="invalid_request_error", code="model_not_found")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return _error(400, "[] is too short - 'messages'", type_="invalid_request_error", code="empty_array",
+                      param="messages")
+    if "max_tokens" in body and model.startswith("gpt-5"):
+        return _error(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                           "Use 'max_completion_tokens' instead.", type_="invalid_request_error",
+                      code="unsupported_parameter", param="max_tokens")
+    effort = body.get("reasoning_effort")
+    if effort is not None and effort not in ("none", "low", "medium", "high"):
+        return _error(400, f"Unsupported value: 'reasoning_effort' does not support '{effort}' with this model.",
+                      type_="invalid_request_error", code="unsupported_value", param="reasoning_effort")
+    temperature = body.get("temperature")
+    if temperature is not None and effort not in (None, "none") and temperature != 1:
+        return _error(400, f"Unsupported value: 'temperature' does not support {temperature} with this model. "
+                           "Only the default (1) value is supported.", type_="invalid_request_error",
+                      code="unsupported_value", param="temperature")
+    max_tokens = body.get("max_completion_tokens", 4096)
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        return _error(400, "Invalid 'max_completion_tokens': expected a positive integer.",
+                      type_="invalid_request_error", code="invalid_value", param="max_completion_tokens")
+    fault = fault_reply(state, state.draw_fault())
+    if fault is not None and not fault.hang:
+        return fault
+
+    prompt = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
+    prompt_tokens = sum(count_tokens(str(m.get("content", ""))) + 3 for m in messages if isinstance(m, dict)) + 3
+    text, completion_tokens, finish_reason = completion_for(prompt, max_tokens=max_tokens)
+    reply = Reply(200, {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
+                     "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []}}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens,
+                  "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                  "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                                "accepted_prediction_tokens": 0,
+                                                "rejected_prediction_tokens": 0}},
+        "service_tier": "default",
+        "system_fingerprint": None,
+    }, headers={"x-request-id": _request_id()})
+    reply.hang = bool(fault and fault.hang)
+    return reply
+
+
+def images_generations(state: SandboxState, call: Call, *, base_url: str) -> Reply:
+    try:
+        body = call.json()
+    except ValueError:
+        return _error(400, "We could not parse the JSON body of your request.", type_="invalid_request_error",
+                      code=None)
+    state.record("openai.images.generations", body)
+    if not _authorized(state, call):
+        return _unauthorized(call)
+    if not isinstance(body, dict):
+        return _error(400, "The body must be a JSON object.", type_="invalid_request_error", code=None)
+    model = body.get("model") or "dall-e-3"
+    prompt = body.get("prompt")
+    if not isinstance(prompt, str) or not prompt.strip():
+        return _error(400, "Missing required parameter: 'prompt'.", type_="invalid_request_error",
+                      code="missing_required_parameter", param="prompt")
+    gpt_image = model.startswith("gpt-image")
+    if model in RETIRED:
+        return _error(404, f"The model `{model}` does not exist or you do not have access to it.",
+                      type_="invalid_request_error", code="model_not_found")
+    if gpt_image and "response_format" in body:
+        return _error(400, "Unknown parameter: 'response_format'.", type_="invalid_request_error",
+                      code="unknown_parameter", param="response_format")
+    n = body.get("n", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 10:
+        return _error(400, f"Invalid 'n': {n!r} is not between 1 and 10.", type_="invalid_request_error",
+                      code="invalid_value", param="n")
+    if model == "dall-e-3" and n != 1:
+        # dall-e-3 (removed from the real API on 2026-05-12) is still emulated as it behaved, one
+        # image per call, so fan-out can be exercised and benchmarked.
+        return _error(400, "You must provide n=1 for this model.", type_="invalid_request_error",
+                      code="invalid_value", param="n")
+    match = SIZE.match(str(body.get("size", "1024x1024")))
+    if not match:
+        return _error(400, f"Invalid 'size': {body.get('size')!r}.", type_="invalid_request_error",
+                      code="invalid_value", param="size")
+    width, height = int(match[1]), int(match[2])
+    if gpt_image and (width % 16 or height % 16 or not 256 <= width <= 3840 or not 256 <= height <= 3840):
+        return _error(400, f"Invalid 'size': {width}x{height}. Both sides must be multiples of 16, up to 3840.",
+                      type_="invalid_request_error", code="invalid_value", param="size")
+
+    fault = fault_reply(state, state.draw_fault())
+    if fault is not None and not fault.hang:
+        return fault
+
+    data = []
+    for _ in range(n):
+        image_id = uuid.uuid4().hex
+        spec = ImageSpec(prompt=prompt, model=model, width=width, height=height, seed=None)
+        if gpt_image or body.get("response_format") == "b64_json":
+            data.append({"b64_json": base64.b64encode(render_png(prompt=prompt, model=model, width=width,
+                                                                 height=height)).decode()})
+        else:
+            state.remember_image(image_id, spec)
+            data.append({"url": f"{base_url}/openai/images/{image_id}.png", "revised_prompt": prompt})
+    response = {"created": int(time.time()), "data": data}
+    if gpt_image:
+        input_tokens = count_tokens(prompt)
+        response.update({
+            "background": "opaque", "output_format": "png", "quality": body.get("quality", "auto"),
+            "size": f"{width}x{height}",
+            "usage": {"input_tokens": input_tokens, "output_tokens": 1056 * n,
+                      "total_tokens": input_tokens + 1056 * n,
+                      "input_tokens_details": {"text_tokens": input_tokens, "image_tokens": 0}},
+        })
+    return Reply(200, response, headers={"x-request-id": _request_id()}, hang=bool(fault and fault.hang))
+
+
+def models_list(state: SandboxState, call: Call) -> Reply:
+    state.record("openai.models")
+    if not _authorized(state, call):
+        return _unauthorized(call)
+    created = 1_763_000_000
+    return Reply(200, {"object": "list", "data": [
+        {"id": m, "object": "model", "created": created, "owned_by": "system", "shutdown_date": SHUTDOWN.get(m)}
+        for m in MODELS]}, headers={"x-request-id": _request_id()}, slow=False)

@@ -1,0 +1,77 @@
+"""What the emulator "generates": PNGs that show what was asked, and text with plausible token counts.
+
+Cheap on purpose (a flat background and a few lines of text) so a batch of 8 at 1024x1024 stays
+well under the latency knob and the benchmarks measure the code under test, not Pillow.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import random
+import textwrap
+from functools import lru_cache
+
+from PIL import Image, ImageDraw, ImageFont
+
+LOREM = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et "
+         "dolore magna aliqua ut enim ad minim veniam quis nostrud exercitation ullamco laboris nisi aliquip ex "
+         "ea commodo consequat duis aute irure in reprehenderit voluptate velit esse cillum fugiat nulla pariatur "
+         "excepteur sint occaecat cupidatat non proident sunt culpa qui officia deserunt mollit anim id est "
+         "laborum").split()
+
+TOKENS_PER_WORD = 1.3
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size=size)
+
+
+def _background(seed_text: str) -> tuple[int, int, int]:
+    digest = hashlib.sha256(seed_text.encode()).digest()
+    # Dark enough that white text is always readable.
+    return tuple(30 + digest[i] % 90 for i in range(3))  # type: ignore[return-value]
+
+
+def render_png(*, prompt: str, model: str, width: int, height: int, seed: int | None = None) -> bytes:
+    image = Image.new("RGB", (width, height), _background(f"{prompt}|{seed}"))
+    draw = ImageDraw.Draw(image)
+    font_size = max(12, min(width, height) // 28)
+    chars_per_line = max(10, int(width / (font_size * 0.55)) - 4)
+    margin = font_size
+    lines = textwrap.wrap(prompt, width=chars_per_line)
+    max_lines = max(1, (height - 4 * margin) // int(font_size * 1.25) - 2)
+    if len(lines) > max_lines:
+        lines = [*lines[: max_lines - 1], lines[max_lines - 1][: chars_per_line - 1] + "…"]
+    draw.multiline_text((margin, margin), "\n".join(lines), font=_font(font_size), fill=(255, 255, 255),
+                        spacing=font_size // 4)
+    footer = f"{model} · {width}x{height}" + (f" · seed {seed}" if seed is not None else "")
+    draw.text((margin, height - 2 * margin), footer, font=_font(max(10, font_size * 3 // 4)), fill=(220, 220, 220))
+    out = io.BytesIO()
+    image.save(out, format="PNG", compress_level=1)
+    return out.getvalue()
+
+
+def count_tokens(text: str) -> int:
+    """The usual rule of thumb for English: about 1.3 tokens per word."""
+    return math.ceil(len(text.split()) * TOKENS_PER_WORD)
+
+
+def completion_for(prompt: str, *, max_tokens: int) -> tuple[str, int, str]:
+    """(text, completion_tokens, finish_reason). Deterministic per prompt; a longer prompt gets a
+    longer answer, and the answer is cut at max_tokens like a real model's (finish_reason "length")."""
+    rng = random.Random(hashlib.sha256(prompt.encode()).digest())
+    wanted = 60 + min(540, 4 * len(prompt.split())) + rng.randint(0, 60)
+    tokens = min(wanted, max_tokens)
+    words = [rng.choice(LOREM) for _ in range(max(1, math.floor(tokens / TOKENS_PER_WORD)))]
+    sentences, current = [], []
+    for word in words:
+        current.append(word)
+        if len(current) >= rng.randint(8, 16):
+            sentences.append(" ".join(current).capitalize() + ".")
+            current = []
+    if current:
+        sentences.append(" ".join(current).capitalize() + ("." if tokens == wanted else ""))
+    return " ".join(sentences), tokens, "stop" if tokens == wanted else "length"

@@ -1,0 +1,149 @@
+"""The emulator's shared state: its knobs, the scripted failures, what it has seen and handed out."""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections import Counter, OrderedDict, deque
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+ERROR_KINDS = ("rate_limit", "server_error", "timeout", "content_refusal", "quota", "partial")
+RUNWARE_ENVELOPES = ("errors", "error", "list")
+
+
+@dataclass
+class Knobs:
+    latency_ms: int = 0
+    error_rate: float = 0.0            # 0..1, drawn per provider request (per image for "partial")
+    error_kind: str = "server_error"   # one of ERROR_KINDS
+    api_key: str = "sandbox"           # any other key gets each provider's 401
+    retry_after_s: float = 1.0         # what a 429 asks the client to wait
+    hang_s: float = 130.0              # a "timeout" answers only after this: past any sane read timeout
+    runware_error_envelope: str = "errors"  # Runware has documented three error shapes; a client must take all
+
+    def validated(self) -> Knobs:
+        if self.error_kind not in ERROR_KINDS:
+            raise ValueError(f"error_kind must be one of {', '.join(ERROR_KINDS)}")
+        if not 0.0 <= float(self.error_rate) <= 1.0:
+            raise ValueError("error_rate must be between 0 and 1")
+        if int(self.latency_ms) < 0 or float(self.retry_after_s) < 0 or float(self.hang_s) < 0:
+            raise ValueError("latency_ms, retry_after_s and hang_s must not be negative")
+        if self.runware_error_envelope not in RUNWARE_ENVELOPES:
+            raise ValueError(f"runware_error_envelope must be one of {', '.join(RUNWARE_ENVELOPES)}")
+        self.latency_ms, self.error_rate = int(self.latency_ms), float(self.error_rate)
+        self.retry_after_s, self.hang_s = float(self.retry_after_s), float(self.hang_s)
+        return self
+
+    @classmethod
+    def names(cls) -> set[str]:
+        return {f.name for f in fields(cls)}
+
+
+@dataclass
+class ImageSpec:
+    prompt: str
+    model: str
+    width: int
+    height: int
+    seed: int | None
+
+
+@dataclass
+class SandboxState:
+    initial: Knobs
+    knobs: Knobs = field(init=False)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    script: deque = field(default_factory=deque)
+    counts: Counter = field(default_factory=Counter)
+    bodies: dict = field(default_factory=dict)
+    images: OrderedDict = field(default_factory=OrderedDict)
+    tasks: dict = field(default_factory=dict)   # Runware taskUUID -> the items and errors it produced
+    partial_calls: int = 0
+    release: threading.Event = field(default_factory=threading.Event)
+
+    MAX_IMAGES = 2000
+    MAX_BODIES = 50
+
+    def __post_init__(self):
+        self.knobs = Knobs(**asdict(self.initial)).validated()
+
+    def configure(self, **changes: Any) -> Knobs:
+        unknown = set(changes) - Knobs.names()
+        if unknown:
+            raise ValueError(f"unknown knob(s): {', '.join(sorted(unknown))}")
+        with self.lock:
+            candidate = Knobs(**{**asdict(self.knobs), **changes}).validated()
+            self.knobs = candidate
+            return candidate
+
+    def reset(self) -> None:
+        """Back to the knobs the server started with; forget scripts, counts and hand-outs, and
+        wake any request still hanging in a "timeout" so it does not outlive its test."""
+        with self.lock:
+            self.knobs = Knobs(**asdict(self.initial)).validated()
+            self.script.clear()
+            self.counts.clear()
+            self.bodies.clear()
+            self.images.clear()
+            self.tasks.clear()
+            self.partial_calls = 0
+            self.release.set()
+            self.release = threading.Event()
+
+    def fail_next(self, n: int, kind: str) -> None:
+        if kind not in ERROR_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(ERROR_KINDS)}")
+        with self.lock:
+            self.script.extend([kind] * int(n))
+
+    def draw_fault(self) -> str | None:
+        """The failure for this provider request, if any: the script first, then chance."""
+        with self.lock:
+            if self.script:
+                return self.script.popleft()
+            if self.knobs.error_rate and random.random() < self.knobs.error_rate:
+                return self.knobs.error_kind
+            return None
+
+    def partial_call_fails(self) -> bool:
+        """For providers whose call is all-or-nothing (OpenAI), "partial" fails every other call
+        of a fan-out, so a batch shows both outcomes."""
+        with self.lock:
+            self.partial_calls += 1
+            return self.partial_calls % 2 == 0
+
+    def record(self, route: str, body: Any = None) -> None:
+        with self.lock:
+            self.counts[route] += 1
+            if body is not None:
+                self.bodies.setdefault(route, deque(maxlen=self.MAX_BODIES)).append(body)
+
+    def remember_image(self, image_id: str, spec: ImageSpec) -> None:
+        with self.lock:
+            self.images[image_id] = spec
+            while len(self.images) > self.MAX_IMAGES:
+                self.images.popitem(last=False)
+
+    def image(self, image_id: str) -> ImageSpec | None:
+        with self.lock:
+            return self.images.get(image_id)
+
+    def remember_task(self, task_uuid: str, result: dict) -> None:
+        with self.lock:
+            self.tasks[task_uuid] = result
+
+    def task(self, task_uuid: str) -> dict | None:
+        with self.lock:
+            return self.tasks.get(task_uuid)
+
+    def stats(self) -> dict[str, int]:
+        with self.lock:
+            return dict(self.counts)
+
+    def recorded(self, route: str) -> list:
+        with self.lock:
+            return list(self.bodies.get(route, ()))
+
+    def hang(self) -> None:
+        self.release.wait(self.knobs.hang_s)
