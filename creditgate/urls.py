@@ -11,4 +11,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/system/", include("creditgate.catalog.urls")),
     path("api/v1/credits/", include("creditgate.credits.urls")),
+    path("", include("creditgate.web.urls")),
 ]

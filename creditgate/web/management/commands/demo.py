@@ -1,0 +1,67 @@
+"""`manage.py demo`: everything a newcomer needs to try the page, then serve it."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from creditgate.web import services
+
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "demo-pass-123"
+DEMO_CREDITS = 500
+
+
+class Command(BaseCommand):
+    help = ("Migrate (which seeds the catalog), ensure the demo user with credits, start the provider "
+            "sandbox, print the URL and the login, and serve the page on 127.0.0.1.")
+
+    def add_arguments(self, parser):
+        parser.add_argument("--port", type=int, default=8000, help="Port to serve the page on (default 8000).")
+        parser.add_argument("--no-serve", action="store_true",
+                            help="Set up the database and the demo user, print the login, and exit.")
+        parser.add_argument("--credits", type=int, default=DEMO_CREDITS,
+                            help="Credits granted to the demo account the first time (default %(default)s).")
+
+    def handle(self, *args, port: int, no_serve: bool, credits: int, **options):
+        call_command("migrate", interactive=False, verbosity=0)
+        demo = services.demo_user_ensure(username=DEMO_USERNAME, password=DEMO_PASSWORD, credits=credits)
+
+        sandbox_line = "off (CREDITGATE_SANDBOX is false: providers need real keys)"
+        if settings.CREDITGATE_SANDBOX:
+            sandbox_line = settings.CREDITGATE_SANDBOX_URL
+            if not no_serve:
+                sandbox_line = self._start_sandbox()
+
+        url = f"http://127.0.0.1:{port}/"
+        granted = (f"granted {demo.credits_granted} credits now" if demo.credits_granted
+                   else "already granted earlier")
+        self.stdout.write(self.style.SUCCESS("creditgate demo is ready."))
+        self.stdout.write(f"  Open:      {url}")
+        self.stdout.write(f"  Username:  {DEMO_USERNAME}")
+        self.stdout.write(f"  Password:  {DEMO_PASSWORD}")
+        self.stdout.write(f"  Credits:   {demo.available} available ({granted})")
+        self.stdout.write(f"  Sandbox:   {sandbox_line}")
+        self.stdout.write(f"  Admin:     {url}admin/ (create a login with: manage.py createsuperuser)")
+        if no_serve:
+            return
+        self.stdout.write("")
+        # No reloader: it would re-run this command in a child process and start a second sandbox.
+        call_command("runserver", f"127.0.0.1:{port}", use_reloader=False, insecure_serving=True)
+
+    def _start_sandbox(self) -> str:
+        from creditgate.providers.sandbox.server import SandboxServer
+
+        sandbox_port = urlsplit(settings.CREDITGATE_SANDBOX_URL).port or 80
+        try:
+            SandboxServer(port=sandbox_port).start()
+        except OSError as exc:
+            # Most often `manage.py sandbox` is already running on that port; use it.
+            self.stderr.write(self.style.WARNING(
+                f"Could not start the sandbox on port {sandbox_port} ({exc}); "
+                "assuming one is already running there."))
+            return f"{settings.CREDITGATE_SANDBOX_URL} (already running)"
+        return f"{settings.CREDITGATE_SANDBOX_URL} (started; emulates OpenAI and Runware)"

@@ -1,0 +1,495 @@
+/* The page's behaviour. Everything about tiers, prices, limits and the text model comes from
+ * GET /api/v1/system/ai-config/; nothing of the kind is written here, so an operator's change in
+ * the admin shows on the next load without a deploy. */
+(function () {
+  "use strict";
+
+  var app = document.getElementById("app");
+  if (!app) return;
+  var urls = app.dataset;
+  var POLL_MS = 500;
+  var FINAL = ["succeeded", "partial", "failed"];
+
+  var state = {
+    config: null,
+    available: null,
+    busyImages: false,
+    busyText: false,
+    ledgerNext: null,
+  };
+
+  function $(id) { return document.getElementById(id); }
+
+  function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
+
+  function sentence(text) {
+    text = String(text || "").trim();
+    return text && !/[.!?]$/.test(text) ? text + "." : text;
+  }
+
+  // The API's own sentence for 402, rebuilt from its numbers so it reads the same wherever the
+  // shortfall is found (here before the click, or by the server after it).
+  function shortfallMessage(required, available) {
+    return "This needs " + plural(required, "credit") + "; you have " + available + ".";
+  }
+
+  function csrfToken() {
+    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  // crypto.randomUUID exists only in secure contexts; a plain-http LAN address is not one.
+  function newIdempotencyKey() {
+    if (window.crypto && typeof window.crypto.randomUUID === "function") return window.crypto.randomUUID();
+    var b = window.crypto.getRandomValues(new Uint8Array(16));
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    var hex = Array.prototype.map.call(b, function (x) { return (x + 0x100).toString(16).slice(1); }).join("");
+    return [hex.slice(0, 8), hex.slice(8, 12), hex.slice(12, 16), hex.slice(16, 20), hex.slice(20)].join("-");
+  }
+
+  function ApiError(status, body, fallback) {
+    var error = (body && body.error) || {};
+    this.status = status;
+    this.code = error.code || (status === 0 ? "network" : "http_" + status);
+    this.message = error.message || fallback || "Something went wrong (HTTP " + status + ").";
+    this.details = error.details || {};
+  }
+
+  function api(url, options) {
+    options = options || {};
+    var init = {
+      method: options.method || "GET",
+      credentials: "same-origin",
+      cache: options.cache || "no-store",
+      headers: Object.assign({ Accept: "application/json" }, options.headers || {}),
+    };
+    if (options.body !== undefined) {
+      init.body = JSON.stringify(options.body);
+      init.headers["Content-Type"] = "application/json";
+      init.headers["X-CSRFToken"] = csrfToken();
+    }
+    return fetch(url, init).then(
+      function (response) {
+        return response.json().catch(function () { return null; }).then(function (body) {
+          if (!response.ok) throw new ApiError(response.status, body);
+          return body;
+        });
+      },
+      function () {
+        throw new ApiError(0, null, "The server could not be reached. Check your connection and try again.");
+      }
+    );
+  }
+
+  function tierLabel(tier) {
+    var q = tierInfo(tier);
+    return q ? q.label : tier;
+  }
+
+  // What an API error means to the person at the keyboard.
+  function describeError(err, context) {
+    var d = err.details || {};
+    switch (err.code) {
+      case "insufficient_credits":
+        if (typeof d.required === "number" && typeof d.available === "number") {
+          return shortfallMessage(d.required, d.available);
+        }
+        return sentence(err.message);
+      case "tier_unavailable":
+        return (context && context.tier ? tierLabel(context.tier) + " images aren't" : "That tier isn't")
+          + " available right now. Pick another tier or try again later.";
+      case "rate_limited":
+        return "Too many requests at once. Wait a moment and try again.";
+      case "invalid_request": {
+        var fields = Object.keys(d).map(function (field) {
+          var msgs = Array.isArray(d[field]) ? d[field].join(" ") : String(d[field]);
+          return field + ": " + msgs;
+        });
+        return sentence(err.message) + (fields.length ? " " + fields.join(" ") : "");
+      }
+      case "not_authenticated":
+      case "http_401":
+      case "http_403":
+        return "Your session has ended. Reload the page and log in again.";
+      default:
+        return sentence(err.message);
+    }
+  }
+
+  function announce(text) { $("status").textContent = text; }
+
+  function showAlert(text) {
+    var el = $("alert");
+    el.textContent = text;
+    el.hidden = !text;
+  }
+
+  // --- configuration, balance, ledger --------------------------------------------------------
+
+  function tierInfo(tier) {
+    var list = (state.config && state.config.image_qualities) || [];
+    for (var i = 0; i < list.length; i++) if (list[i].tier === tier) return list[i];
+    return null;
+  }
+
+  function selectedTier() {
+    var checked = document.querySelector('input[name="tier"]:checked');
+    return checked ? checked.value : null;
+  }
+
+  function loadConfig() {
+    // "no-cache": revalidate with the ETag every time, so a price change is seen on reload.
+    return api(urls.configUrl, { cache: "no-cache" }).then(function (config) {
+      state.config = config;
+      renderTiers();
+      renderCounts();
+      renderTextModel();
+      update();
+    }, function (err) {
+      $("tiers-loading").textContent = "The tiers could not be loaded: " + describeError(err);
+      throw err;
+    });
+  }
+
+  function renderTiers() {
+    var fieldset = $("tiers");
+    var keep = selectedTier();
+    fieldset.querySelectorAll(".tier, #tiers-loading").forEach(function (el) { el.remove(); });
+    var list = state.config.image_qualities || [];
+    if (!list.length) {
+      var p = document.createElement("p");
+      p.id = "tiers-loading";
+      p.className = "muted";
+      p.textContent = "No image tier is available right now.";
+      fieldset.appendChild(p);
+      return;
+    }
+    if (!list.some(function (q) { return q.tier === keep; })) keep = list[0].tier;
+    list.forEach(function (q) {
+      var wrap = document.createElement("div");
+      wrap.className = "tier";
+      var input = document.createElement("input");
+      input.type = "radio";
+      input.name = "tier";
+      input.id = "tier-" + q.tier;
+      input.value = q.tier;
+      input.checked = q.tier === keep;
+      input.addEventListener("change", update);
+      var label = document.createElement("label");
+      label.htmlFor = input.id;
+      var name = document.createElement("span");
+      name.className = "tier-name";
+      name.textContent = q.label;
+      var price = document.createElement("span");
+      price.className = "tier-price";
+      price.textContent = plural(q.credits_per_image, "credit") + " per image";
+      label.append(name, " ", price);
+      wrap.append(input, label);
+      fieldset.appendChild(wrap);
+    });
+  }
+
+  function renderCounts() {
+    var select = $("count");
+    var max = state.config.max_images_per_request || 1;
+    var keep = parseInt(select.value, 10) || 1;
+    select.textContent = "";
+    for (var n = 1; n <= max; n++) {
+      var option = document.createElement("option");
+      option.value = String(n);
+      option.textContent = String(n);
+      select.appendChild(option);
+    }
+    select.value = String(Math.min(keep, max));
+    select.disabled = false;
+  }
+
+  function renderTextModel() {
+    var el = $("text-model");
+    var model = state.config.text_model;
+    if (model) {
+      el.textContent = "Text uses " + model + ", chosen by your administrator."
+        + (state.config.tokens_per_credit
+          ? " It costs 1 credit per " + state.config.tokens_per_credit + " tokens (prompt and reply)."
+          : "");
+    } else {
+      el.textContent = "Text generation isn't available right now.";
+    }
+  }
+
+  function loadBalance() {
+    return api(urls.balanceUrl).then(function (b) {
+      $("bal-available").textContent = String(b.available);
+      $("bal-held").textContent = String(b.held);
+      $("bal-balance").textContent = String(b.balance);
+      state.available = b.available;
+      update();
+    });
+  }
+
+  var KIND_WORDS = {
+    grant: "Credits added",
+    hold: "Held for a job",
+    capture: "Charged",
+    release: "Released",
+    expire: "Hold expired",
+    refund: "Refunded",
+    adjustment: "Adjusted",
+  };
+
+  function ledgerRow(entry) {
+    var tr = document.createElement("tr");
+    var when = document.createElement("td");
+    var time = document.createElement("time");
+    time.dateTime = entry.created_at;
+    time.textContent = new Date(entry.created_at).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+    when.appendChild(time);
+    var what = document.createElement("td");
+    what.textContent = KIND_WORDS[entry.kind] || entry.kind;
+    if (entry.reason) {
+      var reason = document.createElement("span");
+      reason.className = "reason";
+      reason.textContent = entry.reason;
+      what.append(" ", reason);
+    }
+    var amount = document.createElement("td");
+    amount.className = "num";
+    amount.textContent = entry.amount > 0 ? "+" + entry.amount : String(entry.amount);
+    var after = document.createElement("td");
+    after.className = "num";
+    after.textContent = String(entry.available_after);
+    tr.append(when, what, amount, after);
+    return tr;
+  }
+
+  function loadLedger(more) {
+    var url = more ? state.ledgerNext : urls.ledgerUrl;
+    if (!url) return Promise.resolve();
+    return api(url).then(function (page) {
+      var body = $("ledger-rows");
+      if (!more) body.textContent = "";
+      (page.results || []).forEach(function (entry) { body.appendChild(ledgerRow(entry)); });
+      state.ledgerNext = page.next;
+      $("ledger-more").hidden = !page.next;
+      $("ledger-empty").hidden = body.children.length > 0;
+    });
+  }
+
+  function refreshAccount() {
+    return Promise.all([loadBalance(), loadLedger(false)]).catch(function (err) {
+      showAlert("Your balance could not be refreshed: " + describeError(err));
+    });
+  }
+
+  // --- the live total and the Generate button ------------------------------------------------
+
+  function update() {
+    var tier = tierInfo(selectedTier());
+    var count = parseInt($("count").value, 10) || 0;
+    var total = tier ? tier.credits_per_image * count : null;
+    $("total").textContent = total === null ? "–" : plural(total, "credit");
+    var coverage = $("coverage");
+    var covered = total !== null && state.available !== null && total <= state.available;
+    if (total === null || state.available === null) {
+      coverage.textContent = "";
+    } else if (covered) {
+      coverage.textContent = "Your available credits cover this.";
+      coverage.className = "coverage ok";
+    } else {
+      coverage.textContent = shortfallMessage(total, state.available);
+      coverage.className = "coverage short";
+    }
+    var imagePrompt = $("image-prompt").value.trim();
+    $("generate").disabled = state.busyImages || !covered || !imagePrompt;
+    var textPrompt = $("text-prompt").value.trim();
+    $("generate-text").disabled = state.busyText || !textPrompt || !(state.config && state.config.text_model);
+  }
+
+  // --- jobs --------------------------------------------------------------------------------
+
+  function sleep(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
+
+  // Polls until the job reaches a final state. A dropped request is retried: the job runs on
+  // the server whether or not this page is watching.
+  function pollJob(job, onChange) {
+    var failures = 0;
+    function step(current) {
+      onChange(current);
+      if (FINAL.indexOf(current.status) !== -1) return Promise.resolve(current);
+      return sleep(POLL_MS).then(function () {
+        return api(urls.jobsUrl + current.id + "/").then(function (next) {
+          failures = 0;
+          return step(next);
+        }, function (err) {
+          failures += 1;
+          if (failures > 20 || err.status === 404 || err.status === 401 || err.status === 403) throw err;
+          return step(current);
+        });
+      });
+    }
+    return step(job);
+  }
+
+  function failedSentence(job) {
+    var reason = job.error && job.error.message ? sentence(job.error.message) : "The job failed.";
+    var charged = job.credits_charged
+      ? "Charged " + plural(job.credits_charged, "credit") + "."
+      : "No credits were charged.";
+    // The server's message may already say what was charged; say it once.
+    if (reason.indexOf(charged) !== -1) return "Failed: " + reason;
+    return "Failed: " + reason + " " + charged;
+  }
+
+  function imageSummary(job) {
+    var requested = job.images_requested || job.count || 0;
+    var delivered = job.images_delivered || 0;
+    switch (job.status) {
+      case "queued": return "Waiting to start " + plural(requested, "image") + "…";
+      case "running": return "Generating " + plural(requested, "image") + "…";
+      case "succeeded":
+        return "Delivered " + plural(delivered, "image") + "; charged " + plural(job.credits_charged, "credit") + ".";
+      case "partial":
+        return "Delivered " + delivered + " of " + plural(requested, "image") + "; charged "
+          + plural(job.credits_charged, "credit") + ".";
+      case "failed": return failedSentence(job);
+      default: return job.status;
+    }
+  }
+
+  function renderImages(job) {
+    var grid = $("images");
+    grid.textContent = "";
+    var images = job.images || [];
+    images.forEach(function (image, i) {
+      var li = document.createElement("li");
+      var link = document.createElement("a");
+      link.href = image.url;
+      link.target = "_blank";
+      link.rel = "noopener";
+      var img = document.createElement("img");
+      img.src = image.url;
+      img.alt = "Image " + (i + 1) + " of " + images.length + ": " + job.prompt;
+      if (image.width) img.width = image.width;
+      if (image.height) img.height = image.height;
+      img.decoding = "async";
+      link.appendChild(img);
+      li.appendChild(link);
+      grid.appendChild(li);
+    });
+  }
+
+  function onImageSubmit(event) {
+    event.preventDefault();
+    if ($("generate").disabled) return;
+    var tier = selectedTier();
+    var count = parseInt($("count").value, 10);
+    var prompt = $("image-prompt").value.trim();
+    state.busyImages = true;
+    update();
+    showAlert("");
+    var panel = $("image-job");
+    var summary = $("image-job-summary");
+    var progress = $("image-progress");
+    var lastStatus = null;
+    api(urls.imagesUrl, {
+      method: "POST",
+      body: { prompt: prompt, tier: tier, count: count },
+      headers: { "Idempotency-Key": newIdempotencyKey() },
+    }).then(function (job) {
+      panel.hidden = false;
+      $("images").textContent = "";
+      loadBalance().catch(function () {});
+      return pollJob(job, function (current) {
+        var text = imageSummary(current);
+        summary.textContent = text;
+        if (FINAL.indexOf(current.status) === -1) progress.removeAttribute("value");
+        else progress.value = 1;
+        progress.hidden = FINAL.indexOf(current.status) !== -1;
+        if (current.status !== lastStatus) announce(text);
+        lastStatus = current.status;
+      }).then(function (done) {
+        renderImages(done);
+        summary.className = done.status === "succeeded" ? "ok" : (done.status === "partial" ? "warn" : "short");
+      });
+    }).catch(function (err) {
+      var message = describeError(err, { tier: tier });
+      showAlert(message);
+      announce("");
+      if (err.code === "tier_unavailable") loadConfig().catch(function () {});
+    }).then(function () {
+      state.busyImages = false;
+      return refreshAccount();
+    }).then(update);
+  }
+
+  function textSummary(job) {
+    switch (job.status) {
+      case "queued": return "Waiting to start…";
+      case "running": return "Writing…";
+      case "succeeded":
+      case "partial": {
+        var tokens = job.tokens ? plural(job.tokens.total, "token") + "; " : "";
+        return "Done: " + tokens + "charged " + plural(job.credits_charged, "credit") + ".";
+      }
+      case "failed": return failedSentence(job);
+      default: return job.status;
+    }
+  }
+
+  function onTextSubmit(event) {
+    event.preventDefault();
+    if ($("generate-text").disabled) return;
+    var prompt = $("text-prompt").value.trim();
+    state.busyText = true;
+    update();
+    showAlert("");
+    var lastStatus = null;
+    api(urls.textUrl, {
+      method: "POST",
+      body: { prompt: prompt },
+      headers: { "Idempotency-Key": newIdempotencyKey() },
+    }).then(function (job) {
+      $("text-job").hidden = false;
+      $("text-output").textContent = "";
+      loadBalance().catch(function () {});
+      return pollJob(job, function (current) {
+        var text = textSummary(current);
+        $("text-job-summary").textContent = text;
+        if (current.status !== lastStatus) announce(text);
+        lastStatus = current.status;
+      }).then(function (done) {
+        $("text-output").textContent = done.text || "";
+      });
+    }).catch(function (err) {
+      showAlert(describeError(err));
+      announce("");
+    }).then(function () {
+      state.busyText = false;
+      return refreshAccount();
+    }).then(update);
+  }
+
+  // --- wiring ------------------------------------------------------------------------------
+
+  $("count").addEventListener("change", update);
+  $("image-prompt").addEventListener("input", update);
+  $("text-prompt").addEventListener("input", update);
+  $("image-form").addEventListener("submit", onImageSubmit);
+  $("text-form").addEventListener("submit", onTextSubmit);
+  $("ledger-more").addEventListener("click", function () {
+    loadLedger(true).catch(function (err) { showAlert("Older entries could not be loaded: " + describeError(err)); });
+  });
+  // Another tab or an operator may have changed the balance or a price while this one was hidden.
+  document.addEventListener("visibilitychange", function () {
+    if (document.visibilityState !== "visible") return;
+    if (!state.busyImages && !state.busyText) refreshAccount();
+    loadConfig().catch(function () {});
+  });
+
+  Promise.all([loadConfig(), refreshAccount()]).then(function () {
+    app.dataset.ready = "true";
+  }, function () {
+    app.dataset.ready = "true";
+  });
+})();

@@ -1,0 +1,288 @@
+"""The page in a real browser (Debian's Chromium through Playwright) against the live server,
+with the provider sandbox answering every provider call.
+
+Everything the tests expect of tiers and prices is read from the API or the catalog, never
+written here, so the tests hold for any catalog an operator configures.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from creditgate.catalog.models import AIModelConfig
+from creditgate.credits import selectors as credits_selectors
+from creditgate.credits import services as credits_services
+from creditgate.credits.models import LedgerEntry
+from creditgate.generation import dispatch
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "pw-browser-123"
+
+
+@pytest.fixture
+def page_env(transactional_db, seeded_catalog, sandbox, settings, live_server):
+    """Committed rows the live server's thread can see, jobs run in-process, providers answered
+    by the sandbox."""
+    settings.CREDITGATE_JOBS_BACKEND = "inprocess"
+    yield live_server
+    dispatch.wait_idle()
+
+
+def make_user(username: str, credits: int):
+    user = get_user_model().objects.create_user(username=username, password=PASSWORD)
+    if credits:
+        credits_services.credits_grant(account=credits_services.account_for_user(user=user), amount=credits,
+                                       reason="browser test grant")
+    return user
+
+
+def account_balance(user) -> dict:
+    return credits_selectors.balance_get(account=credits_services.account_for_user(user=user))
+
+
+def ai_config() -> dict:
+    response = Client().get("/api/v1/system/ai-config/")
+    assert response.status_code == 200
+    return response.json()
+
+
+def credits_words(n: int) -> str:
+    return f"{n} credit" + ("" if n == 1 else "s")
+
+
+def log_in(page, live_server, user) -> None:
+    page.goto(live_server.url + "/")
+    page.get_by_label("Username").fill(user.get_username())
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_selector('#app[data-ready="true"]')
+
+
+def shown_available(page) -> int:
+    return int(page.locator("#bal-available").inner_text())
+
+
+def pick(page, *, tier: dict, count: int) -> None:
+    page.get_by_role("radio", name=re.compile(rf"^{re.escape(tier['label'])}\b")).check()
+    page.get_by_label("How many images").select_option(str(count))
+
+
+def wait_for_images(page, n: int) -> None:
+    page.wait_for_function(
+        """n => { const imgs = [...document.querySelectorAll('#images img')];
+                  return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0); }""",
+        arg=n, timeout=30_000)
+
+
+def generate(page, *, tier: dict, count: int, prompt: str) -> None:
+    pick(page, tier=tier, count=count)
+    page.get_by_label("Describe the image").fill(prompt)
+    page.get_by_role("button", name="Generate").click()
+
+
+def test_tiers_prices_and_limits_appear_as_the_api_gives_them(page_env, page):
+    user = make_user("tess", 50)
+    config = ai_config()
+    assert config["image_qualities"], "the seeded catalog serves tiers"
+
+    log_in(page, page_env, user)
+
+    radios = page.locator('#tiers input[type="radio"]')
+    assert radios.count() == len(config["image_qualities"])
+    for quality in config["image_qualities"]:
+        label = page.locator(f'label[for="tier-{quality["tier"]}"]')
+        assert label.locator(".tier-name").inner_text() == quality["label"]
+        assert label.locator(".tier-price").inner_text() == f"{credits_words(quality['credits_per_image'])} per image"
+    options = page.locator("#count option").all_inner_texts()
+    assert options == [str(n) for n in range(1, config["max_images_per_request"] + 1)]
+    assert page.locator("#text-model").inner_text().startswith(
+        f"Text uses {config['text_model']}, chosen by your administrator.")
+    assert page.locator("#tiers legend").inner_text() == "Tier"
+    assert shown_available(page) == 50
+
+
+def test_changing_tier_and_count_updates_the_total(page_env, page):
+    user = make_user("theo", 10)
+    config = ai_config()
+    log_in(page, page_env, user)
+
+    for quality in config["image_qualities"]:
+        for count in (1, config["max_images_per_request"]):
+            pick(page, tier=quality, count=count)
+            total = quality["credits_per_image"] * count
+            assert page.locator("#total").inner_text() == credits_words(total)
+            covered = "Your available credits cover this." if total <= 10 else f"This needs {total} credits; you have 10."
+            assert page.locator("#coverage").inner_text() == covered
+
+
+def test_generating_at_each_tier_shows_the_images_and_lowers_the_balance_by_the_total(page_env, page):
+    config = ai_config()
+    count = min(2, config["max_images_per_request"])
+    needed = sum(q["credits_per_image"] * count for q in config["image_qualities"])
+    user = make_user("gina", needed + 7)
+    log_in(page, page_env, user)
+
+    for quality in config["image_qualities"]:
+        before = shown_available(page)
+        total = quality["credits_per_image"] * count
+
+        generate(page, tier=quality, count=count, prompt=f"a lighthouse at dusk, {quality['label']}")
+
+        summary = page.locator("#image-job-summary")
+        summary.filter(has_text="Delivered").wait_for(timeout=30_000)
+        assert summary.inner_text() == f"Delivered {count} images; charged {credits_words(total)}."
+        wait_for_images(page, count)
+        page.wait_for_function(
+            "expected => document.querySelector('#bal-available').textContent === String(expected)",
+            arg=before - total)
+        assert page.locator("#bal-held").inner_text() == "0"
+        first_charge = page.locator("#ledger-rows tr", has_text="Charged").first
+        assert first_charge.locator("td").nth(2).inner_text() == f"-{total}"
+
+    assert account_balance(user) == {"balance": 7, "held": 0, "available": 7}
+
+
+def test_a_user_with_too_few_credits_sees_the_402_message_and_keeps_their_balance(page_env, page):
+    config = ai_config()
+    priciest = max(config["image_qualities"], key=lambda q: q["credits_per_image"])
+    price = priciest["credits_per_image"]
+    user = make_user("paula", price + 5)
+    log_in(page, page_env, user)
+    pick(page, tier=priciest, count=1)
+    page.get_by_label("Describe the image").fill("a castle")
+    assert page.get_by_role("button", name="Generate").is_enabled()
+
+    # Meanwhile the credits are spent elsewhere (another tab, a script): the page still shows
+    # the old balance, so only the server can refuse.
+    left = price // 5
+    credits_services.credits_grant(account=credits_services.account_for_user(user=user),
+                                   amount=left - (price + 5), kind="adjustment", reason="spent elsewhere")
+    entries_before = LedgerEntry.objects.count()
+
+    page.get_by_role("button", name="Generate").click()
+
+    message = f"This needs {price} credits; you have {left}."
+    alert = page.get_by_role("alert")
+    alert.filter(has_text="This needs").wait_for()
+    assert alert.inner_text() == message
+    page.wait_for_function("left => document.querySelector('#bal-available').textContent === String(left)",
+                           arg=left)
+    assert page.locator("#coverage").inner_text() == message
+    assert page.get_by_role("button", name="Generate").is_disabled()
+    assert page.locator("#images img").count() == 0
+    assert account_balance(user) == {"balance": left, "held": 0, "available": left}
+    assert LedgerEntry.objects.count() == entries_before
+
+
+def test_a_price_changed_in_the_catalog_appears_after_a_reload(page_env, page):
+    user = make_user("rita", 100)
+    quality = ai_config()["image_qualities"][0]
+    log_in(page, page_env, user)
+    label = page.locator(f'label[for="tier-{quality["tier"]}"] .tier-price')
+    assert label.inner_text() == f"{credits_words(quality['credits_per_image'])} per image"
+
+    model = AIModelConfig.objects.get(quality_tier=quality["tier"], is_active=True)
+    model.credits_per_image = quality["credits_per_image"] + 2
+    model.save()  # what the admin's change form does
+    page.reload()
+    page.wait_for_selector('#app[data-ready="true"]')
+
+    assert label.inner_text() == f"{credits_words(model.credits_per_image)} per image"
+    pick(page, tier=quality, count=3)
+    assert page.locator("#total").inner_text() == credits_words(model.credits_per_image * 3)
+
+
+def test_text_job_shows_the_model_the_text_and_what_it_cost(page_env, page):
+    user = make_user("tom", 50)
+    log_in(page, page_env, user)
+
+    page.get_by_label("What should it write?").fill("Write two sentences about lighthouses.")
+    page.get_by_role("button", name="Write").click()
+
+    summary = page.locator("#text-job-summary")
+    summary.filter(has_text="Done").wait_for(timeout=30_000)
+    assert page.locator("#text-output").inner_text().strip()
+    charged = int(re.search(r"charged (\d+) credit", summary.inner_text()).group(1))
+    assert charged >= 1
+    page.wait_for_function("expected => document.querySelector('#bal-available').textContent === String(expected)",
+                           arg=50 - charged)
+    assert account_balance(user)["available"] == 50 - charged
+
+
+def test_partial_and_failed_jobs_say_what_was_delivered_and_charged(page_env, page, sandbox):
+    config = ai_config()
+    quality = config["image_qualities"][0]
+    count = config["max_images_per_request"]
+    user = make_user("pat", quality["credits_per_image"] * count * 2)
+    log_in(page, page_env, user)
+
+    sandbox.configure(error_rate=1.0, error_kind="content_refusal")
+    generate(page, tier=quality, count=count, prompt="a refused prompt")
+    summary = page.locator("#image-job-summary")
+    summary.filter(has_text="Failed").wait_for(timeout=30_000)
+    assert summary.inner_text().startswith("Failed: ")
+    assert summary.inner_text().endswith("No credits were charged.")
+    assert summary.inner_text().count("No credits were charged.") == 1
+    page.get_by_role("button", name="Generate").wait_for()
+    page.wait_for_function("() => !document.querySelector('#generate').disabled")
+
+    sandbox.configure(error_rate=0.5, error_kind="partial")
+    before = account_balance(user)["available"]
+    generate(page, tier=quality, count=count, prompt="a partly refused prompt")
+    summary.filter(has_text="Delivered").wait_for(timeout=30_000)
+    text = summary.inner_text()
+    match = re.fullmatch(r"Delivered (\d+) (?:of (\d+) )?images?; charged (\d+) credits?\.", text)
+    assert match, text
+    delivered = int(match.group(1))
+    assert int(match.group(3)) == delivered * quality["credits_per_image"]
+    if match.group(2):  # partial (with a rate of 0.5 a full batch is possible, if unlikely)
+        assert int(match.group(2)) == count
+    wait_for_images(page, delivered)
+    assert account_balance(user)["available"] == before - delivered * quality["credits_per_image"]
+
+
+def test_the_page_at_375px_has_no_horizontal_scroll(page_env, browser):
+    config = ai_config()
+    quality = config["image_qualities"][0]
+    count = config["max_images_per_request"]
+    user = make_user("mia", quality["credits_per_image"] * count + 3)
+    context = browser.new_context(viewport={"width": 375, "height": 812}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    try:
+        page = context.new_page()
+        log_in(page, page_env, user)
+        generate(page, tier=quality, count=count,
+                 prompt="a very long prompt without spaces " + "x" * 200)
+        page.locator("#image-job-summary").filter(has_text="Delivered").wait_for(timeout=30_000)
+        wait_for_images(page, count)
+
+        sizes = page.evaluate("""() => ({scroll: document.documentElement.scrollWidth,
+                                          client: document.documentElement.clientWidth,
+                                          body: document.body.scrollWidth})""")
+        assert sizes["client"] == 375
+        assert sizes["scroll"] <= sizes["client"] and sizes["body"] <= sizes["client"], sizes
+    finally:
+        context.close()
+
+
+def test_every_control_is_reachable_with_the_keyboard_and_shows_focus(page_env, page):
+    user = make_user("kim", 20)
+    log_in(page, page_env, user)
+    page.get_by_label("Describe the image").fill("a boat")
+
+    reached = set()
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        info = page.evaluate("""() => { const el = document.activeElement;
+            const style = getComputedStyle(el.matches('#tiers input') ? el.nextElementSibling : el);
+            return {id: el.id, outline: style.outlineStyle}; }""")
+        if info["id"]:
+            reached.add(info["id"])
+            assert info["outline"] != "none", f"#{info['id']} shows no focus"
+    assert {"count", "image-prompt", "generate", "text-prompt"} <= reached
+    assert any(i.startswith("tier-") for i in reached)
