@@ -8,7 +8,7 @@ from creditgate.credits.models import Account, LedgerEntry
 
 
 def make_user(username="alice", credits=0):
-    user = get_user_model().objects.create_user(username=username, password="pw-123456789")
+    user = get_user_model().objects.create_user(username=username)  # no password: hashing one costs a second
     if credits:
         services.credits_grant(account=services.account_for_user(user=user), amount=credits, reason="test")
     return user

@@ -21,7 +21,7 @@ def place(account, amount, key="k1", fingerprint="f1", **kwargs):
 
 
 def test_a_new_user_gets_a_personal_empty_account():
-    user = get_user_model().objects.create_user(username="bob", password="x" * 12)
+    user = get_user_model().objects.create_user(username="bob")
     account = services.account_for_user(user=user)
     assert account.name == "bob"
     assert selectors.balance_get(account=account) == {"balance": 0, "held": 0, "available": 0}

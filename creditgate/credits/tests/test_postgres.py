@@ -1,0 +1,164 @@
+"""PostgreSQL only: the append-only trigger, and real concurrency from several threads in
+several OS processes against one committed database."""
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from creditgate.core.errors import InsufficientCredits
+from creditgate.credits import selectors, services
+from creditgate.credits.models import Hold, LedgerEntry
+
+from .conftest import make_user
+
+pytestmark = pytest.mark.postgres
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def pg(transactional_db):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+
+
+def _database_url() -> str:
+    s = connection.settings_dict
+    return f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+class Workers:
+    """OS processes that each run a list of operations on several threads when told to go."""
+
+    def __init__(self, jobs: list[dict]):
+        env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_SETTINGS_MODULE": "creditgate.settings"}
+        self.procs = [subprocess.Popen([sys.executable, "-m", "creditgate.credits.tests.concurrency_worker",
+                                        json.dumps(job)], cwd=ROOT, env=env, text=True,
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE) for job in jobs]
+        for proc in self.procs:
+            assert proc.stdout.readline().strip() == "ready"
+
+    def go(self) -> None:
+        for proc in self.procs:
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+
+    def results(self) -> list[dict]:
+        out = []
+        for proc in self.procs:
+            stdout, _ = proc.communicate(timeout=120)
+            assert proc.returncode == 0
+            out.extend(json.loads(stdout.strip().splitlines()[-1]))
+        return out
+
+
+def in_threads(fn, args: list, *, threads: int, go: threading.Event) -> list:
+    def one(arg):
+        go.wait()
+        try:
+            return fn(arg)
+        finally:
+            connection.close()
+
+    pool = ThreadPoolExecutor(max_workers=threads)
+    futures = [pool.submit(one, a) for a in args]
+    return pool, futures
+
+
+def test_the_database_refuses_to_rewrite_the_ledger_or_a_settled_hold(pg):
+    account = services.account_for_user(user=make_user(credits=10))
+    hold, _ = services.hold_place(account=account, amount=4, idempotency_key="k", fingerprint="f")
+    services.hold_release(hold_id=hold.pk)
+    for sql in ["UPDATE credits_ledgerentry SET amount = 1000", "DELETE FROM credits_ledgerentry",
+                f"UPDATE credits_hold SET state = 'active', settled_at = NULL WHERE id = {hold.pk}"]:
+        with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(sql)
+    with pytest.raises(DatabaseError), transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"UPDATE credits_account SET available = -1 WHERE id = {account.pk}")
+    assert selectors.ledger_check() == []
+    assert LedgerEntry.objects.count() == 3
+
+
+def test_50_concurrent_holds_of_1_against_20_credits_from_threads_and_processes(pg):
+    account = services.account_for_user(user=make_user(credits=20))
+    ops = [{"op": "hold", "account_id": account.pk, "amount": 1, "key": f"k{i}"} for i in range(50)]
+    workers = Workers([{"threads": 6, "ops": ops[:17]}, {"threads": 6, "ops": ops[17:34]}])
+    go = threading.Event()
+
+    def place(op):
+        try:
+            services.hold_place(account=account, amount=1, idempotency_key=op["key"], fingerprint="f")
+            return {"ok": True}
+        except InsufficientCredits as exc:
+            return {"ok": False, "code": exc.code, "details": exc.details}
+
+    pool, futures = in_threads(place, ops[34:], threads=6, go=go)
+    workers.go()
+    go.set()
+    results = workers.results() + [f.result() for f in futures]
+    pool.shutdown()
+
+    assert len(results) == 50
+    assert sum(r["ok"] for r in results) == 20
+    refused = [r for r in results if not r["ok"]]
+    assert len(refused) == 30 and {r["code"] for r in refused} == {"insufficient_credits"}
+    assert all(r["details"]["required"] == 1 for r in refused)
+    assert selectors.balance_get(account=account) == {"balance": 20, "held": 20, "available": 0}
+    assert Hold.objects.filter(account=account).count() == 20
+    assert LedgerEntry.objects.filter(account=account, kind="hold").count() == 20
+    call_command("check_ledger")  # exits 1 on any inconsistency
+
+
+def test_a_key_replayed_concurrently_holds_once(pg):
+    account = services.account_for_user(user=make_user(credits=20))
+    ops = [{"op": "hold", "account_id": account.pk, "amount": 5, "key": "same"} for _ in range(12)]
+    workers = Workers([{"threads": 6, "ops": ops[:6]}, {"threads": 6, "ops": ops[6:]}])
+    workers.go()
+    results = workers.results()
+    assert all(r["ok"] for r in results)
+    assert sum(r["created"] for r in results) == 1 and len({r["hold_id"] for r in results}) == 1
+    assert selectors.balance_get(account=account) == {"balance": 20, "held": 5, "available": 15}
+    assert selectors.ledger_check() == []
+
+
+def test_capture_release_and_expiry_racing_on_the_same_holds_take_effect_once(pg):
+    account = services.account_for_user(user=make_user(credits=100))
+    holds = [services.hold_place(account=account, amount=3, idempotency_key=f"k{i}", fingerprint="f")[0]
+             for i in range(12)]
+    ids = [h.pk for h in holds]
+    workers = Workers([
+        {"threads": 4, "ops": [{"op": "capture", "hold_id": pk, "amount": 2} for pk in ids]},
+        {"threads": 4, "ops": [{"op": "release", "hold_id": pk} for pk in ids]},
+    ])
+    go = threading.Event()
+    pool, futures = in_threads(lambda pk: services.hold_capture(hold_id=pk, amount=3), ids, threads=3, go=go)
+    sweeper, sweep = in_threads(lambda now: services.holds_release_stale(now=now),
+                                [timezone.now() + dt.timedelta(days=1)] * 2, threads=2, go=go)
+    workers.go()
+    go.set()
+    results = workers.results()
+    local_captures = [f.result() for f in futures]
+    expired = sum(f.result() for f in sweep)
+    pool.shutdown(), sweeper.shutdown()
+
+    effects = sum(r["ok"] for r in results) + sum(local_captures) + expired
+    assert effects == len(ids)  # every hold settled by exactly one of the racers
+    states = dict(Hold.objects.filter(pk__in=ids).values_list("pk", "state"))
+    assert set(states.values()) <= {"captured", "released", "expired"}
+    assert expired == sum(s == "expired" for s in states.values())
+    for pk in ids:
+        settle_entries = LedgerEntry.objects.filter(hold_id=pk).exclude(kind="hold")
+        assert sum(e.held_delta for e in settle_entries) == -3
+    charged = -sum(LedgerEntry.objects.filter(account=account, kind="capture").values_list("amount", flat=True))
+    assert selectors.balance_get(account=account) == {"balance": 100 - charged, "held": 0,
+                                                      "available": 100 - charged}
+    call_command("check_ledger")  # exits 1 on any inconsistency
