@@ -1,0 +1,210 @@
+"""GET /api/v1/system/ai-config/: the design note's shape, cached, ETag, invalidated by any change."""
+
+import datetime as dt
+
+import pytest
+from django.core.cache import cache
+from django.utils import timezone
+
+from creditgate.catalog import ai_config_cache
+from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/v1/system/ai-config/"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_process_memo():
+    # Each test starts as a freshly started process would.
+    ai_config_cache._in_process.clear()
+    yield
+    ai_config_cache._in_process.clear()
+
+
+def _tiers(response) -> list[str]:
+    return [q["tier"] for q in response.json()["image_qualities"]]
+
+
+def test_shape_and_values_from_the_seed(client):
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/json"
+    body = response.json()
+    assert body["image_qualities"] == [
+        {"tier": "basic", "credits_per_image": 1, "label": "Basic"},
+        {"tier": "quality", "credits_per_image": 5, "label": "Quality"},
+        {"tier": "premium", "credits_per_image": 15, "label": "Premium"},
+    ]
+    assert body["text_model"] == "gpt-5.1"
+    assert body["image_style"] == "photorealistic"
+    assert body["max_images"] == 4
+    assert body["max_images_per_request"] == 8
+
+
+def test_anyone_may_read_it_even_with_a_bad_token(client):
+    response = client.get(URL, HTTP_AUTHORIZATION="Token not-a-real-token")
+    assert response.status_code == 200
+
+
+def test_etag_answers_304_and_a_stale_etag_gets_the_body(client):
+    first = client.get(URL)
+    etag = first["ETag"]
+    assert etag.startswith('"') and first["Cache-Control"] == "no-cache"
+
+    again = client.get(URL, HTTP_IF_NONE_MATCH=etag)
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again["ETag"] == etag
+    assert client.get(URL, HTTP_IF_NONE_MATCH=f'"other", W/{etag}').status_code == 304
+
+    stale = client.get(URL, HTTP_IF_NONE_MATCH='"something-else"')
+    assert stale.status_code == 200
+    assert stale.json() == first.json()
+
+
+def test_etag_changes_when_the_payload_does(client):
+    etag = client.get(URL)["ETag"]
+    settings_row = GlobalIntegrationSettings.objects.get()
+    settings_row.image_style = "watercolour"
+    settings_row.save()
+    response = client.get(URL, HTTP_IF_NONE_MATCH=etag)
+    assert response.status_code == 200
+    assert response["ETag"] != etag
+    assert response.json()["image_style"] == "watercolour"
+
+
+def test_head_has_headers_and_no_body(client):
+    response = client.head(URL)
+    assert response.status_code == 200
+    assert response.content == b""
+    assert response["ETag"] == client.get(URL)["ETag"]
+
+
+def test_other_methods_are_405_in_the_error_shape(client):
+    response = client.post(URL, {}, content_type="application/json")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert set(response.json()["error"]) == {"code", "message", "details"}
+
+
+def test_warm_request_runs_no_query(client, django_assert_num_queries):
+    client.get(URL)  # cold: builds and caches
+    with django_assert_num_queries(0):
+        response = client.get(URL)
+    assert response.json()["text_model"] == "gpt-5.1"
+
+
+def test_a_process_with_an_empty_memory_reads_the_shared_cache_without_a_query(client, django_assert_num_queries):
+    client.get(URL)
+    ai_config_cache._in_process.clear()  # another worker process: nothing in its memory yet
+    with django_assert_num_queries(0):
+        assert client.get(URL).status_code == 200
+
+
+def test_model_price_change_shows_on_the_next_request(client):
+    client.get(URL)
+    model = AIModelConfig.objects.get(quality_tier="quality", is_active=True)
+    model.credits_per_image = 6
+    model.save()
+    assert client.get(URL).json()["image_qualities"][1] == {"tier": "quality", "credits_per_image": 6,
+                                                            "label": "Quality"}
+
+
+def test_settings_change_shows_on_the_next_request(client):
+    client.get(URL)
+    row = GlobalIntegrationSettings.objects.get()
+    row.max_in_article_images = 2
+    row.max_images_per_request = 5
+    row.save()
+    body = client.get(URL).json()
+    assert (body["max_images"], body["max_images_per_request"]) == (2, 5)
+
+
+def test_inactive_model_takes_its_tier_away(client):
+    assert _tiers(client.get(URL)) == ["basic", "quality", "premium"]
+    model = AIModelConfig.objects.get(quality_tier="premium", is_active=True)
+    model.is_active = False
+    model.save()
+    assert _tiers(client.get(URL)) == ["basic", "quality"]
+
+
+def test_inactive_provider_takes_its_tiers_and_text_model_away(client):
+    client.get(URL)
+    openai = IntegrationProvider.objects.get(provider_id="openai")
+    openai.is_active = False
+    openai.save()
+    body = client.get(URL).json()
+    assert [q["tier"] for q in body["image_qualities"]] == ["basic", "premium"]
+    assert body["text_model"] is None
+
+
+def test_without_the_sandbox_a_provider_without_a_key_is_not_served(client, settings):
+    settings.CREDITGATE_SANDBOX = False
+    assert _tiers(client.get(URL)) == []
+    runware = IntegrationProvider.objects.get(provider_id="runware")
+    from creditgate.catalog import services
+
+    services.provider_update_key(provider=runware, api_key="rw-abcdefghijklmnop")
+    assert _tiers(client.get(URL)) == ["basic", "premium"]
+    settings.CREDITGATE_SANDBOX = True  # served again by the sandbox: a per-process setting, its own entry
+    assert _tiers(client.get(URL)) == ["basic", "quality", "premium"]
+
+
+def test_a_retired_model_stops_being_served(client):
+    model = AIModelConfig.objects.get(quality_tier="basic", is_active=True)
+    model.retires_on = timezone.localdate()
+    model.save()
+    assert _tiers(client.get(URL)) == ["quality", "premium"]
+
+
+def test_cache_lifetime_ends_at_the_next_retirement(client):
+    model = AIModelConfig.objects.get(quality_tier="basic", is_active=True)
+    model.retires_on = timezone.localdate() + dt.timedelta(days=1)
+    model.save()
+    client.get(URL)
+    snapshot = ai_config_cache.ai_config_snapshot_get()
+    midnight = timezone.make_aware(dt.datetime.combine(model.retires_on, dt.time.min)).timestamp()
+    assert snapshot.expires_at <= midnight + 1
+    assert "basic" in _tiers(client.get(URL))
+
+
+def test_a_change_made_by_another_process_is_seen(client, django_assert_num_queries):
+    """Another process writes the rows and replaces the shared version token (its own signal does
+    that); this process holds the old payload in memory and must not serve it."""
+    client.get(URL)
+    # The row changes without any signal in this process...
+    AIModelConfig.objects.filter(quality_tier="basic", is_active=True).update(credits_per_image=3)
+    with django_assert_num_queries(0):
+        assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 1  # cached, as designed
+    # ...and the other process's invalidation reaches only the shared cache.
+    cache.set(ai_config_cache._VERSION_KEY, "set-by-another-process", timeout=None)
+    assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 3
+
+
+def test_a_payload_built_from_rows_older_than_an_invalidation_is_not_served(client):
+    """The race: a request reads the rows, a writer commits and invalidates, then the request
+    stores what it read. What it stored carries the old version token and is never served."""
+    old_version = "v-before"
+    cache.set(ai_config_cache._VERSION_KEY, old_version, timeout=None)
+    stale, ttl = ai_config_cache._build(old_version)
+    AIModelConfig.objects.filter(quality_tier="basic", is_active=True).update(credits_per_image=3)
+    ai_config_cache.ai_config_invalidate()
+    cache.set(ai_config_cache._payload_key(), stale, timeout=ttl)  # the slow request stores late
+    assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 3
+
+
+def test_it_still_answers_when_the_cache_is_down(client, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ConnectionError("cache down")
+
+    monkeypatch.setattr(ai_config_cache.cache, "get", broken)
+    response = client.get(URL)
+    assert response.status_code == 200
+    assert response.json()["text_model"] == "gpt-5.1"
+
+
+def test_listed_in_the_openapi_schema(client):
+    response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
+    assert response.status_code == 200
+    assert "/api/v1/system/ai-config/" in response.content.decode()
