@@ -56,6 +56,15 @@ NOT_FOUND_CODES = {"taskNotFound", "notFound", "invalidTaskUUID"}
 RESULT_FIELDS = ("imageURL", "imageBase64Data", "imageDataURI")
 
 
+class RunwareAPIError(Exception):
+    """Runware's answer as it came, kept as the cause of our error for logs and debugging; its
+    text is the provider's and never shown to users."""
+
+    def __init__(self, status: int, errors: list[dict]):
+        super().__init__(f"HTTP {status}: " + "; ".join(f"{e.get('code')}: {e.get('message')}" for e in errors))
+        self.status, self.errors = status, errors
+
+
 class _AmbiguousFailure(ProviderTimeout):
     """The request was sent and no answer came back: never resend it blindly."""
 
@@ -127,13 +136,14 @@ class RunwareAdapter(ProviderAdapter):
         items = _task_items(body, task_uuid)
         errors = _task_errors(body, task_uuid)
         if not items:
-            raise classify(status, errors, retry_after=parse_retry_after(headers))
+            raise classify(status, errors, retry_after=parse_retry_after(headers)) from RunwareAPIError(status, errors)
         with ThreadPoolExecutor(max_workers=min(len(items), self.policy.max_parallel_calls),
                                 thread_name_prefix="runware-download") as pool:
             outcomes = list(pool.map(lambda item: self._outcome(item, task_uuid=task_uuid), items[:n]))
         if errors and len(outcomes) < n:
             # The task delivered part of numberResults; the rest failed with these errors.
             per_image = classify(500, errors, retry_after=None)
+            per_image.__cause__ = RunwareAPIError(status, errors)
             outcomes.extend(ImageOutcome.failed(per_image, provider_task_id=task_uuid)
                             for _ in range(n - len(outcomes)))
         return outcomes

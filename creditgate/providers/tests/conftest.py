@@ -1,0 +1,37 @@
+import pytest
+
+from creditgate.catalog.models import AIModelConfig
+from creditgate.providers import base
+from creditgate.providers.openai import OpenAIAdapter
+from creditgate.providers.runware import RunwareAdapter
+
+
+@pytest.fixture
+def waits(monkeypatch):
+    """The backoff waits the adapters asked for, recorded instead of slept."""
+    recorded: list[float] = []
+    monkeypatch.setattr(base, "sleep", recorded.append)
+    return recorded
+
+
+def image_model(name="test-image", **fields) -> AIModelConfig:
+    """An unsaved catalog row: adapters only read it, so tests need no database for it."""
+    values = {"model_type": "image", "sizes": ["1024x1024", "1536x1024"], "max_images_per_call": 1,
+              "optional_params": [], "request_defaults": {}, **fields}
+    return AIModelConfig(model_name=name, display_name=name, **values)
+
+
+def text_model(name="gpt-5.1", **fields) -> AIModelConfig:
+    values = {"model_type": "text", "optional_params": ["temperature"],
+              "request_defaults": {"reasoning_effort": "none"}, **fields}
+    return AIModelConfig(model_name=name, display_name=name, **values)
+
+
+@pytest.fixture
+def openai_adapter(sandbox):
+    return OpenAIAdapter(api_key="sandbox", base_url=f"{sandbox.url}/openai/v1")
+
+
+@pytest.fixture
+def runware_adapter(sandbox):
+    return RunwareAdapter(api_key="sandbox", base_url=f"{sandbox.url}/runware/v1")
