@@ -20,6 +20,7 @@ from creditgate.credits.models import LedgerEntry
 from creditgate.generation import dispatch
 
 pytestmark = pytest.mark.browser
+expect = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed").expect
 
 PASSWORD = "pw-browser-123"
 
@@ -133,13 +134,10 @@ def test_generating_at_each_tier_shows_the_images_and_lowers_the_balance_by_the_
 
         generate(page, tier=quality, count=count, prompt=f"a lighthouse at dusk, {quality['label']}")
 
-        summary = page.locator("#image-job-summary")
-        summary.filter(has_text="Delivered").wait_for(timeout=30_000)
-        assert summary.inner_text() == f"Delivered {count} images; charged {credits_words(total)}."
+        expect(page.locator("#image-job-summary")).to_have_text(
+            f"Delivered {count} images; charged {credits_words(total)}.", timeout=30_000)
         wait_for_images(page, count)
-        page.wait_for_function(
-            "expected => document.querySelector('#bal-available').textContent === String(expected)",
-            arg=before - total)
+        expect(page.locator("#bal-available")).to_have_text(str(before - total))
         assert page.locator("#bal-held").inner_text() == "0"
         first_charge = page.locator("#ledger-rows tr", has_text="Charged").first
         assert first_charge.locator("td").nth(2).inner_text() == f"-{total}"
@@ -167,11 +165,8 @@ def test_a_user_with_too_few_credits_sees_the_402_message_and_keeps_their_balanc
     page.get_by_role("button", name="Generate").click()
 
     message = f"This needs {price} credits; you have {left}."
-    alert = page.get_by_role("alert")
-    alert.filter(has_text="This needs").wait_for()
-    assert alert.inner_text() == message
-    page.wait_for_function("left => document.querySelector('#bal-available').textContent === String(left)",
-                           arg=left)
+    expect(page.get_by_role("alert")).to_have_text(message)
+    expect(page.locator("#bal-available")).to_have_text(str(left))
     assert page.locator("#coverage").inner_text() == message
     assert page.get_by_role("button", name="Generate").is_disabled()
     assert page.locator("#images img").count() == 0
@@ -205,12 +200,11 @@ def test_text_job_shows_the_model_the_text_and_what_it_cost(page_env, page):
     page.get_by_role("button", name="Write").click()
 
     summary = page.locator("#text-job-summary")
-    summary.filter(has_text="Done").wait_for(timeout=30_000)
+    expect(summary).to_contain_text("Done", timeout=30_000)
     assert page.locator("#text-output").inner_text().strip()
     charged = int(re.search(r"charged (\d+) credit", summary.inner_text()).group(1))
     assert charged >= 1
-    page.wait_for_function("expected => document.querySelector('#bal-available').textContent === String(expected)",
-                           arg=50 - charged)
+    expect(page.locator("#bal-available")).to_have_text(str(50 - charged))
     assert account_balance(user)["available"] == 50 - charged
 
 
@@ -224,17 +218,16 @@ def test_partial_and_failed_jobs_say_what_was_delivered_and_charged(page_env, pa
     sandbox.configure(error_rate=1.0, error_kind="content_refusal")
     generate(page, tier=quality, count=count, prompt="a refused prompt")
     summary = page.locator("#image-job-summary")
-    summary.filter(has_text="Failed").wait_for(timeout=30_000)
+    expect(summary).to_contain_text("Failed", timeout=30_000)
     assert summary.inner_text().startswith("Failed: ")
     assert summary.inner_text().endswith("No credits were charged.")
     assert summary.inner_text().count("No credits were charged.") == 1
-    page.get_by_role("button", name="Generate").wait_for()
-    page.wait_for_function("() => !document.querySelector('#generate').disabled")
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
 
     sandbox.configure(error_rate=0.5, error_kind="partial")
     before = account_balance(user)["available"]
     generate(page, tier=quality, count=count, prompt="a partly refused prompt")
-    summary.filter(has_text="Delivered").wait_for(timeout=30_000)
+    expect(summary).to_have_text(re.compile(r"^Delivered"), timeout=30_000)
     text = summary.inner_text()
     match = re.fullmatch(r"Delivered (\d+) (?:of (\d+) )?images?; charged (\d+) credits?\.", text)
     assert match, text
@@ -258,7 +251,7 @@ def test_the_page_at_375px_has_no_horizontal_scroll(page_env, browser):
         log_in(page, page_env, user)
         generate(page, tier=quality, count=count,
                  prompt="a very long prompt without spaces " + "x" * 200)
-        page.locator("#image-job-summary").filter(has_text="Delivered").wait_for(timeout=30_000)
+        expect(page.locator("#image-job-summary")).to_have_text(re.compile(r"^Delivered"), timeout=30_000)
         wait_for_images(page, count)
 
         sizes = page.evaluate("""() => ({scroll: document.documentElement.scrollWidth,

@@ -392,6 +392,10 @@
     var summary = $("image-job-summary");
     var progress = $("image-progress");
     var lastStatus = null;
+    // The last job's result must not pass for this one's while the request is on its way.
+    summary.textContent = "Sending…";
+    summary.className = "";
+    $("images").textContent = "";
     api(urls.imagesUrl, {
       method: "POST",
       body: { prompt: prompt, tier: tier, count: count },
@@ -445,6 +449,8 @@
     update();
     showAlert("");
     var lastStatus = null;
+    $("text-job-summary").textContent = "Sending…";
+    $("text-output").textContent = "";
     api(urls.textUrl, {
       method: "POST",
       body: { prompt: prompt },
