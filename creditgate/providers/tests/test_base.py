@@ -1,0 +1,197 @@
+"""The shared rules every adapter inherits: sizes, options, fan-out, retries, Retry-After."""
+
+import threading
+
+import pytest
+
+from creditgate.providers.base import (
+    CallPolicy,
+    ImageOutcome,
+    ProviderAdapter,
+    ProviderAuthError,
+    ProviderContentRefused,
+    ProviderRateLimited,
+    ProviderRejectedRequest,
+    ProviderServerError,
+    call_with_retries,
+    parse_retry_after,
+)
+from creditgate.providers.tests.conftest import image_model
+
+
+class FakeAdapter(ProviderAdapter):
+    """Records calls; `behaviour(n)` decides what each call returns or raises."""
+
+    provider_id = "fake"
+    default_base_url = "http://fake.invalid/v1"
+    option_names = {"negative_prompt": "negativePrompt", "steps": "steps"}
+
+    def __init__(self, behaviour, **kwargs):
+        super().__init__(api_key="k", policy=kwargs.pop("policy", CallPolicy(max_retries=0)), **kwargs)
+        self.behaviour = behaviour
+        self.calls: list[int] = []
+        self.lock = threading.Lock()
+
+    def _generate_image_call(self, *, model, prompt, n, width, height, params):
+        with self.lock:
+            self.calls.append(n)
+        return self.behaviour(n)
+
+    def generate_text(self, **kwargs):
+        raise NotImplementedError
+
+    def check_credentials(self):
+        raise NotImplementedError
+
+
+def ok(n):
+    return [ImageOutcome(ok=True, data=b"img", content_type="image/png") for _ in range(n)]
+
+
+# Sizes and options.
+
+def test_size_defaults_to_the_models_first_and_must_be_one_of_its_sizes():
+    model = image_model(sizes=["1216x832", "1024x1024"])
+    assert ProviderAdapter.resolve_size(model=model, size=None) == (1216, 832)
+    assert ProviderAdapter.resolve_size(model=model, size="1024x1024") == (1024, 1024)
+    with pytest.raises(ProviderRejectedRequest) as caught:
+        ProviderAdapter.resolve_size(model=model, size="640x640")
+    assert caught.value.details == {"size": ["Choose one of: 1216x832, 1024x1024."]}
+
+
+def test_options_are_sent_only_when_the_model_accepts_them_and_the_provider_has_them():
+    adapter = FakeAdapter(ok)
+    model = image_model(optional_params=["negative_prompt", "seed"], request_defaults={"steps": 30, "style": "x"})
+
+    params = adapter.image_params(model=model, options={"negative_prompt": "blur", "steps": 5, "seed": 1,
+                                                        "cfg_scale": 2, "bogus": True})
+
+    # steps: not accepted by the model; seed: accepted but this provider cannot express it.
+    assert params == {"steps": 30, "style": "x", "negativePrompt": "blur"}
+
+
+# Fan-out.
+
+def test_count_is_split_by_the_models_per_call_limit_and_results_keep_the_count():
+    adapter = FakeAdapter(ok)
+    outcomes = adapter.generate_images(model=image_model(max_images_per_call=3), prompt="p", count=8)
+    assert sorted(adapter.calls) == [2, 3, 3]
+    assert len(outcomes) == 8 and all(o.ok for o in outcomes)
+
+
+def test_fan_out_calls_run_at_the_same_time():
+    barrier = threading.Barrier(8, timeout=5)
+
+    def wait_for_all(n):
+        barrier.wait()  # raises BrokenBarrierError unless all 8 calls are in flight together
+        return ok(n)
+
+    outcomes = FakeAdapter(wait_for_all).generate_images(model=image_model(max_images_per_call=1), prompt="p",
+                                                         count=8)
+    assert [o.ok for o in outcomes] == [True] * 8
+
+
+def test_fan_out_is_bounded_by_the_policy():
+    in_flight, peak, lock = [0], [0], threading.Lock()
+
+    def track(n):
+        with lock:
+            in_flight[0] += 1
+            peak[0] = max(peak[0], in_flight[0])
+        threading.Event().wait(0.02)
+        with lock:
+            in_flight[0] -= 1
+        return ok(n)
+
+    adapter = FakeAdapter(track, policy=CallPolicy(max_retries=0, max_parallel_calls=3))
+    adapter.generate_images(model=image_model(max_images_per_call=1), prompt="p", count=9)
+    assert peak[0] <= 3
+
+
+def test_a_failed_call_fails_only_its_images():
+    seen = []
+
+    def second_fails(n):
+        seen.append(n)
+        if len(seen) == 2:
+            raise ProviderContentRefused()
+        return ok(n)
+
+    adapter = FakeAdapter(second_fails, policy=CallPolicy(max_retries=0, max_parallel_calls=1))
+    outcomes = adapter.generate_images(model=image_model(max_images_per_call=2), prompt="p", count=5)
+
+    assert [o.ok for o in outcomes] == [True, True, False, False, True]
+    assert {o.error_code for o in outcomes if not o.ok} == {"content_refused"}
+
+
+def test_fewer_images_than_asked_are_padded_with_failures():
+    outcomes = FakeAdapter(lambda n: ok(n - 1)).generate_images(model=image_model(max_images_per_call=4),
+                                                                prompt="p", count=4)
+    assert [o.ok for o in outcomes] == [True, True, True, False]
+    assert outcomes[-1].error_code == "provider_bad_response"
+
+
+def test_nothing_delivered_raises_the_first_error():
+    def refuse(n):
+        raise ProviderAuthError()
+
+    with pytest.raises(ProviderAuthError):
+        FakeAdapter(refuse).generate_images(model=image_model(), prompt="p", count=3)
+
+
+def test_zero_images_is_refused():
+    with pytest.raises(ProviderRejectedRequest):
+        FakeAdapter(ok).generate_images(model=image_model(), prompt="p", count=0)
+
+
+# Retries.
+
+def test_retryable_errors_are_retried_up_to_the_limit(waits):
+    attempts = []
+
+    def always_busy():
+        attempts.append(1)
+        raise ProviderServerError()
+
+    with pytest.raises(ProviderServerError):
+        call_with_retries(always_busy, policy=CallPolicy(max_retries=2, retry_base_delay=0.1), what="t")
+    assert len(attempts) == 3
+    assert 0.075 <= waits[0] <= 0.125 and 0.15 <= waits[1] <= 0.25  # exponential, with jitter
+
+
+def test_non_retryable_errors_are_raised_at_once(waits):
+    attempts = []
+
+    def refused():
+        attempts.append(1)
+        raise ProviderContentRefused()
+
+    with pytest.raises(ProviderContentRefused):
+        call_with_retries(refused, policy=CallPolicy(max_retries=3), what="t")
+    assert len(attempts) == 1 and waits == []
+
+
+def test_retry_after_wins_over_backoff_and_is_capped():
+    policy = CallPolicy(retry_base_delay=5, retry_max_delay=10)
+    assert policy.delay_before_retry(1, ProviderRateLimited(retry_after=0.3)) == 0.3
+    assert policy.delay_before_retry(1, ProviderRateLimited(retry_after=600)) == 10
+
+
+@pytest.mark.parametrize("headers, seconds", [
+    ({"retry-after-ms": "250", "retry-after": "9"}, 0.25),
+    ({"retry-after": "2"}, 2.0),
+    ({"retry-after": "0.5"}, 0.5),
+    ({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
+    ({"retry-after": "-1"}, None),
+    ({}, None),
+])
+def test_parse_retry_after(headers, seconds):
+    assert parse_retry_after(headers) == seconds
+
+
+def test_policy_reads_settings(settings):
+    settings.CREDITGATE_PROVIDER_RETRY_BASE_DELAY = "0.05"
+    settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS = 4
+    policy = CallPolicy.from_settings()
+    assert policy.retry_base_delay == 0.05 and policy.max_parallel_calls == 4 and policy.image_timeout == 120.0
+
