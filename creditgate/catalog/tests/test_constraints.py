@@ -1,7 +1,7 @@
 """Every catalog rule is a database rule: the ORM gets an IntegrityError, the admin a form error."""
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, transaction
 
 from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider
 
@@ -61,11 +61,18 @@ def test_good_rows_are_accepted(openai):
     assert AIModelConfig.objects.filter(model_name__startswith="test-").count() == 2
 
 
-@pytest.mark.parametrize("provider_id", ["Open AI", "OpenAI", "9lives", "", "a" * 33, "open.ai"])
+@pytest.mark.parametrize("provider_id", ["Open AI", "OpenAI", "9lives", "", "open.ai", "-x"])
 def test_orm_refuses_a_provider_id_that_is_not_a_slug(provider_id):
     with pytest.raises(IntegrityError), transaction.atomic():
         IntegrationProvider.objects.create(provider_id=provider_id)
     assert not IntegrationProvider.objects.filter(provider_id=provider_id).exists()
+
+
+def test_orm_refuses_a_provider_id_longer_than_32():
+    # PostgreSQL refuses it by the column's length (DataError), SQLite by the CHECK.
+    with pytest.raises((IntegrityError, DataError)), transaction.atomic():
+        IntegrationProvider.objects.create(provider_id="a" * 33)
+    assert not IntegrationProvider.objects.filter(provider_id="a" * 33).exists()
 
 
 def test_orm_refuses_a_second_settings_row():
