@@ -23,6 +23,7 @@ longer transaction that would keep the account row locked (or, worse, span a pro
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -145,14 +146,15 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
     if not idempotency_key or len(idempotency_key) > 300:
         raise InvalidRequest("The idempotency key must be 1 to 300 characters.",
                              details={"idempotency_key": ["Must be 1 to 300 characters."]})
-    existing = _hold_replayed(account=account, idempotency_key=idempotency_key, fingerprint=fingerprint)
-    if existing:
-        return existing, False
     now = timezone.now()
     try:
+        # Optimistic: no read before the write. A replayed key fails the hold row's unique
+        # constraint (after the first request committed, if it was concurrent), and only then is
+        # the first hold looked up. Outside a caller's transaction this block is the transaction;
+        # inside one it is a savepoint, so the lost race leaves the caller's transaction usable.
         with transaction.atomic():
-            # The hold row first: its unique key is claimed before the account row is locked, so
-            # the account lock is held only for the counter update and the entry insert.
+            # The hold row first: its key is claimed before the account row is locked, so the
+            # account lock is held only for the counter update and the entry insert.
             hold = Hold.objects.create(
                 account_id=account.pk, amount=amount, idempotency_key=idempotency_key, fingerprint=fingerprint,
                 reference=reference[:200], rate=rate, created_at=now,
@@ -184,13 +186,17 @@ def _hold_settle(*, hold_id, state: str, captured: int = 0, rate: dict | None = 
     """Move an active hold to `state`, capturing `captured` and releasing the rest; False if it
     had already left `active` (then nothing happens)."""
     now = now or timezone.now()
+    table = connection.ops.quote_name(Hold._meta.db_table)
     with transaction.atomic(durable=True):
-        # The conditional UPDATE is the exactly-once gate: a racer that comes second matches no row.
-        fields = {"state": state, "captured_amount": captured, "settled_at": now}
-        if rate is not None:
-            fields["rate"] = rate
-        matched = Hold.objects.filter(pk=hold_id, state=HoldState.ACTIVE, amount__gte=captured).update(**fields)
-        if not matched:
+        # The conditional UPDATE is the exactly-once gate: a racer that comes second matches no
+        # row. RETURNING saves reading the hold again while the transaction is open.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {table} SET state = %s, captured_amount = %s, settled_at = %s "
+                f"WHERE id = %s AND state = %s AND amount >= %s RETURNING account_id, amount, reference, rate",
+                [state, captured, now, hold_id, HoldState.ACTIVE, captured])
+            row = cursor.fetchone()
+        if row is None:
             hold = Hold.objects.filter(pk=hold_id).only("amount", "state").first()
             if hold is None:
                 raise InvalidRequest("No such hold.", details={"hold_id": ["Unknown hold."]})
@@ -198,23 +204,26 @@ def _hold_settle(*, hold_id, state: str, captured: int = 0, rate: dict | None = 
                 raise InvalidRequest(f"Cannot capture {captured} credits of a hold of {hold.amount}.",
                                      details={"amount": [f"Must be from 0 to {hold.amount}."]})
             return False
-        hold = Hold.objects.only("account_id", "amount", "reference", "rate").get(pk=hold_id)
-        returned = hold.amount - captured
-        after = _counters_move(account_id=hold.account_id, available_delta=returned, held_delta=-hold.amount)
+        account_id, amount, reference, hold_rate = row
+        if isinstance(hold_rate, str):  # raw cursors hand JSON back as text
+            hold_rate = json.loads(hold_rate)
+        returned = amount - captured
+        after = _counters_move(account_id=account_id, available_delta=returned, held_delta=-amount)
         if after is None:  # impossible: available only grows here; the CHECK would have fired first
             raise RuntimeError(f"hold {hold_id}: the account refused a release")
+        common = dict(account_id=account_id, hold_id=hold_id, reference=reference, reason=reason[:500])
         entries = []
         if captured:
+            # The capture records the rate of what was delivered (the hold keeps the rate it reserved at).
             entries.append(LedgerEntry(
-                account_id=hold.account_id, kind=EntryKind.CAPTURE, amount=-captured, available_delta=0,
-                held_delta=-captured, available_after=after[0] - returned, held_after=after[1] + returned,
-                hold_id=hold_id, reference=hold.reference, rate=hold.rate, reason=reason[:500]))
+                kind=EntryKind.CAPTURE, amount=-captured, available_delta=0, held_delta=-captured,
+                available_after=after[0] - returned, held_after=after[1] + returned,
+                rate=rate if rate is not None else hold_rate, **common))
         if returned:
             kind = EntryKind.EXPIRE if state == HoldState.EXPIRED else EntryKind.RELEASE
             entries.append(LedgerEntry(
-                account_id=hold.account_id, kind=kind, amount=0, available_delta=returned, held_delta=-returned,
-                available_after=after[0], held_after=after[1], hold_id=hold_id, reference=hold.reference,
-                rate=hold.rate, reason=reason[:500]))
+                kind=kind, amount=0, available_delta=returned, held_delta=-returned, available_after=after[0],
+                held_after=after[1], rate=hold_rate, **common))
         LedgerEntry.objects.bulk_create(entries)
     return True
 
@@ -223,7 +232,7 @@ def hold_capture(*, hold_id, amount: int, rate: dict | None = None) -> bool:
     """Charge `amount` (0..hold.amount) of an active hold and release the rest.
 
     True if this call settled the hold; False if it was already captured, released or expired.
-    `rate`, when given, is the rate of what was delivered and replaces the hold's on its entries.
+    `rate`, when given, is the rate of what was delivered; the capture entry records it.
     """
     amount = _check_amount(amount, allow_zero=True)
     if amount == 0:

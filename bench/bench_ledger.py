@@ -1,0 +1,209 @@
+"""Ledger benchmark (PostgreSQL): hold + capture pairs per second with 8 concurrent workers,
+against a baseline measured in the same run: one conditional UPDATE per transaction on a plain
+table. Prints the ratio and the anomalies (negative counter, counter != ledger sum, a hold
+settled twice or not at all), which must be 0. Target ratio >= 0.5.
+
+    .venv/bin/python bench/bench_ledger.py [--seconds 3] [--workers 8]
+
+Uses DATABASE_URL, or postgres://postgres@127.0.0.1:5432/cg_bench_ledger, which it creates and
+migrates itself. Workers are OS processes (forked after Django is set up), as web workers are.
+
+Two scenarios: every worker on its own account (many users), and all workers on ONE account
+(a team hammering a shared balance: every write queues on the same row). The baseline of each
+scenario touches the same number of rows the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/cg_bench_ledger"
+PLAIN_TABLE = "bench_plain_balance"
+
+
+def ensure_database(url: str) -> None:
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin_url = parsed._replace(path="/postgres").geturl()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django(url: str) -> None:
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "creditgate.settings")
+    os.environ.setdefault("CREDITGATE_ENCRYPTION_KEYS", "Zm9yLWJlbmNobWFya3Mtb25seS0zMi1ieXRlcy1rZXk=")
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def prepare(accounts: int, credits: int) -> list[int]:
+    """Fresh accounts funded through the ledger, and a plain table with the same balances."""
+    from django.contrib.auth import get_user_model
+    from django.db import connection
+
+    from creditgate.credits import services
+
+    run = int(time.time() * 1000)
+    ids = []
+    for i in range(accounts):
+        user = get_user_model().objects.create_user(username=f"bench-{run}-{i}")
+        account = services.account_for_user(user=user)
+        services.credits_grant(account=account, amount=credits, reason="benchmark")
+        ids.append(account.pk)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {PLAIN_TABLE}")
+        cursor.execute(f"CREATE TABLE {PLAIN_TABLE} (id bigint PRIMARY KEY, available bigint NOT NULL "
+                       f"CHECK (available >= 0))")
+        cursor.executemany(f"INSERT INTO {PLAIN_TABLE} VALUES (%s, %s)", [(i, credits) for i in range(accounts)])
+    connection.close()  # forked workers must not share this socket
+    return ids
+
+
+def baseline_worker(row_id: int, seconds: float, start: float, out) -> None:
+    from django.db import connection, transaction
+
+    done = 0
+    while time.time() < start:
+        time.sleep(0.001)
+    end = start + seconds
+    while time.time() < end:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(f"UPDATE {PLAIN_TABLE} SET available = available - 1 WHERE id = %s AND available >= 1",
+                           [row_id])
+        done += 1
+    connection.close()
+    out.put(("baseline", done, 0))
+
+
+def ledger_worker(account_id: int, worker: int, seconds: float, start: float, out) -> None:
+    from django.db import connection
+
+    from creditgate.credits import services
+    from creditgate.credits.models import Account
+
+    account = Account(pk=account_id)
+    done = anomalies = 0
+    while time.time() < start:
+        time.sleep(0.001)
+    end = start + seconds
+    while time.time() < end:
+        hold, created = services.hold_place(account=account, amount=2, idempotency_key=f"w{worker}-{done}-{start}",
+                                            fingerprint="bench")
+        # A fresh hold that cannot be captured, or a replay on a fresh key, is a double/missed effect.
+        if not created or not services.hold_capture(hold_id=hold.pk, amount=1):
+            anomalies += 1
+        done += 1
+    connection.close()
+    out.put(("ledger", done, anomalies))
+
+
+def measure(target, args_for, workers: int, seconds: float) -> tuple[float, int, int]:
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    start = time.time() + 0.5
+    procs = [ctx.Process(target=target, args=(*args_for(w), seconds, start, out)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=seconds + 60) for _ in procs]
+    for p in procs:
+        p.join()
+    total = sum(r[1] for r in results)
+    return total / seconds, total, sum(r[2] for r in results)
+
+
+def audit(account_ids: list[int], expected_charged: dict[int, int]) -> list[str]:
+    from django.db import connection
+
+    from creditgate.credits import selectors
+    from creditgate.credits.models import Account, Hold, LedgerEntry
+
+    problems = [p for p in selectors.ledger_check() if any(f"account {a} " in p for a in account_ids)
+                or p.startswith("hold ") or "negative" in p]
+    if Account.objects.filter(pk__in=account_ids).filter(available__lt=0).exists():
+        problems.append("negative balance")
+    if Hold.objects.filter(account_id__in=account_ids, state="active").exists():
+        problems.append("a hold was left active")
+    for account_id, charged in expected_charged.items():
+        captured = -sum(LedgerEntry.objects.filter(account_id=account_id, kind="capture")
+                        .values_list("amount", flat=True))
+        if captured != charged:
+            problems.append(f"account {account_id}: charged {captured}, expected {charged}")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {PLAIN_TABLE} WHERE available < 0")
+        if cursor.fetchone()[0]:
+            problems.append("negative balance in the baseline table")
+    connection.close()
+    return problems
+
+
+def scenario(name: str, *, shared: bool, workers: int, seconds: float) -> tuple[float, int]:
+    from creditgate.credits.models import LedgerEntry
+
+    rows = 1 if shared else workers
+    ids = prepare(rows, credits=10**9)
+    base_rate, _, _ = measure(baseline_worker, lambda w: (0 if shared else w,), workers, seconds)
+    before = {a: -sum(LedgerEntry.objects.filter(account_id=a, kind="capture").values_list("amount", flat=True))
+              for a in ids}
+    from django.db import connection
+
+    connection.close()
+    pair_rate, pairs, worker_anomalies = measure(
+        ledger_worker, lambda w: (ids[0] if shared else ids[w], w), workers, seconds)
+    # Each pair captures 1 credit; with a shared account all pairs land on the one account.
+    expected = {ids[0]: before[ids[0]] + pairs} if shared else None
+    problems = audit(ids, expected or {})
+    if not shared:
+        total = sum(-sum(LedgerEntry.objects.filter(account_id=a, kind="capture").values_list("amount", flat=True))
+                    for a in ids)
+        if total != pairs:
+            problems.append(f"charged {total} in all, expected {pairs}")
+    anomalies = worker_anomalies + len(problems)
+    ratio = pair_rate / base_rate if base_rate else 0.0
+    print(f"{name}: baseline {base_rate:8.0f} updates/s | ledger {pair_rate:8.0f} hold+capture pairs/s "
+          f"| ratio {ratio:.2f} | anomalies {anomalies}")
+    for problem in problems[:10]:
+        print(f"    anomaly: {problem}")
+    return ratio, anomalies
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per phase")
+    parser.add_argument("--workers", type=int, default=8)
+    args = parser.parse_args()
+
+    url = os.environ.get("DATABASE_URL", DEFAULT_URL)
+    if not url.startswith("postgres"):
+        print("bench_ledger needs PostgreSQL (DATABASE_URL=postgres://...)", file=sys.stderr)
+        return 2
+    ensure_database(url)
+    setup_django(url)
+    print(f"{args.workers} worker processes, {args.seconds:g} s per phase, database {urlparse(url).path[1:]}")
+    ratio, anomalies = scenario("own account per worker", shared=False, workers=args.workers, seconds=args.seconds)
+    shared_ratio, shared_anomalies = scenario("one shared account  ", shared=True, workers=args.workers,
+                                              seconds=args.seconds)
+    total = anomalies + shared_anomalies
+    verdict = "OK" if ratio >= 0.5 and total == 0 else "BELOW TARGET" if total == 0 else "ANOMALIES"
+    print(f"ratio {ratio:.2f} (target >= 0.5; shared account {shared_ratio:.2f}), anomalies {total}: {verdict}")
+    return 0 if total == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
