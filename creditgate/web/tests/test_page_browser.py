@@ -279,3 +279,43 @@ def test_every_control_is_reachable_with_the_keyboard_and_shows_focus(page_env, 
             assert info["outline"] != "none", f"#{info['id']} shows no focus"
     assert {"count", "image-prompt", "generate", "text-prompt"} <= reached
     assert any(i.startswith("tier-") for i in reached)
+
+
+def test_a_tier_that_became_unavailable_is_explained_and_leaves_the_list(page_env, page):
+    config = ai_config()
+    gone = config["image_qualities"][-1]
+    user = make_user("una", gone["credits_per_image"] * 2)
+    log_in(page, page_env, user)
+    pick(page, tier=gone, count=1)
+    page.get_by_label("Describe the image").fill("a comet")
+
+    # The operator takes the tier's model out of service after the page was loaded.
+    AIModelConfig.objects.filter(quality_tier=gone["tier"], is_active=True).update(is_active=False)
+    from creditgate.catalog.ai_config_cache import ai_config_invalidate
+
+    ai_config_invalidate()  # queryset.update() sends no signal; the admin's save would
+    page.get_by_role("button", name="Generate").click()
+
+    expect(page.get_by_role("alert")).to_have_text(
+        f"{gone['label']} images aren't available right now. Pick another tier or try again later.")
+    expect(page.locator(f"#tier-{gone['tier']}")).to_have_count(0)
+    assert page.locator('#tiers input[type="radio"]').count() == len(config["image_qualities"]) - 1
+    assert account_balance(user)["available"] == gone["credits_per_image"] * 2
+
+
+def test_older_ledger_entries_load_on_request_newest_first(page_env, page):
+    user = make_user("lee", 0)
+    account = credits_services.account_for_user(user=user)
+    for n in range(1, 23):
+        credits_services.credits_grant(account=account, amount=n, reason=f"grant {n}")
+    log_in(page, page_env, user)
+
+    rows = page.locator("#ledger-rows tr")
+    first_page = rows.count()
+    assert 0 < first_page < 22
+    assert rows.first.locator("td").nth(2).inner_text() == "+22"
+
+    page.get_by_role("button", name="Show older entries").click()
+    expect(rows).to_have_count(min(22, 2 * first_page))
+    amounts = [int(rows.nth(i).locator("td").nth(2).inner_text()) for i in range(rows.count())]
+    assert amounts == sorted(amounts, reverse=True)

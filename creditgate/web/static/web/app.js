@@ -109,6 +109,7 @@
         return sentence(err.message) + (fields.length ? " " + fields.join(" ") : "");
       }
       case "not_authenticated":
+      case "authentication_failed":
       case "http_401":
       case "http_403":
         return "Your session has ended. Reload the page and log in again.";
