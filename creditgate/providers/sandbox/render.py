@@ -36,7 +36,10 @@ def _background(seed_text: str) -> tuple[int, int, int]:
 
 
 def render_png(*, prompt: str, model: str, width: int, height: int, seed: int | None = None) -> bytes:
-    image = Image.new("RGB", (width, height), _background(f"{prompt}|{seed}"))
+    # A palette image (background, white, grey) encodes several times faster than RGB, which keeps
+    # a batch of 8 cheap next to the latency knob.
+    image = Image.new("P", (width, height), 0)
+    image.putpalette([*_background(f"{prompt}|{seed}"), 255, 255, 255, 200, 200, 200])
     draw = ImageDraw.Draw(image)
     font_size = max(12, min(width, height) // 28)
     chars_per_line = max(10, int(width / (font_size * 0.55)) - 4)
@@ -45,10 +48,10 @@ def render_png(*, prompt: str, model: str, width: int, height: int, seed: int | 
     max_lines = max(1, (height - 4 * margin) // int(font_size * 1.25) - 2)
     if len(lines) > max_lines:
         lines = [*lines[: max_lines - 1], lines[max_lines - 1][: chars_per_line - 1] + "…"]
-    draw.multiline_text((margin, margin), "\n".join(lines), font=_font(font_size), fill=(255, 255, 255),
+    draw.multiline_text((margin, margin), "\n".join(lines), font=_font(font_size), fill=1,
                         spacing=font_size // 4)
     footer = f"{model} · {width}x{height}" + (f" · seed {seed}" if seed is not None else "")
-    draw.text((margin, height - 2 * margin), footer, font=_font(max(10, font_size * 3 // 4)), fill=(220, 220, 220))
+    draw.text((margin, height - 2 * margin), footer, font=_font(max(10, font_size * 3 // 4)), fill=2)
     out = io.BytesIO()
     image.save(out, format="PNG", compress_level=1)
     return out.getvalue()
