@@ -32,7 +32,7 @@ def seeded_catalog(django_db_blocker):
 @pytest.fixture(scope="session")
 def sandbox_server():
     """One emulator for the whole session. Its starting knobs keep tests quick: a 429 asks for a
-    20 ms wait, and a "timeout" hangs 10 s (the `sandbox` fixture's read timeout is 3 s)."""
+    20 ms wait, and a "timeout" hangs 10 s (the `sandbox` fixture's read timeout is 5 s)."""
     from creditgate.providers.sandbox import SandboxServer
 
     server = SandboxServer(retry_after_s=0.02, hang_s=10).start()
@@ -47,7 +47,7 @@ def sandbox(sandbox_server, settings):
     settings.CREDITGATE_SANDBOX = True
     settings.CREDITGATE_SANDBOX_URL = sandbox_server.url
     settings.CREDITGATE_PROVIDER_RETRY_BASE_DELAY = 0.01
-    settings.CREDITGATE_PROVIDER_TEXT_TIMEOUT = 3.0
-    settings.CREDITGATE_PROVIDER_IMAGE_TIMEOUT = 3.0
+    settings.CREDITGATE_PROVIDER_TEXT_TIMEOUT = 5.0
+    settings.CREDITGATE_PROVIDER_IMAGE_TIMEOUT = 5.0
     yield sandbox_server
     sandbox_server.reset()

@@ -267,6 +267,7 @@ class ProviderAdapter(ABC):
 
     provider_id: str
     default_base_url: str
+    sandbox_path: str  # where the sandbox emulates this provider, below CREDITGATE_SANDBOX_URL
 
     def __init__(self, *, api_key: str, base_url: str | None = None, policy: CallPolicy | None = None):
         self.api_key = api_key
