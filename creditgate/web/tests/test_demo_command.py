@@ -3,6 +3,7 @@
 from io import StringIO
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.test import Client
 
@@ -20,8 +21,6 @@ def run_demo(*args) -> str:
 
 
 def demo_balance() -> dict:
-    from django.contrib.auth import get_user_model
-
     user = get_user_model().objects.get(username=DEMO_USERNAME)
     return credits_selectors.balance_get(account=credits_services.account_for_user(user=user))
 
@@ -36,9 +35,7 @@ def test_demo_prints_a_login_that_works_and_grants_credits():
 
 def test_demo_grants_only_once_and_never_tops_up_what_was_spent():
     run_demo()
-    user_account = credits_services.account_for_user(
-        user=__import__("django.contrib.auth", fromlist=["get_user_model"]).get_user_model()
-        .objects.get(username=DEMO_USERNAME))
+    user_account = credits_services.account_for_user(user=get_user_model().objects.get(username=DEMO_USERNAME))
     credits_services.credits_grant(account=user_account, amount=-7, kind="adjustment", reason="spent trying it")
 
     output = run_demo()
@@ -50,8 +47,6 @@ def test_demo_grants_only_once_and_never_tops_up_what_was_spent():
 
 def test_demo_repairs_a_changed_password_and_uses_the_port_option():
     run_demo()
-    from django.contrib.auth import get_user_model
-
     user = get_user_model().objects.get(username=DEMO_USERNAME)
     user.set_password("something-else-1")
     user.save()
