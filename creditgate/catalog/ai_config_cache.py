@@ -9,7 +9,8 @@ the version it was built under and is only served while that is still the curren
 closes the race in which a request reads the old rows, a writer commits and invalidates, and the
 request then stores its stale payload after the invalidation: that payload carries the old token
 and is never served. Each process also keeps the last payload it served in memory, so a warm
-request costs one small cache read (the token) and no database query.
+request costs one small cache read (the token) and no database query. With the file cache even
+that read is skipped while the token's file is unchanged (one stat instead of open + unpickle).
 """
 
 from __future__ import annotations
@@ -18,12 +19,14 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.core.cache import cache
+from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
+from django.core.cache.backends.filebased import FileBasedCache
 from django.db import transaction
 from django.utils import timezone
 
@@ -44,6 +47,40 @@ class AIConfigSnapshot:
 
 
 _in_process: dict[str, AIConfigSnapshot] = {}
+# (fingerprint of the token's file, the token read from it): file cache only.
+_token_seen: tuple[tuple, str] | None = None
+
+
+_token_file_of: tuple[object, str | None] | None = None
+
+
+def _token_file() -> str | None:
+    global _token_file_of
+    backend = caches[DEFAULT_CACHE_ALIAS]
+    if _token_file_of is None or _token_file_of[0] is not backend:  # key validation and md5: once
+        path = backend._key_to_file(_VERSION_KEY) if isinstance(backend, FileBasedCache) else None
+        _token_file_of = (backend, path)
+    return _token_file_of[1]
+
+
+def _current_version() -> str | None:
+    """The shared version token. FileBasedCache writes a new file (new inode) on every set, so an
+    unchanged (inode, mtime, ctime, size) means an unchanged token: no need to open and unpickle it.
+    The stat comes before the read, so a token written in between is at worst re-read next time."""
+    global _token_seen
+    path = _token_file()
+    if path is None:
+        return cache.get(_VERSION_KEY)
+    try:
+        st = os.stat(path)
+        fingerprint = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+    except FileNotFoundError:
+        fingerprint = None
+    if fingerprint is not None and _token_seen is not None and _token_seen[0] == fingerprint:
+        return _token_seen[1]
+    version = cache.get(_VERSION_KEY)
+    _token_seen = (fingerprint, version) if fingerprint is not None and version is not None else None
+    return version
 
 
 def _payload_key() -> str:
@@ -79,7 +116,7 @@ def ai_config_snapshot_get() -> AIConfigSnapshot:
     key = _payload_key()
     now = time.time()
     try:
-        version = cache.get(_VERSION_KEY)
+        version = _current_version()
         if version is not None:
             snapshot = _in_process.get(key)
             if snapshot is not None and snapshot.version == version and snapshot.expires_at > now:

@@ -51,7 +51,7 @@ class AIConfigApi(APIView):
     @extend_schema(responses={200: OutputSerializer, 304: OpenApiResponse(description="Not modified (If-None-Match).")})
     def get(self, request: HttpRequest) -> HttpResponse:
         snapshot = ai_config_snapshot_get()
-        header = request.headers.get("If-None-Match")
+        header = request.META.get("HTTP_IF_NONE_MATCH")  # not request.headers: it copies every header
         if header and _etag_matches(header, snapshot.etag):
             response = HttpResponseNotModified()
         else:

@@ -208,3 +208,21 @@ def test_listed_in_the_openapi_schema(client):
     response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
     assert "/api/v1/system/ai-config/" in response.content.decode()
+
+
+def test_an_invalidation_by_a_real_other_process_is_seen(client):
+    """A shell or another worker: a separate OS process sharing only the cache (and the database)."""
+    import os
+    import subprocess
+    import sys
+
+    client.get(URL)
+    AIModelConfig.objects.filter(quality_tier="basic", is_active=True).update(credits_per_image=7)  # no signal here
+    assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 1
+    subprocess.run(
+        [sys.executable, "-c",
+         "import django; django.setup(); "
+         "from creditgate.catalog.ai_config_cache import ai_config_invalidate; ai_config_invalidate()"],
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "creditgate.settings"}, check=True, timeout=60,
+        capture_output=True)
+    assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 7
