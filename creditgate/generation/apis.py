@@ -1,0 +1,158 @@
+"""Generation endpoints: validate the shape, call one service, return the job (202)."""
+
+from django.http import FileResponse
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers, status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle
+from rest_framework.views import APIView
+
+from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
+from creditgate.generation import selectors, services
+from creditgate.generation.models import Job
+
+IDEMPOTENCY_HEADER = OpenApiParameter(
+    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
+    description="Same key and body: the same job, charged once. Same key, other body: 409.")
+
+
+class JobOutputSerializer(serializers.ModelSerializer):
+    tier = serializers.SerializerMethodField()
+    count = serializers.SerializerMethodField()
+    images_requested = serializers.IntegerField(source="image_count")
+    images_delivered = serializers.SerializerMethodField()
+    images = serializers.SerializerMethodField()
+    text = serializers.SerializerMethodField()
+    tokens = serializers.SerializerMethodField()
+    text_model = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Job
+        fields = ["id", "kind", "status", "prompt", "tier", "count", "max_tokens", "credits_held",
+                  "credits_charged", "images_requested", "images_delivered", "images", "text", "tokens",
+                  "text_model", "error", "created_at", "started_at", "finished_at"]
+
+    def get_tier(self, job) -> str | None:
+        return job.tier or None
+
+    def get_count(self, job) -> int | None:
+        return job.image_count or None
+
+    def get_images_delivered(self, job) -> int:
+        return len(job.images.all())
+
+    def get_images(self, job) -> list[dict]:
+        request = self.context.get("request")
+        out = []
+        for image in job.images.all():
+            url = reverse("job-image", kwargs={"job_id": job.id, "index": image.index})
+            out.append({"id": image.id, "url": request.build_absolute_uri(url) if request else url,
+                        "width": image.width, "height": image.height, "content_type": image.content_type})
+        return out
+
+    def get_text(self, job) -> str | None:
+        return job.text if job.total_tokens is not None else None
+
+    def get_tokens(self, job) -> dict | None:
+        if job.total_tokens is None:
+            return None
+        return {"prompt": job.prompt_tokens, "completion": job.completion_tokens, "total": job.total_tokens}
+
+    def get_text_model(self, job) -> str | None:
+        return job.text_model_name or None
+
+    def get_error(self, job) -> dict | None:
+        if not job.error_message:
+            return None
+        return {"code": job.error_code, "message": job.error_message}
+
+
+def _accepted(request, job: Job, created: bool) -> Response:
+    job = selectors.job_get(user=request.user, job_id=job.id)
+    response = Response(JobOutputSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+    response["Location"] = reverse("job-detail", kwargs={"job_id": job.id})
+    if not created:
+        response["Idempotent-Replayed"] = "true"
+    return response
+
+
+class _GenerationApi(APIView):
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "generation"
+
+
+class ImageGenerationApi(_GenerationApi):
+    class InputSerializer(serializers.Serializer):
+        prompt = StrictCharField(trim_whitespace=False)
+        tier = StrictCharField()
+        count = StrictIntegerField()
+
+    @extend_schema(request=InputSerializer, responses={202: JobOutputSerializer}, parameters=[IDEMPOTENCY_HEADER])
+    def post(self, request):
+        data = _validated(self.InputSerializer, request)
+        job, created = services.job_create_images(
+            user=request.user, idempotency_key=request.headers.get("Idempotency-Key"), **data)
+        return _accepted(request, job, created)
+
+
+class TextGenerationApi(_GenerationApi):
+    class InputSerializer(serializers.Serializer):
+        prompt = StrictCharField(trim_whitespace=False)
+        max_tokens = StrictIntegerField(required=False, allow_null=True)
+
+    @extend_schema(request=InputSerializer, responses={202: JobOutputSerializer}, parameters=[IDEMPOTENCY_HEADER])
+    def post(self, request):
+        data = _validated(self.InputSerializer, request)
+        job, created = services.job_create_text(
+            user=request.user, idempotency_key=request.headers.get("Idempotency-Key"), **data)
+        return _accepted(request, job, created)
+
+
+class ArticleGenerationApi(_GenerationApi):
+    class InputSerializer(serializers.Serializer):
+        prompt = StrictCharField(trim_whitespace=False)
+        tier = StrictCharField()
+        image_count = StrictIntegerField(required=False, allow_null=True)
+        max_tokens = StrictIntegerField(required=False, allow_null=True)
+
+    @extend_schema(request=InputSerializer, responses={202: JobOutputSerializer}, parameters=[IDEMPOTENCY_HEADER])
+    def post(self, request):
+        data = _validated(self.InputSerializer, request)
+        job, created = services.job_create_article(
+            user=request.user, idempotency_key=request.headers.get("Idempotency-Key"), **data)
+        return _accepted(request, job, created)
+
+
+def _validated(serializer_class, request) -> dict:
+    serializer = serializer_class(data=request.data)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
+class JobListApi(APIView):
+    @extend_schema(responses={200: JobOutputSerializer(many=True)})
+    def get(self, request):
+        paginator = PageNumberPagination()
+        page = paginator.paginate_queryset(selectors.job_list(user=request.user), request, view=self)
+        return paginator.get_paginated_response(JobOutputSerializer(page, many=True, context={"request": request}).data)
+
+
+class JobDetailApi(APIView):
+    @extend_schema(responses={200: JobOutputSerializer})
+    def get(self, request, job_id):
+        job = selectors.job_get(user=request.user, job_id=job_id)
+        return Response(JobOutputSerializer(job, context={"request": request}).data)
+
+
+class JobImageApi(APIView):
+    """The stored image file, to its owner only (provider URLs expire; ours do not)."""
+
+    @extend_schema(responses={(200, "image/png"): bytes})
+    def get(self, request, job_id, index):
+        image = selectors.job_image_get(user=request.user, job_id=job_id, index=index)
+        response = FileResponse(image.file.open("rb"), content_type=image.content_type)
+        response["Cache-Control"] = "private, max-age=86400"
+        return response

@@ -1,0 +1,428 @@
+"""The charge path, top to bottom: price → hold → call → capture what was delivered → release the rest.
+
+Creating a job prices the request with `credits.pricing` and places a hold for the most it can
+cost, in the same short transaction that creates the job row; nothing is held across a provider
+call. Running a job calls the provider outside any transaction, stores what arrived in our own
+media storage, then captures the price of what was delivered (never more than the hold); the
+rest is released. A failure at any point releases the hold; a job whose worker died keeps its
+hold only until the reaper expires it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from PIL import Image
+
+from creditgate.catalog import selectors as catalog_selectors
+from creditgate.catalog.models import AIModelConfig, ModelType, QualityTier
+from creditgate.core.errors import IdempotencyConflict, InvalidRequest, TierUnavailable
+from creditgate.credits import pricing
+from creditgate.credits import services as credits_services
+from creditgate.generation import dispatch
+from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind, JobStatus
+from creditgate.providers.base import ImageOutcome, ProviderError, TextResult
+from creditgate.providers.registry import adapter_for
+
+logger = logging.getLogger(__name__)
+
+# Runware documents positivePrompt up to 2000 characters, the tightest of our providers; the
+# style we append must fit too.
+IMAGE_PROMPT_MAX_CHARS = 1800
+TEXT_PROMPT_MAX_CHARS = 20000
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+
+_EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+# --- Creating a job: validate, price, hold -------------------------------------------------
+
+
+def job_create_images(*, user, prompt: str, tier: str, count: int, idempotency_key: str | None = None
+                      ) -> tuple[Job, bool]:
+    gs = catalog_selectors.global_settings_get()
+    prompt = _clean_prompt(prompt, limit=IMAGE_PROMPT_MAX_CHARS)
+    _check_count(count, field_name="count", low=1, high=gs.max_images_per_request)
+    model = _image_model_for(tier)
+    price = pricing.price_images(model=model, count=count)
+    return _job_create(
+        user=user, idempotency_key=idempotency_key, price=price,
+        request={"kind": JobKind.IMAGE, "prompt": prompt, "tier": tier, "count": count},
+        fields=dict(kind=JobKind.IMAGE, prompt=prompt, tier=tier, image_count=count,
+                    **_image_snapshot(model, style=gs.image_style)),
+    )
+
+
+def job_create_text(*, user, prompt: str, max_tokens: int | None = None, idempotency_key: str | None = None
+                    ) -> tuple[Job, bool]:
+    gs = catalog_selectors.global_settings_get()
+    prompt = _clean_prompt(prompt, limit=TEXT_PROMPT_MAX_CHARS)
+    model = _text_model()
+    max_tokens = _check_max_tokens(max_tokens, model=model, default=gs.default_max_tokens)
+    price = pricing.price_text_max(model=model, prompt=prompt, max_tokens=max_tokens)
+    return _job_create(
+        user=user, idempotency_key=idempotency_key, price=price,
+        request={"kind": JobKind.TEXT, "prompt": prompt, "max_tokens": max_tokens},
+        fields=dict(kind=JobKind.TEXT, prompt=prompt, max_tokens=max_tokens,
+                    **_text_snapshot(model, temperature=gs.temperature)),
+    )
+
+
+def job_create_article(*, user, prompt: str, tier: str, image_count: int | None = None,
+                       max_tokens: int | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
+    """An article: a text plus up to `max_in_article_images` images of a tier in the global style."""
+    gs = catalog_selectors.global_settings_get()
+    prompt = _clean_prompt(prompt, limit=IMAGE_PROMPT_MAX_CHARS)
+    image_count = gs.max_in_article_images if image_count is None else image_count
+    _check_count(image_count, field_name="image_count", low=0, high=gs.max_in_article_images)
+    text_model = _text_model()
+    max_tokens = _check_max_tokens(max_tokens, model=text_model, default=gs.default_max_tokens)
+    parts = [pricing.price_text_max(model=text_model, prompt=prompt, max_tokens=max_tokens)]
+    image_fields: dict = {}
+    if image_count:
+        image_model = _image_model_for(tier)
+        parts.append(pricing.price_images(model=image_model, count=image_count))
+        image_fields = _image_snapshot(image_model, style=gs.image_style)
+    elif tier not in QualityTier.values:
+        _image_model_for(tier)  # the same 400 for an unknown tier, even with no images asked
+    price = pricing.price_total(*parts)
+    return _job_create(
+        user=user, idempotency_key=idempotency_key, price=price,
+        request={"kind": JobKind.ARTICLE, "prompt": prompt, "tier": tier, "image_count": image_count,
+                 "max_tokens": max_tokens},
+        fields=dict(kind=JobKind.ARTICLE, prompt=prompt, tier=tier, image_count=image_count, max_tokens=max_tokens,
+                    **_text_snapshot(text_model, temperature=gs.temperature), **image_fields),
+    )
+
+
+def _job_create(*, user, idempotency_key: str | None, price: pricing.Price, request: dict, fields: dict
+                ) -> tuple[Job, bool]:
+    """Create the job and hold its price in one transaction; a replayed key returns the first job."""
+    account = credits_services.account_for_user(user=user)
+    key = _check_idempotency_key(idempotency_key)
+    fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+
+    existing = _job_for_key(account=account, key=key, fingerprint=fingerprint)
+    if existing:
+        return existing, False
+    try:
+        with transaction.atomic():
+            job = Job.objects.create(account=account, user=user, idempotency_key=key,
+                                     request_fingerprint=fingerprint, credits_held=price.credits, **fields)
+            hold, _ = credits_services.hold_place(
+                account=account, amount=price.credits, idempotency_key=f"job:{key}",
+                fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate)
+            job.hold = hold
+            job.save(update_fields=["hold"])
+            transaction.on_commit(lambda: dispatch.enqueue(job.id))
+    except IntegrityError:
+        # Another request with the same key won the race; answer with its job.
+        existing = _job_for_key(account=account, key=key, fingerprint=fingerprint)
+        if existing:
+            return existing, False
+        raise
+    return job, True
+
+
+def _job_for_key(*, account, key: str, fingerprint: str) -> Job | None:
+    job = Job.objects.filter(account=account, idempotency_key=key).first()
+    if job and job.request_fingerprint != fingerprint:
+        raise IdempotencyConflict()
+    return job
+
+
+# --- Running a job: call, store, capture ---------------------------------------------------
+
+
+@dataclass
+class _Delivery:
+    images: list[ImageOutcome] = field(default_factory=list)
+    text: TextResult | None = None
+    errors: list[tuple[str, str]] = field(default_factory=list)  # (code, safe message)
+
+
+def job_run(*, job_id) -> None:
+    """Run a queued job once. Safe to call twice: only the call that claims the job runs it."""
+    claimed = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
+        status=JobStatus.RUNNING, started_at=timezone.now())
+    if not claimed:
+        return
+    job = Job.objects.get(pk=job_id)
+    try:
+        delivery = _call_providers(job)
+        _store_and_charge(job, delivery)
+    except Exception:  # noqa: BLE001 - whatever broke, the user must not pay for it
+        logger.exception("job %s failed unexpectedly", job_id)
+        job_fail(job_id=job_id, code="internal_error", message="Something went wrong on our side.")
+
+
+def _call_providers(job: Job) -> _Delivery:
+    """Call the providers with no transaction open. Catalog reads happen here, before any
+    thread starts, so the threads only talk HTTP."""
+    delivery = _Delivery()
+    calls = []
+    if job.text_model_name:
+        calls.append(_prepare(job, ModelType.TEXT, delivery))
+    if job.image_count:
+        calls.append(_prepare(job, ModelType.IMAGE, delivery))
+    calls = [c for c in calls if c]
+    if len(calls) == 1:
+        calls[0]()
+    elif calls:  # an article: text and images are independent, so ask for both at once
+        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+            for future in [pool.submit(call) for call in calls]:
+                future.result()
+    return delivery
+
+
+def _prepare(job: Job, model_type: str, delivery: _Delivery):
+    """Resolve model and adapter now; return the provider call to make, or None if it cannot be made."""
+    is_text = model_type == ModelType.TEXT
+    try:
+        model = _model_snapshot(job, model_type)
+        adapter = adapter_for(provider_id=job.text_provider_id if is_text else job.image_provider_id)
+    except ProviderError as exc:
+        _record_failure(job, delivery, is_text=is_text, code=exc.code, message=exc.message)
+        return None
+
+    def call_text():
+        try:
+            delivery.text = adapter.generate_text(
+                model=model, prompt=job.prompt, max_tokens=job.max_tokens,
+                temperature=float(job.temperature) if job.temperature is not None else None)
+        except ProviderError as exc:
+            delivery.errors.append((exc.code, exc.message))
+
+    def call_images():
+        try:
+            delivery.images = adapter.generate_images(
+                model=model, prompt=styled_prompt(job.prompt, job.image_style), count=job.image_count)
+        except ProviderError as exc:
+            _record_failure(job, delivery, is_text=False, code=exc.code, message=exc.message)
+            return
+        delivery.errors.extend((o.error_code or "provider_error", o.error_message or "An image could not be made.")
+                               for o in delivery.images if not o.ok)
+
+    return call_text if is_text else call_images
+
+
+def _record_failure(job: Job, delivery: _Delivery, *, is_text: bool, code: str, message: str) -> None:
+    delivery.errors.append((code, message))
+    if not is_text:
+        delivery.images = [ImageOutcome(ok=False, error_code=code, error_message=message)] * job.image_count
+
+
+def styled_prompt(prompt: str, style: str) -> str:
+    """Neither provider has a style parameter, so the global style goes into the prompt."""
+    return f"{prompt.rstrip(' .')}, in a {style} style" if style else prompt
+
+
+def _store_and_charge(job: Job, delivery: _Delivery) -> None:
+    delivered = [o for o in delivery.images if o.ok and o.data]
+    stored = [_store_image(job, index, outcome) for index, outcome in enumerate(delivered)]
+
+    parts = []
+    if delivered:
+        parts.append(pricing.price_images(model=_model_snapshot(job, ModelType.IMAGE), count=len(delivered)))
+    if delivery.text is not None:
+        parts.append(pricing.price_text_tokens(model=_model_snapshot(job, ModelType.TEXT),
+                                               total_tokens=delivery.text.total_tokens))
+    price = pricing.price_total(*parts) if parts else None
+    charge = min(price.credits, job.credits_held) if price else 0
+
+    with transaction.atomic():
+        JobImage.objects.bulk_create(stored)
+        if delivery.errors:
+            job.error_code, job.error_message = delivery.errors[0]
+            job.save(update_fields=["error_code", "error_message"])
+        if delivery.text is not None:
+            job.text = delivery.text.content
+            job.prompt_tokens = delivery.text.prompt_tokens
+            job.completion_tokens = delivery.text.completion_tokens
+            job.total_tokens = delivery.text.total_tokens
+            job.save(update_fields=["text", "prompt_tokens", "completion_tokens", "total_tokens"])
+
+    if charge:
+        settled = credits_services.hold_capture(hold_id=job.hold_id, amount=charge, rate=price.rate)
+    else:
+        settled = credits_services.hold_release(hold_id=job.hold_id, reason="nothing was delivered")
+    if not settled:
+        logger.warning("job %s: its hold was already settled (expired?); nothing was charged", job.id)
+    _finalize(job)
+
+
+def _store_image(job: Job, index: int, outcome: ImageOutcome) -> JobImage:
+    content_type = outcome.content_type or "image/png"
+    width = height = None
+    try:
+        with Image.open(io.BytesIO(outcome.data)) as img:
+            width, height = img.size
+            content_type = Image.MIME.get(img.format, content_type)
+    except Exception:  # noqa: BLE001 - keep the bytes even if Pillow cannot read the header
+        logger.warning("job %s: image %s is not readable by Pillow", job.id, index)
+    image = JobImage(job=job, index=index, content_type=content_type, width=width, height=height,
+                     provider_image_id=outcome.provider_image_id or "", seed=outcome.seed,
+                     cost_usd=outcome.cost_usd)
+    name = f"{index}-{uuid.uuid4().hex[:8]}.{_EXTENSIONS.get(content_type, 'bin')}"
+    image.file.save(name, ContentFile(outcome.data), save=False)
+    return image
+
+
+def _finalize(job: Job) -> None:
+    """Set the job's final state from what is stored and what its hold captured.
+
+    Derived, not remembered, so the reaper can finish a job whose worker died at any point.
+    """
+    job.refresh_from_db()
+    hold = job.hold
+    charged = hold.captured_amount if hold and hold.state == "captured" else 0
+    delivered_images = job.images.count()
+    delivered_text = bool(job.total_tokens is not None)
+    wanted_text = bool(job.text_model_name)
+    complete = delivered_images == job.image_count and (delivered_text or not wanted_text)
+    anything = delivered_images > 0 or delivered_text
+
+    if complete:
+        status, code, message = JobStatus.SUCCEEDED, "", ""
+    elif anything:
+        status, code = JobStatus.PARTIAL, "partial"
+        message = _partial_message(job, delivered_images, delivered_text, charged)
+    else:
+        status = JobStatus.FAILED
+        code = job.error_code or "generation_failed"
+        reason = job.error_message or "The provider could not make this."
+        message = f"{reason} No credits were charged." if not charged else reason
+    Job.objects.filter(pk=job.pk).exclude(status__in=FINAL_STATUSES).update(
+        status=status, credits_charged=charged, error_code=code, error_message=message,
+        finished_at=timezone.now())
+
+
+def _partial_message(job: Job, images: int, text: bool, charged: int) -> str:
+    parts = []
+    if job.image_count:
+        parts.append(f"Delivered {images} of {job.image_count} images")
+    if job.text_model_name and not text:
+        parts.append("the text could not be written")
+    return "; ".join(parts) + f"; charged {charged} credits."
+
+
+def job_fail(*, job_id, code: str, message: str) -> None:
+    """The end of a job that could not run: release its hold, keep the reason for the user."""
+    job = Job.objects.get(pk=job_id)
+    if job.is_final:
+        return
+    if job.hold_id:
+        credits_services.hold_release(hold_id=job.hold_id, reason=message)
+    Job.objects.filter(pk=job_id).exclude(status__in=FINAL_STATUSES).update(error_code=code, error_message=message)
+    _finalize(job)
+
+
+def jobs_reap_stale(*, now=None) -> int:
+    """The reaper: expire stale holds, then finish every unfinished job whose hold is settled."""
+    credits_services.holds_release_stale(now=now)
+    stale = Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).filter(
+        Q(hold__isnull=True) | ~Q(hold__state="active"))
+    count = 0
+    for job in stale:
+        if not job.error_message:
+            Job.objects.filter(pk=job.pk).update(
+                error_code="job_expired",
+                error_message="The job did not finish in time.")
+        _finalize(job)
+        count += 1
+    return count
+
+
+# --- Input rules -------------------------------------------------------------------------
+
+
+def _clean_prompt(prompt, *, limit: int) -> str:
+    if not isinstance(prompt, str):
+        raise InvalidRequest("The prompt must be text.", details={"prompt": ["Must be a string."]})
+    prompt = prompt.strip()
+    if not prompt:
+        raise InvalidRequest("The prompt is empty.", details={"prompt": ["This field may not be blank."]})
+    if len(prompt) > limit:
+        raise InvalidRequest(f"The prompt is longer than {limit} characters.",
+                             details={"prompt": [f"Ensure this field has no more than {limit} characters."]})
+    return prompt
+
+
+def _check_count(count, *, field_name: str, low: int, high: int) -> None:
+    if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= high:
+        raise InvalidRequest(f"{field_name} must be a whole number from {low} to {high}.",
+                             details={field_name: [f"Must be an integer from {low} to {high}."]})
+
+
+def _check_max_tokens(max_tokens, *, model: AIModelConfig, default: int) -> int:
+    ceiling = model.max_output_tokens or default
+    if max_tokens is None:
+        return min(default, ceiling)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= ceiling:
+        raise InvalidRequest(f"max_tokens must be a whole number from 1 to {ceiling}.",
+                             details={"max_tokens": [f"Must be an integer from 1 to {ceiling}."]})
+    return max_tokens
+
+
+def _check_idempotency_key(key: str | None) -> str:
+    if key is None:
+        return f"auto-{uuid.uuid4()}"  # no key given: no replay protection was asked for
+    if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX_CHARS) or not key.isprintable() or key.startswith("auto-"):
+        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable characters.",
+                             details={"Idempotency-Key": ["Invalid idempotency key."]})
+    return key
+
+
+def _image_model_for(tier) -> AIModelConfig:
+    if not isinstance(tier, str) or tier not in QualityTier.values:
+        choices = ", ".join(QualityTier.values)
+        raise InvalidRequest(f"Unknown quality tier; choose one of {choices}.",
+                             details={"tier": [f"Must be one of {choices}."]})
+    model = catalog_selectors.model_for_tier(tier)
+    if model is None:
+        label = QualityTier(tier).label
+        raise TierUnavailable(f"The {label} quality is not available right now.", details={"tier": tier})
+    return model
+
+
+def _text_model() -> AIModelConfig:
+    model = catalog_selectors.model_default_text()
+    if model is None:
+        raise TierUnavailable("Text generation is not available right now.", details={"kind": "text"})
+    return model
+
+
+def _image_snapshot(model: AIModelConfig, *, style: str) -> dict:
+    return dict(image_model_name=model.model_name, image_provider_id=model.provider_id,
+                credits_per_image=model.credits_per_image, image_style=style)
+
+
+def _text_snapshot(model: AIModelConfig, *, temperature) -> dict:
+    return dict(text_model_name=model.model_name, text_provider_id=model.provider_id,
+                tokens_per_credit=model.tokens_per_credit,
+                temperature=temperature if model.accepts("temperature") else None)
+
+
+def _model_snapshot(job: Job, model_type: str) -> AIModelConfig:
+    """The catalog row that served the job, carrying the rates that were held.
+
+    The row supplies what a provider call needs (sizes, parameters); the prices come from the
+    job so a price changed after the hold never changes what this job costs.
+    """
+    name = job.text_model_name if model_type == ModelType.TEXT else job.image_model_name
+    model = AIModelConfig.objects.select_related("provider").get(model_name=name)
+    if model_type == ModelType.TEXT:
+        model.tokens_per_credit = job.tokens_per_credit
+    else:
+        model.credits_per_image = job.credits_per_image
+    return model

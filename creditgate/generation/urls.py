@@ -1,0 +1,12 @@
+from django.urls import path
+
+from creditgate.generation import apis
+
+urlpatterns = [
+    path("images/generations/", apis.ImageGenerationApi.as_view(), name="image-generations"),
+    path("text/generations/", apis.TextGenerationApi.as_view(), name="text-generations"),
+    path("articles/generations/", apis.ArticleGenerationApi.as_view(), name="article-generations"),
+    path("jobs/", apis.JobListApi.as_view(), name="job-list"),
+    path("jobs/<uuid:job_id>/", apis.JobDetailApi.as_view(), name="job-detail"),
+    path("jobs/<uuid:job_id>/images/<int:index>/", apis.JobImageApi.as_view(), name="job-image"),
+]
