@@ -327,9 +327,15 @@ def job_fail(*, job_id, code: str, message: str) -> None:
     _finalize(job)
 
 
-def jobs_reap_stale(*, now=None) -> int:
+@dataclass(frozen=True)
+class Reaped:
+    holds_expired: int
+    jobs_finished: int
+
+
+def jobs_reap_stale(*, now=None) -> Reaped:
     """The reaper: expire stale holds, then finish every unfinished job whose hold is settled."""
-    credits_services.holds_release_stale(now=now)
+    holds_expired = credits_services.holds_release_stale(now=now)
     stale = Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).filter(
         Q(hold__isnull=True) | ~Q(hold__state="active"))
     count = 0
@@ -340,7 +346,7 @@ def jobs_reap_stale(*, now=None) -> int:
                 error_message="The job did not finish in time.")
         _finalize(job)
         count += 1
-    return count
+    return Reaped(holds_expired=holds_expired, jobs_finished=count)
 
 
 # --- Input rules -------------------------------------------------------------------------

@@ -19,4 +19,4 @@ def run_job(job_id: str) -> None:
 
 @shared_task(name="creditgate.generation.tasks.reap_stale_jobs")
 def reap_stale_jobs() -> int:
-    return services.jobs_reap_stale()
+    return services.jobs_reap_stale().jobs_finished

@@ -31,17 +31,36 @@ def test_reaper_releases_the_hold_of_a_job_whose_worker_died(died_while):
         Job.objects.filter(pk=job.pk).update(status="running", started_at=timezone.now())
     assert balance(user) == {"balance": 20, "held": 15, "available": 5}
 
-    assert services.jobs_reap_stale() == 0  # not stale yet: nothing happens
+    assert services.jobs_reap_stale() == services.Reaped(holds_expired=0, jobs_finished=0)  # not stale yet
 
     later = timezone.now() + dt.timedelta(seconds=django_settings.CREDITGATE_HOLD_TTL_SECONDS + 1)
-    assert services.jobs_reap_stale(now=later) == 1
+    assert services.jobs_reap_stale(now=later) == services.Reaped(holds_expired=1, jobs_finished=1)
 
     job.refresh_from_db()
     assert job.status == "failed"
     assert job.credits_charged == 0
     assert "did not finish in time" in job.error_message
     assert balance(user) == {"balance": 20, "held": 0, "available": 20}
-    assert services.jobs_reap_stale(now=later) == 0  # once
+    assert services.jobs_reap_stale(now=later) == services.Reaped(holds_expired=0, jobs_finished=0)  # once
+
+
+@pytest.mark.usefixtures("gen_env", "dead_workers")
+def test_release_stale_holds_command_and_beat_task_finish_dead_jobs(capsys):
+    from django.core.management import call_command
+
+    from creditgate.generation.tasks import reap_stale_jobs
+
+    user = make_user(credits=20)
+    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    Job.objects.filter(pk=job.pk).update(status="running")
+    job.hold.__class__.objects.filter(pk=job.hold_id).update(expires_at=timezone.now() - dt.timedelta(minutes=1))
+
+    call_command("release_stale_holds")
+    assert "Expired 1 stale hold(s); finished 1 job(s)." in capsys.readouterr().out
+    assert reap_stale_jobs() == 0
+    job.refresh_from_db()
+    assert job.status == "failed"
+    assert balance(user) == {"balance": 20, "held": 0, "available": 20}
 
 
 @pytest.mark.usefixtures("gen_env")
