@@ -9,8 +9,7 @@ the version it was built under and is only served while that is still the curren
 closes the race in which a request reads the old rows, a writer commits and invalidates, and the
 request then stores its stale payload after the invalidation: that payload carries the old token
 and is never served. Each process also keeps the last payload it served in memory, so a warm
-request costs one small cache read (the token) and no database query. With the file cache even
-that read is skipped while the token's file is unchanged (one stat instead of open + unpickle).
+request costs one small read of the token (see _TokenReader) and no database query.
 """
 
 from __future__ import annotations
@@ -27,7 +26,8 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.filebased import FileBasedCache
-from django.db import transaction
+from django.core.cache.backends.redis import RedisCache
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -47,40 +47,58 @@ class AIConfigSnapshot:
 
 
 _in_process: dict[str, AIConfigSnapshot] = {}
-# (fingerprint of the token's file, the token read from it): file cache only.
-_token_seen: tuple[tuple, str] | None = None
 
 
-_token_file_of: tuple[object, str | None] | None = None
+class _TokenReader:
+    """Reads the shared version token as cheaply as the cache backend allows.
+
+    FileBasedCache writes a new file (a new inode) on every set, so an unchanged (inode, mtime,
+    ctime, size) means an unchanged token: one stat instead of open + unpickle. The stat comes
+    before the read, so a token written in between is at worst read again next time.
+    Django's RedisCache builds a new redis client object on every call, which costs more than
+    the round trip; the token is read through one client kept for the process.
+    Any other backend: cache.get.
+    """
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.path = backend._key_to_file(_VERSION_KEY) if isinstance(backend, FileBasedCache) else None
+        self.seen: tuple[tuple, str] | None = None
+        self.redis_get = None
+        if isinstance(backend, RedisCache):
+            try:
+                client = backend._cache.get_client(write=False)
+                raw_key, loads = backend.make_and_validate_key(_VERSION_KEY), backend._cache._serializer.loads
+                self.redis_get = lambda: (None if (raw := client.get(raw_key)) is None else loads(raw))
+            except AttributeError:  # another Django's internals: the plain way still works
+                self.redis_get = None
+
+    def read(self):
+        if self.redis_get is not None:
+            return self.redis_get()
+        if self.path is None:
+            return self.backend.get(_VERSION_KEY)
+        try:
+            st = os.stat(self.path)
+            fingerprint = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
+        except FileNotFoundError:
+            fingerprint = None
+        if fingerprint is not None and self.seen is not None and self.seen[0] == fingerprint:
+            return self.seen[1]
+        version = self.backend.get(_VERSION_KEY)
+        self.seen = (fingerprint, version) if fingerprint is not None and version is not None else None
+        return version
 
 
-def _token_file() -> str | None:
-    global _token_file_of
+_token_reader: _TokenReader | None = None
+
+
+def _current_version():
+    global _token_reader
     backend = caches[DEFAULT_CACHE_ALIAS]
-    if _token_file_of is None or _token_file_of[0] is not backend:  # key validation and md5: once
-        path = backend._key_to_file(_VERSION_KEY) if isinstance(backend, FileBasedCache) else None
-        _token_file_of = (backend, path)
-    return _token_file_of[1]
-
-
-def _current_version() -> str | None:
-    """The shared version token. FileBasedCache writes a new file (new inode) on every set, so an
-    unchanged (inode, mtime, ctime, size) means an unchanged token: no need to open and unpickle it.
-    The stat comes before the read, so a token written in between is at worst re-read next time."""
-    global _token_seen
-    path = _token_file()
-    if path is None:
-        return cache.get(_VERSION_KEY)
-    try:
-        st = os.stat(path)
-        fingerprint = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_size)
-    except FileNotFoundError:
-        fingerprint = None
-    if fingerprint is not None and _token_seen is not None and _token_seen[0] == fingerprint:
-        return _token_seen[1]
-    version = cache.get(_VERSION_KEY)
-    _token_seen = (fingerprint, version) if fingerprint is not None and version is not None else None
-    return version
+    if _token_reader is None or _token_reader.backend is not backend:
+        _token_reader = _TokenReader(backend)
+    return _token_reader.read()
 
 
 def _payload_key() -> str:
@@ -111,6 +129,12 @@ def _build(version: str) -> tuple[AIConfigSnapshot, int]:
     return snapshot, int(ttl) or 1
 
 
+def _inside_a_transaction() -> bool:
+    # A test's own wrapping transaction does not count: it is never committed or rolled back
+    # under a running request.
+    return any(not block._from_testcase for block in connections[DEFAULT_DB_ALIAS].atomic_blocks)
+
+
 def ai_config_snapshot_get() -> AIConfigSnapshot:
     """The current payload: from this process's memory, the shared cache, or the database."""
     key = _payload_key()
@@ -133,6 +157,9 @@ def ai_config_snapshot_get() -> AIConfigSnapshot:
         return _build("uncached")[0]
 
     snapshot, ttl = _build(version or "uncached")
+    if _inside_a_transaction():
+        # Rows read here may yet be rolled back, and a rollback invalidates nothing: never cache them.
+        return snapshot
     try:
         cache.set(key, snapshot, timeout=ttl)
     except Exception:

@@ -3,7 +3,7 @@
 import datetime as dt
 
 import pytest
-from django.core.cache import cache
+from django.core.cache import cache, caches
 from django.utils import timezone
 
 from creditgate.catalog import ai_config_cache
@@ -229,3 +229,43 @@ def test_an_invalidation_by_a_real_other_process_is_seen(client):
              "DJANGO_SETTINGS_MODULE": "creditgate.settings"}, check=True, timeout=60,
         capture_output=True)
     assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 7
+
+
+def test_a_payload_read_inside_a_rolled_back_transaction_is_not_kept(client):
+    from django.db import transaction
+
+    client.get(URL)
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), transaction.atomic():
+        model = AIModelConfig.objects.get(quality_tier="basic", is_active=True)
+        model.credits_per_image = 9
+        model.save()
+        snapshot = ai_config_cache.ai_config_snapshot_get()  # e.g. a service that reads it mid-change
+        assert b'"credits_per_image":9' in snapshot.body
+        raise Abort
+    assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 1
+
+
+def test_redis_token_reader_reads_what_the_cache_wrote():
+    """With REDIS_URL the token is read through one kept client, not cache.get: same value."""
+    from django.core.cache.backends.redis import RedisCache
+
+    if not isinstance(caches["default"], RedisCache):
+        pytest.skip("the cache is not Redis (set REDIS_URL)")
+    cache.set(ai_config_cache._VERSION_KEY, "token-1", timeout=None)
+    assert ai_config_cache._current_version() == "token-1"
+    cache.set(ai_config_cache._VERSION_KEY, "token-2", timeout=None)
+    assert ai_config_cache._current_version() == "token-2"
+
+
+def test_file_token_reader_sees_every_new_token():
+    from django.core.cache.backends.filebased import FileBasedCache
+
+    if not isinstance(caches["default"], FileBasedCache):
+        pytest.skip("the cache is not the file cache")
+    for n in range(20):  # back to back, within one filesystem timestamp tick
+        cache.set(ai_config_cache._VERSION_KEY, f"token-{n}", timeout=None)
+        assert ai_config_cache._current_version() == f"token-{n}"
