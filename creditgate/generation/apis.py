@@ -11,16 +11,25 @@ from rest_framework.views import APIView
 
 from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
 from creditgate.generation import selectors, services
-from creditgate.generation.models import Job
+from creditgate.generation.models import Job, JobImage
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
     description="Same key and body: the same job, charged once. Same key, other body: 409.")
 
 
-class JobOutputSerializer(serializers.ModelSerializer):
+class JobOutputSerializer(serializers.Serializer):
+    # A plain Serializer, not a ModelSerializer: it is on every POST's path to the 202, and
+    # ModelSerializer introspects the model on every instantiation.
+    id = serializers.UUIDField()
+    kind = serializers.CharField()
+    status = serializers.CharField()
+    prompt = serializers.CharField()
     tier = serializers.SerializerMethodField()
     count = serializers.SerializerMethodField()
+    max_tokens = serializers.IntegerField(allow_null=True)
+    credits_held = serializers.IntegerField()
+    credits_charged = serializers.IntegerField()
     images_requested = serializers.IntegerField(source="image_count")
     images_delivered = serializers.SerializerMethodField()
     images = serializers.SerializerMethodField()
@@ -28,12 +37,9 @@ class JobOutputSerializer(serializers.ModelSerializer):
     tokens = serializers.SerializerMethodField()
     text_model = serializers.SerializerMethodField()
     error = serializers.SerializerMethodField()
-
-    class Meta:
-        model = Job
-        fields = ["id", "kind", "status", "prompt", "tier", "count", "max_tokens", "credits_held",
-                  "credits_charged", "images_requested", "images_delivered", "images", "text", "tokens",
-                  "text_model", "error", "created_at", "started_at", "finished_at"]
+    created_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
 
     def get_tier(self, job) -> str | None:
         return job.tier or None
@@ -71,7 +77,8 @@ class JobOutputSerializer(serializers.ModelSerializer):
 
 
 def _accepted(request, job: Job, created: bool) -> Response:
-    job = selectors.job_get(user=request.user, job_id=job.id)
+    if created:  # a job that was just created has no images yet: spare the query
+        job._prefetched_objects_cache = {"images": JobImage.objects.none()}
     response = Response(JobOutputSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
     response["Location"] = reverse("job-detail", kwargs={"job_id": job.id})
     if not created:

@@ -111,11 +111,9 @@ def _job_create(*, user, idempotency_key: str | None, price: pricing.Price, requ
     account = credits_services.account_for_user(user=user)
     key = _check_idempotency_key(idempotency_key)
     fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
-
-    existing = _job_for_key(account=account, key=key, fingerprint=fingerprint)
-    if existing:
-        return existing, False
     try:
+        # Optimistic: no read before the write. A replayed key fails the job's unique constraint
+        # (after the first request committed, if they raced) and only then is the first job read.
         with transaction.atomic():
             job = Job.objects.create(account=account, user=user, idempotency_key=key,
                                      request_fingerprint=fingerprint, credits_held=price.credits, **fields)
@@ -126,19 +124,13 @@ def _job_create(*, user, idempotency_key: str | None, price: pricing.Price, requ
             job.save(update_fields=["hold"])
             transaction.on_commit(lambda: dispatch.enqueue(job.id))
     except IntegrityError:
-        # Another request with the same key won the race; answer with its job.
-        existing = _job_for_key(account=account, key=key, fingerprint=fingerprint)
-        if existing:
-            return existing, False
-        raise
+        existing = Job.objects.filter(account=account, idempotency_key=key).first()
+        if existing is None:
+            raise
+        if existing.request_fingerprint != fingerprint:
+            raise IdempotencyConflict()
+        return existing, False
     return job, True
-
-
-def _job_for_key(*, account, key: str, fingerprint: str) -> Job | None:
-    job = Job.objects.filter(account=account, idempotency_key=key).first()
-    if job and job.request_fingerprint != fingerprint:
-        raise IdempotencyConflict()
-    return job
 
 
 # --- Running a job: call, store, capture ---------------------------------------------------
