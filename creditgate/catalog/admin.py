@@ -17,7 +17,9 @@ from django.db import IntegrityError
 from django.http import HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
 from django.utils.html import format_html
+from django.views.decorators.debug import sensitive_post_parameters
 
 from creditgate.catalog import selectors, services
 from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider, ModelType
@@ -160,6 +162,11 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, admin.ModelAdmin):
     list_display = ["provider_id", "display_name", "is_active", "stored_key", "base_url"]
     list_filter = ["is_active"]
     actions = ["test_key"]
+
+    # An error report (a 500 mailed to the admins, a debug page) must not carry the posted key.
+    @method_decorator(sensitive_post_parameters("new_api_key"))
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_fields(self, request, obj=None):
         return ["provider_id", "display_name", "is_active", "base_url", "stored_key", "new_api_key",

@@ -1,6 +1,6 @@
 from django.http import HttpRequest, HttpResponse, HttpResponseNotModified
 from django.utils.http import parse_etags
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.views import APIView
@@ -25,8 +25,11 @@ class AIConfigApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
+    # Component names of their own: every API's nested "OutputSerializer" would otherwise be "Output".
+    @extend_schema_serializer(component_name="AIConfig")
     class OutputSerializer(serializers.Serializer):
         # Documents the shape for the OpenAPI schema; the body itself is prebuilt JSON.
+        @extend_schema_serializer(component_name="AIConfigImageQuality")
         class ImageQualitySerializer(serializers.Serializer):
             tier = serializers.CharField()
             credits_per_image = serializers.IntegerField()

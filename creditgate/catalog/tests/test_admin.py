@@ -32,6 +32,11 @@ def test_new_key_is_stored_encrypted_and_never_rendered_back(admin_client):
     assert "sk-…1234" in page
 
 
+def test_the_posted_key_is_hidden_from_error_reports(admin_client):
+    response = admin_client.post(PROVIDER_URL, _provider_form(new_api_key=SECRET))
+    assert list(response.wsgi_request.sensitive_post_parameters) == ["new_api_key"]
+
+
 def test_saving_without_a_new_key_keeps_the_stored_one(admin_client):
     services.provider_update_key(provider=IntegrationProvider.objects.get(pk="openai"), api_key=SECRET)
     admin_client.post(PROVIDER_URL, _provider_form(display_name="OpenAI (prod)"))

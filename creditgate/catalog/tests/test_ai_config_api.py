@@ -207,7 +207,9 @@ def test_it_still_answers_when_the_cache_is_down(client, monkeypatch):
 def test_listed_in_the_openapi_schema(client):
     response = client.get("/api/schema/", HTTP_ACCEPT="application/json")
     assert response.status_code == 200
-    assert "/api/v1/system/ai-config/" in response.content.decode()
+    schema = response.content.decode()
+    assert "/api/v1/system/ai-config/" in schema
+    assert "AIConfigImageQuality" in schema and "credits_per_image" in schema
 
 
 def test_an_invalidation_by_a_real_other_process_is_seen(client):
