@@ -152,7 +152,7 @@ def main() -> None:
     # On a machine shared with other work, wall-clock req/s swings with the neighbours' load; the
     # requests served per worker CPU-second do not, and show the cost of the view itself.
     print(f"ratio by worker CPU (median): {cpu_ratio:.3f}   (requests per CPU-second of the workers; "
-          f"insensitive to other load on the machine)")
+          f"less sensitive than req/s to other load on the machine)")
     print(f"warm queries per request: {queries}   target 0   {'OK' if queries == 0 else 'FAIL'}")
 
 
