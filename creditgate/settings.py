@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files served by us: /api/docs/ works with no internet
     "creditgate.core",
     "creditgate.catalog",
     "creditgate.credits",
@@ -119,7 +120,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# Persistent connections: opening one costs more than the whole of a typical API request.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and jobs ----------------------------------------------------------------------
@@ -179,6 +182,12 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Sell AI generation for credits.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "LedgerEntryKindEnum": "creditgate.credits.models.EntryKind",
+        "EstimateKindEnum": [("image", "image"), ("text", "text")],
+    },
 }
 
 # --- Static and media --------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The credits API: the requesting user's balance, ledger and price estimates. Every view acts
 on the user's own account, so no id in a URL can reach another account's data."""
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -13,6 +13,7 @@ from creditgate.credits.models import LedgerEntry
 
 
 class BalanceApi(APIView):
+    @extend_schema_serializer(component_name="Balance")
     class OutputSerializer(serializers.Serializer):
         balance = serializers.IntegerField()
         held = serializers.IntegerField()
@@ -31,6 +32,7 @@ class TransactionsPagination(PageNumberPagination):
 
 
 class TransactionListApi(APIView):
+    @extend_schema_serializer(component_name="LedgerEntry")
     class OutputSerializer(serializers.ModelSerializer):
         class Meta:
             model = LedgerEntry
@@ -51,6 +53,7 @@ class TransactionListApi(APIView):
 
 
 class EstimateApi(APIView):
+    @extend_schema_serializer(component_name="EstimateRequest")
     class InputSerializer(serializers.Serializer):
         kind = serializers.ChoiceField(choices=["image", "text"])
         tier = StrictCharField(required=False)
@@ -65,7 +68,18 @@ class EstimateApi(APIView):
                 raise serializers.ValidationError(missing)
             return data
 
-    @extend_schema(request=InputSerializer)
+    @extend_schema_serializer(component_name="Estimate")
+    class OutputSerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=["image", "text"])
+        credits = serializers.IntegerField(required=False, help_text="kind=image: what the images cost.")
+        tier = serializers.CharField(required=False)
+        count = serializers.IntegerField(required=False)
+        credits_per_image = serializers.IntegerField(required=False)
+        credits_max = serializers.IntegerField(required=False, help_text="kind=text: the most the text can cost.")
+        max_tokens = serializers.IntegerField(required=False)
+        tokens_per_credit = serializers.IntegerField(required=False)
+
+    @extend_schema(request=InputSerializer, responses=OutputSerializer)
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -2,7 +2,7 @@
 
 from django.http import FileResponse
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -18,6 +18,7 @@ IDEMPOTENCY_HEADER = OpenApiParameter(
     description="Same key and body: the same job, charged once. Same key, other body: 409.")
 
 
+@extend_schema_serializer(component_name="Job")
 class JobOutputSerializer(serializers.Serializer):
     # A plain Serializer, not a ModelSerializer: it is on every POST's path to the 202, and
     # ModelSerializer introspects the model on every instantiation.
@@ -92,6 +93,7 @@ class _GenerationApi(APIView):
 
 
 class ImageGenerationApi(_GenerationApi):
+    @extend_schema_serializer(component_name="ImageGenerationRequest")
     class InputSerializer(serializers.Serializer):
         prompt = StrictCharField(trim_whitespace=False)
         tier = StrictCharField()
@@ -106,6 +108,7 @@ class ImageGenerationApi(_GenerationApi):
 
 
 class TextGenerationApi(_GenerationApi):
+    @extend_schema_serializer(component_name="TextGenerationRequest")
     class InputSerializer(serializers.Serializer):
         prompt = StrictCharField(trim_whitespace=False)
         max_tokens = StrictIntegerField(required=False, allow_null=True)
@@ -119,6 +122,7 @@ class TextGenerationApi(_GenerationApi):
 
 
 class ArticleGenerationApi(_GenerationApi):
+    @extend_schema_serializer(component_name="ArticleGenerationRequest")
     class InputSerializer(serializers.Serializer):
         prompt = StrictCharField(trim_whitespace=False)
         tier = StrictCharField()
