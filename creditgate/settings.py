@@ -113,6 +113,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
         Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # IMMEDIATE: a write transaction takes SQLite's write lock at BEGIN, so two writers queue
     # instead of failing halfway with "database is locked"; WAL lets readers go on meanwhile.
+    # Tests on a file, not SQLite's in-memory shared cache: that one answers "table is locked" at
+    # once to concurrent writers instead of waiting, so job threads would not behave as in production.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "transaction_mode": "IMMEDIATE",
