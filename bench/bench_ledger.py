@@ -45,6 +45,9 @@ def setup_django(url: str) -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "creditgate.settings")
     os.environ.setdefault("CREDITGATE_ENCRYPTION_KEYS", "Zm9yLWJlbmNobWFya3Mtb25seS0zMi1ieXRlcy1rZXk=")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
+    # As deployed: with DEBUG on, every query of both sides would also be timed and kept in memory.
+    os.environ.setdefault("DEBUG", "False")
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
     import django
 
     django.setup()
@@ -77,14 +80,17 @@ def prepare(accounts: int, credits: int) -> list[int]:
 
 
 def baseline_worker(row_id: int, seconds: float, start: float, out) -> None:
-    from django.db import connection, transaction
+    """Handled exactly as the ledger side is: the same forked process, Django connection and
+    cursor; one statement in autocommit mode is its own transaction (as hold_place and
+    hold_capture run outside a caller's transaction), so no BEGIN/COMMIT round trips here either."""
+    from django.db import connection
 
     done = 0
     while time.time() < start:
         time.sleep(0.001)
     end = start + seconds
     while time.time() < end:
-        with transaction.atomic(), connection.cursor() as cursor:
+        with connection.cursor() as cursor:
             cursor.execute(f"UPDATE {PLAIN_TABLE} SET available = available - 1 WHERE id = %s AND available >= 1",
                            [row_id])
         done += 1
