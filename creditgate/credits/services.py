@@ -21,14 +21,14 @@ longer transaction that would keep the account row locked (or, worse, span a pro
 `hold_place` is the exception, see its docstring.
 
 Why holds have a PostgreSQL-only path: placing and capturing a hold is the hot path of every
-generation request. Written as ORM calls plus conditional UPDATEs, a hold + capture pair took 8 to
-10 round trips and ~10 ms of Python, and bench/bench_ledger.py (8 processes, 2 cores) measured
-~165 pairs/s, a ratio of 0.11-0.15 to one conditional UPDATE per transaction. On PostgreSQL each
-of `hold_place` and the settlement is now ONE statement (data-modifying CTEs: the conditional
-counter UPDATE, the hold row, the ledger entries), which runs as its own transaction in
-autocommit mode: ~500-600 pairs/s on the same machine. SQLite has no data-modifying CTEs and
-serializes writers anyway; it keeps the step-by-step version, next to the statement, and the same
-tests run on both.
+generation request. Written as ORM calls plus conditional UPDATEs in BEGIN/COMMIT, a hold + capture
+pair took 8 to 10 round trips, and bench/bench_ledger.py (8 processes, 2 shared cores) measured
+~270 pairs/s on own accounts and ~145 on one shared account. On PostgreSQL each of `hold_place`
+and the settlement is now ONE statement (data-modifying CTEs: the conditional counter UPDATE, the
+hold row, the ledger entries), which is its own transaction in autocommit mode: ~510-640 and
+~380-420 pairs/s on the same machine (a bare one-row UPDATE baseline: ~3500-4300/s). SQLite has no
+data-modifying CTEs and serializes writers anyway; it keeps the step-by-step version, next to the
+statement, and the same tests run on both.
 """
 
 from __future__ import annotations
