@@ -56,6 +56,15 @@ if not CREDITGATE_ENCRYPTION_KEYS:
 # With the sandbox on, every provider that has no real key is served by the local emulator.
 CREDITGATE_SANDBOX = env.bool("CREDITGATE_SANDBOX", default=DEBUG)
 CREDITGATE_SANDBOX_URL = env.str("CREDITGATE_SANDBOX_URL", default="http://127.0.0.1:8765")
+# Provider calls: explicit timeouts (seconds) and bounded retries (providers.base.CallPolicy).
+CREDITGATE_PROVIDER_CONNECT_TIMEOUT = env.float("CREDITGATE_PROVIDER_CONNECT_TIMEOUT", default=5.0)
+CREDITGATE_PROVIDER_TEXT_TIMEOUT = env.float("CREDITGATE_PROVIDER_TEXT_TIMEOUT", default=120.0)
+CREDITGATE_PROVIDER_IMAGE_TIMEOUT = env.float("CREDITGATE_PROVIDER_IMAGE_TIMEOUT", default=120.0)
+CREDITGATE_PROVIDER_DOWNLOAD_TIMEOUT = env.float("CREDITGATE_PROVIDER_DOWNLOAD_TIMEOUT", default=60.0)
+CREDITGATE_PROVIDER_MAX_RETRIES = env.int("CREDITGATE_PROVIDER_MAX_RETRIES", default=2)
+CREDITGATE_PROVIDER_RETRY_BASE_DELAY = env.float("CREDITGATE_PROVIDER_RETRY_BASE_DELAY", default=0.5)
+CREDITGATE_PROVIDER_RETRY_MAX_DELAY = env.float("CREDITGATE_PROVIDER_RETRY_MAX_DELAY", default=30.0)
+CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS = env.int("CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS", default=8)
 
 # --- Apps ----------------------------------------------------------------------------------
 INSTALLED_APPS = [

@@ -151,29 +151,26 @@ class CallPolicy:
     """Timeouts and retry rules for one adapter, read from settings when the adapter is built
     (tests shrink the delays through pytest-django's `settings` fixture)."""
 
-    connect_timeout: float = 5.0
-    text_timeout: float = 120.0
-    image_timeout: float = 120.0
-    download_timeout: float = 60.0
-    max_retries: int = 2
-    retry_base_delay: float = 0.5
-    retry_max_delay: float = 30.0
-    max_parallel_calls: int = 8
+    connect_timeout: float
+    text_timeout: float
+    image_timeout: float
+    download_timeout: float
+    max_retries: int
+    retry_base_delay: float
+    retry_max_delay: float
+    max_parallel_calls: int
 
     @classmethod
     def from_settings(cls) -> CallPolicy:
-        def get(name: str, default):
-            return type(default)(getattr(settings, name, default))
-
         return cls(
-            connect_timeout=get("CREDITGATE_PROVIDER_CONNECT_TIMEOUT", cls.connect_timeout),
-            text_timeout=get("CREDITGATE_PROVIDER_TEXT_TIMEOUT", cls.text_timeout),
-            image_timeout=get("CREDITGATE_PROVIDER_IMAGE_TIMEOUT", cls.image_timeout),
-            download_timeout=get("CREDITGATE_PROVIDER_DOWNLOAD_TIMEOUT", cls.download_timeout),
-            max_retries=get("CREDITGATE_PROVIDER_MAX_RETRIES", cls.max_retries),
-            retry_base_delay=get("CREDITGATE_PROVIDER_RETRY_BASE_DELAY", cls.retry_base_delay),
-            retry_max_delay=get("CREDITGATE_PROVIDER_RETRY_MAX_DELAY", cls.retry_max_delay),
-            max_parallel_calls=get("CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS", cls.max_parallel_calls),
+            connect_timeout=settings.CREDITGATE_PROVIDER_CONNECT_TIMEOUT,
+            text_timeout=settings.CREDITGATE_PROVIDER_TEXT_TIMEOUT,
+            image_timeout=settings.CREDITGATE_PROVIDER_IMAGE_TIMEOUT,
+            download_timeout=settings.CREDITGATE_PROVIDER_DOWNLOAD_TIMEOUT,
+            max_retries=settings.CREDITGATE_PROVIDER_MAX_RETRIES,
+            retry_base_delay=settings.CREDITGATE_PROVIDER_RETRY_BASE_DELAY,
+            retry_max_delay=settings.CREDITGATE_PROVIDER_RETRY_MAX_DELAY,
+            max_parallel_calls=settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS,
         )
 
     def delay_before_retry(self, attempt: int, error: ProviderError) -> float:

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from creditgate.catalog.models import AIModelConfig
@@ -12,6 +14,11 @@ def waits(monkeypatch):
     recorded: list[float] = []
     monkeypatch.setattr(base, "sleep", recorded.append)
     return recorded
+
+
+def policy(**overrides) -> base.CallPolicy:
+    """The configured call policy with some values changed."""
+    return dataclasses.replace(base.CallPolicy.from_settings(), **overrides)
 
 
 def image_model(name="test-image", **fields) -> AIModelConfig:

@@ -16,7 +16,7 @@ from creditgate.providers.base import (
     call_with_retries,
     parse_retry_after,
 )
-from creditgate.providers.tests.conftest import image_model
+from creditgate.providers.tests.conftest import image_model, policy
 
 
 class FakeAdapter(ProviderAdapter):
@@ -27,7 +27,7 @@ class FakeAdapter(ProviderAdapter):
     option_names = {"negative_prompt": "negativePrompt", "steps": "steps"}
 
     def __init__(self, behaviour, **kwargs):
-        super().__init__(api_key="k", policy=kwargs.pop("policy", CallPolicy(max_retries=0)), **kwargs)
+        super().__init__(api_key="k", policy=kwargs.pop("policy", policy(max_retries=0)), **kwargs)
         self.behaviour = behaviour
         self.calls: list[int] = []
         self.lock = threading.Lock()
@@ -103,7 +103,7 @@ def test_fan_out_is_bounded_by_the_policy():
             in_flight[0] -= 1
         return ok(n)
 
-    adapter = FakeAdapter(track, policy=CallPolicy(max_retries=0, max_parallel_calls=3))
+    adapter = FakeAdapter(track, policy=policy(max_retries=0, max_parallel_calls=3))
     adapter.generate_images(model=image_model(max_images_per_call=1), prompt="p", count=9)
     assert peak[0] <= 3
 
@@ -117,7 +117,7 @@ def test_a_failed_call_fails_only_its_images():
             raise ProviderContentRefused()
         return ok(n)
 
-    adapter = FakeAdapter(second_fails, policy=CallPolicy(max_retries=0, max_parallel_calls=1))
+    adapter = FakeAdapter(second_fails, policy=policy(max_retries=0, max_parallel_calls=1))
     outcomes = adapter.generate_images(model=image_model(max_images_per_call=2), prompt="p", count=5)
 
     assert [o.ok for o in outcomes] == [True, True, False, False, True]
@@ -154,7 +154,7 @@ def test_retryable_errors_are_retried_up_to_the_limit(waits):
         raise ProviderServerError()
 
     with pytest.raises(ProviderServerError):
-        call_with_retries(always_busy, policy=CallPolicy(max_retries=2, retry_base_delay=0.1), what="t")
+        call_with_retries(always_busy, policy=policy(max_retries=2, retry_base_delay=0.1), what="t")
     assert len(attempts) == 3
     assert 0.075 <= waits[0] <= 0.125 and 0.15 <= waits[1] <= 0.25  # exponential, with jitter
 
@@ -167,14 +167,14 @@ def test_non_retryable_errors_are_raised_at_once(waits):
         raise ProviderContentRefused()
 
     with pytest.raises(ProviderContentRefused):
-        call_with_retries(refused, policy=CallPolicy(max_retries=3), what="t")
+        call_with_retries(refused, policy=policy(max_retries=3), what="t")
     assert len(attempts) == 1 and waits == []
 
 
 def test_retry_after_wins_over_backoff_and_is_capped():
-    policy = CallPolicy(retry_base_delay=5, retry_max_delay=10)
-    assert policy.delay_before_retry(1, ProviderRateLimited(retry_after=0.3)) == 0.3
-    assert policy.delay_before_retry(1, ProviderRateLimited(retry_after=600)) == 10
+    capped = policy(retry_base_delay=5, retry_max_delay=10)
+    assert capped.delay_before_retry(1, ProviderRateLimited(retry_after=0.3)) == 0.3
+    assert capped.delay_before_retry(1, ProviderRateLimited(retry_after=600)) == 10
 
 
 @pytest.mark.parametrize("headers, seconds", [
@@ -190,8 +190,9 @@ def test_parse_retry_after(headers, seconds):
 
 
 def test_policy_reads_settings(settings):
-    settings.CREDITGATE_PROVIDER_RETRY_BASE_DELAY = "0.05"
+    settings.CREDITGATE_PROVIDER_RETRY_BASE_DELAY = 0.05
     settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS = 4
-    policy = CallPolicy.from_settings()
-    assert policy.retry_base_delay == 0.05 and policy.max_parallel_calls == 4 and policy.image_timeout == 120.0
+    configured = CallPolicy.from_settings()
+    assert configured.retry_base_delay == 0.05 and configured.max_parallel_calls == 4
+    assert configured.image_timeout == 120.0
 

@@ -17,14 +17,13 @@ from pathlib import Path
 import pytest
 
 from creditgate.providers.base import (
-    CallPolicy,
     ProviderAuthError,
     ProviderContentRefused,
     ProviderQuotaExhausted,
 )
 from creditgate.providers.openai import OpenAIAdapter
 from creditgate.providers.runware import RunwareAdapter
-from creditgate.providers.tests.conftest import image_model, text_model
+from creditgate.providers.tests.conftest import image_model, policy, text_model
 
 RECORDED = Path(__file__).parent / "recorded"
 PNG = base64.b64decode(json.loads((RECORDED / "openai_images_b64.json").read_text())["body"]["data"][0]["b64_json"])
@@ -98,7 +97,7 @@ def replay():
         server.close()
 
 
-POLICY = CallPolicy(max_retries=2, retry_base_delay=0.01)
+POLICY = policy(max_retries=2, retry_base_delay=0.01)
 
 
 # OpenAI.
