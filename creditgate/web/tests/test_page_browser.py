@@ -116,9 +116,10 @@ def test_changing_tier_and_count_updates_the_total(page_env, page):
         for count in (1, config["max_images_per_request"]):
             pick(page, tier=quality, count=count)
             total = quality["credits_per_image"] * count
-            assert page.locator("#total").inner_text() == credits_words(total)
+            # Priced by the server's estimate endpoint, so wait for its answer.
+            expect(page.locator("#total")).to_have_text(credits_words(total))
             covered = "Your available credits cover this." if total <= 10 else f"This needs {total} credits; you have 10."
-            assert page.locator("#coverage").inner_text() == covered
+            expect(page.locator("#coverage")).to_have_text(covered)
 
 
 def test_generating_at_each_tier_shows_the_images_and_lowers_the_balance_by_the_total(page_env, page):
@@ -153,7 +154,7 @@ def test_a_user_with_too_few_credits_sees_the_402_message_and_keeps_their_balanc
     log_in(page, page_env, user)
     pick(page, tier=priciest, count=1)
     page.get_by_label("Describe the image").fill("a castle")
-    assert page.get_by_role("button", name="Generate").is_enabled()
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()  # once the server priced it
 
     # Meanwhile the credits are spent elsewhere (another tab, a script): the page still shows
     # the old balance, so only the server can refuse.
@@ -167,7 +168,7 @@ def test_a_user_with_too_few_credits_sees_the_402_message_and_keeps_their_balanc
     message = f"This needs {price} credits; you have {left}."
     expect(page.get_by_role("alert")).to_have_text(message)
     expect(page.locator("#bal-available")).to_have_text(str(left))
-    assert page.locator("#coverage").inner_text() == message
+    expect(page.locator("#coverage")).to_have_text(message)
     assert page.get_by_role("button", name="Generate").is_disabled()
     assert page.locator("#images img").count() == 0
     assert account_balance(user) == {"balance": left, "held": 0, "available": left}
@@ -189,7 +190,7 @@ def test_a_price_changed_in_the_catalog_appears_after_a_reload(page_env, page):
 
     assert label.inner_text() == f"{credits_words(model.credits_per_image)} per image"
     pick(page, tier=quality, count=3)
-    assert page.locator("#total").inner_text() == credits_words(model.credits_per_image * 3)
+    expect(page.locator("#total")).to_have_text(credits_words(model.credits_per_image * 3))
 
 
 def test_text_job_shows_the_model_the_text_and_what_it_cost(page_env, page):

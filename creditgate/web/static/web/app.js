@@ -15,6 +15,7 @@
     available: null,
     busyImages: false,
     busyText: false,
+    total: null,
     ledgerNext: null,
   };
 
@@ -146,7 +147,7 @@
       renderTiers();
       renderCounts();
       renderTextModel();
-      update();
+      repriceImages();
     }, function (err) {
       $("tiers-loading").textContent = "The tiers could not be loaded: " + describeError(err);
       throw err;
@@ -176,7 +177,7 @@
       input.id = "tier-" + q.tier;
       input.value = q.tier;
       input.checked = q.tier === keep;
-      input.addEventListener("change", update);
+      input.addEventListener("change", repriceImages);
       var label = document.createElement("label");
       label.htmlFor = input.id;
       var name = document.createElement("span");
@@ -285,10 +286,32 @@
 
   // --- the live total and the Generate button ------------------------------------------------
 
-  function update() {
-    var tier = tierInfo(selectedTier());
+  // The total is priced by the server (POST /api/v1/credits/estimate/), the same code that
+  // prices the hold: the page never multiplies credits itself. Only the newest answer counts.
+  var estimateSeq = 0;
+
+  function repriceImages() {
+    var tier = selectedTier();
     var count = parseInt($("count").value, 10) || 0;
-    var total = tier ? tier.credits_per_image * count : null;
+    var seq = ++estimateSeq;
+    state.total = null;
+    update();
+    if (!tierInfo(tier) || !count) return;
+    api(urls.estimateUrl, { method: "POST", body: { kind: "image", tier: tier, count: count } }).then(
+      function (estimate) {
+        if (seq !== estimateSeq) return;
+        state.total = estimate.credits;
+        update();
+      },
+      function (err) {
+        if (seq !== estimateSeq) return;
+        showAlert("The price could not be worked out: " + describeError(err, { tier: tier }));
+      }
+    );
+  }
+
+  function update() {
+    var total = state.total;
     $("total").textContent = total === null ? "–" : plural(total, "credit");
     var coverage = $("coverage");
     var covered = total !== null && state.available !== null && total <= state.available;
@@ -479,7 +502,7 @@
 
   // --- wiring ------------------------------------------------------------------------------
 
-  $("count").addEventListener("change", update);
+  $("count").addEventListener("change", repriceImages);
   $("image-prompt").addEventListener("input", update);
   $("text-prompt").addEventListener("input", update);
   $("image-form").addEventListener("submit", onImageSubmit);
