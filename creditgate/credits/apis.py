@@ -85,9 +85,9 @@ class EstimateApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         if data["kind"] == "image":
-            price = selectors.price_estimate_images(tier=data["tier"], count=data["count"])
+            _, price = selectors.quote_images(tier=data["tier"], count=data["count"])
             return Response({"kind": "image", "credits": price.credits, "tier": data["tier"], "count": data["count"],
                              "credits_per_image": price.rate["credits_per_image"]})
-        price, max_tokens = selectors.price_estimate_text(prompt=data["prompt"], max_tokens=data.get("max_tokens"))
+        _, price, max_tokens = selectors.quote_text(prompt=data["prompt"], max_tokens=data.get("max_tokens"))
         return Response({"kind": "text", "credits_max": price.credits, "max_tokens": max_tokens,
                          "tokens_per_credit": price.rate["tokens_per_credit"]})

@@ -7,7 +7,7 @@ from collections import defaultdict
 from django.db.models import Max, Q, QuerySet, Sum
 
 from creditgate.catalog import selectors as catalog_selectors
-from creditgate.catalog.models import QualityTier
+from creditgate.catalog.models import AIModelConfig, QualityTier
 from creditgate.core.errors import InvalidRequest, TierUnavailable
 from creditgate.credits import pricing
 from creditgate.credits.models import Account, EntryKind, Hold, HoldState, LedgerEntry
@@ -88,28 +88,37 @@ def _holds_check() -> list[str]:
     return problems
 
 
-# --- Estimates: what a request would hold, priced by the one pricing module -----------------
+# --- Quotes: what a request would hold, priced by the one pricing module -------------------
+# The estimate API and the generation services both price requests through these, so an estimate
+# always equals the hold of the job it describes, and each input rule is written once.
 
 
-def price_estimate_images(*, tier, count) -> Price:
-    """The price of `count` images of `tier`, exactly as an image job would hold it."""
+def quote_images(*, tier, count, field: str = "count", low: int = 1, high: int | None = None
+                 ) -> tuple[AIModelConfig, Price]:
+    """The model that serves `tier` and the price of `count` of its images.
+
+    `count` must be a whole number from `low` to `high` (default: the per-request image limit);
+    `field` names it in the error. An unknown tier is a 400; a tier nothing can serve now, a 422.
+    """
     if not isinstance(tier, str) or tier not in QualityTier.values:
         choices = ", ".join(QualityTier.values)
         raise InvalidRequest(f"Unknown quality tier; choose one of {choices}.",
                              details={"tier": [f"Must be one of {choices}."]})
-    limit = catalog_selectors.global_settings_get().max_images_per_request
-    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= limit:
-        raise InvalidRequest(f"count must be a whole number from 1 to {limit}.",
-                             details={"count": [f"Must be an integer from 1 to {limit}."]})
+    if high is None:
+        high = catalog_selectors.global_settings_get().max_images_per_request
+    if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= high:
+        raise InvalidRequest(f"{field} must be a whole number from {low} to {high}.",
+                             details={field: [f"Must be an integer from {low} to {high}."]})
     model = catalog_selectors.model_for_tier(tier)
     if model is None:
         raise TierUnavailable(f"The {QualityTier(tier).label} quality is not available right now.",
                               details={"tier": tier})
-    return pricing.price_images(model=model, count=count)
+    return model, pricing.price_images(model=model, count=count)
 
 
-def price_estimate_text(*, prompt, max_tokens=None) -> tuple[Price, int]:
-    """The most a text request may cost (its hold) and the max_tokens it was priced with.
+def quote_text(*, prompt, max_tokens=None) -> tuple[AIModelConfig, Price, int]:
+    """The default text model, the most a text request may cost (its hold) and the max_tokens
+    it was priced with (the setting's default when none was given, capped at the model's limit).
 
     The prompt is stripped as the text job strips it, so the estimate equals the job's hold.
     """
@@ -125,4 +134,4 @@ def price_estimate_text(*, prompt, max_tokens=None) -> tuple[Price, int]:
     elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= ceiling:
         raise InvalidRequest(f"max_tokens must be a whole number from 1 to {ceiling}.",
                              details={"max_tokens": [f"Must be an integer from 1 to {ceiling}."]})
-    return pricing.price_text_max(model=model, prompt=prompt.strip(), max_tokens=max_tokens), max_tokens
+    return model, pricing.price_text_max(model=model, prompt=prompt.strip(), max_tokens=max_tokens), max_tokens

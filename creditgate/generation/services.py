@@ -26,8 +26,9 @@ from PIL import Image
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, ModelType, QualityTier
-from creditgate.core.errors import IdempotencyConflict, InvalidRequest, TierUnavailable
+from creditgate.core.errors import IdempotencyConflict, InvalidRequest
 from creditgate.credits import pricing
+from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.generation import dispatch
 from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind, JobStatus
@@ -52,9 +53,7 @@ def job_create_images(*, user, prompt: str, tier: str, count: int, idempotency_k
                       ) -> tuple[Job, bool]:
     gs = catalog_selectors.global_settings_get()
     prompt = _clean_prompt(prompt, limit=IMAGE_PROMPT_MAX_CHARS)
-    _check_count(count, field_name="count", low=1, high=gs.max_images_per_request)
-    model = _image_model_for(tier)
-    price = pricing.price_images(model=model, count=count)
+    model, price = credits_selectors.quote_images(tier=tier, count=count, high=gs.max_images_per_request)
     return _job_create(
         user=user, idempotency_key=idempotency_key, price=price,
         request={"kind": JobKind.IMAGE, "prompt": prompt, "tier": tier, "count": count},
@@ -67,9 +66,7 @@ def job_create_text(*, user, prompt: str, max_tokens: int | None = None, idempot
                     ) -> tuple[Job, bool]:
     gs = catalog_selectors.global_settings_get()
     prompt = _clean_prompt(prompt, limit=TEXT_PROMPT_MAX_CHARS)
-    model = _text_model()
-    max_tokens = _check_max_tokens(max_tokens, model=model, default=gs.default_max_tokens)
-    price = pricing.price_text_max(model=model, prompt=prompt, max_tokens=max_tokens)
+    model, price, max_tokens = credits_selectors.quote_text(prompt=prompt, max_tokens=max_tokens)
     return _job_create(
         user=user, idempotency_key=idempotency_key, price=price,
         request={"kind": JobKind.TEXT, "prompt": prompt, "max_tokens": max_tokens},
@@ -82,19 +79,16 @@ def job_create_article(*, user, prompt: str, tier: str, image_count: int | None 
                        max_tokens: int | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """An article: a text plus up to `max_in_article_images` images of a tier in the global style."""
     gs = catalog_selectors.global_settings_get()
+    limit = gs.max_in_article_images
     prompt = _clean_prompt(prompt, limit=IMAGE_PROMPT_MAX_CHARS)
-    image_count = gs.max_in_article_images if image_count is None else image_count
-    _check_count(image_count, field_name="image_count", low=0, high=gs.max_in_article_images)
-    text_model = _text_model()
-    max_tokens = _check_max_tokens(max_tokens, model=text_model, default=gs.default_max_tokens)
-    parts = [pricing.price_text_max(model=text_model, prompt=prompt, max_tokens=max_tokens)]
-    image_fields: dict = {}
-    if image_count:
-        image_model = _image_model_for(tier)
-        parts.append(pricing.price_images(model=image_model, count=image_count))
+    image_count = limit if image_count is None else image_count
+    text_model, text_price, max_tokens = credits_selectors.quote_text(prompt=prompt, max_tokens=max_tokens)
+    parts, image_fields = [text_price], {}
+    if image_count != 0 or tier not in QualityTier.values:  # an unknown tier is a 400 even with no images
+        image_model, image_price = credits_selectors.quote_images(tier=tier, count=image_count,
+                                                                  field="image_count", low=0, high=limit)
+        parts.append(image_price)
         image_fields = _image_snapshot(image_model, style=gs.image_style)
-    elif tier not in QualityTier.values:
-        _image_model_for(tier)  # the same 400 for an unknown tier, even with no images asked
     price = pricing.price_total(*parts)
     return _job_create(
         user=user, idempotency_key=idempotency_key, price=price,
@@ -356,22 +350,6 @@ def _clean_prompt(prompt, *, limit: int) -> str:
     return prompt
 
 
-def _check_count(count, *, field_name: str, low: int, high: int) -> None:
-    if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= high:
-        raise InvalidRequest(f"{field_name} must be a whole number from {low} to {high}.",
-                             details={field_name: [f"Must be an integer from {low} to {high}."]})
-
-
-def _check_max_tokens(max_tokens, *, model: AIModelConfig, default: int) -> int:
-    ceiling = model.max_output_tokens or default
-    if max_tokens is None:
-        return min(default, ceiling)
-    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= ceiling:
-        raise InvalidRequest(f"max_tokens must be a whole number from 1 to {ceiling}.",
-                             details={"max_tokens": [f"Must be an integer from 1 to {ceiling}."]})
-    return max_tokens
-
-
 def _check_idempotency_key(key: str | None) -> str:
     if key is None:
         return f"auto-{uuid.uuid4()}"  # no key given: no replay protection was asked for
@@ -379,25 +357,6 @@ def _check_idempotency_key(key: str | None) -> str:
         raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable characters.",
                              details={"Idempotency-Key": ["Invalid idempotency key."]})
     return key
-
-
-def _image_model_for(tier) -> AIModelConfig:
-    if not isinstance(tier, str) or tier not in QualityTier.values:
-        choices = ", ".join(QualityTier.values)
-        raise InvalidRequest(f"Unknown quality tier; choose one of {choices}.",
-                             details={"tier": [f"Must be one of {choices}."]})
-    model = catalog_selectors.model_for_tier(tier)
-    if model is None:
-        label = QualityTier(tier).label
-        raise TierUnavailable(f"The {label} quality is not available right now.", details={"tier": tier})
-    return model
-
-
-def _text_model() -> AIModelConfig:
-    model = catalog_selectors.model_default_text()
-    if model is None:
-        raise TierUnavailable("Text generation is not available right now.", details={"kind": "text"})
-    return model
 
 
 def _image_snapshot(model: AIModelConfig, *, style: str) -> dict:
