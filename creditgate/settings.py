@@ -162,8 +162,10 @@ CELERY_BEAT_SCHEDULE = {
 }
 # Jobs go to Celery only when a broker is configured; otherwise they run in this process.
 CREDITGATE_JOBS_BACKEND = env.str("CREDITGATE_JOBS_BACKEND", default="celery" if REDIS_URL else "inprocess")
-# A hold older than this whose job is not running any more is released by the reaper.
+# A hold older than this is released by the reaper, and its job finished.
 CREDITGATE_HOLD_TTL_SECONDS = env.int("CREDITGATE_HOLD_TTL_SECONDS", default=15 * 60)
+# In-process mode has no Celery beat: a daemon thread runs the reaper this often (0: never).
+CREDITGATE_INPROCESS_REAP_SECONDS = env.int("CREDITGATE_INPROCESS_REAP_SECONDS", default=60)
 
 # --- Auth, API ---------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

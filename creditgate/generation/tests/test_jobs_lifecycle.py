@@ -63,6 +63,22 @@ def test_release_stale_holds_command_and_beat_task_finish_dead_jobs(capsys):
     assert balance(user) == {"balance": 20, "held": 0, "available": 20}
 
 
+@pytest.mark.usefixtures("gen_env", "dead_workers")
+def test_in_process_mode_reaps_on_its_own(settings):
+    user = make_user(credits=20)
+    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    job.hold.__class__.objects.filter(pk=job.hold_id).update(expires_at=timezone.now() - dt.timedelta(minutes=1))
+
+    settings.CREDITGATE_INPROCESS_REAP_SECONDS = 0.1
+    dispatch._executor()  # the runner starts its reaper thread with its pool
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not job.is_final:
+        time.sleep(0.1)
+        job.refresh_from_db()
+    assert job.status == "failed"
+    assert balance(user) == {"balance": 20, "held": 0, "available": 20}
+
+
 @pytest.mark.usefixtures("gen_env")
 def test_a_late_worker_cannot_charge_an_expired_hold(dead_workers):
     user = make_user(credits=20)

@@ -5,7 +5,7 @@ from creditgate.generation import services
 
 class Command(BaseCommand):
     help = ("The reaper: expire holds past their expiry (their credits go back) and finish the jobs they "
-            "belonged to. Celery beat runs it every minute; in-process mode runs it between jobs.")
+            "belonged to. Celery beat runs it every minute; in-process mode runs it from a thread.")
 
     def handle(self, *args, **options):
         reaped = services.jobs_reap_stale()
