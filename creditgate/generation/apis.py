@@ -1,5 +1,7 @@
 """Generation endpoints: validate the shape, call one service, return the job (202)."""
 
+from collections.abc import Callable
+
 from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
@@ -88,8 +90,24 @@ def _accepted(request, job: Job, created: bool) -> Response:
 
 
 class _GenerationApi(APIView):
+    """The fixed sequence of every generation endpoint: check the body's shape, create the job
+    through the subclass's service (which validates, prices and holds), answer 202 with it."""
+
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "generation"
+    InputSerializer: type[serializers.Serializer]
+    create_job: Callable[..., tuple[Job, bool]]
+
+    def get_serializer_class(self):  # how drf-spectacular finds the request body of an APIView
+        return self.InputSerializer
+
+    @extend_schema(responses={202: JobOutputSerializer}, parameters=[IDEMPOTENCY_HEADER])
+    def post(self, request):
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        job, created = type(self).create_job(
+            user=request.user, idempotency_key=request.headers.get("Idempotency-Key"), **serializer.validated_data)
+        return _accepted(request, job, created)
 
 
 class ImageGenerationApi(_GenerationApi):
@@ -99,12 +117,7 @@ class ImageGenerationApi(_GenerationApi):
         tier = StrictCharField()
         count = StrictIntegerField()
 
-    @extend_schema(request=InputSerializer, responses={202: JobOutputSerializer}, parameters=[IDEMPOTENCY_HEADER])
-    def post(self, request):
-        data = _validated(self.InputSerializer, request)
-        job, created = services.job_create_images(
-            user=request.user, idempotency_key=request.headers.get("Idempotency-Key"), **data)
-        return _accepted(request, job, created)
+    create_job = staticmethod(services.job_create_images)
 
 
 class TextGenerationApi(_GenerationApi):
@@ -113,12 +126,7 @@ class TextGenerationApi(_GenerationApi):
         prompt = StrictCharField(trim_whitespace=False)
         max_tokens = StrictIntegerField(required=False, allow_null=True)
 
-    @extend_schema(request=InputSerializer, responses={202: JobOutputSerializer}, parameters=[IDEMPOTENCY_HEADER])
-    def post(self, request):
-        data = _validated(self.InputSerializer, request)
-        job, created = services.job_create_text(
-            user=request.user, idempotency_key=request.headers.get("Idempotency-Key"), **data)
-        return _accepted(request, job, created)
+    create_job = staticmethod(services.job_create_text)
 
 
 class ArticleGenerationApi(_GenerationApi):
@@ -129,18 +137,7 @@ class ArticleGenerationApi(_GenerationApi):
         image_count = StrictIntegerField(required=False, allow_null=True)
         max_tokens = StrictIntegerField(required=False, allow_null=True)
 
-    @extend_schema(request=InputSerializer, responses={202: JobOutputSerializer}, parameters=[IDEMPOTENCY_HEADER])
-    def post(self, request):
-        data = _validated(self.InputSerializer, request)
-        job, created = services.job_create_article(
-            user=request.user, idempotency_key=request.headers.get("Idempotency-Key"), **data)
-        return _accepted(request, job, created)
-
-
-def _validated(serializer_class, request) -> dict:
-    serializer = serializer_class(data=request.data)
-    serializer.is_valid(raise_exception=True)
-    return dict(serializer.validated_data)
+    create_job = staticmethod(services.job_create_article)
 
 
 class JobListApi(APIView):
