@@ -71,7 +71,7 @@ def fan_out(env: dict, rounds: int) -> float:
         from creditgate.providers.registry import adapter_for
 
         # The Quality tier's model, told it returns one image per call: the case dall-e-3 was.
-        model = selectors.model_for_tier("quality")
+        model = selectors.models_servable_by_tier()["quality"]
         model.max_images_per_call = 1
         adapter = adapter_for(provider_id=model.provider_id)
 

@@ -101,6 +101,15 @@ def _current_version():
     return _token_reader.read()
 
 
+def _current_version_ensured():
+    """The current version token, created if the cache has none yet (first use, cache flushed)."""
+    version = _current_version()
+    if version is None:
+        cache.add(_VERSION_KEY, uuid.uuid4().hex, timeout=None)
+        version = cache.get(_VERSION_KEY)
+    return version
+
+
 def _payload_key() -> str:
     # The served tiers depend on CREDITGATE_SANDBOX, a per-process setting, not data.
     return f"catalog:ai-config:v1:sandbox={int(bool(settings.CREDITGATE_SANDBOX))}"
@@ -111,15 +120,24 @@ def _seconds_until(day: dt.date) -> float:
     return (start - timezone.now()).total_seconds()
 
 
-def _build(version: str) -> tuple[AIConfigSnapshot, int]:
-    from creditgate.catalog import selectors, services
+def _ttl_seconds() -> float:
+    """How long anything built from the catalog now stays true: until the next retirement date
+    changes the served models, at most MAX_AGE_SECONDS."""
+    from creditgate.catalog import selectors
 
-    payload = services.ai_config_build()
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     ttl = float(MAX_AGE_SECONDS)
     next_retirement = selectors.model_next_retirement()
     if next_retirement is not None:
         ttl = min(ttl, max(1.0, _seconds_until(next_retirement)))
+    return ttl
+
+
+def _build(version: str) -> tuple[AIConfigSnapshot, int]:
+    from creditgate.catalog import services
+
+    payload = services.ai_config_build()
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    ttl = _ttl_seconds()
     snapshot = AIConfigSnapshot(
         body=body,
         etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
@@ -140,18 +158,14 @@ def ai_config_snapshot_get() -> AIConfigSnapshot:
     key = _payload_key()
     now = time.time()
     try:
-        version = _current_version()
-        if version is not None:
-            snapshot = _in_process.get(key)
-            if snapshot is not None and snapshot.version == version and snapshot.expires_at > now:
-                return snapshot
-            snapshot = cache.get(key)
-            if snapshot is not None and snapshot.version == version and snapshot.expires_at > now:
-                _in_process[key] = snapshot
-                return snapshot
-        else:
-            cache.add(_VERSION_KEY, uuid.uuid4().hex, timeout=None)
-            version = cache.get(_VERSION_KEY)
+        version = _current_version_ensured()
+        snapshot = _in_process.get(key)
+        if snapshot is not None and snapshot.version == version and snapshot.expires_at > now:
+            return snapshot
+        snapshot = cache.get(key)
+        if snapshot is not None and snapshot.version == version and snapshot.expires_at > now:
+            _in_process[key] = snapshot
+            return snapshot
     except Exception:  # the page must not go down with the cache: serve from the database
         logger.warning("ai-config: the shared cache is unavailable; building from the database", exc_info=True)
         return _build("uncached")[0]
@@ -168,8 +182,42 @@ def ai_config_snapshot_get() -> AIConfigSnapshot:
     return snapshot
 
 
+@dataclass(frozen=True)
+class _Memo:
+    value: object
+    version: str
+    expires_at: float
+
+
+_memos: dict[str, _Memo] = {}
+
+
+def catalog_memo(name: str, build):
+    """`build()`'s result, kept in this process while the catalog version is unchanged.
+
+    For derived views of the catalog that every request needs (the charge path's routing): a
+    change anywhere (ai_config_invalidate) or the next model retirement makes the next call
+    build again; until then a call costs the version check and no query. The value is shared by
+    every request of the process: callers must not modify it.
+    """
+    now = time.time()
+    try:
+        version = _current_version_ensured()
+    except Exception:
+        logger.warning("catalog memo %s: the shared cache is unavailable; reading the database", name, exc_info=True)
+        return build()
+    memo = _memos.get(name)
+    if memo is not None and version is not None and memo.version == version and memo.expires_at > now:
+        return memo.value
+    value = build()
+    if version is not None and not _inside_a_transaction():
+        _memos[name] = _Memo(value=value, version=version, expires_at=now + _ttl_seconds())
+    return value
+
+
 def _bump_version() -> None:
     _in_process.clear()
+    _memos.clear()
     try:
         cache.set(_VERSION_KEY, uuid.uuid4().hex, timeout=None)
     except Exception:

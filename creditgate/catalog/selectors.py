@@ -4,6 +4,7 @@ for routing or pricing decisions."""
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
@@ -44,14 +45,6 @@ def model_default_text() -> AIModelConfig | None:
             .first())
 
 
-def model_for_tier(tier: str) -> AIModelConfig | None:
-    """The active image model of a quality tier if it can be served now, else None."""
-    return (AIModelConfig.objects.select_related("provider")
-            .filter(_not_retired() & _servable_provider(), model_type=ModelType.IMAGE, quality_tier=tier,
-                    is_active=True)
-            .first())
-
-
 def models_servable_by_tier() -> dict[str, AIModelConfig]:
     """{tier: model} for every tier that can be served right now, in display order."""
     rows = (AIModelConfig.objects.select_related("provider")
@@ -59,6 +52,25 @@ def models_servable_by_tier() -> dict[str, AIModelConfig]:
                     quality_tier__isnull=False))
     by_tier = {m.quality_tier: m for m in rows}
     return {t: by_tier[t] for t in QualityTier.values if t in by_tier}
+
+
+@dataclass(frozen=True)
+class Routing:
+    """What the charge path routes and prices by. Shared between requests: read-only."""
+
+    settings: GlobalIntegrationSettings
+    text_model: AIModelConfig | None  # the default text model, if it can be served now
+    image_models: dict[str, AIModelConfig]  # {tier: model} for the tiers that can be served now
+
+
+def routing_get() -> Routing:
+    """The settings and the servable models, read from the database once per catalog version
+    per process (every catalog change and the next retirement date invalidate it), so pricing
+    and creating a job cost no catalog query."""
+    from creditgate.catalog.ai_config_cache import catalog_memo
+
+    return catalog_memo("routing", lambda: Routing(
+        settings=global_settings_get(), text_model=model_default_text(), image_models=models_servable_by_tier()))
 
 
 def provider_get(provider_id: str) -> IntegrationProvider | None:

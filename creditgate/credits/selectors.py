@@ -104,12 +104,13 @@ def quote_images(*, tier, count, field: str = "count", low: int = 1, high: int |
         choices = ", ".join(QualityTier.values)
         raise InvalidRequest(f"Unknown quality tier; choose one of {choices}.",
                              details={"tier": [f"Must be one of {choices}."]})
+    routing = catalog_selectors.routing_get()
     if high is None:
-        high = catalog_selectors.global_settings_get().max_images_per_request
+        high = routing.settings.max_images_per_request
     if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= high:
         raise InvalidRequest(f"{field} must be a whole number from {low} to {high}.",
                              details={field: [f"Must be an integer from {low} to {high}."]})
-    model = catalog_selectors.model_for_tier(tier)
+    model = routing.image_models.get(tier)
     if model is None:
         raise TierUnavailable(f"The {QualityTier(tier).label} quality is not available right now.",
                               details={"tier": tier})
@@ -124,10 +125,11 @@ def quote_text(*, prompt, max_tokens=None) -> tuple[AIModelConfig, Price, int]:
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequest("The prompt is empty.", details={"prompt": ["This field may not be blank."]})
-    model = catalog_selectors.model_default_text()
+    routing = catalog_selectors.routing_get()
+    model = routing.text_model
     if model is None:
         raise TierUnavailable("Text generation is not available right now.", details={"kind": "text"})
-    default = catalog_selectors.global_settings_get().default_max_tokens
+    default = routing.settings.default_max_tokens
     ceiling = model.max_output_tokens or default
     if max_tokens is None:
         max_tokens = min(default, ceiling)

@@ -17,9 +17,9 @@ TEXT = AIModelConfig(model_name="txt", model_type="text", tokens_per_credit=1000
 @pytest.mark.parametrize("tier, per_image", [("basic", 1), ("quality", 5), ("premium", 15)])
 @pytest.mark.parametrize("count", range(1, 9))
 def test_seeded_tiers_cost_the_design_notes_credits_per_image_times_count(tier, per_image, count):
-    from creditgate.catalog.selectors import model_for_tier
+    from creditgate.catalog.selectors import models_servable_by_tier
 
-    price = pricing.price_images(model=model_for_tier(tier), count=count)
+    price = pricing.price_images(model=models_servable_by_tier()[tier], count=count)
     assert price.credits == per_image * count
     assert price.rate["credits_per_image"] == per_image and price.rate["count"] == count
 
