@@ -181,10 +181,23 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
+def _rate(value: str) -> tuple[int, int]:
+    """'120/min' -> (120, 60): at most that many, per that many seconds (s, min, hour, day)."""
+    count, _, period = value.partition("/")
+    seconds = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
+               "d": 86400, "day": 86400}.get(period.strip().lower())
+    if not count.strip().isdigit() or int(count) < 1 or seconds is None:
+        raise ImproperlyConfigured(f"A rate must look like 120/min, not {value!r}.")
+    return int(count), seconds
+
+
+# Generation jobs an account may start per period; over it the API answers 429.
+CREDITGATE_GENERATION_RATE = _rate(env.str("CREDITGATE_GENERATION_RATE", default="120/min"))
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: an anonymous API call then answers 401 with WWW-Authenticate, not 403.
-        "rest_framework.authentication.TokenAuthentication",
+        "creditgate.credits.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -194,7 +207,6 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
-    "DEFAULT_THROTTLE_RATES": {"generation": env.str("CREDITGATE_GENERATION_RATE", default="120/min")},
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {

@@ -53,6 +53,15 @@ class IdempotencyConflict(ApplicationError):
         super().__init__(message)
 
 
+class RateLimited(ApplicationError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, *, retry_after: int):
+        super().__init__(f"Too many requests; try again in {retry_after} seconds.",
+                         details={"retry_after": retry_after})
+
+
 class TierUnavailable(ApplicationError):
     status_code = 422
     code = "tier_unavailable"

@@ -8,7 +8,7 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from creditgate.core.errors import ApplicationError
+from creditgate.core.errors import ApplicationError, RateLimited
 
 _CODES = {
     400: "invalid_request",
@@ -45,7 +45,10 @@ def _field_errors(detail) -> dict:
 
 def api_exception_handler(exc, context):
     if isinstance(exc, ApplicationError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+        response = Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+        if isinstance(exc, RateLimited):
+            response["Retry-After"] = str(exc.details["retry_after"])
+        return response
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -42,6 +42,7 @@ import json
 import psycopg
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
@@ -93,7 +94,11 @@ def account_create(*, name: str, owner=None) -> Account:
 
 def account_for_user(*, user) -> Account:
     """The user's account; creates the personal one if missing."""
-    member = AccountMember.objects.select_related("account").filter(user=user).first()
+    if get_user_model().credit_membership.is_cached(user):
+        # Loaded with the user (credits.authentication): no query. Missing: created below.
+        member = getattr(user, "credit_membership", None)
+    else:
+        member = AccountMember.objects.select_related("account").filter(user=user).first()
     if member:
         return member.account
     try:
@@ -116,6 +121,7 @@ def account_member_add(*, account: Account, user) -> AccountMember:
                                      details={"user": ["The user's current account is not empty."]})
             current.account = account
             current.save(update_fields=["account"])
+            user.credit_membership = current  # account_for_user trusts a membership loaded with the user
             return current
         return AccountMember.objects.create(account=account, user=user)
 

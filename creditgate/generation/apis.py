@@ -8,7 +8,6 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle
 from rest_framework.views import APIView
 
 from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
@@ -81,7 +80,9 @@ class JobOutputSerializer(serializers.Serializer):
 
 def _accepted(request, job: Job, created: bool) -> Response:
     if created:  # a job that was just created has no images yet: spare the query
-        job._prefetched_objects_cache = {"images": JobImage.objects.none()}
+        no_images = JobImage.objects.none()
+        no_images._result_cache = []  # already evaluated, as prefetch_related leaves it
+        job._prefetched_objects_cache = {"images": no_images}
     response = Response(JobOutputSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
     response["Location"] = reverse("job-detail", kwargs={"job_id": job.id})
     if not created:
@@ -93,8 +94,6 @@ class _GenerationApi(APIView):
     """The fixed sequence of every generation endpoint: check the body's shape, create the job
     through the subclass's service (which validates, prices and holds), answer 202 with it."""
 
-    throttle_classes = [ScopedRateThrottle]
-    throttle_scope = "generation"
     InputSerializer: type[serializers.Serializer]
     create_job: Callable[..., tuple[Job, bool]]
 

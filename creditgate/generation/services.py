@@ -10,14 +10,17 @@ hold only until the reaper expires it.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import io
 import json
 import logging
+import math
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -26,7 +29,7 @@ from PIL import Image
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, ModelType, QualityTier
-from creditgate.core.errors import IdempotencyConflict, InvalidRequest
+from creditgate.core.errors import IdempotencyConflict, InvalidRequest, RateLimited
 from creditgate.credits import pricing
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
@@ -51,7 +54,7 @@ _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 def job_create_images(*, user, prompt: str, tier: str, count: int, idempotency_key: str | None = None
                       ) -> tuple[Job, bool]:
-    gs = catalog_selectors.global_settings_get()
+    gs = catalog_selectors.routing_get().settings
     prompt = _clean_prompt(prompt, limit=IMAGE_PROMPT_MAX_CHARS)
     model, price = credits_selectors.quote_images(tier=tier, count=count, high=gs.max_images_per_request)
     return _job_create(
@@ -64,7 +67,7 @@ def job_create_images(*, user, prompt: str, tier: str, count: int, idempotency_k
 
 def job_create_text(*, user, prompt: str, max_tokens: int | None = None, idempotency_key: str | None = None
                     ) -> tuple[Job, bool]:
-    gs = catalog_selectors.global_settings_get()
+    gs = catalog_selectors.routing_get().settings
     prompt = _clean_prompt(prompt, limit=TEXT_PROMPT_MAX_CHARS)
     model, price, max_tokens = credits_selectors.quote_text(prompt=prompt, max_tokens=max_tokens)
     return _job_create(
@@ -78,7 +81,7 @@ def job_create_text(*, user, prompt: str, max_tokens: int | None = None, idempot
 def job_create_article(*, user, prompt: str, tier: str, image_count: int | None = None,
                        max_tokens: int | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """An article: a text plus up to `max_in_article_images` images of a tier in the global style."""
-    gs = catalog_selectors.global_settings_get()
+    gs = catalog_selectors.routing_get().settings
     limit = gs.max_in_article_images
     prompt = _clean_prompt(prompt, limit=IMAGE_PROMPT_MAX_CHARS)
     image_count = limit if image_count is None else image_count
@@ -101,30 +104,49 @@ def job_create_article(*, user, prompt: str, tier: str, image_count: int | None 
 
 def _job_create(*, user, idempotency_key: str | None, price: pricing.Price, request: dict, fields: dict
                 ) -> tuple[Job, bool]:
-    """Create the job and hold its price in one transaction; a replayed key returns the first job."""
+    """Hold the job's price and create the job in one transaction; a replayed key returns the
+    first job, charged once."""
     account = credits_services.account_for_user(user=user)
     key = _check_idempotency_key(idempotency_key)
     fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
+    _check_rate(account)
+    job = Job(account=account, user=user, idempotency_key=key, request_fingerprint=fingerprint,
+              credits_held=price.credits, **fields)
     try:
-        # Optimistic: no read before the write. A replayed key fails the job's unique constraint
-        # (after the first request committed, if they raced) and only then is the first job read.
         with transaction.atomic():
-            job = Job.objects.create(account=account, user=user, idempotency_key=key,
-                                     request_fingerprint=fingerprint, credits_held=price.credits, **fields)
-            hold, _ = credits_services.hold_place(
+            # The hold first, keyed by the job's key: a replay is recognised by the hold's unique
+            # key (after the first request committed, if they raced), with no read before the
+            # write; a new job is then inserted once, already pointing at its hold.
+            hold, created = credits_services.hold_place(
                 account=account, amount=price.credits, idempotency_key=f"job:{key}",
                 fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate)
-            job.hold = hold
-            job.save(update_fields=["hold"])
-            transaction.on_commit(lambda: dispatch.enqueue(job.id))
-    except IntegrityError:
-        existing = Job.objects.filter(account=account, idempotency_key=key).first()
-        if existing is None:
+            if created:
+                job.hold = hold
+                job.save(force_insert=True)
+                transaction.on_commit(lambda: dispatch.enqueue(job.id))
+    except IntegrityError:  # the job's own unique key: a job whose hold had another key
+        if not Job.objects.filter(account=account, idempotency_key=key).exists():
             raise
-        if existing.request_fingerprint != fingerprint:
-            raise IdempotencyConflict()
-        return existing, False
-    return job, True
+        created = False
+    if created:
+        return job, True
+    existing = Job.objects.get(account=account, idempotency_key=key)
+    if existing.request_fingerprint != fingerprint:
+        raise IdempotencyConflict()
+    return existing, False
+
+
+def _check_rate(account) -> None:
+    """At most CREDITGATE_GENERATION_RATE jobs per account and period: a 429 saying when the
+    next one may start. Counted from the jobs themselves, so every process agrees and a refused
+    or replayed request does not count."""
+    limit, seconds = settings.CREDITGATE_GENERATION_RATE
+    now = timezone.now()
+    nth_newest = (Job.objects.filter(account=account, created_at__gt=now - dt.timedelta(seconds=seconds))
+                  .order_by("-created_at").values_list("created_at", flat=True)[limit - 1:limit].first())
+    if nth_newest is not None:
+        wait = (nth_newest + dt.timedelta(seconds=seconds) - now).total_seconds()
+        raise RateLimited(retry_after=max(1, math.ceil(wait)))
 
 
 # --- Running a job: call, store, capture ---------------------------------------------------

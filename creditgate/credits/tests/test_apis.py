@@ -33,6 +33,18 @@ def test_token_authentication_with_drf_create_token(user):
     assert client.get("/api/v1/credits/balance/").json()["available"] == 100
 
 
+def test_token_and_account_are_read_in_one_query_and_a_moved_member_follows(user, django_assert_num_queries):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.get("/api/v1/credits/balance/")
+    with django_assert_num_queries(2):  # the token with user and account, then the counters
+        assert client.get("/api/v1/credits/balance/").json()["available"] == 100
+    team = make_user("team-owner", credits=40)
+    services.credits_grant(account=services.account_for_user(user=user), amount=-100, kind="adjustment")
+    services.account_member_add(account=services.account_for_user(user=team), user=user)
+    assert client.get("/api/v1/credits/balance/").json()["available"] == 40
+
+
 def test_session_authentication(client, user):
     client.force_login(user)
     assert client.get("/api/v1/credits/balance/").json()["balance"] == 100
@@ -118,3 +130,17 @@ def test_a_price_change_moves_estimates_but_not_history(api, account):
     estimate = api.post("/api/v1/credits/estimate/", {"kind": "image", "tier": "quality", "count": 2}, format="json")
     assert estimate.json()["credits"] == 14
     assert api.get("/api/v1/credits/transactions/").json()["results"][0]["rate"] == {"credits_per_image": 5}
+
+
+def test_estimates_read_the_catalog_once_and_see_an_admin_change_at_once(api, django_assert_num_queries):
+    body = {"kind": "image", "tier": "quality", "count": 2}
+    api.post("/api/v1/credits/estimate/", body, format="json")
+    with django_assert_num_queries(0):
+        assert api.post("/api/v1/credits/estimate/", body, format="json").json()["credits"] == 10
+    model = AIModelConfig.objects.get(quality_tier="quality", is_active=True)
+    model.credits_per_image = 6
+    model.save()  # as the admin saves it
+    assert api.post("/api/v1/credits/estimate/", body, format="json").json()["credits"] == 12
+    model.is_active = False
+    model.save()
+    assert api.post("/api/v1/credits/estimate/", body, format="json").status_code == 422

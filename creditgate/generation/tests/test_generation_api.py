@@ -217,6 +217,25 @@ def test_another_users_job_and_images_are_404(api):
     assert api.get("/api/v1/jobs/").json()["count"] == 1
 
 
+def test_over_the_generation_rate_is_429_with_retry_after_and_changes_nothing(api, settings):
+    settings.CREDITGATE_GENERATION_RATE = (2, 60)
+    body = {"prompt": "x", "tier": "basic", "count": 1}
+    assert api.post("/api/v1/images/generations/", {**body, "count": 0}, format="json").status_code == 400
+    for _ in range(2):  # the refused request above did not count
+        assert api.post("/api/v1/images/generations/", body, format="json").status_code == 202
+    before = counts()
+    response = api.post("/api/v1/text/generations/", {"prompt": "x"}, format="json")
+    assert response.status_code == 429
+    error = response.json()["error"]
+    assert error["code"] == "rate_limited"
+    assert 1 <= error["details"]["retry_after"] <= 60
+    assert response["Retry-After"] == str(error["details"]["retry_after"])
+    assert counts() == before
+    other = APIClient()  # another account has its own allowance
+    other.force_authenticate(make_user("bob"))
+    assert other.post("/api/v1/images/generations/", body, format="json").status_code == 202
+
+
 def test_anonymous_is_401():
     response = APIClient().post("/api/v1/images/generations/", {"prompt": "x", "tier": "basic", "count": 1},
                                 format="json")
