@@ -180,7 +180,7 @@ def main() -> None:
            "CREDITGATE_JOBS_BACKEND": "inprocess", "CREDITGATE_GENERATION_RATE": "1000000/min"}
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     print("database:", "DATABASE_URL" if os.environ.get("DATABASE_URL") else "SQLite",
-          "| cache and jobs:", "REDIS_URL (Celery)" if os.environ.get("REDIS_URL") else "file cache, in-process")
+          "| cache:", "Redis" if os.environ.get("REDIS_URL") else "file", "| jobs: in-process")
     request_overhead(env, args.rounds, args.seconds, args.workers)
     fan_out(env, args.rounds)
 

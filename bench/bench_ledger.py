@@ -2,8 +2,10 @@
 against a baseline measured in the same run: one conditional UPDATE per transaction on a plain
 table. Prints the ratio and the anomalies (a counter other than funded minus exactly the pairs
 (updates) done on it, counter != ledger sum, a hold settled twice or not at all), which must be 0.
-Target ratio >= 0.5. Both sides run alike: forked processes, one persistent Django connection and
-cursor each, DEBUG off, each statement its own autocommit transaction.
+Target ratio >= 0.5. The baseline is measured twice, as the UPDATE alone in autocommit mode (its
+own transaction, as each ledger statement is) and as BEGIN / UPDATE / COMMIT (what
+transaction.atomic() runs); both ratios are printed. Both sides run alike: forked processes, one
+persistent Django connection and cursor each, DEBUG off.
 
     .venv/bin/python bench/bench_ledger.py [--seconds 3] [--workers 8]
 
