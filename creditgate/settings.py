@@ -181,6 +181,7 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
 
+
 def _rate(value: str) -> tuple[int, int]:
     """'120/min' -> (120, 60): at most that many, per that many seconds (s, min, hour, day)."""
     count, _, period = value.partition("/")

@@ -40,7 +40,6 @@ import datetime as dt
 import json
 
 import psycopg
-
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
