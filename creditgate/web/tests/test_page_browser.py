@@ -142,6 +142,8 @@ def test_generating_at_each_tier_shows_the_images_and_lowers_the_balance_by_the_
         assert page.locator("#bal-held").inner_text() == "0"
         first_charge = page.locator("#ledger-rows tr", has_text="Charged").first
         assert first_charge.locator("td").nth(2).inner_text() == f"-{total}"
+        first_hold = page.locator("#ledger-rows tr", has_text="Held for a job").first
+        assert first_hold.locator("td").nth(2).inner_text() == f"{total} held"
 
     assert account_balance(user) == {"balance": 7, "held": 0, "available": 7}
 

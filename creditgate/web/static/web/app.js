@@ -257,7 +257,14 @@
     }
     var amount = document.createElement("td");
     amount.className = "num";
-    amount.textContent = entry.amount > 0 ? "+" + entry.amount : String(entry.amount);
+    if (entry.amount === 0 && entry.available_delta !== 0) {
+      // A hold, release or expiry spends nothing: it moves credits between available and held.
+      amount.classList.add("muted");
+      amount.textContent = entry.available_delta < 0
+        ? -entry.available_delta + " held" : entry.available_delta + " returned";
+    } else {
+      amount.textContent = entry.amount > 0 ? "+" + entry.amount : String(entry.amount);
+    }
     var after = document.createElement("td");
     after.className = "num";
     after.textContent = String(entry.available_after);
