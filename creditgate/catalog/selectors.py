@@ -69,7 +69,8 @@ def routing_get() -> Routing:
     and creating a job cost no catalog query."""
     from creditgate.catalog.ai_config_cache import catalog_memo
 
-    return catalog_memo("routing", lambda: Routing(
+    # What is servable depends on CREDITGATE_SANDBOX, a per-process setting, not data.
+    return catalog_memo(f"routing:sandbox={int(bool(settings.CREDITGATE_SANDBOX))}", lambda: Routing(
         settings=global_settings_get(), text_model=model_default_text(), image_models=models_servable_by_tier()))
 
 
