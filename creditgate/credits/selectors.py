@@ -93,18 +93,19 @@ def _holds_check() -> list[str]:
 # always equals the hold of the job it describes, and each input rule is written once.
 
 
-def quote_images(*, tier, count, field: str = "count", low: int = 1, high: int | None = None
-                 ) -> tuple[AIModelConfig, Price]:
+def quote_images(*, tier, count, field: str = "count", low: int = 1, high: int | None = None,
+                 routing: catalog_selectors.Routing | None = None) -> tuple[AIModelConfig, Price]:
     """The model that serves `tier` and the price of `count` of its images.
 
     `count` must be a whole number from `low` to `high` (default: the per-request image limit);
     `field` names it in the error. An unknown tier is a 400; a tier nothing can serve now, a 422.
+    `routing`: the caller's, when it already read it for the same request.
     """
     if not isinstance(tier, str) or tier not in QualityTier.values:
         choices = ", ".join(QualityTier.values)
         raise InvalidRequest(f"Unknown quality tier; choose one of {choices}.",
                              details={"tier": [f"Must be one of {choices}."]})
-    routing = catalog_selectors.routing_get()
+    routing = routing or catalog_selectors.routing_get()
     if high is None:
         high = routing.settings.max_images_per_request
     if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= high:
@@ -117,7 +118,8 @@ def quote_images(*, tier, count, field: str = "count", low: int = 1, high: int |
     return model, pricing.price_images(model=model, count=count)
 
 
-def quote_text(*, prompt, max_tokens=None) -> tuple[AIModelConfig, Price, int]:
+def quote_text(*, prompt, max_tokens=None, routing: catalog_selectors.Routing | None = None
+               ) -> tuple[AIModelConfig, Price, int]:
     """The default text model, the most a text request may cost (its hold) and the max_tokens
     it was priced with (the setting's default when none was given, capped at the model's limit).
 
@@ -125,7 +127,7 @@ def quote_text(*, prompt, max_tokens=None) -> tuple[AIModelConfig, Price, int]:
     """
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidRequest("The prompt is empty.", details={"prompt": ["This field may not be blank."]})
-    routing = catalog_selectors.routing_get()
+    routing = routing or catalog_selectors.routing_get()
     model = routing.text_model
     if model is None:
         raise TierUnavailable("Text generation is not available right now.", details={"kind": "text"})

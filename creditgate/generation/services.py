@@ -54,42 +54,45 @@ _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 
 def job_create_images(*, user, prompt: str, tier: str, count: int, idempotency_key: str | None = None
                       ) -> tuple[Job, bool]:
-    gs = catalog_selectors.routing_get().settings
+    routing = catalog_selectors.routing_get()
     prompt = _clean_prompt(prompt, limit=IMAGE_PROMPT_MAX_CHARS)
-    model, price = credits_selectors.quote_images(tier=tier, count=count, high=gs.max_images_per_request)
+    model, price = credits_selectors.quote_images(tier=tier, count=count, routing=routing)
     return _job_create(
         user=user, idempotency_key=idempotency_key, price=price,
         request={"kind": JobKind.IMAGE, "prompt": prompt, "tier": tier, "count": count},
         fields=dict(kind=JobKind.IMAGE, prompt=prompt, tier=tier, image_count=count,
-                    **_image_snapshot(model, style=gs.image_style)),
+                    **_image_snapshot(model, style=routing.settings.image_style)),
     )
 
 
 def job_create_text(*, user, prompt: str, max_tokens: int | None = None, idempotency_key: str | None = None
                     ) -> tuple[Job, bool]:
-    gs = catalog_selectors.routing_get().settings
+    routing = catalog_selectors.routing_get()
     prompt = _clean_prompt(prompt, limit=TEXT_PROMPT_MAX_CHARS)
-    model, price, max_tokens = credits_selectors.quote_text(prompt=prompt, max_tokens=max_tokens)
+    model, price, max_tokens = credits_selectors.quote_text(prompt=prompt, max_tokens=max_tokens, routing=routing)
     return _job_create(
         user=user, idempotency_key=idempotency_key, price=price,
         request={"kind": JobKind.TEXT, "prompt": prompt, "max_tokens": max_tokens},
         fields=dict(kind=JobKind.TEXT, prompt=prompt, max_tokens=max_tokens,
-                    **_text_snapshot(model, temperature=gs.temperature)),
+                    **_text_snapshot(model, temperature=routing.settings.temperature)),
     )
 
 
 def job_create_article(*, user, prompt: str, tier: str, image_count: int | None = None,
                        max_tokens: int | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
     """An article: a text plus up to `max_in_article_images` images of a tier in the global style."""
-    gs = catalog_selectors.routing_get().settings
+    routing = catalog_selectors.routing_get()
+    gs = routing.settings
     limit = gs.max_in_article_images
     prompt = _clean_prompt(prompt, limit=IMAGE_PROMPT_MAX_CHARS)
     image_count = limit if image_count is None else image_count
-    text_model, text_price, max_tokens = credits_selectors.quote_text(prompt=prompt, max_tokens=max_tokens)
+    text_model, text_price, max_tokens = credits_selectors.quote_text(prompt=prompt, max_tokens=max_tokens,
+                                                                      routing=routing)
     parts, image_fields = [text_price], {}
     if image_count != 0 or tier not in QualityTier.values:  # an unknown tier is a 400 even with no images
         image_model, image_price = credits_selectors.quote_images(tier=tier, count=image_count,
-                                                                  field="image_count", low=0, high=limit)
+                                                                  field="image_count", low=0, high=limit,
+                                                                  routing=routing)
         parts.append(image_price)
         image_fields = _image_snapshot(image_model, style=gs.image_style)
     price = pricing.price_total(*parts)
