@@ -278,7 +278,8 @@ def _prepared_fetchone(sql: str, params: dict):
     Django binds parameters on the client, so PostgreSQL parses and plans every statement it is
     sent; for these three-table CTEs planning costs more than executing. A server-binding cursor
     with prepare=True has each connection plan each statement once (settings: prepare_threshold).
-    Errors are translated as Django's own cursors do, so an IntegrityError is Django's.
+    Errors are translated as Django's own cursors do, so an IntegrityError is Django's. Django's
+    query log and execute_wrappers (DEBUG's connection.queries, assertNumQueries) do not see them.
     """
     connection.ensure_connection()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
