@@ -58,4 +58,7 @@ def finished(api, response) -> dict:
 
 
 def counts() -> tuple[int, int]:
+    """Jobs and ledger rows once the pool is idle: a job accepted earlier in the test must not
+    add its capture between two counts that a refused request should leave equal."""
+    dispatch.wait_idle()
     return Job.objects.count(), LedgerEntry.objects.count()
