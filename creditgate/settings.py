@@ -132,12 +132,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
-elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
-    # Lets psycopg keep server-side prepared statements. Django's own queries bind parameters on
-    # the client and are never prepared; only the ledger's hot statements ask for it
-    # (credits.services). Behind a pooler in transaction mode, use PgBouncer >= 1.21 with
-    # max_prepared_statements set, or connect to PostgreSQL directly.
-    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 5)
 # Persistent connections: opening one costs more than the whole of a typical API request.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True

@@ -71,7 +71,8 @@ class Hold(models.Model):
     reference = models.CharField(max_length=200, blank=True, default="")
     rate = models.JSONField(null=True, blank=True)
     created_at = models.DateTimeField()
-    expires_at = models.DateTimeField()
+    expires_at = models.DateTimeField(null=True, blank=True,
+                                      help_text="Empty: the hold's owner (a job) always settles it; it never expires by age.")
     settled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

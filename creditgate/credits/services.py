@@ -18,28 +18,24 @@ hold's key; no lock is taken in the other order, so the racers cannot deadlock.
 
 Money-moving functions run in `transaction.atomic(durable=True)`: they can never be nested in a
 longer transaction that would keep the account row locked (or, worse, span a provider call).
-`hold_place` is the exception, see its docstring.
+`hold_place` and `hold_settle` are the exceptions: a job places its hold in the transaction that
+creates the job, and settles it in the transaction that records what was delivered and sets its
+final state (generation.services), so the job and its money never disagree.
 
-Why holds have a PostgreSQL-only path: placing and capturing a hold is the hot path of every
-generation request. Written as ORM calls plus conditional UPDATEs in BEGIN/COMMIT, a hold + capture
-pair took 8 to 10 round trips, and bench/bench_ledger.py (8 processes, 2 shared cores) measured
-~270 pairs/s on own accounts and ~145 on one shared account. On PostgreSQL each of `hold_place`
-and the settlement is now ONE statement (data-modifying CTEs: the conditional counter UPDATE, the
-hold row, the ledger entries), which is its own transaction in autocommit mode: ~510-640 and
-~380-420 pairs/s on the same machine (a bare one-row UPDATE baseline: ~3500-4300/s). Sent as
-server-side prepared statements (planned once per connection, not on every call) they went from
-~1650 to ~3050 pairs/s on own accounts on a later, faster machine (baseline ~11000/s). SQLite has no
-data-modifying CTEs and serializes writers anyway; it keeps the step-by-step version, next to the
-statement, and the same tests run on both.
+One implementation for both databases: placing a hold is the conditional account UPDATE, the
+hold INSERT and the ledger INSERT; settling is the conditional hold UPDATE, the account UPDATE
+and the ledger INSERT; portable SQL that PostgreSQL and SQLite both run (an earlier version
+had one data-modifying CTE per operation on PostgreSQL beside these steps for SQLite: two
+implementations of each rule. bench/bench_ledger.py measures what the single version costs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
 
 import psycopg
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
@@ -63,16 +59,55 @@ def _check_amount(amount, *, allow_negative: bool = False, allow_zero: bool = Fa
     return amount
 
 
+_ACCOUNT = Account._meta.db_table
+_HOLD = Hold._meta.db_table
+_ENTRY = LedgerEntry._meta.db_table
+_ENTRY_COLUMNS = ("account_id, kind, amount, available_delta, held_delta, available_after, held_after, hold_id, "
+                  "actor_id, reason, reference, rate, created_at")
+
+_COUNTERS_MOVE_SQL = (f"UPDATE {_ACCOUNT} SET available = available + %s, held = held + %s "
+                      f"WHERE id = %s AND available + %s >= 0 RETURNING available, held")
+_HOLD_INSERT_SQL = (f"INSERT INTO {_HOLD} (account_id, amount, captured_amount, state, idempotency_key, fingerprint, "
+                    f"reference, rate, created_at, expires_at, settled_at) "
+                    f"VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s, %s, NULL) RETURNING id")
+_HOLD_SETTLE_SQL = (f"UPDATE {_HOLD} SET state = %s, captured_amount = %s, settled_at = %s "
+                    f"WHERE id = %s AND state = %s AND amount >= %s RETURNING account_id, amount, reference, rate")
+_ENTRY_INSERT_SQL = f"INSERT INTO {_ENTRY} ({_ENTRY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s)"
+_ENTRY_INSERT_2_SQL = _ENTRY_INSERT_SQL + ", (%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s)"
+
+
+def _execute(sql: str, params: list) -> tuple | None:
+    """Run one of the ledger's statements above; its first row, if it returns one.
+
+    The same SQL runs on both databases. On PostgreSQL it is sent as a server-side prepared
+    statement: each connection plans it once instead of on every call (Django binds parameters
+    on the client, so PostgreSQL would otherwise parse and plan every money move; for these
+    small statements planning costs about as much as executing). That is a choice of transport,
+    not a second implementation. Such statements bypass Django's query log (DEBUG's
+    connection.queries, CaptureQueriesContext); errors are translated as Django's cursors do.
+    """
+    if connection.vendor == "postgresql":
+        connection.ensure_connection()
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql, params, prepare=True)
+            return cursor.fetchone() if cursor.description else None
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() if cursor.description else None
+
+
+def _db(field, value):
+    """`value` as the database takes it for a column of `field` (JSON, datetimes)."""
+    return field.get_db_prep_save(value, connection)
+
+
+_RATE = LedgerEntry._meta.get_field("rate")
+_WHEN = LedgerEntry._meta.get_field("created_at")
+
+
 def _counters_move(*, account_id: int, available_delta: int, held_delta: int) -> tuple[int, int] | None:
     """Apply both deltas if `available` stays >= 0; the counters after, or None if it would not."""
-    table = connection.ops.quote_name(Account._meta.db_table)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET available = available + %s, held = held + %s "
-            f"WHERE id = %s AND available + %s >= 0 RETURNING available, held",
-            [available_delta, held_delta, account_id, available_delta],
-        )
-        row = cursor.fetchone()
+    row = _execute(_COUNTERS_MOVE_SQL, [available_delta, held_delta, account_id, available_delta])
     return (row[0], row[1]) if row else None
 
 
@@ -153,90 +188,21 @@ def credits_grant(*, account: Account, amount: int, actor=None, reason: str = ""
 
 # --- Holds -----------------------------------------------------------------------------------
 #
-# Placing and settling a hold are each ONE rule with two implementations, kept side by side: on
-# PostgreSQL one statement (data-modifying CTEs, see the module docstring for why), elsewhere the
-# same steps as separate statements in one transaction. Both take the same steps in the same
-# order, write the same rows, and share the checks before and the Python after; the whole test
-# suite runs on both databases.
-
-_PLACE_SQL = f"""
-WITH acc AS (
-    UPDATE {Account._meta.db_table} SET available = available - %(amount)s, held = held + %(amount)s
-    WHERE id = %(account_id)s AND available >= %(amount)s
-    RETURNING id, available, held
-), h AS (
-    INSERT INTO {Hold._meta.db_table} (account_id, amount, captured_amount, state, idempotency_key, fingerprint,
-                                       reference, rate, created_at, expires_at, settled_at)
-    SELECT acc.id, %(amount)s, 0, %(state)s, %(key)s, %(fingerprint)s, %(reference)s, %(rate)s, %(now)s,
-           %(expires_at)s, NULL
-    FROM acc
-    RETURNING id
-), e AS (
-    INSERT INTO {LedgerEntry._meta.db_table} (account_id, kind, amount, available_delta, held_delta,
-                                              available_after, held_after, hold_id, actor_id, reason, reference,
-                                              rate, created_at)
-    SELECT acc.id, %(kind)s, 0, -%(amount)s, %(amount)s, acc.available, acc.held, h.id, NULL, '', %(reference)s,
-           %(rate)s, %(now)s
-    FROM acc, h
-)
-SELECT h.id, acc.available, acc.held FROM acc, h
-"""
-
-# The capture entry (ord 1) is inserted before the release entry (ord 2), so it gets the lower id,
-# as in the step-by-step version. The capture records the rate of what was delivered when given.
-_SETTLE_SQL = f"""
-WITH h AS (
-    UPDATE {Hold._meta.db_table} SET state = %(state)s, captured_amount = %(captured)s, settled_at = %(now)s
-    WHERE id = %(hold_id)s AND state = %(active)s AND amount >= %(captured)s
-    RETURNING id, account_id, amount, amount - %(captured)s AS returned, reference, rate
-), acc AS (
-    UPDATE {Account._meta.db_table} AS a SET available = a.available + h.returned, held = a.held - h.amount
-    FROM h WHERE a.id = h.account_id
-    RETURNING a.id, a.available, a.held
-), e AS (
-    INSERT INTO {LedgerEntry._meta.db_table} (account_id, kind, amount, available_delta, held_delta,
-                                              available_after, held_after, hold_id, actor_id, reason, reference,
-                                              rate, created_at)
-    SELECT acc.id, x.kind, x.amount, x.available_delta, x.held_delta, x.available_after, x.held_after, h.id,
-           NULL, %(reason)s, h.reference, x.rate, %(now)s
-    FROM h, acc, LATERAL (VALUES
-        (1, %(capture_kind)s, -%(captured)s, 0, -%(captured)s, acc.available - h.returned, acc.held + h.returned,
-         COALESCE(%(rate)s, h.rate)),
-        (2, %(release_kind)s, 0, h.returned, -h.returned, acc.available, acc.held, h.rate)
-    ) AS x (ord, kind, amount, available_delta, held_delta, available_after, held_after, rate)
-    WHERE (x.ord = 1 AND %(captured)s > 0) OR (x.ord = 2 AND h.returned > 0)
-    ORDER BY x.ord
-)
-SELECT h.id FROM h
-"""
-
-
-def _one_statement() -> bool:
-    return connection.vendor == "postgresql"
-
-
-def _write_scope(*, one_statement: bool, durable: bool):
-    """The transaction a hold write runs in.
-
-    One statement in autocommit mode is its own transaction: BEGIN and COMMIT around it would be
-    two more round trips for nothing. Inside a caller's atomic block it still gets `atomic()`: a
-    savepoint, so a failed statement leaves the caller's transaction usable, and, when durable,
-    Django's RuntimeError if that block is a longer transaction rather than a test's.
-    """
-    if one_statement and connection.get_autocommit():
-        return contextlib.nullcontext()
-    return transaction.atomic(durable=durable)
+# Placing and settling a hold are each one short sequence of portable statements (a conditional
+# UPDATE ... RETURNING and plain INSERTs) that PostgreSQL and SQLite both run: one implementation,
+# the same rows, the same checks. See the module docstring for the locking argument.
 
 
 def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerprint: str,
-               reference: str = "", rate: dict | None = None) -> tuple[Hold, bool]:
+               reference: str = "", rate: dict | None = None, expires: bool = True) -> tuple[Hold, bool]:
     """Reserve `amount` credits; returns (hold, created).
 
     The same key with the same fingerprint returns the first hold and charges nothing again;
     the same key with another fingerprint is a conflict. Short of credits: InsufficientCredits,
-    nothing written. Not durable on purpose: the generation app creates its job row and the hold
-    in one short transaction (never across a provider call); inside it this runs in a savepoint,
-    so a lost race on the key leaves the caller's transaction usable.
+    nothing written (inside a caller's transaction, the attempt runs in a savepoint, so a replayed
+    key leaves the caller's transaction usable). `expires=False`: the hold belongs to an owner that always settles it (a
+    generation job, whose recovery acts on the job's lease), so no age ever expires it; otherwise
+    the sweep expires it after CREDITGATE_HOLD_TTL_SECONDS.
     """
     amount = _check_amount(amount)
     if not idempotency_key or len(idempotency_key) > 300:
@@ -245,14 +211,21 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
     now = timezone.now()
     hold = Hold(account_id=account.pk, amount=amount, idempotency_key=idempotency_key, fingerprint=fingerprint,
                 reference=reference[:200], rate=rate, created_at=now,
-                expires_at=now + dt.timedelta(seconds=settings.CREDITGATE_HOLD_TTL_SECONDS))
-    one_statement = _one_statement()
+                expires_at=now + dt.timedelta(seconds=settings.CREDITGATE_HOLD_TTL_SECONDS) if expires else None)
     try:
-        # Optimistic: no read before the write. A replayed key fails the hold row's unique
-        # constraint (after the first request committed, if it was concurrent), and only then is
-        # the first hold looked up.
-        with _write_scope(one_statement=one_statement, durable=False):
-            after = _hold_insert_statement(hold) if one_statement else _hold_insert_steps(hold)
+        # Optimistic: no read before the write. The account row is locked by the conditional
+        # UPDATE first; a replayed key then fails the hold row's unique constraint (after the
+        # first request committed, if it was concurrent), and only then is the first hold read.
+        with transaction.atomic():
+            after = _counters_move(account_id=hold.account_id, available_delta=-amount, held_delta=amount)
+            if after is not None:
+                rate_db, now_db = _db(_RATE, rate), _db(_WHEN, now)
+                hold.pk = _execute(_HOLD_INSERT_SQL, [
+                    hold.account_id, amount, HoldState.ACTIVE, idempotency_key, fingerprint, hold.reference, rate_db,
+                    now_db, _db(_WHEN, hold.expires_at)])[0]
+                _execute(_ENTRY_INSERT_SQL, [hold.account_id, EntryKind.HOLD, 0, -amount, amount, after[0], after[1],
+                                             hold.pk, "", hold.reference, rate_db, now_db])
+                hold._state.adding, hold._state.db = False, connection.alias  # as if loaded from the database
     except IntegrityError:
         existing = _hold_replayed(account=account, idempotency_key=idempotency_key, fingerprint=fingerprint)
         if existing:
@@ -272,48 +245,10 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
     return hold, True
 
 
-def _prepared_fetchone(sql: str, params: dict):
-    """Run one of the hot statements above as a server-side prepared statement.
-
-    Django binds parameters on the client, so PostgreSQL parses and plans every statement it is
-    sent; for these three-table CTEs planning costs more than executing. A server-binding cursor
-    with prepare=True has each connection plan each statement once (settings: prepare_threshold).
-    Errors are translated as Django's own cursors do, so an IntegrityError is Django's. Django's
-    query log and execute_wrappers (DEBUG's connection.queries, assertNumQueries) do not see them.
-    """
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        return cursor.fetchone()
-
-
-def _hold_insert_statement(hold: Hold) -> tuple[int, int] | None:
-    """PostgreSQL: counters, hold row and ledger entry in one statement; the counters after, or
-    None if the account is short (then nothing was written)."""
-    row = _prepared_fetchone(_PLACE_SQL, {
-        "amount": hold.amount, "account_id": hold.account_id, "state": HoldState.ACTIVE,
-        "key": hold.idempotency_key, "fingerprint": hold.fingerprint, "reference": hold.reference,
-        "rate": Hold._meta.get_field("rate").get_db_prep_save(hold.rate, connection),
-        "now": hold.created_at, "expires_at": hold.expires_at, "kind": EntryKind.HOLD})
-    if row is None:
-        return None
-    hold.pk = row[0]
-    hold._state.adding, hold._state.db = False, connection.alias  # as if loaded: saving it again updates
-    return row[1], row[2]
-
-
-def _hold_insert_steps(hold: Hold) -> tuple[int, int] | None:
-    """Other databases: the same steps as `_hold_insert_statement`, one statement each, in the
-    caller's transaction (SQLite's IMMEDIATE mode serializes writers)."""
-    after = _counters_move(account_id=hold.account_id, available_delta=-hold.amount, held_delta=hold.amount)
-    if after is None:
-        return None
-    hold.save(force_insert=True)
-    LedgerEntry.objects.create(
-        account_id=hold.account_id, kind=EntryKind.HOLD, amount=0, available_delta=-hold.amount,
-        held_delta=hold.amount, available_after=after[0], held_after=after[1], hold=hold, reference=hold.reference,
-        rate=hold.rate)
-    return after
+def hold_replayed_get(*, account: Account, idempotency_key: str, fingerprint: str) -> Hold | None:
+    """The hold placed earlier under this key, if any; IdempotencyConflict if it was for another
+    request."""
+    return _hold_replayed(account=account, idempotency_key=idempotency_key, fingerprint=fingerprint)
 
 
 def _hold_replayed(*, account: Account, idempotency_key: str, fingerprint: str) -> Hold | None:
@@ -323,93 +258,79 @@ def _hold_replayed(*, account: Account, idempotency_key: str, fingerprint: str) 
     return hold
 
 
-def _hold_settle(*, hold_id, state: str, captured: int = 0, rate: dict | None = None, reason: str = "",
-                 now: dt.datetime | None = None) -> bool:
-    """Move an active hold to `state`, capturing `captured` and releasing the rest; False if it
-    had already left `active` (then nothing happens)."""
+def hold_settle(*, hold_id, captured: int = 0, rate: dict | None = None, reason: str = "",
+                expired: bool = False, now: dt.datetime | None = None) -> bool:
+    """Move an active hold out of `active`: charge `captured` credits (0..amount) and give back
+    the rest. False if it had already left `active` (then nothing happens).
+
+    Runs in the caller's transaction, which must exist: a job's settlement records what was
+    delivered, settles the hold and sets the job's final state in ONE transaction. Callers with
+    nothing else to write use `hold_capture` / `hold_release`, which open their own.
+    `rate`, when given, is the rate of what was delivered; the capture entry records it.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("hold_settle must run inside the caller's transaction")
+    captured = _check_amount(captured, allow_zero=True)
     now = now or timezone.now()
-    one_statement = _one_statement()
-    settle = _hold_settle_statement if one_statement else _hold_settle_steps
-    with _write_scope(one_statement=one_statement, durable=True):
-        settled = settle(hold_id=hold_id, state=state, captured=captured, rate=rate, reason=reason[:500], now=now,
-                         release_kind=EntryKind.EXPIRE if state == HoldState.EXPIRED else EntryKind.RELEASE)
-    if settled:
-        return True
-    hold = Hold.objects.filter(pk=hold_id).only("amount", "state").first()
-    if hold is None:
-        raise InvalidRequest("No such hold.", details={"hold_id": ["Unknown hold."]})
-    if hold.state == HoldState.ACTIVE:  # active, so the amount was the mismatch
-        raise InvalidRequest(f"Cannot capture {captured} credits of a hold of {hold.amount}.",
-                             details={"amount": [f"Must be from 0 to {hold.amount}."]})
-    return False
-
-
-def _hold_settle_statement(*, hold_id, state: str, captured: int, rate: dict | None, reason: str,
-                           now: dt.datetime, release_kind: str) -> bool:
-    """PostgreSQL: the exactly-once gate, the counters and the entries in one statement."""
-    return _prepared_fetchone(_SETTLE_SQL, {
-        "state": state, "captured": captured, "now": now, "hold_id": hold_id, "active": HoldState.ACTIVE,
-        "reason": reason, "capture_kind": EntryKind.CAPTURE, "release_kind": release_kind,
-        "rate": LedgerEntry._meta.get_field("rate").get_db_prep_save(rate, connection)}) is not None
-
-
-def _hold_settle_steps(*, hold_id, state: str, captured: int, rate: dict | None, reason: str,
-                       now: dt.datetime, release_kind: str) -> bool:
-    """Other databases: the same steps as `_hold_settle_statement`, one statement each."""
-    table = connection.ops.quote_name(Hold._meta.db_table)
+    state = HoldState.CAPTURED if captured else (HoldState.EXPIRED if expired else HoldState.RELEASED)
     # The conditional UPDATE is the exactly-once gate: a racer that comes second matches no row.
-    # RETURNING saves reading the hold again while the transaction is open.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {table} SET state = %s, captured_amount = %s, settled_at = %s "
-            f"WHERE id = %s AND state = %s AND amount >= %s RETURNING account_id, amount, reference, rate",
-            [state, captured, now, hold_id, HoldState.ACTIVE, captured])
-        row = cursor.fetchone()
+    # It locks the hold row first, then the account row below (the lock order in the docstring).
+    now_db = _db(_WHEN, now)
+    row = _execute(_HOLD_SETTLE_SQL, [state, captured, now_db, hold_id, HoldState.ACTIVE, captured])
     if row is None:
+        hold = Hold.objects.filter(pk=hold_id).only("amount", "state").first()
+        if hold is None:
+            raise InvalidRequest("No such hold.", details={"hold_id": ["Unknown hold."]})
+        if hold.state == HoldState.ACTIVE:  # active, so the amount was the mismatch
+            raise InvalidRequest(f"Cannot capture {captured} credits of a hold of {hold.amount}.",
+                                 details={"amount": [f"Must be from 0 to {hold.amount}."]})
         return False
     account_id, amount, reference, hold_rate = row
-    if isinstance(hold_rate, str):  # raw cursors hand JSON back as text
+    if isinstance(hold_rate, str):  # SQLite hands JSON back as text
         hold_rate = json.loads(hold_rate)
     returned = amount - captured
     after = _counters_move(account_id=account_id, available_delta=returned, held_delta=-amount)
     if after is None:  # impossible: available only grows here; the CHECK would have fired first
         raise RuntimeError(f"hold {hold_id}: the account refused a release")
-    common = dict(account_id=account_id, hold_id=hold_id, reference=reference, reason=reason)
+    reason = reason[:500]
+    # The capture entry comes first (the lower id), then the release of the rest.
     entries = []
     if captured:
-        entries.append(LedgerEntry(
-            kind=EntryKind.CAPTURE, amount=-captured, available_delta=0, held_delta=-captured,
-            available_after=after[0] - returned, held_after=after[1] + returned,
-            rate=rate if rate is not None else hold_rate, **common))
+        entries += [account_id, EntryKind.CAPTURE, -captured, 0, -captured, after[0] - returned, after[1] + returned,
+                    hold_id, reason, reference, _db(_RATE, rate if rate is not None else hold_rate), now_db]
     if returned:
-        entries.append(LedgerEntry(
-            kind=release_kind, amount=0, available_delta=returned, held_delta=-returned, available_after=after[0],
-            held_after=after[1], rate=hold_rate, **common))
-    LedgerEntry.objects.bulk_create(entries)
+        entries += [account_id, EntryKind.EXPIRE if expired else EntryKind.RELEASE, 0, returned, -returned, after[0],
+                    after[1], hold_id, reason, reference, _db(_RATE, hold_rate), now_db]
+    _execute(_ENTRY_INSERT_2_SQL if captured and returned else _ENTRY_INSERT_SQL, entries)
     return True
 
 
 def hold_capture(*, hold_id, amount: int, rate: dict | None = None) -> bool:
-    """Charge `amount` (0..hold.amount) of an active hold and release the rest.
-
-    True if this call settled the hold; False if it was already captured, released or expired.
-    `rate`, when given, is the rate of what was delivered; the capture entry records it.
-    """
+    """Charge `amount` (0..hold.amount) of an active hold and release the rest, in a transaction
+    of its own. True if this call settled the hold; False if it was already settled."""
     amount = _check_amount(amount, allow_zero=True)
-    if amount == 0:
-        return _hold_settle(hold_id=hold_id, state=HoldState.RELEASED, reason="nothing was charged")
-    return _hold_settle(hold_id=hold_id, state=HoldState.CAPTURED, captured=amount, rate=rate)
+    with transaction.atomic(durable=True):
+        return hold_settle(hold_id=hold_id, captured=amount, rate=rate,
+                           reason="" if amount else "nothing was charged")
 
 
 def hold_release(*, hold_id, reason: str = "") -> bool:
     """Give back all of an active hold. Same exactly-once rule as `hold_capture`."""
-    return _hold_settle(hold_id=hold_id, state=HoldState.RELEASED, reason=reason)
+    with transaction.atomic(durable=True):
+        return hold_settle(hold_id=hold_id, reason=reason)
 
 
 def holds_release_stale(*, now: dt.datetime | None = None) -> int:
-    """The reaper: expire every active hold past its `expires_at`; returns how many this call expired."""
+    """Expire every active hold past its `expires_at`; returns how many this call expired.
+
+    Holds placed with `expires=False` (a generation job's) have no expiry: their owner settles
+    them, and its recovery acts on the job's lease, never on the hold's age.
+    """
     now = now or timezone.now()
     stale = list(Hold.objects.filter(state=HoldState.ACTIVE, expires_at__lt=now)
                  .order_by("expires_at").values_list("pk", flat=True)[:10000])
-    return sum(_hold_settle(hold_id=pk, state=HoldState.EXPIRED, reason="the hold expired", now=now)
-               for pk in stale)
+    expired = 0
+    for pk in stale:
+        with transaction.atomic(durable=True):
+            expired += hold_settle(hold_id=pk, expired=True, reason="the hold expired", now=now)
+    return expired

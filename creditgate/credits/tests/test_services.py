@@ -185,7 +185,7 @@ def test_hold_place_inside_the_callers_transaction(account):
         hold, _ = place(account, 10)
         with pytest.raises(InsufficientCredits):
             place(account, 1000, key="too-much")
-        # The refused hold rolled back to its savepoint; the caller's work and first hold stand.
+        # The refused hold wrote nothing; the caller's work and first hold stand.
     assert Hold.objects.filter(account=account).count() == 1
     assert selectors.balance_get(account=account)["held"] == 10
 
