@@ -153,19 +153,45 @@ else:
 
 CELERY_BROKER_URL = REDIS_URL or "memory://"
 CELERY_RESULT_BACKEND = None
+# A job's task is acknowledged only after it ran, and given back if its worker process dies, so a
+# lost task is delivered again. That is a second line: the job's lease and the sweep are what
+# guarantee a job is finished whatever happened to its message (generation.services).
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
-CELERY_BEAT_SCHEDULE = {
-    # Expires stale holds, then finishes the jobs they belonged to.
-    "reap-stale-jobs": {"task": "creditgate.generation.tasks.reap_stale_jobs", "schedule": 60.0},
-}
+# A POST must not hang on an unreachable broker: the job is durable, the sweep hands it over later.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2}
+CELERY_BROKER_CONNECTION_TIMEOUT = 3
+CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3}
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+
+# --- Durable jobs ------------------------------------------------------------------------
 # Jobs go to Celery only when a broker is configured; otherwise they run in this process.
 CREDITGATE_JOBS_BACKEND = env.str("CREDITGATE_JOBS_BACKEND", default="celery" if REDIS_URL else "inprocess")
-# A hold older than this is released by the reaper, and its job finished.
+# A running job's lease: its worker renews it every quarter of this while it waits on providers;
+# once it lapses, the sweep takes the job over.
+CREDITGATE_JOB_LEASE_SECONDS = env.float("CREDITGATE_JOB_LEASE_SECONDS", default=60)
+# How often the sweep runs (Celery beat; in-process mode: a thread, 0 switches it off).
+CREDITGATE_JOB_SWEEP_SECONDS = env.float("CREDITGATE_JOB_SWEEP_SECONDS", default=15)
+# Runs a job may start before it is settled with what it delivered, and the base of the backoff
+# between them (doubling).
+CREDITGATE_JOB_MAX_ATTEMPTS = env.int("CREDITGATE_JOB_MAX_ATTEMPTS", default=3)
+CREDITGATE_JOB_RETRY_DELAY_SECONDS = env.float("CREDITGATE_JOB_RETRY_DELAY_SECONDS", default=5)
+# A queued job that no worker started within this is settled (failed, its credits returned).
+CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS = env.int("CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS", default=3600)
+# A queued job handed to the broker this long ago and still not started is handed over again
+# (Redis may have lost the message); a duplicate is harmless, only one run can claim a job.
+CREDITGATE_JOB_REDISPATCH_SECONDS = env.int("CREDITGATE_JOB_REDISPATCH_SECONDS", default=300)
+# Holds that no job owns (none of the service's own) expire after this; a job's hold never does.
 CREDITGATE_HOLD_TTL_SECONDS = env.int("CREDITGATE_HOLD_TTL_SECONDS", default=15 * 60)
-# In-process mode has no Celery beat: a daemon thread runs the reaper this often (0: never).
-CREDITGATE_INPROCESS_REAP_SECONDS = env.int("CREDITGATE_INPROCESS_REAP_SECONDS", default=60)
+
+CELERY_BEAT_SCHEDULE = {
+    # Recovery of lapsed leases, the outbox, queue timeouts (generation.services.jobs_sweep).
+    "sweep-jobs": {"task": "creditgate.generation.tasks.sweep_jobs",
+                   "schedule": float(CREDITGATE_JOB_SWEEP_SECONDS or 15)},
+    # The full reconciliation audit (manage.py check_ledger), hourly; its findings are logged.
+    "audit-ledger": {"task": "creditgate.generation.tasks.audit_ledger", "schedule": 3600.0},
+}
 
 # --- Auth, API ---------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

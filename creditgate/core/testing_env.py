@@ -9,4 +9,4 @@ import tempfile
 os.environ.setdefault("CREDITGATE_VAR_DIR", tempfile.mkdtemp(prefix="creditgate-test-"))
 os.environ.setdefault("CREDITGATE_ENCRYPTION_KEYS", "Zm9yLXRlc3RzLW9ubHktMzItYnl0ZXMtbG9uZy1rZXk=")
 # Tests run the reaper themselves; a background one waking mid-test would race their assertions.
-os.environ.setdefault("CREDITGATE_INPROCESS_REAP_SECONDS", "0")
+os.environ.setdefault("CREDITGATE_JOB_SWEEP_SECONDS", "0")

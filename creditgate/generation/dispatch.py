@@ -1,7 +1,14 @@
 """Where a job runs: on a Celery worker when a broker is configured, else in this process.
 
+Jobs are handed over by task name (generation.tasks registers them), so this module needs
+neither the tasks nor the services. A hand-off may fail (the broker is down): `enqueue` then
+says so and the job stays in the outbox (`Job.dispatched_at` empty) for the sweep to hand over
+later; the job is durable either way.
+
 The in-process backend is for one machine with no Redis (the demo, a laptop): a small thread
-pool, and a daemon thread that runs the reaper every minute, since there is no Celery beat.
+pool runs the tasks, and a daemon thread runs the sweep (recovery of lapsed leases, the outbox)
+every CREDITGATE_JOB_SWEEP_SECONDS, as Celery beat does with a broker. It starts with the first
+request the process serves, so a restarted process recovers what its predecessor left.
 """
 
 from __future__ import annotations
@@ -11,59 +18,65 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+from celery import current_app
 from django.conf import settings
 from django.db import close_old_connections, connections
 
 logger = logging.getLogger(__name__)
 
+RUN_JOB = "creditgate.generation.tasks.run_job"
+SWEEP_JOBS = "creditgate.generation.tasks.sweep_jobs"
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
-_reaper: threading.Thread | None = None
+_sweeper: threading.Thread | None = None
 
 
-def enqueue(job_id) -> None:
+def enqueue(job_id) -> bool:
+    """Hand a job to its runner; False if that failed (the sweep hands it over later)."""
     if settings.CREDITGATE_JOBS_BACKEND == "celery":
-        from creditgate.generation.tasks import run_job
+        try:
+            current_app.send_task(RUN_JOB, args=[str(job_id)])
+        except Exception:  # noqa: BLE001 - kombu raises many kinds; any of them means "not handed over"
+            logger.warning("job %s could not be handed to the broker; the sweep will retry", job_id, exc_info=True)
+            return False
+        return True
+    _executor().submit(_run_in_thread, RUN_JOB, str(job_id))
+    return True
 
-        run_job.delay(str(job_id))
-        return
-    _executor().submit(_run_in_thread, job_id)
+
+def inprocess_start(**signal_kwargs) -> None:
+    """Start the in-process runner and its sweeper (no-op with Celery). Connected to Django's
+    request_started, so a process starts it with the first request it serves."""
+    if settings.CREDITGATE_JOBS_BACKEND != "celery" and (_pool is None or _sweeper is None):
+        _executor()
 
 
 def _executor() -> ThreadPoolExecutor:
-    global _pool, _reaper
+    global _pool, _sweeper
     with _pool_lock:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="creditgate-job")
-        if settings.CREDITGATE_INPROCESS_REAP_SECONDS and (_reaper is None or not _reaper.is_alive()):
-            _reaper = threading.Thread(target=_reap_forever, name="creditgate-reaper", daemon=True)
-            _reaper.start()
+        if settings.CREDITGATE_JOB_SWEEP_SECONDS and (_sweeper is None or not _sweeper.is_alive()):
+            _sweeper = threading.Thread(target=_sweep_forever, name="creditgate-sweeper", daemon=True)
+            _sweeper.start()
         return _pool
 
 
-def _run_in_thread(job_id) -> None:
-    from creditgate.generation import services
-
+def _run_in_thread(task_name: str, *args) -> None:
     close_old_connections()
     try:
-        services.job_run(job_id=job_id)
+        current_app.tasks[task_name].apply(args=args, throw=True)
     except Exception:  # noqa: BLE001 - a background thread has nobody else to tell
-        logger.exception("in-process job %s crashed", job_id)
+        logger.exception("in-process task %s%s crashed", task_name, args)
     finally:
         connections.close_all()
 
 
-def _reap_forever() -> None:
-    from creditgate.generation import services
-
-    while interval := settings.CREDITGATE_INPROCESS_REAP_SECONDS:
+def _sweep_forever() -> None:
+    while interval := settings.CREDITGATE_JOB_SWEEP_SECONDS:
+        _run_in_thread(SWEEP_JOBS)
         time.sleep(interval)
-        try:
-            services.jobs_reap_stale()
-        except Exception:  # noqa: BLE001 - try again next round
-            logger.exception("the in-process reaper failed")
-        finally:
-            connections.close_all()
 
 
 def wait_idle(timeout: float = 30.0) -> None:

@@ -1,4 +1,12 @@
-"""Generation jobs and the images they produced."""
+"""Generation jobs, the provider calls made for them and the images they produced.
+
+A job is durable: once its row and its hold are committed it is always run to a final state.
+`queued` jobs wait for a worker (the outbox: `dispatched_at` says when the job was last handed
+to the queue, empty when the hand-off is still owed); a `running` job holds a lease
+(`lease_token`, `lease_expires_at`) that its worker renews while it waits on providers; a job
+whose lease lapsed is recovered (generation.services.jobs_sweep). What was delivered is stored as
+it arrives, so a second run resumes instead of asking a provider again.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 
 class JobKind(models.TextChoices):
@@ -68,18 +77,42 @@ class Job(models.Model):
     error_code = models.CharField(max_length=50, blank=True, default="")
     error_message = models.TextField(blank=True, default="")
 
-    created_at = models.DateTimeField(auto_now_add=True)
+    # Durability: the outbox, the lease, the attempts.
+    attempts = models.PositiveSmallIntegerField(default=0, help_text="Runs started (claims by a worker).")
+    run_after = models.DateTimeField(default=timezone.now, help_text="A queued job is not run before this.")
+    dispatched_at = models.DateTimeField(null=True, blank=True,
+                                         help_text="Last hand-off to the queue; empty: the hand-off is owed.")
+    lease_token = models.UUIDField(null=True, blank=True, help_text="The running attempt's claim.")
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+
+    created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at"]
-        indexes = [models.Index(fields=["account", "-created_at"]), models.Index(fields=["status", "created_at"])]
+        indexes = [
+            models.Index(fields=["account", "-created_at"]),
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["status", "lease_expires_at"], name="job_status_lease_idx"),
+            models.Index(fields=["status", "run_after"], name="job_status_run_after_idx"),
+        ]
         constraints = [
             models.UniqueConstraint(fields=["account", "idempotency_key"], name="job_idempotency_key_per_account"),
             models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="job_status_valid"),
             models.CheckConstraint(condition=Q(credits_charged__lte=F("credits_held")),
                                    name="job_charged_at_most_held"),
+            # A running job always has a live claim; no other state has one.
+            models.CheckConstraint(
+                condition=(Q(status=JobStatus.RUNNING, lease_token__isnull=False, lease_expires_at__isnull=False)
+                           | (~Q(status=JobStatus.RUNNING) & Q(lease_token__isnull=True))),
+                name="job_running_iff_leased"),
+            # A final job has its finish time; an unfinished one has not.
+            models.CheckConstraint(
+                condition=(Q(status__in=[JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED],
+                             finished_at__isnull=False)
+                           | (Q(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]) & Q(finished_at__isnull=True))),
+                name="job_final_iff_finished"),
         ]
 
     def __str__(self) -> str:
@@ -90,6 +123,56 @@ class Job(models.Model):
         return self.status in FINAL_STATUSES
 
 
+class CallStatus(models.TextChoices):
+    SENT = "sent", "Sent, no answer yet"
+    SUCCEEDED = "succeeded", "Succeeded"
+    PARTIAL = "partial", "Partly delivered"
+    FAILED = "failed", "Failed"
+    LOST = "lost", "Sent, answer lost"
+
+
+class ProviderCall(models.Model):
+    """One call to a provider made for a job (a text completion, or one batch of images).
+
+    A call to a provider that lets us look a request up afterwards (Runware's task UUID) is
+    recorded as `sent` BEFORE it goes out, so a run that dies waiting can be resumed by fetching
+    the answer instead of paying for the work twice; other calls are recorded when they answer,
+    in the transaction that stores what they delivered.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="calls")
+    attempt = models.PositiveSmallIntegerField(help_text="The job's run that made this call.")
+    kind = models.CharField(max_length=10, choices=[("text", "Text"), ("image", "Images")])
+    provider_id = models.CharField(max_length=32)
+    model_name = models.CharField(max_length=100)
+    units_requested = models.PositiveSmallIntegerField(help_text="Images asked for; 1 for a text.")
+    units_delivered = models.PositiveSmallIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=CallStatus.choices)
+    task_id = models.CharField(max_length=100, blank=True, default="",
+                               help_text="Our id of the provider's task, to look it up after a lost answer.")
+    provider_request_id = models.CharField(max_length=200, blank=True, default="")
+    error_code = models.CharField(max_length=50, blank=True, default="")
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    started_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["started_at"]
+        indexes = [models.Index(fields=["job", "status"], name="call_job_status_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=CallStatus.values), name="call_status_valid"),
+            models.CheckConstraint(condition=Q(units_delivered__lte=F("units_requested")),
+                                   name="call_delivered_at_most_requested"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} call to {self.provider_id}/{self.model_name} ({self.status})"
+
+
 def _image_path(instance: "JobImage", filename: str) -> str:
     return f"jobs/{instance.job_id}/{filename}"
 
@@ -98,6 +181,8 @@ class JobImage(models.Model):
     """An image copied into our own storage (provider URLs expire)."""
 
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="images")
+    call = models.ForeignKey(ProviderCall, on_delete=models.PROTECT, null=True, blank=True, related_name="images")
+    model_name = models.CharField(max_length=100, blank=True, default="", help_text="The model that made it.")
     index = models.PositiveSmallIntegerField()
     file = models.FileField(upload_to=_image_path, max_length=255)
     content_type = models.CharField(max_length=50, default="image/png")

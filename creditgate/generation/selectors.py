@@ -1,8 +1,23 @@
-from django.db.models import QuerySet
+"""Reads of jobs, and the reconciliation audit of jobs against the ledger."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db.models import Count, QuerySet
+from django.utils import timezone
 
 from creditgate.core.errors import NotFound
+from creditgate.credits import pricing
+from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
-from creditgate.generation.models import Job, JobImage
+from creditgate.credits.models import Hold, HoldState
+from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobStatus
+
+logger = logging.getLogger(__name__)
 
 
 def job_list(*, user) -> QuerySet[Job]:
@@ -23,3 +38,96 @@ def job_image_get(*, user, job_id, index: int) -> JobImage:
     if image is None:
         raise NotFound("No such image.")
     return image
+
+
+# --- The reconciliation audit: the ledger against the work delivered ---------------------------
+
+
+def jobs_audit(*, now: dt.datetime | None = None, full: bool = True) -> list[str]:
+    """Every break of the jobs' money invariants; empty == clean.
+
+    Quick checks (the sweep runs them every time; each reads an index):
+    - no final job has an active hold;
+    - no active hold of a job (holds without expiry) lacks an unfinished job;
+    - no running job's lease lapsed longer ago than the sweep should have taken it;
+    - no queued job has been owed its hand-off to the queue that long.
+    Full (`manage.py check_ledger`, the hourly audit): every final job's charge equals what it
+    delivered (stored images, the text's tokens) at the rates it was held at, capped at its hold,
+    and equals what its hold captured.
+    """
+    now = now or timezone.now()
+    problems: list[str] = []
+    unfinished = [JobStatus.QUEUED, JobStatus.RUNNING]
+    for job_id, hold_id in (Job.objects.filter(status__in=FINAL_STATUSES, hold__state=HoldState.ACTIVE)
+                            .values_list("pk", "hold_id")[:100]):
+        problems.append(f"job {job_id} is final but its hold {hold_id} is still active")
+    for hold_id, amount in (Hold.objects.filter(state=HoldState.ACTIVE, expires_at__isnull=True)
+                            .exclude(job__status__in=unfinished).values_list("pk", "amount")[:100]):
+        problems.append(f"hold {hold_id} ({amount} credits) is active but has no unfinished job")
+    overdue = now - dt.timedelta(seconds=2 * max(settings.CREDITGATE_JOB_SWEEP_SECONDS, 15))
+    for job_id, lapsed in (Job.objects.filter(status=JobStatus.RUNNING, lease_expires_at__lt=overdue)
+                           .values_list("pk", "lease_expires_at")[:100]):
+        problems.append(f"job {job_id} is running but its lease lapsed at {lapsed:%Y-%m-%d %H:%M:%S} "
+                        f"and no sweep took it over")
+    for job_id, due in (Job.objects.filter(status=JobStatus.QUEUED, dispatched_at__isnull=True, run_after__lt=overdue)
+                        .values_list("pk", "run_after")[:100]):
+        problems.append(f"job {job_id} has been owed its hand-off to the queue since {due:%Y-%m-%d %H:%M:%S}")
+    if full:
+        problems.extend(_charges_audit())
+    return problems
+
+
+def job_charge(job: Job, *, images: int, text_tokens: int | None) -> pricing.Price | None:
+    """What a job that delivered `images` images and, if any, a text of `text_tokens` tokens owes,
+    at the rates it was held at (the catalog may have changed since), capped at its hold; None if
+    it delivered nothing. Settlement charges this; the audit checks every final job against it."""
+    parts = []
+    if images:
+        parts.append(pricing.price_images(model=_Rates(job.image_model_name, credits_per_image=job.credits_per_image),
+                                          count=images))
+    if text_tokens is not None:
+        parts.append(pricing.price_text_tokens(
+            model=_Rates(job.text_model_name, tokens_per_credit=job.tokens_per_credit), total_tokens=text_tokens))
+    if not parts:
+        return None
+    price = pricing.price_total(*parts)
+    return pricing.Price(credits=min(price.credits, job.credits_held), rate=price.rate)
+
+
+@dataclass(frozen=True)
+class _Rates:
+    """A job's rates in the shape `credits.pricing` prices by."""
+
+    model_name: str
+    credits_per_image: int | None = None
+    tokens_per_credit: int | None = None
+
+
+def _charges_audit() -> list[str]:
+    problems = []
+    jobs = (Job.objects.filter(status__in=FINAL_STATUSES).annotate(delivered=Count("images"))
+            .select_related("hold").only("pk", "image_model_name", "credits_per_image", "text_model_name",
+                                         "tokens_per_credit", "total_tokens", "credits_held", "credits_charged",
+                                         "hold__captured_amount", "hold__state"))
+    for job in jobs.iterator(chunk_size=2000):
+        price = job_charge(job, images=job.delivered, text_tokens=job.total_tokens)
+        expected = price.credits if price else 0
+        if job.credits_charged != expected:
+            tokens = f" and {job.total_tokens} tokens" if job.total_tokens is not None else ""
+            problems.append(f"job {job.pk}: charged {job.credits_charged} credits but delivered {job.delivered} "
+                            f"image(s){tokens}, worth {expected}")
+        if job.hold is not None and job.hold.captured_amount != job.credits_charged:
+            problems.append(f"job {job.pk}: charged {job.credits_charged} credits but its hold captured "
+                            f"{job.hold.captured_amount}")
+    return problems
+
+
+def reconciliation_audit(*, log: bool = False) -> list[str]:
+    """The whole audit behind `manage.py check_ledger`: the ledger against itself (credits), then
+    the jobs against the ledger."""
+    problems = credits_selectors.ledger_check() + jobs_audit(full=True)
+    if log:
+        for problem in problems[:50]:
+            logger.error("audit: %s", problem)
+        logger.info("audit: %d problem(s)", len(problems))
+    return problems

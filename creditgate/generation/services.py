@@ -1,11 +1,14 @@
 """The charge path, top to bottom: price → hold → call → capture what was delivered → release the rest.
 
 Creating a job prices the request with `credits.pricing` and places a hold for the most it can
-cost, in the same short transaction that creates the job row; nothing is held across a provider
-call. Running a job calls the provider outside any transaction, stores what arrived in our own
-media storage, then captures the price of what was delivered (never more than the hold); the
-rest is released. A failure at any point releases the hold; a job whose worker died keeps its
-hold only until the reaper expires it.
+cost, in the same short transaction that creates the job row (a job committed with its hold is
+always run: if handing it to the queue fails, the sweep hands it over later). Nothing is held
+across a provider call. Running a job claims it with a lease, calls the providers outside any
+transaction and stores each answer in our own media storage as it arrives; settling records the
+last outputs, captures the price of exactly what was delivered (never more than the hold),
+releases the rest and sets the final status in ONE transaction, so a job is never final with an
+active hold and never has outputs without their capture. A worker that dies leaves a lease that
+lapses; the sweep then queues the job again (it resumes) or settles what it delivered.
 """
 
 from __future__ import annotations
@@ -16,13 +19,14 @@ import io
 import json
 import logging
 import math
+import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from PIL import Image
@@ -33,9 +37,20 @@ from creditgate.core.errors import IdempotencyConflict, InvalidRequest, RateLimi
 from creditgate.credits import pricing
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
-from creditgate.generation import dispatch
-from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind, JobStatus
-from creditgate.providers.base import ImageOutcome, ProviderError, TextResult
+from creditgate.credits.models import Hold
+from creditgate.generation import dispatch, leases
+from creditgate.generation import selectors as generation_selectors
+from creditgate.generation.models import (
+    FINAL_STATUSES,
+    CallStatus,
+    Job,
+    JobImage,
+    JobKind,
+    JobStatus,
+    ProviderCall,
+)
+from creditgate.generation.signals import job_step
+from creditgate.providers.base import ImageOutcome, ProviderError, ProviderRejectedRequest, TextResult
 from creditgate.providers.registry import adapter_for
 
 logger = logging.getLogger(__name__)
@@ -113,8 +128,9 @@ def _job_create(*, user, idempotency_key: str | None, price: pricing.Price, requ
     key = _check_idempotency_key(idempotency_key)
     fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
     _check_rate(account)
+    now = timezone.now()
     job = Job(account=account, user=user, idempotency_key=key, request_fingerprint=fingerprint,
-              credits_held=price.credits, **fields)
+              credits_held=price.credits, created_at=now, run_after=now, dispatched_at=now, **fields)
     try:
         with transaction.atomic():
             # The hold first, keyed by the job's key: a replay is recognised by the hold's unique
@@ -122,11 +138,11 @@ def _job_create(*, user, idempotency_key: str | None, price: pricing.Price, requ
             # write; a new job is then inserted once, already pointing at its hold.
             hold, created = credits_services.hold_place(
                 account=account, amount=price.credits, idempotency_key=f"job:{key}",
-                fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate)
+                fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate, expires=False)
             if created:
                 job.hold = hold
                 job.save(force_insert=True)
-                transaction.on_commit(lambda: dispatch.enqueue(job.id))
+                transaction.on_commit(lambda: _job_hand_over(job.id))
     except IntegrityError:  # the job's own unique key: a job whose hold had another key
         if not Job.objects.filter(account=account, idempotency_key=key).exists():
             raise
@@ -137,6 +153,18 @@ def _job_create(*, user, idempotency_key: str | None, price: pricing.Price, requ
     if existing.request_fingerprint != fingerprint:
         raise IdempotencyConflict()
     return existing, False
+
+
+def _job_hand_over(job_id) -> None:
+    """After the job's commit: hand it to its runner. If that fails (the broker is down), the job
+    is still durable and accepted: it stays owed to the queue (the outbox) and the sweep hands it
+    over once the broker answers."""
+    if dispatch.enqueue(job_id):
+        return
+    try:
+        Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(dispatched_at=None)
+    except DatabaseError:  # the sweep's re-dispatch of stale hand-offs still finds it
+        logger.warning("job %s: could not mark its hand-off as owed", job_id, exc_info=True)
 
 
 def _check_rate(account) -> None:
@@ -152,127 +180,350 @@ def _check_rate(account) -> None:
         raise RateLimited(retry_after=max(1, math.ceil(wait)))
 
 
-# --- Running a job: call, store, capture ---------------------------------------------------
+# --- Running a job: claim, call, store what arrives, settle ----------------------------------
+#
+# A run claims the job (a lease), asks the providers for what is still missing, stores each
+# call's outputs as soon as it answers, and settles: the last outputs, the capture of exactly
+# what was delivered, the release of the rest and the final status, in ONE transaction. Every
+# write of a run is conditional on its lease token, so a run that lost its lease (recovery took
+# the job over) cannot write anything. Crash anywhere and the next run resumes: delivered outputs
+# are kept, a call to a provider that can look tasks up is fetched instead of sent again, and
+# only what is still missing is asked for.
+
+_TRANSIENT_DB_ERRORS = (OperationalError, InterfaceError)
+_DB_RETRY_DELAYS = (0.2, 0.5, 1.0, 2.0, 4.0)
 
 
-@dataclass
-class _Delivery:
-    images: list[ImageOutcome] = field(default_factory=list)
-    text: TextResult | None = None
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (code, safe message)
+class LeaseLost(Exception):
+    """This run's claim on the job is gone (recovered elsewhere, or finished): it must stop."""
+
+
+def _step(job: Job, step: str) -> None:
+    """A named point on the charge path (observability; the crash-point tests stop a worker here)."""
+    job_step.send(sender=Job, job=job, step=step)
+
+
+def _db_retry(write, *, what: str):
+    """Run `write(retrying)`, retrying on a lost or refused database connection (a restarted
+    server, a failover, a killed backend) on a fresh connection, about 8 s in all.
+
+    Every write of the charge path can be repeated: each is conditional on the job's state and
+    lease, and `retrying` tells it to check whether a first try that raised had committed.
+    """
+    for n, delay in enumerate((*_DB_RETRY_DELAYS, None)):
+        try:
+            return write(n > 0)
+        except _TRANSIENT_DB_ERRORS:
+            if delay is None or connection.in_atomic_block:
+                raise
+            logger.warning("%s: the database connection failed; retrying in %.1fs", what, delay, exc_info=True)
+            connection.close()
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def job_run(*, job_id) -> None:
-    """Run a queued job once. Safe to call twice: only the call that claims the job runs it."""
-    claimed = Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(
-        status=JobStatus.RUNNING, started_at=timezone.now())
-    if not claimed:
+    """Run a queued job that is due. Safe to call any number of times, at once or after a crash:
+    only the call whose claim succeeds runs it, and it resumes what an earlier run began."""
+    job = _db_retry(lambda retrying: _job_claim(job_id), what=f"job {job_id}: claim")
+    if job is None:
         return
-    job = Job.objects.get(pk=job_id)
+    lease = leases.keep(job.pk, job.lease_token)
+    run = _Run(job, lease)
     try:
-        delivery = _call_providers(job)
-        _store_and_charge(job, delivery)
-    except Exception:  # noqa: BLE001 - whatever broke, the user must not pay for it
+        _step(job, "claimed")
+        run.call_providers()
+        _step(job, "settling")
+        _db_retry(run.settle, what=f"job {job_id}: settle")
+        _step(job, "settled")
+    except LeaseLost:
+        logger.warning("job %s: another worker took the job over; this run stopped", job_id)
+    except _TRANSIENT_DB_ERRORS:
+        logger.warning("job %s: the database stayed unreachable; the job is recovered when its lease lapses",
+                       job_id, exc_info=True)
+    except Exception:  # noqa: BLE001 - a bug: charge what was delivered, nothing more, and say so
         logger.exception("job %s failed unexpectedly", job_id)
-        job_fail(job_id=job_id, code="internal_error", message="Something went wrong on our side.")
-
-
-def _call_providers(job: Job) -> _Delivery:
-    """Call the providers with no transaction open. Catalog reads happen here, before any
-    thread starts, so the threads only talk HTTP."""
-    delivery = _Delivery()
-    calls = []
-    if job.text_model_name:
-        calls.append(_prepare(job, ModelType.TEXT, delivery))
-    if job.image_count:
-        calls.append(_prepare(job, ModelType.IMAGE, delivery))
-    calls = [c for c in calls if c]
-    if len(calls) == 1:
-        calls[0]()
-    elif calls:  # an article: text and images are independent, so ask for both at once
-        with ThreadPoolExecutor(max_workers=len(calls)) as pool:
-            for future in [pool.submit(call) for call in calls]:
-                future.result()
-    return delivery
-
-
-def _prepare(job: Job, model_type: str, delivery: _Delivery):
-    """Resolve model and adapter now; return the provider call to make, or None if it cannot be made."""
-    is_text = model_type == ModelType.TEXT
-    try:
-        model = _model_snapshot(job, model_type)
-        adapter = adapter_for(provider_id=job.text_provider_id if is_text else job.image_provider_id)
-    except ProviderError as exc:
-        _record_failure(job, delivery, is_text=is_text, code=exc.code, message=exc.message)
-        return None
-
-    def call_text():
         try:
-            delivery.text = adapter.generate_text(
-                model=model, prompt=job.prompt, max_tokens=job.max_tokens,
-                temperature=float(job.temperature) if job.temperature is not None else None)
-        except ProviderError as exc:
-            delivery.errors.append((exc.code, exc.message))
+            run.pending.clear()
+            run.errors.insert(0, ("internal_error", "Something went wrong on our side."))
+            _db_retry(run.settle, what=f"job {job_id}: settle after an error")
+        except Exception:  # noqa: BLE001 - then recovery settles it when the lease lapses
+            logger.exception("job %s could not be settled; recovery will", job_id)
+    finally:
+        leases.release(lease)
 
-    def call_images():
-        try:
-            delivery.images = adapter.generate_images(
-                model=model, prompt=styled_prompt(job.prompt, job.image_style), count=job.image_count)
-        except ProviderError as exc:
-            _record_failure(job, delivery, is_text=False, code=exc.code, message=exc.message)
+
+def _job_claim(job_id) -> Job | None:
+    """Take a due, queued job: one conditional UPDATE that also returns the row. None if another
+    run has it, it is final, or its retry is not due yet."""
+    now = timezone.now()
+    lease_until = now + dt.timedelta(seconds=settings.CREDITGATE_JOB_LEASE_SECONDS)
+    fields = {f.name: f for f in Job._meta.concrete_fields}
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields.values())
+    sql = (f"UPDATE {connection.ops.quote_name(Job._meta.db_table)} SET status = %s, attempts = attempts + 1, "
+           f"lease_token = %s, lease_expires_at = %s, started_at = COALESCE(started_at, %s) "
+           f"WHERE id = %s AND status = %s AND run_after <= %s RETURNING {columns}")
+    prep = lambda name, value: fields[name].get_db_prep_value(value, connection)  # noqa: E731
+    params = [JobStatus.RUNNING, prep("lease_token", uuid.uuid4()), prep("lease_expires_at", lease_until),
+              prep("started_at", now), prep("id", job_id), JobStatus.QUEUED, prep("run_after", now)]
+    claimed = list(Job.objects.raw(sql, params))
+    return claimed[0] if claimed else None
+
+
+@dataclass
+class _CallResult:
+    call: ProviderCall
+    presaved: bool = False  # the call's row exists already (recorded as sent before it went out)
+    images: list[JobImage] = field(default_factory=list)
+    text: TextResult | None = None
+    error: tuple[str, str] | None = None  # (code, message safe for users)
+
+
+class _Run:
+    """One run of a job: what was there when it started, what it got, what it still owes."""
+
+    def __init__(self, job: Job, lease: leases.Lease):
+        self.job, self.lease = job, lease
+        self.pending: list[_CallResult] = []   # answered, not stored yet
+        self.errors: list[tuple[str, str]] = []
+        self.unanswered: list[ProviderCall] = []
+        self.images_stored = 0
+
+    def _load_progress(self, retrying: bool = False) -> None:
+        """What earlier runs of this job left: stored images, calls sent and never answered."""
+        self.images_stored = JobImage.objects.filter(job=self.job).count()
+        self.unanswered = list(ProviderCall.objects.filter(job=self.job, status=CallStatus.SENT))
+
+    # Calling.
+
+    def call_providers(self) -> None:
+        job = self.job
+        if job.attempts > 1:  # a first run has nothing to resume: spare the queries
+            _db_retry(self._load_progress, what=f"job {job.pk}: load progress")
+        calls = []
+        if job.text_model_name and job.total_tokens is None:
+            calls += self._text_calls()
+        images_wanted = job.image_count - self.images_stored
+        if job.image_model_name and images_wanted > 0:
+            calls += self._image_calls(images_wanted)
+        if len(calls) <= 1:
+            for call in calls:
+                self._answered(call(), more=False)
             return
-        delivery.errors.extend((o.error_code or "provider_error", o.error_message or "An image could not be made.")
-                               for o in delivery.images if not o.ok)
+        # An article, or images in several calls: ask for everything at once, and store each
+        # answer while the others are still on their way.
+        with ThreadPoolExecutor(max_workers=min(len(calls), settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS),
+                                thread_name_prefix=f"job-{job.pk.hex[:8]}") as pool:
+            futures = {pool.submit(call) for call in calls}
+            while futures:
+                done, futures = wait(futures, return_when=FIRST_COMPLETED)
+                for future in done:
+                    self._answered(future.result(), more=bool(futures))
 
-    return call_text if is_text else call_images
+    def _answered(self, result: _CallResult, *, more: bool) -> None:
+        _step(self.job, "answered")
+        if self.lease.lost.is_set():
+            raise LeaseLost()
+        if result.error:
+            self.errors.append(result.error)
+        self.pending.append(result)
+        if more:
+            _db_retry(self.store, what=f"job {self.job.pk}: store outputs")
+            _step(self.job, "stored")
+
+    def _text_calls(self) -> list:
+        job = self.job
+        try:
+            model = _model_for_call(job.text_model_name)
+            adapter = adapter_for(provider_id=job.text_provider_id)
+        except ProviderError as exc:
+            self.errors.append((exc.code, exc.message))
+            return []
+        call = ProviderCall(job_id=job.pk, attempt=job.attempts, kind=ModelType.TEXT, provider_id=job.text_provider_id,
+                            model_name=job.text_model_name, units_requested=1, status=CallStatus.SENT)
+
+        def ask() -> _CallResult:
+            started = time.monotonic()
+            try:
+                text = adapter.generate_text(
+                    model=model, prompt=job.prompt, max_tokens=job.max_tokens,
+                    temperature=float(job.temperature) if job.temperature is not None else None)
+            except ProviderError as exc:
+                _call_done(call, started, status=CallStatus.FAILED, error_code=exc.code)
+                return _CallResult(call=call, error=(exc.code, exc.message))
+            _call_done(call, started, status=CallStatus.SUCCEEDED, delivered=1,
+                       provider_request_id=text.provider_request_id or "", prompt_tokens=text.prompt_tokens,
+                       completion_tokens=text.completion_tokens)
+            return _CallResult(call=call, text=text)
+
+        return [ask]
+
+    def _image_calls(self, wanted: int) -> list:
+        job = self.job
+        try:
+            model = _model_for_call(job.image_model_name)
+            adapter = adapter_for(provider_id=job.image_provider_id)
+        except ProviderError as exc:
+            self.errors.append((exc.code, exc.message))
+            return []
+        prompt = styled_prompt(job.prompt, job.image_style)
+        wanted -= self._resume(adapter, model, wanted)
+        if wanted <= 0:
+            return []
+        calls = [ProviderCall(job_id=job.pk, attempt=job.attempts, kind=ModelType.IMAGE,
+                              provider_id=job.image_provider_id, model_name=job.image_model_name, units_requested=n,
+                              status=CallStatus.SENT)
+                 for n in adapter.image_call_sizes(model=model, count=wanted)]
+        presaved = adapter.resumable
+        if presaved:
+            # Recorded before they go out: a run that dies waiting leaves the task ids behind, and
+            # the next run fetches those answers instead of paying for the images twice.
+            for call in calls:
+                call.task_id = str(call.pk)
+            _db_retry(lambda retrying: self._record_sent(calls, retrying), what=f"job {job.pk}: record calls")
+
+        def asker(call: ProviderCall):
+            def ask() -> _CallResult:
+                started = time.monotonic()
+                try:
+                    outcomes = adapter.generate_image_batch(model=model, prompt=prompt, n=call.units_requested,
+                                                            task_id=call.task_id or None)
+                except ProviderError as exc:
+                    _call_done(call, started, status=CallStatus.FAILED, error_code=exc.code)
+                    return _CallResult(call=call, presaved=presaved, error=(exc.code, exc.message))
+                return _images_result(job, call, outcomes, started=started, presaved=presaved)
+            return ask
+
+        return [asker(call) for call in calls]
+
+    def _resume(self, adapter, model: AIModelConfig, wanted: int) -> int:
+        """Fetch the answers of calls an earlier run sent and never heard back from; how many
+        images that delivered. Calls that cannot be found are marked lost: their work is asked
+        for again."""
+        delivered = 0
+        for call in self.unanswered:
+            if call.kind != ModelType.IMAGE:
+                continue
+            started = time.monotonic()
+            outcomes = None
+            if adapter.resumable and call.task_id and call.provider_id == self.job.image_provider_id:
+                outcomes = adapter.resume_images(model=model, task_id=call.task_id,
+                                                 n=min(call.units_requested, wanted - delivered))
+            if outcomes is None:
+                _call_done(call, started, status=CallStatus.LOST, error_code="answer_lost")
+                self.pending.append(_CallResult(call=call, presaved=True))
+                continue
+            result = _images_result(self.job, call, outcomes, started=started, presaved=True)
+            delivered += len(result.images)
+            self.pending.append(result)
+            _step(self.job, "resumed")
+        return delivered
+
+    # Storing.
+
+    def _record_sent(self, calls: list[ProviderCall], retrying: bool) -> None:
+        if retrying and ProviderCall.objects.filter(pk=calls[0].pk).exists():
+            return
+        ProviderCall.objects.bulk_create(calls)
+
+    def store(self, retrying: bool = False) -> None:
+        """Store the answers received so far, while other calls are still out (own transaction)."""
+        with transaction.atomic(durable=True):
+            updates = dict(lease_expires_at=timezone.now() + dt.timedelta(seconds=settings.CREDITGATE_JOB_LEASE_SECONDS),
+                           **self._text_fields())
+            if not Job.objects.filter(pk=self.job.pk, lease_token=self.lease.token,
+                                      status=JobStatus.RUNNING).update(**updates):
+                raise LeaseLost()
+            self._record(retrying)
+        self._stored()
+
+    def settle(self, retrying: bool = False) -> None:
+        """Store the last answers and settle, in one transaction: capture exactly what was
+        delivered at the rates the job was held at, release the rest, set the final status."""
+        job = self.job
+        text = self._delivered_text()
+        images = self.images_stored + sum(len(r.images) for r in self.pending)
+        with transaction.atomic(durable=True):
+            if retrying and Job.objects.filter(pk=job.pk, status__in=FINAL_STATUSES).exists():
+                return  # the first try committed before its connection broke
+            outcome = _settlement(job, images=images, text_tokens=text, errors=self.errors)
+            if not Job.objects.filter(pk=job.pk, lease_token=self.lease.token, status=JobStatus.RUNNING).update(
+                    **outcome.job_fields, **self._text_fields()):
+                raise LeaseLost()
+            self._record(retrying)
+            outcome.settle_hold(job)
+        self._stored()
+
+    def _text_fields(self) -> dict:
+        text = next((r.text for r in self.pending if r.text is not None), None)
+        if text is None:
+            return {}
+        return dict(text=text.content, prompt_tokens=text.prompt_tokens, completion_tokens=text.completion_tokens,
+                    total_tokens=text.total_tokens)
+
+    def _delivered_text(self) -> int | None:
+        fields = self._text_fields()
+        return fields["total_tokens"] if fields else self.job.total_tokens
+
+    def _record(self, retrying: bool) -> None:
+        """The pending calls and their images, in the caller's transaction."""
+        results = self.pending
+        if retrying:  # a first try may have committed: keep only what is not recorded yet
+            recorded = set(ProviderCall.objects.filter(pk__in=[r.call.pk for r in results])
+                           .exclude(status=CallStatus.SENT).values_list("pk", flat=True))
+            results = [r for r in results if r.call.pk not in recorded]
+        sent = [r.call for r in results if r.presaved]
+        new = [r.call for r in results if not r.presaved]
+        for call in sent:
+            ProviderCall.objects.filter(pk=call.pk, status=CallStatus.SENT).update(
+                **{f: getattr(call, f) for f in _CALL_OUTCOME_FIELDS})
+        ProviderCall.objects.bulk_create(new)
+        images = [image for r in results for image in r.images]
+        for index, image in enumerate(images, start=self.images_stored):
+            image.index = index
+        JobImage.objects.bulk_create(images)
+        if self.job.text_model_name and self._text_fields():
+            self.job.total_tokens = self._text_fields()["total_tokens"]
+
+    def _stored(self) -> None:
+        self.images_stored += sum(len(r.images) for r in self.pending)
+        if (fields := self._text_fields()):
+            self.job.total_tokens = fields["total_tokens"]
+        self.pending = []
 
 
-def _record_failure(job: Job, delivery: _Delivery, *, is_text: bool, code: str, message: str) -> None:
-    delivery.errors.append((code, message))
-    if not is_text:
-        delivery.images = [ImageOutcome(ok=False, error_code=code, error_message=message)] * job.image_count
+_CALL_OUTCOME_FIELDS = ("status", "units_delivered", "provider_request_id", "error_code", "latency_ms",
+                        "prompt_tokens", "completion_tokens", "cost_usd", "finished_at")
 
 
-def styled_prompt(prompt: str, style: str) -> str:
-    """Neither provider has a style parameter, so the global style goes into the prompt."""
-    return f"{prompt.rstrip(' .')}, in a {style} style" if style else prompt
+def _call_done(call: ProviderCall, started: float, *, status: str, delivered: int = 0, error_code: str = "",
+               provider_request_id: str = "", prompt_tokens: int | None = None,
+               completion_tokens: int | None = None, cost_usd=None) -> None:
+    call.status, call.units_delivered, call.error_code = status, delivered, error_code
+    call.provider_request_id = provider_request_id[:200]
+    call.prompt_tokens, call.completion_tokens, call.cost_usd = prompt_tokens, completion_tokens, cost_usd
+    call.latency_ms = int((time.monotonic() - started) * 1000)
+    call.finished_at = timezone.now()
 
 
-def _store_and_charge(job: Job, delivery: _Delivery) -> None:
-    delivered = [o for o in delivery.images if o.ok and o.data]
-    stored = [_store_image(job, index, outcome) for index, outcome in enumerate(delivered)]
-
-    parts = []
-    if delivered:
-        parts.append(pricing.price_images(model=_model_snapshot(job, ModelType.IMAGE), count=len(delivered)))
-    if delivery.text is not None:
-        parts.append(pricing.price_text_tokens(model=_model_snapshot(job, ModelType.TEXT),
-                                               total_tokens=delivery.text.total_tokens))
-    price = pricing.price_total(*parts) if parts else None
-    charge = min(price.credits, job.credits_held) if price else 0
-
-    with transaction.atomic():
-        JobImage.objects.bulk_create(stored)
-        if delivery.errors:
-            job.error_code, job.error_message = delivery.errors[0]
-            job.save(update_fields=["error_code", "error_message"])
-        if delivery.text is not None:
-            job.text = delivery.text.content
-            job.prompt_tokens = delivery.text.prompt_tokens
-            job.completion_tokens = delivery.text.completion_tokens
-            job.total_tokens = delivery.text.total_tokens
-            job.save(update_fields=["text", "prompt_tokens", "completion_tokens", "total_tokens"])
-
-    if charge:
-        settled = credits_services.hold_capture(hold_id=job.hold_id, amount=charge, rate=price.rate)
-    else:
-        settled = credits_services.hold_release(hold_id=job.hold_id, reason="nothing was delivered")
-    if not settled:
-        logger.warning("job %s: its hold was already settled (expired?); nothing was charged", job.id)
-    _finalize(job)
+def _images_result(job: Job, call: ProviderCall, outcomes: list[ImageOutcome], *, started: float,
+                   presaved: bool) -> _CallResult:
+    """A call's images written to our storage (files first: a crash before the rows are stored
+    leaves an unreferenced file, never a row without its file), ready to be recorded."""
+    delivered = [o for o in outcomes if o.ok and o.data]
+    images = [_image_file_saved(job, call, n, outcome) for n, outcome in enumerate(delivered)]
+    failed = [o for o in outcomes if not (o.ok and o.data)]
+    error = ((failed[0].error_code or "provider_error", failed[0].error_message or "An image could not be made.")
+             if failed else None)
+    costs = [o.cost_usd for o in delivered if o.cost_usd is not None]
+    _call_done(call, started, delivered=len(images), error_code=error[0] if error else "",
+               status=(CallStatus.SUCCEEDED if not failed else CallStatus.PARTIAL if images else CallStatus.FAILED),
+               provider_request_id=next((o.provider_task_id for o in outcomes if o.provider_task_id), "") or "",
+               cost_usd=sum(costs) if costs else None)
+    return _CallResult(call=call, presaved=presaved, images=images, error=error)
 
 
-def _store_image(job: Job, index: int, outcome: ImageOutcome) -> JobImage:
+def _image_file_saved(job: Job, call: ProviderCall, n: int, outcome: ImageOutcome) -> JobImage:
     content_type = outcome.content_type or "image/png"
     width = height = None
     try:
@@ -280,42 +531,63 @@ def _store_image(job: Job, index: int, outcome: ImageOutcome) -> JobImage:
             width, height = img.size
             content_type = Image.MIME.get(img.format, content_type)
     except Exception:  # noqa: BLE001 - keep the bytes even if Pillow cannot read the header
-        logger.warning("job %s: image %s is not readable by Pillow", job.id, index)
-    image = JobImage(job=job, index=index, content_type=content_type, width=width, height=height,
-                     provider_image_id=outcome.provider_image_id or "", seed=outcome.seed,
-                     cost_usd=outcome.cost_usd)
-    name = f"{index}-{uuid.uuid4().hex[:8]}.{_EXTENSIONS.get(content_type, 'bin')}"
+        logger.warning("job %s: an image of call %s is not readable by Pillow", job.pk, call.pk)
+    image = JobImage(job=job, call=call, model_name=call.model_name, index=0, content_type=content_type,
+                     width=width, height=height, provider_image_id=outcome.provider_image_id or "",
+                     seed=outcome.seed, cost_usd=outcome.cost_usd)
+    name = f"{call.pk.hex[:12]}-{n}.{_EXTENSIONS.get(content_type, 'bin')}"
     image.file.save(name, ContentFile(outcome.data), save=False)
     return image
 
 
-def _finalize(job: Job) -> None:
-    """Set the job's final state from what is stored and what its hold captured.
+def styled_prompt(prompt: str, style: str) -> str:
+    """Neither provider has a style parameter, so the global style goes into the prompt."""
+    return f"{prompt.rstrip(' .')}, in a {style} style" if style else prompt
 
-    Derived, not remembered, so the reaper can finish a job whose worker died at any point.
-    """
-    job.refresh_from_db()
-    hold = job.hold
-    charged = hold.captured_amount if hold and hold.state == "captured" else 0
-    delivered_images = job.images.count()
-    delivered_text = bool(job.total_tokens is not None)
+
+# --- Settling: the one place a job's money is decided -----------------------------------------
+
+
+@dataclass(frozen=True)
+class _Settlement:
+    job_fields: dict
+    charge: int
+    rate: dict | None
+
+    def settle_hold(self, job: Job) -> None:
+        """In the settlement's transaction: capture the charge, release the rest."""
+        if not job.hold_id:
+            return
+        reason = "" if self.charge else "nothing was delivered"
+        if not credits_services.hold_settle(hold_id=job.hold_id, captured=self.charge, rate=self.rate, reason=reason):
+            # Holds of jobs have no expiry and only settle here, under the job's row lock: this
+            # cannot happen unless someone settled it by hand. Keep the books as they are.
+            logger.error("job %s: its hold %s was already settled; the job records what it captured",
+                         job.pk, job.hold_id)
+            captured = Hold.objects.filter(pk=job.hold_id).values_list("captured_amount", flat=True).first() or 0
+            Job.objects.filter(pk=job.pk).update(credits_charged=captured)
+
+
+def _settlement(job: Job, *, images: int, text_tokens: int | None, errors: list[tuple[str, str]]) -> _Settlement:
+    """The final state of a job that delivered `images` images and, if any, a text of
+    `text_tokens` tokens: status, message, and what it costs (never more than was held)."""
+    price = generation_selectors.job_charge(job, images=images, text_tokens=text_tokens)
+    charge = price.credits if price else 0
+
     wanted_text = bool(job.text_model_name)
-    complete = delivered_images == job.image_count and (delivered_text or not wanted_text)
-    anything = delivered_images > 0 or delivered_text
-
+    complete = images >= job.image_count and (text_tokens is not None or not wanted_text)
     if complete:
         status, code, message = JobStatus.SUCCEEDED, "", ""
-    elif anything:
+    elif images or text_tokens is not None:
         status, code = JobStatus.PARTIAL, "partial"
-        message = _partial_message(job, delivered_images, delivered_text, charged)
+        message = _partial_message(job, images, text_tokens is not None, charge)
     else:
         status = JobStatus.FAILED
-        code = job.error_code or "generation_failed"
-        reason = job.error_message or "The provider could not make this."
-        message = f"{reason} No credits were charged." if not charged else reason
-    Job.objects.filter(pk=job.pk).exclude(status__in=FINAL_STATUSES).update(
-        status=status, credits_charged=charged, error_code=code, error_message=message,
-        finished_at=timezone.now())
+        code, reason = errors[0] if errors else ("generation_failed", "The provider could not make this.")
+        message = f"{reason} No credits were charged."
+    fields = dict(status=status, credits_charged=charge, error_code=code, error_message=message,
+                  finished_at=timezone.now(), lease_token=None, lease_expires_at=None)
+    return _Settlement(job_fields=fields, charge=charge, rate=price.rate if price else None)
 
 
 def _partial_message(job: Job, images: int, text: bool, charged: int) -> str:
@@ -327,37 +599,122 @@ def _partial_message(job: Job, images: int, text: bool, charged: int) -> str:
     return "; ".join(parts) + f"; charged {charged} credits."
 
 
-def job_fail(*, job_id, code: str, message: str) -> None:
-    """The end of a job that could not run: release its hold, keep the reason for the user."""
-    job = Job.objects.get(pk=job_id)
-    if job.is_final:
-        return
-    if job.hold_id:
-        credits_services.hold_release(hold_id=job.hold_id, reason=message)
-    Job.objects.filter(pk=job_id).exclude(status__in=FINAL_STATUSES).update(error_code=code, error_message=message)
-    _finalize(job)
+# --- Recovery: the sweep ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class Reaped:
-    holds_expired: int
-    jobs_finished: int
+class Swept:
+    requeued: int = 0         # lapsed leases whose job goes round again
+    settled: int = 0          # lapsed leases whose job was settled with what it had delivered
+    expired: int = 0          # queued jobs no worker took in time
+    dispatched: int = 0       # outbox hand-offs made
+    holds_expired: int = 0    # expiring holds (not a job's) past their time
+    audit_problems: int = 0   # what the quick audit of jobs against holds found
+
+    def as_dict(self) -> dict:
+        return asdict(self)
 
 
-def jobs_reap_stale(*, now=None) -> Reaped:
-    """The reaper: expire stale holds, then finish every unfinished job whose hold is settled."""
+def jobs_sweep(*, now: dt.datetime | None = None) -> Swept:
+    """Recovery, run every CREDITGATE_JOB_SWEEP_SECONDS (Celery beat, or the in-process thread):
+
+    - a running job whose lease lapsed (its worker died or lost the database) is taken over: with
+      attempts left and work missing it is queued again after a backoff; otherwise it is settled
+      with what it delivered (charged for that, the rest released);
+    - a queued job no worker started within CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS is settled (failed,
+      its hold released);
+    - the outbox: due queued jobs whose hand-off to the queue is owed (it failed, or was made long
+      ago and may have been lost with the broker) are handed over;
+    - expiring holds past their time are expired; the quick audit's findings are counted.
+    A hold that belongs to a job is never expired by age: it leaves `active` only with its job.
+    """
+    now = now or timezone.now()
+    counts = dict(requeued=0, settled=0, expired=0, dispatched=0)
+    for job in Job.objects.filter(status=JobStatus.RUNNING, lease_expires_at__lt=now).order_by("lease_expires_at")[:500]:
+        outcome = _isolated(lambda retrying, job=job: _job_recover(job, now=now), what=f"job {job.pk}: recover")
+        if outcome:
+            counts[outcome] += 1
+    timeout = now - dt.timedelta(seconds=settings.CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS)
+    for job in Job.objects.filter(status=JobStatus.QUEUED, created_at__lt=timeout).order_by("created_at")[:500]:
+        if _isolated(lambda retrying, job=job: _job_expire(job, now=now, timeout=timeout), what=f"job {job.pk}: expire"):
+            counts["expired"] += 1
+    counts["dispatched"] = _outbox_dispatch(now=now)
     holds_expired = credits_services.holds_release_stale(now=now)
-    stale = Job.objects.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING]).filter(
-        Q(hold__isnull=True) | ~Q(hold__state="active"))
-    count = 0
-    for job in stale:
-        if not job.error_message:
-            Job.objects.filter(pk=job.pk).update(
-                error_code="job_expired",
-                error_message="The job did not finish in time.")
-        _finalize(job)
-        count += 1
-    return Reaped(holds_expired=holds_expired, jobs_finished=count)
+    problems = generation_selectors.jobs_audit(now=now, full=False)
+    for problem in problems[:20]:
+        logger.error("audit: %s", problem)
+    swept = Swept(**counts, holds_expired=holds_expired, audit_problems=len(problems))
+    if swept != Swept():
+        logger.info("sweep: %s", swept.as_dict())
+    return swept
+
+
+def _isolated(write, *, what: str):
+    """One job's recovery step: a bug in one job must not stop the sweep for the others."""
+    try:
+        return _db_retry(write, what=what)
+    except Exception:  # noqa: BLE001 - logged; the job stays as it is and the audit reports it
+        logger.exception("%s failed", what)
+        return None
+
+
+def _job_recover(job: Job, *, now: dt.datetime) -> str | None:
+    """Take over a job whose lease lapsed: queue it again, or settle it. None if its worker
+    renewed the lease meanwhile (then it is alive after all)."""
+    lapsed = Q(pk=job.pk, status=JobStatus.RUNNING, lease_token=job.lease_token, lease_expires_at__lt=now)
+    with transaction.atomic(durable=True):
+        images = JobImage.objects.filter(job=job).count()
+        text_tokens = job.total_tokens
+        complete = images >= job.image_count and (text_tokens is not None or not job.text_model_name)
+        if not complete and job.attempts < settings.CREDITGATE_JOB_MAX_ATTEMPTS:
+            backoff = settings.CREDITGATE_JOB_RETRY_DELAY_SECONDS * 2 ** max(job.attempts - 1, 0)
+            taken = Job.objects.filter(lapsed).update(
+                status=JobStatus.QUEUED, lease_token=None, lease_expires_at=None, dispatched_at=None,
+                run_after=now + dt.timedelta(seconds=backoff))
+            if taken:
+                logger.warning("job %s: its worker was lost during attempt %d; queued again in %ss",
+                               job.pk, job.attempts, backoff)
+            return "requeued" if taken else None
+        errors = [] if complete else [("job_interrupted", f"The job was interrupted {job.attempts} times and could "
+                                                          f"not be finished.")]
+        outcome = _settlement(job, images=images, text_tokens=text_tokens, errors=errors)
+        if not Job.objects.filter(lapsed).update(**outcome.job_fields):
+            return None
+        outcome.settle_hold(job)
+    logger.warning("job %s: settled by recovery after attempt %d (%s)", job.pk, job.attempts,
+                   outcome.job_fields["status"])
+    return "settled"
+
+
+def _job_expire(job: Job, *, now: dt.datetime, timeout: dt.datetime) -> bool:
+    """Settle a job that waited in the queue past the timeout. What an earlier attempt delivered
+    is still charged; the rest of the hold goes back."""
+    with transaction.atomic(durable=True):
+        images = JobImage.objects.filter(job=job).count()
+        outcome = _settlement(job, images=images, text_tokens=job.total_tokens, errors=[
+            ("job_expired", "No worker could start the job in time.")])
+        if not Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED, created_at__lt=timeout).update(
+                **outcome.job_fields):
+            return False
+        outcome.settle_hold(job)
+    logger.warning("job %s: waited in the queue past %ss; settled", job.pk, settings.CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS)
+    return True
+
+
+def _outbox_dispatch(*, now: dt.datetime) -> int:
+    """Hand over the due queued jobs whose hand-off is owed; stops at the first failure (the
+    broker is down: the next sweep tries again)."""
+    stale = now - dt.timedelta(seconds=settings.CREDITGATE_JOB_REDISPATCH_SECONDS)
+    owed = (Job.objects.filter(status=JobStatus.QUEUED, run_after__lte=now)
+            .filter(Q(dispatched_at__isnull=True) | Q(dispatched_at__lt=stale))
+            .order_by("run_after").values_list("pk", flat=True)[:1000])
+    dispatched = 0
+    for pk in owed:
+        if not dispatch.enqueue(pk):
+            break
+        Job.objects.filter(pk=pk, status=JobStatus.QUEUED).update(dispatched_at=now)
+        dispatched += 1
+    return dispatched
 
 
 # --- Input rules -------------------------------------------------------------------------
@@ -395,16 +752,10 @@ def _text_snapshot(model: AIModelConfig, *, temperature) -> dict:
                 temperature=temperature if model.accepts("temperature") else None)
 
 
-def _model_snapshot(job: Job, model_type: str) -> AIModelConfig:
-    """The catalog row that served the job, carrying the rates that were held.
-
-    The row supplies what a provider call needs (sizes, parameters); the prices come from the
-    job so a price changed after the hold never changes what this job costs.
-    """
-    name = job.text_model_name if model_type == ModelType.TEXT else job.image_model_name
-    model = AIModelConfig.objects.select_related("provider").get(model_name=name)
-    if model_type == ModelType.TEXT:
-        model.tokens_per_credit = job.tokens_per_credit
-    else:
-        model.credits_per_image = job.credits_per_image
+def _model_for_call(name: str) -> AIModelConfig:
+    """The catalog row a job's model is called with (sizes, parameters). Its prices are not used:
+    a job pays the rates it was held at."""
+    model = AIModelConfig.objects.select_related("provider").filter(model_name=name).first()
+    if model is None:
+        raise ProviderRejectedRequest("This model is no longer in the catalog.")
     return model

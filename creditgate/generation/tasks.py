@@ -1,22 +1,30 @@
-"""Celery tasks: load by id, call a service. A task that dies releases its hold."""
+"""Celery tasks: load by id, call a service. The in-process runner runs the same tasks.
 
-from celery import Task, shared_task
+A task that dies with its worker is delivered again (acks_late + reject_on_worker_lost); a second
+run of a job resumes it rather than repeating work, and the sweep recovers a job whose worker
+vanished without its message coming back (its lease lapses). So a task never releases a hold on
+failure: the job's own settlement and recovery own its money.
+"""
 
-from creditgate.generation import services
+from celery import shared_task
+from django.db import InterfaceError, OperationalError
+
+from creditgate.generation import dispatch, selectors, services
 
 
-class _ReleaseOnFailure(Task):
-    def on_failure(self, exc, task_id, args, kwargs, einfo):
-        job_id = kwargs.get("job_id") or (args[0] if args else None)
-        if job_id:
-            services.job_fail(job_id=job_id, code="internal_error", message="Something went wrong on our side.")
-
-
-@shared_task(name="creditgate.generation.tasks.run_job", base=_ReleaseOnFailure, acks_late=True)
+@shared_task(name=dispatch.RUN_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+             autoretry_for=(OperationalError, InterfaceError), retry_backoff=True, max_retries=5)
 def run_job(job_id: str) -> None:
     services.job_run(job_id=job_id)
 
 
-@shared_task(name="creditgate.generation.tasks.reap_stale_jobs")
-def reap_stale_jobs() -> int:
-    return services.jobs_reap_stale().jobs_finished
+@shared_task(name=dispatch.SWEEP_JOBS, ignore_result=True)
+def sweep_jobs() -> dict:
+    return services.jobs_sweep().as_dict()
+
+
+@shared_task(name="creditgate.generation.tasks.audit_ledger", ignore_result=True)
+def audit_ledger() -> int:
+    """The full reconciliation audit (what `manage.py check_ledger` prints); returns and logs the
+    number of problems."""
+    return len(selectors.reconciliation_audit(log=True))

@@ -256,6 +256,15 @@ def fetch_image(url: str, *, policy: CallPolicy, what: str) -> tuple[bytes, str]
     return call_with_retries(attempt, policy=policy, what=what)
 
 
+def padded_outcomes(outcomes: list[ImageOutcome], n: int) -> list[ImageOutcome]:
+    """A provider that returns fewer images than asked must not shrink the result."""
+    missing = n - len(outcomes)
+    if missing > 0:
+        gap = ProviderBadResponse("The AI provider returned fewer images than requested.")
+        outcomes = [*outcomes, *[ImageOutcome.failed(gap) for _ in range(missing)]]
+    return outcomes[:n]
+
+
 # --- The adapter --------------------------------------------------------------------------------
 
 class ProviderAdapter(ABC):
@@ -276,30 +285,50 @@ class ProviderAdapter(ABC):
 
     # The interface.
 
-    def generate_images(self, *, model: AIModelConfig, prompt: str, count: int, size: str | None = None,
-                        options: dict | None = None) -> list[ImageOutcome]:
-        """`count` outcomes, in order. Partial failure is expressed as failed outcomes; a
-        ProviderError is raised only when nothing could be delivered at all (then every call
-        failed, and the first failure is what the caller is told)."""
-        if count < 1:
+    # Whether a call sent under our own task id can be looked up after its answer was lost
+    # (`resume_images`). Then the job runner records the call before it goes out.
+    resumable = False
+
+    def image_call_sizes(self, *, model: AIModelConfig, count: int) -> list[int]:
+        """How `count` images split into provider calls (the model's images per call)."""
+        per_call = max(1, model.max_images_per_call)
+        return [min(per_call, count - start) for start in range(0, count, per_call)]
+
+    def generate_image_batch(self, *, model: AIModelConfig, prompt: str, n: int, task_id: str | None = None,
+                             size: str | None = None, options: dict | None = None) -> list[ImageOutcome]:
+        """ONE provider call for `n` <= model.max_images_per_call images, retries included: `n`
+        outcomes in order (an image the provider did not return is a failed outcome). Raises
+        ProviderError when the call as a whole failed. `task_id`: our id for the call, which a
+        resumable provider uses so that `resume_images` can find the call's answer later."""
+        if n < 1:
             raise ProviderRejectedRequest("At least one image must be requested.")
         width, height = self.resolve_size(model=model, size=size)
         params = self.image_params(model=model, options=options)
-        per_call = max(1, model.max_images_per_call)
-        chunks = [min(per_call, count - start) for start in range(0, count, per_call)]
+        outcomes = self._generate_image_call(model=model, prompt=prompt, n=n, width=width, height=height,
+                                             params=params, task_id=task_id)
+        return padded_outcomes(outcomes, n)
+
+    def resume_images(self, *, model: AIModelConfig, task_id: str, n: int) -> list[ImageOutcome] | None:
+        """The images of a call sent earlier under `task_id` whose answer was lost: `n` outcomes,
+        or None when the provider has no usable answer for it (never sent, failed, or no way to
+        look it up), so the work has to be asked for again."""
+        return None
+
+    def generate_images(self, *, model: AIModelConfig, prompt: str, count: int, size: str | None = None,
+                        options: dict | None = None) -> list[ImageOutcome]:
+        """`count` outcomes, in order, from as many concurrent calls as the model needs. Partial
+        failure is expressed as failed outcomes; a ProviderError is raised only when nothing could
+        be delivered at all (then every call failed, and the first failure is what the caller is
+        told)."""
+        if count < 1:
+            raise ProviderRejectedRequest("At least one image must be requested.")
+        chunks = self.image_call_sizes(model=model, count=count)
 
         def run(n: int) -> list[ImageOutcome] | ProviderError:
             try:
-                outcomes = self._generate_image_call(model=model, prompt=prompt, n=n, width=width, height=height,
-                                                     params=params)
+                return self.generate_image_batch(model=model, prompt=prompt, n=n, size=size, options=options)
             except ProviderError as exc:
                 return exc
-            # A provider that returns fewer images than asked must not shrink the result.
-            missing = n - len(outcomes)
-            if missing > 0:
-                gap = ProviderBadResponse("The AI provider returned fewer images than requested.")
-                outcomes = [*outcomes, *[ImageOutcome.failed(gap) for _ in range(missing)]]
-            return outcomes[:n]
 
         if len(chunks) == 1:
             results = [run(chunks[0])]
@@ -327,7 +356,7 @@ class ProviderAdapter(ABC):
 
     @abstractmethod
     def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
-                             params: dict) -> list[ImageOutcome]:
+                             params: dict, task_id: str | None = None) -> list[ImageOutcome]:
         """One provider call for `n` <= model.max_images_per_call images, retries included.
         Raises ProviderError when the call as a whole failed."""
 

@@ -119,7 +119,8 @@ class OpenAIAdapter(ProviderAdapter):
     # Images.
 
     def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
-                             params: dict) -> list[ImageOutcome]:
+                             params: dict, task_id: str | None = None) -> list[ImageOutcome]:
+        # OpenAI has no way to look a request up afterwards: `task_id` is not sent (not resumable).
         client = self._client(self.policy.image_timeout)
         # No response_format: GPT image models reject it and always answer in base64; older
         # models answer with URLs. Both are handled below.

@@ -41,6 +41,7 @@ from creditgate.providers.base import (
     TextResult,
     call_with_retries,
     fetch_image,
+    padded_outcomes,
     parse_retry_after,
     sniff_image_type,
 )
@@ -77,6 +78,7 @@ class RunwareAdapter(ProviderAdapter):
     sandbox_path = "runware/v1"
     option_names = {"negative_prompt": "negativePrompt", "steps": "steps", "cfg_scale": "CFGScale", "seed": "seed"}
     lookup_attempts = 3
+    resumable = True
 
     # Transport.
 
@@ -103,9 +105,11 @@ class RunwareAdapter(ProviderAdapter):
     # Images.
 
     def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
-                             params: dict) -> list[ImageOutcome]:
+                             params: dict, task_id: str | None = None) -> list[ImageOutcome]:
+        tries = iter(_task_uuids(task_id or str(uuid.uuid4()), self.policy.max_retries))
+
         def attempt() -> list[ImageOutcome]:
-            task_uuid = str(uuid.uuid4())  # a new task per attempt: the previous one ended with an answer
+            task_uuid = next(tries)  # a new task per attempt: the previous one ended with an answer
             task = {"includeCost": True, "outputType": "URL", **params,
                     "taskType": "imageInference", "taskUUID": task_uuid, "model": model.model_name,
                     "positivePrompt": prompt, "width": width, "height": height, "numberResults": n}
@@ -116,6 +120,23 @@ class RunwareAdapter(ProviderAdapter):
             return self._outcomes(status, body, headers, task_uuid=task_uuid, n=n)
 
         return call_with_retries(attempt, policy=self.policy, what="runware imageInference")
+
+    def resume_images(self, *, model: AIModelConfig, task_id: str, n: int) -> list[ImageOutcome] | None:
+        """Look up the tasks a call sent under `task_id`, in the order they were sent: a retry is
+        only sent after the previous try was answered with an error, so the first task that is not
+        found ends the search. The images of the task that delivered, or None if none did."""
+        for task_uuid in _task_uuids(task_id, self.policy.max_retries):
+            try:
+                status, body, headers = self._post([{"taskType": "getResponse", "taskUUID": task_uuid}],
+                                                   read_timeout=min(self.policy.image_timeout, 30.0))
+            except ProviderError:
+                return None  # cannot tell now: ask again rather than wait
+            if _task_items(body, task_uuid):
+                return padded_outcomes(self._outcomes(status, body, headers, task_uuid=task_uuid, n=n), n)
+            errors = _task_errors(body, task_uuid)
+            if not errors or all(str(e.get("code")) in NOT_FOUND_CODES for e in errors):
+                return None  # never sent: nor was any retry after it
+        return None
 
     def _look_up(self, task_uuid: str, *, cause: ProviderError) -> tuple[int, Any, Any]:
         for attempt in range(self.lookup_attempts):
@@ -212,6 +233,13 @@ def classify(status: int, errors: list[dict], *, retry_after: float | None) -> P
     if status == 200:
         return ProviderBadResponse()
     return ProviderRejectedRequest()
+
+
+def _task_uuids(task_id: str, retries: int) -> list[str]:
+    """The task UUIDs of one call's tries: our id for the first, then one derived from it per
+    retry, so that a later run can find every task the call may have sent."""
+    first = uuid.UUID(task_id)
+    return [str(first)] + [str(uuid.uuid5(first, f"retry-{n}")) for n in range(1, retries + 1)]
 
 
 def _errors(body: Any) -> list[dict]:

@@ -1,128 +1,333 @@
-"""Jobs whose worker died, and jobs on a real Celery worker."""
+"""Durable jobs in one process: leases, recovery, resumption, the outbox, the queue timeout.
+
+A run is stopped dead at a named step by raising a BaseException from the `job_step` signal:
+nothing after that point runs (no settlement, no cleanup of the job), as when a worker is killed.
+The same points with real killed processes are in test_crash_points.py.
+"""
 
 import datetime as dt
-import os
-import subprocess
-import sys
+import threading
 import time
 
 import pytest
-from django.conf import settings as django_settings
-from django.db import connection
+from django.core.management import call_command
 from django.utils import timezone
 
-from creditgate.generation import dispatch, services
-from creditgate.generation.models import Job
+from creditgate.catalog.models import AIModelConfig
+from creditgate.generation import dispatch, leases, selectors, services
+from creditgate.generation.models import CallStatus, Job, ProviderCall
+from creditgate.generation.signals import job_step
 from creditgate.generation.tests.conftest import balance, make_user
+
+pytestmark = pytest.mark.usefixtures("gen_env")
+
+
+class Crash(BaseException):
+    """A worker dying at a step: not an Exception, so no handler of the service catches it."""
 
 
 @pytest.fixture
-def dead_workers(monkeypatch):
-    """Jobs are accepted but never picked up, as if the worker died."""
-    monkeypatch.setattr(dispatch, "enqueue", lambda job_id: None)
+def crash_at():
+    armed: dict = {}
+
+    def receiver(sender, job, step, **kwargs):
+        if armed.get("step") == step and armed.get("times", 0) > 0:
+            armed["times"] -= 1
+            raise Crash(step)
+
+    job_step.connect(receiver, dispatch_uid="test-crash-at")
+
+    def arm(step: str, times: int = 1) -> None:
+        armed.update(step=step, times=times)
+
+    yield arm
+    job_step.disconnect(dispatch_uid="test-crash-at")
 
 
-@pytest.mark.usefixtures("gen_env", "dead_workers")
-@pytest.mark.parametrize("died_while", ["queued", "running"])
-def test_reaper_releases_the_hold_of_a_job_whose_worker_died(died_while):
+class Workers:
+    """Whether handed-over jobs run: while down, a job is accepted and handed over but nothing runs
+    it (every worker gone), so a test can run it by hand first."""
+
+    def __init__(self, monkeypatch):
+        self.monkeypatch, self.real = monkeypatch, dispatch.enqueue
+        self.down()
+
+    def down(self) -> None:
+        self.monkeypatch.setattr(dispatch, "enqueue", lambda job_id: True)
+
+    def up(self) -> None:
+        self.monkeypatch.setattr(dispatch, "enqueue", self.real)
+
+
+@pytest.fixture
+def workers(monkeypatch):
+    return Workers(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def _quick_retries(settings):
+    settings.CREDITGATE_JOB_RETRY_DELAY_SECONDS = 0
+
+
+def run_until_crash(job) -> None:
+    with pytest.raises(Crash):
+        services.job_run(job_id=job.pk)
+
+
+def lapse(job) -> None:
+    """The dead worker's lease runs out."""
+    Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now() - dt.timedelta(seconds=1))
+
+
+def recover(workers: Workers) -> services.Swept:
+    """The sweep with the workers back: lapsed jobs are queued again and run."""
+    workers.up()
+    swept = services.jobs_sweep()
+    dispatch.wait_idle()
+    return swept
+
+
+def images_per_call(model_name: str, n: int) -> None:
+    AIModelConfig.objects.filter(model_name=model_name).update(max_images_per_call=n)
+
+
+def audit_clean() -> None:
+    assert selectors.reconciliation_audit() == []
+
+
+# --- A worker that dies is recovered; the user pays once, for what was delivered -----------------
+
+
+def test_a_run_that_died_waiting_for_runware_fetches_the_answer_instead_of_paying_twice(sandbox, crash_at,
+                                                                                         workers):
+    user = make_user(credits=20)
+    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    crash_at("answered")
+    run_until_crash(job)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts) == ("running", 1)
+    assert balance(user) == {"balance": 20, "held": 2, "available": 18}  # nothing lost, nothing charged yet
+    assert ProviderCall.objects.get(job=job).status == CallStatus.SENT  # its task id was recorded before it went out
+
+    lapse(job)
+    swept = recover(workers)
+    assert (swept.requeued, swept.dispatched) == (1, 1)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.credits_charged, job.images.count()) == ("succeeded", 2, 2, 2)
+    assert sandbox.stats.get("runware.imageInference") == 1  # generated once ...
+    assert sandbox.stats.get("runware.getResponse") == 1     # ... and fetched by the second run
+    assert balance(user) == {"balance": 18, "held": 0, "available": 18}
+    audit_clean()
+
+
+@pytest.mark.parametrize("tier, model, route, price", [
+    ("basic", "runware:97@1", "runware.imageInference", 1),
+    ("quality", "gpt-image-2", "openai.images.generations", 5),
+])
+def test_outputs_stored_before_a_crash_are_kept_and_never_asked_for_again(sandbox, crash_at, workers, tier, model,
+                                                                           route, price):
+    images_per_call(model, 1)  # three images: three calls, each answer stored as it arrives
+    user = make_user(credits=100)
+    job, _ = services.job_create_images(user=user, prompt="foxes", tier=tier, count=3)
+    crash_at("stored")
+    run_until_crash(job)
+    assert job.images.count() == 1  # the first answer was stored; the run died right after
+
+    lapse(job)
+    swept = recover(workers)
+    assert (swept.requeued, swept.dispatched) == (1, 1)
+
+    job.refresh_from_db()
+    assert (job.status, job.credits_charged, job.images.count()) == ("succeeded", 3 * price, 3)
+    assert sorted(job.images.values_list("index", flat=True)) == [0, 1, 2]
+    if tier == "basic":  # Runware: the two answers the dead run never stored were fetched, not made again
+        assert (sandbox.stats[route], sandbox.stats["runware.getResponse"]) == (3, 2)
+    else:  # OpenAI has no lookup: the two lost answers were asked for again, the stored image was not
+        assert sandbox.stats[route] == 5
+    assert balance(user)["available"] == 100 - 3 * price
+    audit_clean()
+
+
+def test_a_job_with_nothing_delivered_is_settled_after_its_last_attempt(sandbox, crash_at, workers, settings):
+    settings.CREDITGATE_JOB_MAX_ATTEMPTS = 2
+    user = make_user(credits=50)
+    job, _ = services.job_create_text(user=user, prompt="Write about foxes.", max_tokens=100)
+    crash_at("claimed", times=2)
+    run_until_crash(job)
+    lapse(job)
+    assert services.jobs_sweep().requeued == 1
+    run_until_crash(job)
+    lapse(job)
+    swept = services.jobs_sweep()
+    assert (swept.requeued, swept.settled) == (0, 1)
+
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.credits_charged) == ("failed", 2, 0)
+    assert job.error_code == "job_interrupted"
+    assert "No credits were charged" in job.error_message
+    assert balance(user)["held"] == 0
+    audit_clean()
+
+
+def test_a_queued_job_no_worker_takes_is_settled_after_the_queue_timeout(workers, settings):
     user = make_user(credits=20)
     job, _ = services.job_create_images(user=user, prompt="foxes", tier="premium", count=1)
-    if died_while == "running":
-        Job.objects.filter(pk=job.pk).update(status="running", started_at=timezone.now())
-    assert balance(user) == {"balance": 20, "held": 15, "available": 5}
-
-    assert services.jobs_reap_stale() == services.Reaped(holds_expired=0, jobs_finished=0)  # not stale yet
-
-    later = timezone.now() + dt.timedelta(seconds=django_settings.CREDITGATE_HOLD_TTL_SECONDS + 1)
-    assert services.jobs_reap_stale(now=later) == services.Reaped(holds_expired=1, jobs_finished=1)
+    assert services.jobs_sweep() == services.Swept()  # not late yet: nothing to do
+    later = timezone.now() + dt.timedelta(seconds=settings.CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS + 1)
+    assert services.jobs_sweep(now=later).expired == 1
 
     job.refresh_from_db()
-    assert job.status == "failed"
-    assert job.credits_charged == 0
-    assert "did not finish in time" in job.error_message
+    assert (job.status, job.error_code, job.credits_charged) == ("failed", "job_expired", 0)
     assert balance(user) == {"balance": 20, "held": 0, "available": 20}
-    assert services.jobs_reap_stale(now=later) == services.Reaped(holds_expired=0, jobs_finished=0)  # once
+    assert services.jobs_sweep(now=later).expired == 0  # once
+    services.job_run(job_id=job.pk)  # a late message for it runs nothing
+    job.refresh_from_db()
+    assert job.status == "failed"
+    audit_clean()
 
 
-@pytest.mark.usefixtures("gen_env", "dead_workers")
-def test_release_stale_holds_command_and_beat_task_finish_dead_jobs(capsys):
-    from django.core.management import call_command
+# --- Leases: a slow provider is not a dead worker ---------------------------------------------
 
-    from creditgate.generation.tasks import reap_stale_jobs
+
+def test_a_slow_run_keeps_its_lease_and_is_charged_for_what_it_delivered(sandbox, settings):
+    """Before leases, the reaper failed a job by age while its provider was still working: the
+    images were delivered for free. Now the sweep leaves a job alone while its worker renews."""
+    settings.CREDITGATE_JOB_LEASE_SECONDS = 0.6
+    sandbox.configure(latency_ms=2500)
+    user = make_user(credits=40)
+    job, _ = services.job_create_images(user=user, prompt="foxes", tier="premium", count=2)
+    deadline = time.monotonic() + 10
+    while Job.objects.get(pk=job.pk).status == "queued" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sweeps = []
+    for _ in range(4):  # well past the lease while the provider works
+        time.sleep(0.5)
+        sweeps.append(services.jobs_sweep())
+    dispatch.wait_idle()
+
+    assert all(s.requeued == s.settled == 0 for s in sweeps), sweeps
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.credits_charged, job.images.count()) == ("succeeded", 1, 30, 2)
+    assert balance(user) == {"balance": 10, "held": 0, "available": 10}
+    audit_clean()
+
+
+def test_a_run_that_lost_its_lease_writes_nothing_and_the_job_is_charged_once(sandbox, workers):
+    """A worker that comes back after recovery took its job over (a long GC pause, a partition)
+    finds its lease gone: it stores nothing and settles nothing; the new run does, once."""
+    user = make_user(credits=20)
+    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+
+    def take_over(sender, job, step, **kwargs):
+        if step == "answered":
+            job_step.disconnect(take_over)
+            lapse(job)
+            assert services.jobs_sweep().requeued == 1
+
+    job_step.connect(take_over)
+    services.job_run(job_id=job.pk)  # the first run: taken over while its provider answered
+
+    job.refresh_from_db()
+    assert (job.status, job.images.count()) == ("queued", 0)
+    assert balance(user)["held"] == 2
+    Job.objects.filter(pk=job.pk).update(dispatched_at=None)
+    recover(workers)
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.credits_charged, job.images.count()) == ("succeeded", 2, 2, 2)
+    assert balance(user) == {"balance": 18, "held": 0, "available": 18}
+    audit_clean()
+
+
+def test_the_lease_keeper_notices_a_lease_taken_over(workers):
+    user = make_user(credits=20)
+    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=1)
+    lease = leases.Lease(job_id=job.pk, token="00000000-0000-0000-0000-000000000000")
+    leases.renew([lease])
+    assert lease.lost.is_set()
+
+
+def test_two_runs_of_one_job_at_once_run_it_once(sandbox, workers):
+    user = make_user(credits=20)
+    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    threads = [threading.Thread(target=services.job_run, kwargs={"job_id": job.pk}) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    job.refresh_from_db()
+    assert (job.status, job.attempts, job.credits_charged) == ("succeeded", 1, 2)
+    assert sandbox.stats["runware.imageInference"] == 1
+
+
+# --- The outbox: a job committed with its hold is always run -------------------------------------
+
+
+def test_a_job_whose_hand_off_failed_is_accepted_and_handed_over_by_the_sweep(api, monkeypatch):
+    real_enqueue = dispatch.enqueue
+    monkeypatch.setattr(dispatch, "enqueue", lambda job_id: False)  # the broker is down
+    body = {"prompt": "a red fox", "tier": "basic", "count": 2}
+    first = api.post("/api/v1/images/generations/", body, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert first.status_code == 202
+    job = Job.objects.get(pk=first.json()["id"])
+    assert (job.status, job.dispatched_at) == ("queued", None)  # owed to the queue
+
+    again = api.post("/api/v1/images/generations/", body, format="json", HTTP_IDEMPOTENCY_KEY="k1")
+    assert (again.status_code, again.json()["id"]) == (202, str(job.pk))  # a retry finds the same job
+
+    assert services.jobs_sweep().dispatched == 0  # still down: it stays owed
+    monkeypatch.setattr(dispatch, "enqueue", real_enqueue)  # the broker is back
+    assert services.jobs_sweep().dispatched == 1
+    dispatch.wait_idle()
+    final = api.get(f"/api/v1/jobs/{job.pk}/").json()
+    assert (final["status"], final["credits_charged"]) == ("succeeded", 2)
+    audit_clean()
+
+
+# --- The sweep's interfaces ----------------------------------------------------------------------
+
+
+def test_release_stale_holds_command_and_beat_task_run_the_sweep(crash_at, workers, capsys):
+    from creditgate.generation.tasks import sweep_jobs
 
     user = make_user(credits=20)
     job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
-    Job.objects.filter(pk=job.pk).update(status="running")
-    job.hold.__class__.objects.filter(pk=job.hold_id).update(expires_at=timezone.now() - dt.timedelta(minutes=1))
+    crash_at("claimed")
+    run_until_crash(job)
+    lapse(job)
+    workers.up()
 
     call_command("release_stale_holds")
-    assert "Expired 1 stale hold(s); finished 1 job(s)." in capsys.readouterr().out
-    assert reap_stale_jobs() == 0
-    job.refresh_from_db()
-    assert job.status == "failed"
-    assert balance(user) == {"balance": 20, "held": 0, "available": 20}
+    out = capsys.readouterr().out
+    assert "Queued again 1 job(s) whose worker was lost" in out
+    assert "handed 1 to the queue" in out
+    dispatch.wait_idle()
+    assert Job.objects.get(pk=job.pk).status == "succeeded"
+    assert sweep_jobs() == services.Swept().as_dict()
 
 
-@pytest.mark.usefixtures("gen_env", "dead_workers")
-def test_in_process_mode_reaps_on_its_own(settings):
+def test_in_process_mode_sweeps_on_its_own(crash_at, workers, settings):
     user = make_user(credits=20)
     job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
-    job.hold.__class__.objects.filter(pk=job.hold_id).update(expires_at=timezone.now() - dt.timedelta(minutes=1))
+    crash_at("claimed")
+    run_until_crash(job)
+    lapse(job)
+    workers.up()
 
-    settings.CREDITGATE_INPROCESS_REAP_SECONDS = 0.1
-    dispatch._executor()  # the runner starts its reaper thread with its pool
-    deadline = time.monotonic() + 10
+    settings.CREDITGATE_JOB_SWEEP_SECONDS = 0.1
+    dispatch.inprocess_start()  # what the first request a process serves does
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline and not job.is_final:
         time.sleep(0.1)
         job.refresh_from_db()
-    assert job.status == "failed"
-    assert balance(user) == {"balance": 20, "held": 0, "available": 20}
+    settings.CREDITGATE_JOB_SWEEP_SECONDS = 0
+    assert (job.status, job.credits_charged) == ("succeeded", 2)
+    assert balance(user) == {"balance": 18, "held": 0, "available": 18}
 
 
-@pytest.mark.usefixtures("gen_env")
-def test_a_late_worker_cannot_charge_an_expired_hold(dead_workers):
-    user = make_user(credits=20)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
-    services.jobs_reap_stale(now=timezone.now() + dt.timedelta(days=1))
-    services.job_run(job_id=job.pk)  # the worker comes back: the job is final, nothing runs
-    job.refresh_from_db()
-    assert job.status == "failed"
-    assert balance(user)["available"] == 20
-
-
-@pytest.mark.celery
-@pytest.mark.usefixtures("gen_env")
-def test_job_runs_on_a_real_celery_worker(settings, sandbox, tmp_path):
-    if connection.vendor != "postgresql" or not django_settings.REDIS_URL:
-        pytest.skip("needs PostgreSQL and REDIS_URL (run by .ci/run)")
-    settings.CREDITGATE_JOBS_BACKEND = "celery"
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
-        "REDIS_URL": django_settings.REDIS_URL,
-        "CREDITGATE_SANDBOX": "true",
-        "CREDITGATE_SANDBOX_URL": sandbox.url,
-        "MEDIA_ROOT": str(django_settings.MEDIA_ROOT),
-        "CREDITGATE_VAR_DIR": str(django_settings.VAR_DIR),
-    }
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "creditgate", "worker", "--pool=threads", "--concurrency=2",
-         "--loglevel=WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle"],
-        env=env, stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT)
-    try:
-        user = make_user(credits=50)
-        job, _ = services.job_create_images(user=user, prompt="foxes", tier="quality", count=3)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            job.refresh_from_db()
-            if job.is_final:
-                break
-            time.sleep(0.2)
-        assert job.status == "succeeded", (tmp_path / "worker.log").read_text()[-3000:]
-        assert job.credits_charged == 15
-        assert job.images.count() == 3
-        assert balance(user) == {"balance": 35, "held": 0, "available": 35}
-    finally:
-        worker.terminate()
-        worker.wait(timeout=20)
+def test_a_request_starts_the_in_process_sweeper(client, settings, monkeypatch):
+    started = []
+    monkeypatch.setattr(dispatch, "_executor", lambda: started.append(True))
+    client.get("/api/v1/system/ai-config/")
+    assert started

@@ -1,0 +1,98 @@
+"""Keeping a running job's lease alive while its worker waits on providers.
+
+A claimed job holds a lease until `lease_expires_at`; recovery (services.jobs_sweep) takes over
+only jobs whose lease lapsed. A provider call may take minutes, so one daemon thread per process
+renews the leases of every job this process is running, every CREDITGATE_JOB_LEASE_SECONDS / 4,
+in one UPDATE. A lease it can no longer renew (the job was taken over or finished elsewhere) is
+marked lost, and the run stops writing: every write of a run is conditional on its lease token
+anyway, this only lets it stop early.
+
+Why a thread and not a Celery feature: Celery has no lease on a task (acks_late only redelivers
+when a worker process dies, and with Redis only after the visibility timeout), and the
+in-process runner needs the same guarantee without Celery.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.db import DatabaseError, connection
+from django.db.models import Q
+from django.utils import timezone
+
+from creditgate.generation.models import Job, JobStatus
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Lease:
+    job_id: object
+    token: object
+    lost: threading.Event = field(default_factory=threading.Event)
+
+
+class _Keeper:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._leases: dict[object, Lease] = {}
+        self._thread: threading.Thread | None = None
+        self._wake = threading.Event()
+
+    def keep(self, job_id, token) -> Lease:
+        lease = Lease(job_id=job_id, token=token)
+        with self._lock:
+            self._leases[job_id] = lease
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="creditgate-leases", daemon=True)
+                self._thread.start()
+        self._wake.set()  # re-read the interval now (the lease length is a setting)
+        return lease
+
+    def release(self, lease: Lease) -> None:
+        with self._lock:
+            if self._leases.get(lease.job_id) is lease:
+                del self._leases[lease.job_id]
+
+    def _run(self) -> None:
+        while True:
+            interval = max(settings.CREDITGATE_JOB_LEASE_SECONDS / 4, 0.05)
+            self._wake.wait(interval)
+            self._wake.clear()
+            with self._lock:
+                leases = list(self._leases.values())
+            if not leases:
+                continue
+            try:
+                renew(leases)
+            except DatabaseError:
+                # Cannot reach the database: try again next beat on a fresh connection. If it stays
+                # away past the lease, recovery takes the job over, which is the point.
+                logger.warning("could not renew %d job lease(s)", len(leases), exc_info=True)
+                connection.close()
+
+
+def renew(leases: list[Lease]) -> None:
+    """Push the expiry of these leases forward; mark those this process no longer holds."""
+    mine = Q()
+    for lease in leases:
+        mine |= Q(pk=lease.job_id, lease_token=lease.token)
+    until = timezone.now() + dt.timedelta(seconds=settings.CREDITGATE_JOB_LEASE_SECONDS)
+    renewed = Job.objects.filter(mine, status=JobStatus.RUNNING).update(lease_expires_at=until)
+    if renewed == len(leases):
+        return
+    held = set(Job.objects.filter(mine, status=JobStatus.RUNNING).values_list("pk", flat=True))
+    for lease in leases:
+        if lease.job_id not in held and not lease.lost.is_set():
+            logger.warning("job %s: its lease was taken over; this run stops", lease.job_id)
+            lease.lost.set()
+
+
+_keeper = _Keeper()
+keep = _keeper.keep
+release = _keeper.release
+
