@@ -57,6 +57,8 @@ class _Keeper:
         with self._lock:
             if self._leases.get(lease.job_id) is lease:
                 del self._leases[lease.job_id]
+            if not self._leases:
+                self._wake.set()  # so the thread lets go of its database connection now
 
     def _run(self) -> None:
         while True:
@@ -66,6 +68,7 @@ class _Keeper:
             with self._lock:
                 leases = list(self._leases.values())
             if not leases:
+                connection.close()  # idle: hold no database connection (a no-op when none is open)
                 continue
             try:
                 renew(leases)

@@ -222,17 +222,28 @@ def _db_retry(write, *, what: str):
     raise AssertionError("unreachable")
 
 
-def job_run(*, job_id) -> None:
-    """Run a queued job that is due. Safe to call any number of times, at once or after a crash:
-    only the call whose claim succeeds runs it, and it resumes what an earlier run began."""
+def job_run(*, job_id) -> float | None:
+    """Run a job that is due: queued and past its backoff, or running under a lease that lapsed
+    (its worker died). Safe to call any number of times, at once or after a crash: only the call
+    whose claim succeeds runs it, and it resumes what an earlier run began.
+
+    Returns None, or, when another run holds a live lease on the job, the seconds until that
+    lease lapses: a task delivered again after its worker died comes back then and takes over.
+    """
     job = _db_retry(lambda retrying: _job_claim(job_id), what=f"job {job_id}: claim")
     if job is None:
-        return
+        return _lease_remaining(job_id)
     lease = leases.keep(job.pk, job.lease_token)
     run = _Run(job, lease)
     try:
         _step(job, "claimed")
-        run.call_providers()
+        if job.attempts > settings.CREDITGATE_JOB_MAX_ATTEMPTS:
+            # Its earlier runs kept dying: settle it with what they delivered.
+            run.errors.append(("job_interrupted", f"The job was interrupted {job.attempts - 1} times and could "
+                                                  f"not be finished."))
+            _db_retry(run.load_progress, what=f"job {job_id}: load progress")
+        else:
+            run.call_providers()
         _step(job, "settling")
         _db_retry(run.settle, what=f"job {job_id}: settle")
         _step(job, "settled")
@@ -251,21 +262,31 @@ def job_run(*, job_id) -> None:
             logger.exception("job %s could not be settled; recovery will", job_id)
     finally:
         leases.release(lease)
+    return None
+
+
+def _lease_remaining(job_id) -> float | None:
+    expires = (Job.objects.filter(pk=job_id, status=JobStatus.RUNNING)
+               .values_list("lease_expires_at", flat=True).first())
+    return max((expires - timezone.now()).total_seconds(), 0.0) if expires else None
 
 
 def _job_claim(job_id) -> Job | None:
-    """Take a due, queued job: one conditional UPDATE that also returns the row. None if another
-    run has it, it is final, or its retry is not due yet."""
+    """Take a due job: one conditional UPDATE that also returns the row. Due: queued and past its
+    backoff, or running under a lease that lapsed (taking it over voids the old run's token).
+    None if a live run has it, it is final, or its retry is not due yet."""
     now = timezone.now()
     lease_until = now + dt.timedelta(seconds=settings.CREDITGATE_JOB_LEASE_SECONDS)
     fields = {f.name: f for f in Job._meta.concrete_fields}
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields.values())
     sql = (f"UPDATE {connection.ops.quote_name(Job._meta.db_table)} SET status = %s, attempts = attempts + 1, "
            f"lease_token = %s, lease_expires_at = %s, started_at = COALESCE(started_at, %s) "
-           f"WHERE id = %s AND status = %s AND run_after <= %s RETURNING {columns}")
+           f"WHERE id = %s AND ((status = %s AND run_after <= %s) OR (status = %s AND lease_expires_at < %s)) "
+           f"RETURNING {columns}")
     prep = lambda name, value: fields[name].get_db_prep_value(value, connection)  # noqa: E731
     params = [JobStatus.RUNNING, prep("lease_token", uuid.uuid4()), prep("lease_expires_at", lease_until),
-              prep("started_at", now), prep("id", job_id), JobStatus.QUEUED, prep("run_after", now)]
+              prep("started_at", now), prep("id", job_id), JobStatus.QUEUED, prep("run_after", now),
+              JobStatus.RUNNING, prep("lease_expires_at", now)]
     claimed = list(Job.objects.raw(sql, params))
     return claimed[0] if claimed else None
 
@@ -289,7 +310,7 @@ class _Run:
         self.unanswered: list[ProviderCall] = []
         self.images_stored = 0
 
-    def _load_progress(self, retrying: bool = False) -> None:
+    def load_progress(self, retrying: bool = False) -> None:
         """What earlier runs of this job left: stored images, calls sent and never answered."""
         self.images_stored = JobImage.objects.filter(job=self.job).count()
         self.unanswered = list(ProviderCall.objects.filter(job=self.job, status=CallStatus.SENT))
@@ -299,7 +320,7 @@ class _Run:
     def call_providers(self) -> None:
         job = self.job
         if job.attempts > 1:  # a first run has nothing to resume: spare the queries
-            _db_retry(self._load_progress, what=f"job {job.pk}: load progress")
+            _db_retry(self.load_progress, what=f"job {job.pk}: load progress")
         calls = []
         if job.text_model_name and job.total_tokens is None:
             calls += self._text_calls()

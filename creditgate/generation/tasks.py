@@ -12,10 +12,14 @@ from django.db import InterfaceError, OperationalError
 from creditgate.generation import dispatch, selectors, services
 
 
-@shared_task(name=dispatch.RUN_JOB, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+@shared_task(name=dispatch.RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
              autoretry_for=(OperationalError, InterfaceError), retry_backoff=True, max_retries=5)
-def run_job(job_id: str) -> None:
-    services.job_run(job_id=job_id)
+def run_job(self, job_id: str) -> None:
+    wait = services.job_run(job_id=job_id)
+    if wait is not None and not self.request.is_eager and self.request.retries < 3:
+        # Another run holds the job's lease: after a worker died, this is the redelivered task;
+        # it takes the job over once the dead run's lease lapses (a live run keeps renewing it).
+        raise self.retry(countdown=wait + 0.5)
 
 
 @shared_task(name=dispatch.SWEEP_JOBS, ignore_result=True)
