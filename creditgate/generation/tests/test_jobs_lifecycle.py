@@ -194,8 +194,8 @@ def test_a_queued_job_no_worker_takes_is_settled_after_the_queue_timeout(workers
 def test_a_slow_run_keeps_its_lease_and_is_charged_for_what_it_delivered(sandbox, settings):
     """Before leases, the reaper failed a job by age while its provider was still working: the
     images were delivered for free. Now the sweep leaves a job alone while its worker renews."""
-    settings.CREDITGATE_JOB_LEASE_SECONDS = 0.6
-    sandbox.configure(latency_ms=2500)
+    settings.CREDITGATE_JOB_LEASE_SECONDS = 2  # renewed every 0.5 s
+    sandbox.configure(latency_ms=5000)
     user = make_user(credits=40)
     job, _ = services.job_create_images(user=user, prompt="foxes", tier="premium", count=2)
     deadline = time.monotonic() + 10
@@ -203,7 +203,7 @@ def test_a_slow_run_keeps_its_lease_and_is_charged_for_what_it_delivered(sandbox
         time.sleep(0.05)
     sweeps = []
     for _ in range(4):  # well past the lease while the provider works
-        time.sleep(0.5)
+        time.sleep(1)
         sweeps.append(services.jobs_sweep())
     dispatch.wait_idle()
 
