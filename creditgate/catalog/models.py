@@ -168,6 +168,10 @@ class GlobalIntegrationSettings(models.Model):
     max_images_per_request = models.PositiveSmallIntegerField(default=8)
     default_max_tokens = models.PositiveIntegerField(
         default=1024, help_text="Completion tokens a text request may use when it does not say.")
+    usd_per_credit = models.DecimalField(
+        "USD per credit", max_digits=12, decimal_places=6, null=True, blank=True,
+        help_text="What one credit sells for, in US dollars (optional). Revenue in reports is credits "
+                  "charged at this value, set against what the providers cost.")
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -186,6 +190,9 @@ class GlobalIntegrationSettings(models.Model):
                                    violation_error_message="Images per article must be at most 20."),
             models.CheckConstraint(condition=Q(default_max_tokens__gte=1), name="default_max_tokens_positive",
                                    violation_error_message="The default max tokens must be at least 1."),
+            models.CheckConstraint(condition=Q(usd_per_credit__isnull=True) | Q(usd_per_credit__gte=0),
+                                   name="usd_per_credit_not_negative",
+                                   violation_error_message="The USD value of a credit cannot be negative."),
         ]
 
     def __str__(self) -> str:
