@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from creditgate.audit.tracking import KeyChange, KeyChangeFields, config_history
 from creditgate.catalog import crypto
 
 
@@ -38,6 +39,10 @@ class IntegrationProvider(models.Model):
                                help_text="Optional: point the client at a proxy or the local sandbox.")
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Who changed what and when; never the key: only "key replaced" / "key cleared" (KeyChangeFields).
+    history = config_history(excluded_fields=["api_key_encrypted", "api_key_hint", "updated_at"],
+                             bases=(KeyChangeFields,))
+
     class Meta:
         verbose_name = "provider"
         ordering = ["provider_id"]
@@ -60,6 +65,7 @@ class IntegrationProvider(models.Model):
         plaintext = (plaintext or "").strip()
         self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
         self.api_key_hint = crypto.mask(plaintext)
+        self._key_change = KeyChange.REPLACED if plaintext else KeyChange.CLEARED  # for the history row
 
     def get_api_key(self) -> str:
         return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
@@ -105,6 +111,8 @@ class AIModelConfig(models.Model):
                                   help_text="The provider's shutdown date; the model is not served from this day.")
     notes = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
+
+    history = config_history(excluded_fields=["updated_at"])
 
     class Meta:
         verbose_name = "AI model"
@@ -173,6 +181,8 @@ class GlobalIntegrationSettings(models.Model):
         help_text="What one credit sells for, in US dollars (optional). Revenue in reports is credits "
                   "charged at this value, set against what the providers cost.")
     updated_at = models.DateTimeField(auto_now=True)
+
+    history = config_history(excluded_fields=["updated_at"])
 
     class Meta:
         verbose_name = "global integration settings"
