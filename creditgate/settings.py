@@ -244,13 +244,14 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "LedgerEntryKindEnum": "creditgate.credits.models.EntryKind",
         "EstimateKindEnum": [("image", "image"), ("text", "text")],
+        "UsageGroupEnum": [("day", "day"), ("tier", "tier")],
     },
 }
 
-# --- Static and media --------------------------------------------------------------------
 # The configuration's history is read, never rewritten: no "revert" button on a past version.
 SIMPLE_HISTORY_REVERT_DISABLED = True
 
+# --- Static and media --------------------------------------------------------------------
 STATIC_URL = "/static/"
 STATIC_ROOT = VAR_DIR / "static"
 MEDIA_URL = "/media/"
