@@ -8,6 +8,7 @@ import json
 from django.contrib import admin
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
 
 from creditgate.audit import selectors
 from creditgate.audit.models import ConfigChange
@@ -57,7 +58,7 @@ class ConfigChangeAdmin(admin.ModelAdmin):
 
     @admin.display(description="What", ordering="object_repr")
     def what(self, obj: ConfigChange):
-        label = f"{obj.object_type.name}: {obj.object_repr}"
+        label = f"{capfirst(obj.object_type.name)}: {obj.object_repr}"
         try:
             url = reverse(f"admin:{obj.object_type.app_label}_{obj.object_type.model}_history", args=[obj.object_id])
         except NoReverseMatch:

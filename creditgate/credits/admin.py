@@ -113,11 +113,16 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
                                          priced_at.strftime("%Y-%m-%d %H:%M")))
                 continue
             version = origin.introduced_by
-            who = version.history_user.get_username() if version.history_user else "a command or shell"
+            when = version.history_date.strftime("%Y-%m-%d %H:%M")
+            if version.history_user:
+                how = f"set on {when} by {version.history_user.get_username()}"
+            elif version.history_change_reason:  # e.g. the baseline: "recorded when the history began"
+                how = f"{version.history_change_reason} ({when})"
+            else:
+                how = f"set on {when} by a command or shell"
             url = version_url(object_type=ContentType.objects.get_for_model(AIModelConfig),
                               object_id=str(version.id), history_id=version.history_id)
-            lines.append(format_html('{}, set on {} by {}: <a href="{}">version #{}</a>', rate,
-                                     version.history_date.strftime("%Y-%m-%d %H:%M"), who, url, version.history_id))
+            lines.append(format_html('{}, {}: <a href="{}">version #{}</a>', rate, how, url, version.history_id))
         return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 
 

@@ -73,6 +73,16 @@ def test_the_origin_is_the_version_that_set_the_price_not_a_later_unrelated_edit
                                       "new": set_by_admin.credits_per_image}]
 
 
+def test_a_rate_unchanged_since_the_history_began_says_so(admin_client):
+    model = AIModelConfig.objects.get(quality_tier="basic", is_active=True)
+    entry = charge_images(model, 1)
+    page = admin_client.get(f"/admin/credits/ledgerentry/{entry.pk}/change/").content.decode()
+    baseline = model.history.order_by("history_id").first()
+    assert (f"{model.model_name}: credits per image {model.credits_per_image}, recorded when the history began ("
+            in page)
+    assert f"/admin/catalog/aimodelconfig/{model.pk}/history/{baseline.history_id}/" in page
+
+
 def test_an_article_rate_names_both_of_its_models():
     text_model = AIModelConfig.objects.get(model_type="text", is_default=True)
     image_model = AIModelConfig.objects.get(quality_tier="quality", is_active=True)
