@@ -36,7 +36,7 @@ def settled_job(user, *, kind: str, charged: int, when: dt.datetime, tier: str =
     job = Job.objects.create(
         account=credits_services.account_for_user(user=user), user=user, kind=kind, status="succeeded",
         prompt="p", tier=tier, image_count=images, idempotency_key=f"k{next(_keys)}", request_fingerprint="f",
-        credits_per_image=credits_per_image, credits_held=charged, credits_charged=charged)
+        credits_per_image=credits_per_image, credits_held=charged, credits_charged=charged, finished_at=when)
     JobImage.objects.bulk_create(JobImage(job=job, index=i, file=f"jobs/{job.pk}/{i}.png") for i in range(images))
     Job.objects.filter(pk=job.pk).update(created_at=when)
     return job

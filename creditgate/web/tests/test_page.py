@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.staticfiles import finders
+from django.utils import timezone
 
 from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, QualityTier
 
@@ -137,7 +138,7 @@ def _job_of(user, **fields):
 def test_a_job_page_shows_what_was_asked_and_charged(logged_in):
     user = get_user_model().objects.get(username="alice")
     job = _job_of(user, kind="image", tier="premium", image_count=3, status="partial", credits_held=45,
-                  credits_charged=30)
+                  credits_charged=30, finished_at=timezone.now())
     html = logged_in.get(f"/jobs/{job.pk}/").content.decode()
     assert "<h1 id=\"job-title\">3 Premium images</h1>" in html
     assert "a fox" in html and "30 credits" in html and "0 of 3 delivered" in html
