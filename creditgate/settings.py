@@ -78,6 +78,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files served by us: /api/docs/ works with no internet
+    "simple_history",
     "creditgate.core",
     "creditgate.catalog",
     "creditgate.credits",
@@ -85,6 +86,7 @@ INSTALLED_APPS = [
     "creditgate.generation",
     "creditgate.web",
     "creditgate.legacy",
+    "creditgate.audit",
 ]
 
 MIDDLEWARE = [
@@ -93,6 +95,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Tells the configuration history who made a change (creditgate.audit).
+    "simple_history.middleware.HistoryRequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -240,8 +244,12 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "LedgerEntryKindEnum": "creditgate.credits.models.EntryKind",
         "EstimateKindEnum": [("image", "image"), ("text", "text")],
+        "UsageGroupEnum": [("day", "day"), ("tier", "tier")],
     },
 }
+
+# The configuration's history is read, never rewritten: no "revert" button on a past version.
+SIMPLE_HISTORY_REVERT_DISABLED = True
 
 # --- Static and media --------------------------------------------------------------------
 STATIC_URL = "/static/"

@@ -20,6 +20,8 @@ from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
 from django.views.decorators.debug import sensitive_post_parameters
+from simple_history.admin import SimpleHistoryAdmin
+from simple_history.manager import SIMPLE_HISTORY_REVERSE_ATTR_NAME
 
 from creditgate.catalog import selectors, services
 from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider, ModelType
@@ -56,9 +58,11 @@ class _RefuseIntegrityErrorsMixin:
 
 
 @admin.register(AIModelConfig)
-class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, admin.ModelAdmin):
-    list_display = ["model_name", "display_name", "model_type", "provider", "quality_tier", "credits",
-                    "is_default", "is_active", "retirement"]
+class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
+    # Two facts per column where they belong together, and short headers: every column, "Active"
+    # and "Retirement" included, fits beside the navigation and the filters at 1400 px.
+    list_display = ["names", "serves", "provider", "credits", "default", "active", "retirement"]
+    list_display_links = ["names"]
     list_filter = ["model_type", "provider", "quality_tier", "is_active", "is_default"]
     search_fields = ["model_name", "display_name"]
     list_select_related = ["provider"]
@@ -74,6 +78,25 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, admin.ModelAdmin):
         ("How to call it", {"fields": ["sizes", "max_images_per_call", "optional_params", "request_defaults",
                                        "max_output_tokens", "retires_on", "notes", "updated_at"]}),
     ]
+
+    @admin.display(description="Model", ordering="model_name")
+    def names(self, obj: AIModelConfig):
+        return format_html('{}<br><small style="color:var(--body-quiet-color)">{}</small>',
+                           obj.model_name, obj.display_name)
+
+    @admin.display(description="Serves", ordering="quality_tier")
+    def serves(self, obj: AIModelConfig) -> str:
+        if obj.model_type == ModelType.IMAGE:
+            return f"{obj.get_quality_tier_display()} images" if obj.quality_tier else "Images (no tier)"
+        return obj.get_model_type_display()
+
+    @admin.display(description="Default", boolean=True, ordering="is_default")
+    def default(self, obj: AIModelConfig) -> bool:
+        return obj.is_default
+
+    @admin.display(description="Active", boolean=True, ordering="is_active")
+    def active(self, obj: AIModelConfig) -> bool:
+        return obj.is_active
 
     @admin.display(description="Credits")
     def credits(self, obj: AIModelConfig) -> str:
@@ -157,7 +180,7 @@ class ProviderForm(forms.ModelForm):
 
 
 @admin.register(IntegrationProvider)
-class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, admin.ModelAdmin):
+class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     form = ProviderForm
     list_display = ["provider_id", "display_name", "is_active", "stored_key", "base_url"]
     list_filter = ["is_active"]
@@ -178,14 +201,30 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, admin.ModelAdmin):
 
     @admin.display(description="Stored key")
     def stored_key(self, obj: IntegrationProvider) -> str:
+        if getattr(obj, SIMPLE_HISTORY_REVERSE_ATTR_NAME, None) is not None:
+            # A past version (the history's page): simple_history would fill the columns it does not
+            # keep from today's row; say so instead of showing today's hint as the past one.
+            return "not kept in the history (only whether it was replaced or cleared)"
         return obj.api_key_hint or ("(set)" if obj.has_key else "—")
 
+    def set_history_delta_changes(self, request, historical_records, foreign_keys_are_objs=True):
+        # The key is not a column of the history; what happened to it is (api_key_change).
+        super().set_history_delta_changes(request, historical_records, foreign_keys_are_objs)
+        for record in historical_records:
+            if record.api_key_change:
+                record.history_delta_changes = [*getattr(record, "history_delta_changes", []),
+                                                {"field": "API key", "old": "—",
+                                                 "new": record.get_api_key_change_display()}]
+
     def save_model(self, request, obj, form, change):
-        super().save_model(request, obj, form, change)
+        obj._history_user = request.user
+        # One save for the form's fields and the key: one version in the configuration history.
         if form.cleaned_data.get("clear_api_key"):
-            services.provider_update_key(provider=obj, api_key="")
+            services.provider_update_key(provider=obj, api_key="", save_all_fields=True)
         elif form.cleaned_data.get("new_api_key"):
-            services.provider_update_key(provider=obj, api_key=form.cleaned_data["new_api_key"])
+            services.provider_update_key(provider=obj, api_key=form.cleaned_data["new_api_key"], save_all_fields=True)
+        else:
+            super().save_model(request, obj, form, change)
 
     @admin.action(description="Test key")
     def test_key(self, request, queryset):
@@ -200,7 +239,7 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, admin.ModelAdmin):
 
 
 @admin.register(GlobalIntegrationSettings)
-class GlobalIntegrationSettingsAdmin(_RefuseIntegrityErrorsMixin, admin.ModelAdmin):
+class GlobalIntegrationSettingsAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     """One row: the list page opens it; it can be neither added twice nor deleted."""
 
     readonly_fields = ["updated_at"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
+from creditgate.audit.tracking import KeyChange, KeyChangeFields, config_history
 from creditgate.catalog import crypto
 
 
@@ -38,6 +39,10 @@ class IntegrationProvider(models.Model):
                                help_text="Optional: point the client at a proxy or the local sandbox.")
     updated_at = models.DateTimeField(auto_now=True)
 
+    # Who changed what and when; never the key: only "key replaced" / "key cleared" (KeyChangeFields).
+    history = config_history(excluded_fields=["api_key_encrypted", "api_key_hint", "updated_at"],
+                             bases=(KeyChangeFields,))
+
     class Meta:
         verbose_name = "provider"
         ordering = ["provider_id"]
@@ -60,6 +65,7 @@ class IntegrationProvider(models.Model):
         plaintext = (plaintext or "").strip()
         self.api_key_encrypted = crypto.encrypt(plaintext) if plaintext else ""
         self.api_key_hint = crypto.mask(plaintext)
+        self._key_change = KeyChange.REPLACED if plaintext else KeyChange.CLEARED  # for the history row
 
     def get_api_key(self) -> str:
         return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
@@ -105,6 +111,8 @@ class AIModelConfig(models.Model):
                                   help_text="The provider's shutdown date; the model is not served from this day.")
     notes = models.TextField(blank=True, default="")
     updated_at = models.DateTimeField(auto_now=True)
+
+    history = config_history(excluded_fields=["updated_at"])
 
     class Meta:
         verbose_name = "AI model"
@@ -168,7 +176,13 @@ class GlobalIntegrationSettings(models.Model):
     max_images_per_request = models.PositiveSmallIntegerField(default=8)
     default_max_tokens = models.PositiveIntegerField(
         default=1024, help_text="Completion tokens a text request may use when it does not say.")
+    usd_per_credit = models.DecimalField(
+        "USD per credit", max_digits=12, decimal_places=6, null=True, blank=True,
+        help_text="What one credit sells for, in US dollars (optional). Revenue in reports is credits "
+                  "charged at this value, set against what the providers cost.")
     updated_at = models.DateTimeField(auto_now=True)
+
+    history = config_history(excluded_fields=["updated_at"])
 
     class Meta:
         verbose_name = "global integration settings"
@@ -186,6 +200,9 @@ class GlobalIntegrationSettings(models.Model):
                                    violation_error_message="Images per article must be at most 20."),
             models.CheckConstraint(condition=Q(default_max_tokens__gte=1), name="default_max_tokens_positive",
                                    violation_error_message="The default max tokens must be at least 1."),
+            models.CheckConstraint(condition=Q(usd_per_credit__isnull=True) | Q(usd_per_credit__gte=0),
+                                   name="usd_per_credit_not_negative",
+                                   violation_error_message="The USD value of a credit cannot be negative."),
         ]
 
     def __str__(self) -> str:

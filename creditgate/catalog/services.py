@@ -6,6 +6,7 @@ import logging
 
 from django.db import transaction
 
+from creditgate.audit.tracking import KeyChange
 from creditgate.catalog import crypto, selectors
 from creditgate.catalog.ai_config_cache import ai_config_invalidate
 from creditgate.catalog.models import AIModelConfig, IntegrationProvider, QualityTier
@@ -42,12 +43,14 @@ def model_make_default(*, model: AIModelConfig) -> AIModelConfig:
     if not model.is_active:
         raise InvalidRequest(f"{model} is not active; only an active model can be the default.",
                              details={"model": [f"{model.model_name} is not active."]})
-    AIModelConfig.objects.filter(model_type=model.model_type, is_default=True).exclude(pk=model.pk).update(
-        is_default=False)
+    # Saved row by row (at most one), not with queryset.update(): each save is recorded in the
+    # configuration history with who made it.
+    for previous in AIModelConfig.objects.filter(model_type=model.model_type, is_default=True).exclude(pk=model.pk):
+        previous.is_default = False
+        previous.save(update_fields=["is_default", "updated_at"])
     if not model.is_default:
         model.is_default = True
         model.save(update_fields=["is_default", "updated_at"])
-    # queryset.update() sends no signal
     ai_config_invalidate()
     return model
 
@@ -63,11 +66,16 @@ def api_key_normalize(api_key: str) -> str:
     return api_key
 
 
-def provider_update_key(*, provider: IntegrationProvider, api_key: str) -> IntegrationProvider:
-    """Store a new API key for `provider` (encrypted), or clear it with an empty string."""
+def provider_update_key(*, provider: IntegrationProvider, api_key: str, save_all_fields: bool = False
+                        ) -> IntegrationProvider:
+    """Store a new API key for `provider` (encrypted), or clear it with an empty string.
+
+    `save_all_fields`: also save the provider's other (edited) fields in the same write, so a form
+    that changes both records one version in the history, not two.
+    """
     api_key = api_key_normalize(api_key)
     provider.set_api_key(api_key)
-    provider.save(update_fields=["api_key_encrypted", "api_key_hint", "updated_at"])
+    provider.save(update_fields=None if save_all_fields else ["api_key_encrypted", "api_key_hint", "updated_at"])
     logger.info("provider %s: API key %s", provider.provider_id, "replaced" if api_key else "cleared")
     return provider
 
@@ -83,6 +91,7 @@ def provider_keys_rotate() -> int:
     count = 0
     for provider in selectors.providers_with_stored_key().select_for_update():
         provider.api_key_encrypted = crypto.rotate(provider.api_key_encrypted)
+        provider._key_change = KeyChange.REENCRYPTED  # the history says the key stayed the same
         provider.save(update_fields=["api_key_encrypted", "updated_at"])
         count += 1
     logger.info("re-encrypted %d provider API keys under the newest encryption key", count)

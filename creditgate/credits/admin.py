@@ -1,14 +1,20 @@
 """Accounts with their balances (read-only), a grant/adjust form that goes through the ledger
-service with the admin as actor, and the ledger and holds read-only."""
+service with the admin as actor, and the ledger and holds read-only; a ledger entry's page links
+each rate it was charged at to the catalog version that set it."""
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
+from creditgate.audit import selectors as audit_selectors
+from creditgate.audit.admin import version_url
+from creditgate.catalog.models import AIModelConfig
 from creditgate.core.errors import ApplicationError
 from creditgate.credits import services
 from creditgate.credits.models import Account, AccountMember, EntryKind, Hold, LedgerEntry
@@ -89,6 +95,35 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     list_filter = ["kind"]
     search_fields = ["account__name", "reference", "reason"]
     list_select_related = ["account", "actor"]
+    readonly_fields = ["rate_origin"]
+
+    @admin.display(description="Rate set by")
+    def rate_origin(self, entry: LedgerEntry):
+        """Each catalog rate in the entry's snapshot, linked to the history version that set it."""
+        # A job's entries are priced when its hold is placed: the capture charges the rate held.
+        priced_at = entry.hold.created_at if entry.hold_id else entry.created_at
+        origins = audit_selectors.rate_origins(rate=entry.rate, at=priced_at)
+        if not origins:
+            return "—"
+        lines = []
+        for origin in origins:
+            rate = f"{origin.model_name}: {origin.field.replace('_', ' ')} {origin.price}"
+            if origin.introduced_by is None:
+                lines.append(format_html("{} (the configuration history does not reach back to {})", rate,
+                                         priced_at.strftime("%Y-%m-%d %H:%M")))
+                continue
+            version = origin.introduced_by
+            when = version.history_date.strftime("%Y-%m-%d %H:%M")
+            if version.history_user:
+                how = f"set on {when} by {version.history_user.get_username()}"
+            elif version.history_change_reason:  # e.g. the baseline: "recorded when the history began"
+                how = f"{version.history_change_reason} ({when})"
+            else:
+                how = f"set on {when} by a command or shell"
+            url = version_url(object_type=ContentType.objects.get_for_model(AIModelConfig),
+                              object_id=str(version.id), history_id=version.history_id)
+            lines.append(format_html('{}, {}: <a href="{}">version #{}</a>', rate, how, url, version.history_id))
+        return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 
 
 @admin.register(Hold)

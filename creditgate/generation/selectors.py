@@ -7,7 +7,8 @@ import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.db.models import Count, QuerySet
+from django.db.models import Case, Count, F, IntegerField, OuterRef, QuerySet, Subquery, Sum, Value, When
+from django.db.models.functions import Coalesce, Least, TruncDate
 from django.utils import timezone
 
 from creditgate.core.errors import NotFound
@@ -15,7 +16,7 @@ from creditgate.credits import pricing
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Hold, HoldState
-from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobStatus
+from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -131,3 +132,42 @@ def reconciliation_audit(*, log: bool = False) -> list[str]:
             logger.error("audit: %s", problem)
         logger.info("audit: %d problem(s)", len(problems))
     return problems
+
+
+# --- Usage: what an account spent, by day and tier ------------------------------------------
+
+TEXT_USAGE = "text"  # the usage key of text (a job's text or an article's text part); tiers are image tiers
+
+
+def usage_credits(*, account, start: dt.date, end: dt.date, by_day: bool) -> dict[tuple, int]:
+    """Credits charged for the account's jobs asked for from `start` to `end` (both included, UTC
+    days), keyed by (day, usage) when `by_day`, else by (usage,). A usage is an image tier or
+    `TEXT_USAGE`; keys with nothing charged are left out.
+
+    Aggregated in the database (one query, served by the job table's (account, created_at)
+    index), so the cost does not grow with the number of jobs in Python. An article is split
+    into its images, at the per-image rate its job held, and its text, the rest of its charge.
+    """
+    delivered = Subquery(JobImage.objects.filter(job=OuterRef("pk")).order_by().values("job")
+                         .annotate(n=Count("pk")).values("n"), output_field=IntegerField())
+    image_part = Case(
+        When(kind=JobKind.IMAGE, then=F("credits_charged")),
+        When(kind=JobKind.ARTICLE, then=Least(F("credits_charged"),
+                                              Coalesce(F("credits_per_image"), 0) * Coalesce(delivered, 0))),
+        default=Value(0), output_field=IntegerField())
+    keys = ["day", "tier"] if by_day else ["tier"]
+    rows = (Job.objects
+            .filter(account=account, credits_charged__gt=0,
+                    created_at__gte=dt.datetime.combine(start, dt.time.min, tzinfo=dt.UTC),
+                    created_at__lt=dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC))
+            .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))
+            .values(*keys).order_by(*keys)
+            .annotate(charged=Sum("credits_charged"), images=Sum(image_part)))
+    usage: dict[tuple, int] = {}
+    for row in rows:  # at most (days x tiers) aggregated rows, not jobs
+        day = (row["day"],) if by_day else ()
+        if row["images"] and row["tier"]:
+            usage[(*day, row["tier"])] = usage.get((*day, row["tier"]), 0) + row["images"]
+        if row["charged"] - row["images"]:
+            usage[(*day, TEXT_USAGE)] = usage.get((*day, TEXT_USAGE), 0) + row["charged"] - row["images"]
+    return usage

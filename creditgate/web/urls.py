@@ -4,4 +4,6 @@ from creditgate.web import views
 
 urlpatterns = [
     path("", views.HomeView.as_view(), name="home"),
+    path("jobs/<uuid:job_id>/", views.JobView.as_view(), name="job-page"),
+    path("favicon.ico", views.favicon, name="favicon"),
 ]

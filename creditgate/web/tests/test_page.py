@@ -7,6 +7,7 @@ from html.parser import HTMLParser
 import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.staticfiles import finders
+from django.utils import timezone
 
 from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, QualityTier
 
@@ -124,3 +125,38 @@ def test_static_script_and_styles_name_no_model_or_tier():
             assert not re.search(rf"\b{re.escape(word)}\b", source), f"{word!r} is written into {asset}"
         for tier in QualityTier.values:
             assert not re.search(rf"\b{tier}\b", source), f"tier {tier!r} is written into {asset}"
+
+
+def _job_of(user, **fields):
+    from creditgate.credits import services as credits_services
+    from creditgate.generation.models import Job
+
+    return Job.objects.create(account=credits_services.account_for_user(user=user), user=user, prompt="a fox",
+                              idempotency_key=f"k-{user.pk}", request_fingerprint="f", **fields)
+
+
+def test_a_job_page_shows_what_was_asked_and_charged(logged_in):
+    user = get_user_model().objects.get(username="alice")
+    job = _job_of(user, kind="image", tier="premium", image_count=3, status="partial", credits_held=45,
+                  credits_charged=30, finished_at=timezone.now())
+    html = logged_in.get(f"/jobs/{job.pk}/").content.decode()
+    assert "<h1 id=\"job-title\">3 Premium images</h1>" in html
+    assert "a fox" in html and "30 credits" in html and "0 of 3 delivered" in html
+
+
+def test_another_accounts_job_page_is_a_404_and_anonymous_is_sent_to_log_in(logged_in, client):
+    other = get_user_model().objects.create_user(username="bob")
+    job = _job_of(other, kind="text")
+    assert logged_in.get(f"/jobs/{job.pk}/").status_code == 404
+    logged_in.logout()
+    response = logged_in.get(f"/jobs/{job.pk}/")
+    assert response.status_code == 302 and response["Location"].startswith("/accounts/login/")
+
+
+@pytest.mark.django_db
+def test_favicon_ico_points_at_the_static_icon(client):
+    response = client.get("/favicon.ico")
+    assert response.status_code == 302
+    assert response["Location"].startswith("/static/web/favicon") and response["Location"].endswith(".ico")
+    assert finders.find("web/favicon.ico")
+    assert "max-age=86400" in response["Cache-Control"]

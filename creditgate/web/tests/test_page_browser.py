@@ -140,9 +140,12 @@ def test_generating_at_each_tier_shows_the_images_and_lowers_the_balance_by_the_
         wait_for_images(page, count)
         expect(page.locator("#bal-available")).to_have_text(str(before - total))
         assert page.locator("#bal-held").inner_text() == "0"
-        first_charge = page.locator("#ledger-rows tr", has_text="Charged").first
+        title = f"{count} {quality['label']} images"
+        first_charge = page.locator("#ledger-rows tr", has_text="Charged for").first
+        assert first_charge.locator("td").nth(1).inner_text().startswith(f"Charged for {title}\n")
         assert first_charge.locator("td").nth(2).inner_text() == f"-{total}"
-        first_hold = page.locator("#ledger-rows tr", has_text="Held for a job").first
+        first_hold = page.locator("#ledger-rows tr", has_text="Held for").first
+        assert first_hold.locator("td").nth(1).inner_text().startswith(f"Held for {title}\n")
         assert first_hold.locator("td").nth(2).inner_text() == f"{total} held"
 
     assert account_balance(user) == {"balance": 7, "held": 0, "available": 7}
@@ -322,3 +325,172 @@ def test_older_ledger_entries_load_on_request_newest_first(page_env, page):
     expect(rows).to_have_count(min(22, 2 * first_page))
     amounts = [int(rows.nth(i).locator("td").nth(2).inner_text()) for i in range(rows.count())]
     assert amounts == sorted(amounts, reverse=True)
+
+
+# --- The page as a new user meets it (issue 16, item 5) -----------------------------------------
+
+def visible_text_count(page, text: str) -> int:
+    """How many elements show `text` on screen: hidden ones and screen-reader-only ones (clipped
+    to a pixel) do not count."""
+    return page.evaluate("""t => [...document.body.querySelectorAll('*')].filter(el => {
+        if (!el.textContent.includes(t) || [...el.children].some(c => c.textContent.includes(t))) return false;
+        const r = el.getBoundingClientRect();
+        return r.width > 1 && r.height > 1 && getComputedStyle(el).visibility !== 'hidden';
+    }).length""", text)
+
+
+def test_generate_and_write_say_why_they_are_grey_until_a_prompt_is_typed(page_env, page):
+    user = make_user("nina", 50)
+    log_in(page, page_env, user)
+
+    generate, write = page.get_by_role("button", name="Generate"), page.get_by_role("button", name="Write")
+    expect(generate).to_be_disabled()
+    expect(write).to_be_disabled()
+    expect(page.locator("#generate-hint")).to_have_text("Describe the image to enable Generate.")
+    expect(page.locator("#text-hint")).to_have_text("Type what it should write to enable Write.")
+    assert page.locator("#generate-hint").is_visible() and page.locator("#text-hint").is_visible()
+    # The hint is what a screen reader hears with the button.
+    assert "generate-hint" in generate.get_attribute("aria-describedby")
+
+    page.get_by_label("Describe the image").fill("a harbour")
+    page.get_by_label("What should it write?").fill("A line about harbours.")
+
+    expect(generate).to_be_enabled()
+    expect(write).to_be_enabled()
+    expect(page.locator("#generate-hint")).to_be_hidden()
+    expect(page.locator("#text-hint")).to_be_hidden()
+
+    page.get_by_label("Describe the image").fill("   ")
+    expect(generate).to_be_disabled()
+    expect(page.locator("#generate-hint")).to_have_text("Describe the image to enable Generate.")
+
+
+def test_a_job_status_is_shown_once_and_still_announced(page_env, page):
+    quality = ai_config()["image_qualities"][0]
+    user = make_user("olga", quality["credits_per_image"] * 2)
+    log_in(page, page_env, user)
+
+    generate(page, tier=quality, count=1, prompt="a pier")
+    done = f"Delivered 1 image; charged {credits_words(quality['credits_per_image'])}."
+    expect(page.locator("#image-job-summary")).to_have_text(done, timeout=30_000)
+
+    assert visible_text_count(page, done) == 1
+    # The live region still tells a screen reader, without showing a second banner.
+    status = page.locator("#status[role=status][aria-live=polite]")
+    expect(status).to_have_text(done)
+    box = status.bounding_box()
+    assert box is None or (box["width"] <= 1 and box["height"] <= 1)
+
+
+def test_history_names_each_job_and_links_to_its_page(page_env, page):
+    config = ai_config()
+    quality = config["image_qualities"][-1]
+    user = make_user("ivan", quality["credits_per_image"] * 2 + 20)
+    log_in(page, page_env, user)
+    generate(page, tier=quality, count=2, prompt="two herons on a frozen lake")
+    expect(page.locator("#image-job-summary")).to_have_text(re.compile(r"^Delivered 2 images"), timeout=30_000)
+    page.get_by_label("What should it write?").fill("Write one sentence about herons.")
+    page.get_by_role("button", name="Write").click()
+    expect(page.locator("#text-job-summary")).to_contain_text("Done", timeout=30_000)
+
+    title = f"2 {quality['label']} images"
+    image_charge = page.locator("#ledger-rows tr", has_text=f"Charged for {title}")
+    expect(image_charge).to_have_count(1)
+    assert "“two herons on a frozen lake”" in image_charge.inner_text()
+    text_charge = page.locator("#ledger-rows tr", has_text="Charged for Text")
+    expect(text_charge).to_have_count(1)
+    assert "“Write one sentence about herons.”" in text_charge.inner_text()
+    assert page.locator("#ledger-rows tr", has_text="Credits added").locator("a").count() == 0
+
+    image_charge.get_by_role("link", name=title).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(title)
+    expect(page.get_by_test_id("job-prompt")).to_have_text("two herons on a frozen lake")
+    expect(page.get_by_test_id("job-charged")).to_have_text(credits_words(quality["credits_per_image"] * 2))
+    page.wait_for_function("""() => { const imgs = [...document.querySelectorAll('#job-images img')];
+        return imgs.length === 2 && imgs.every(i => i.complete && i.naturalWidth > 0); }""")
+    page.get_by_role("link", name="Back to your credits").click()
+    page.wait_for_selector('#app[data-ready="true"]')
+
+
+def chart_pixels(page) -> int:
+    """Pixels the chart's canvas has drawn (not transparent)."""
+    return page.evaluate("""() => { const c = document.getElementById('usage-chart');
+        if (!c.width || !c.height) return 0;
+        const data = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+        let n = 0; for (let i = 3; i < data.length; i += 4) if (data[i]) n++; return n; }""")
+
+
+def test_the_spending_chart_draws_what_was_spent(page_env, page):
+    config = ai_config()
+    quality = config["image_qualities"][0]
+    user = make_user("cleo", quality["credits_per_image"] * 3 + 20)
+    log_in(page, page_env, user)
+    expect(page.get_by_test_id("usage-summary")).to_have_text("No credits spent in the last 30 days.")
+    assert page.locator("#usage-chart").is_hidden()
+
+    generate(page, tier=quality, count=3, prompt="three lanterns")
+    expect(page.locator("#image-job-summary")).to_have_text(re.compile(r"^Delivered 3 images"), timeout=30_000)
+
+    spent = quality["credits_per_image"] * 3
+    expect(page.get_by_test_id("usage-summary")).to_have_text(
+        f"{credits_words(spent)} spent in the last 30 days: {quality['label']} {spent}.")
+    expect(page.locator("#usage-chart")).to_be_visible()
+    page.wait_for_function("() => document.getElementById('usage-chart').width > 0")
+    drawn = chart_pixels(page)
+    assert drawn > 2000, drawn  # axes, labels, legend and a bar: far more than an empty canvas
+    # What Chart.js drew: 30 days, today's column the tier's credits.
+    chart = page.evaluate("""() => { const c = Chart.getChart('usage-chart');
+        return {labels: c.data.labels.length, data: c.data.datasets.map(d => [d.label, d.data.at(-1)])}; }""")
+    assert chart == {"labels": 30, "data": [[quality["label"], spent]]}
+
+    # On a fresh load the chart may be drawn before the tiers arrive; it still gets the tier's colour.
+    page.reload()
+    page.wait_for_selector('#app[data-ready="true"]')
+    page.wait_for_function("() => Chart.getChart('usage-chart') && Chart.getChart('usage-chart').data.datasets.length")
+    colour = page.evaluate("() => Chart.getChart('usage-chart').data.datasets[0].backgroundColor")
+    assert colour.lower() not in ("#8c959f", "rgba(0, 0, 0, 0.1)"), colour
+    assert chart_pixels(page) > 2000
+
+
+def test_the_favicon_is_served_and_the_page_loads_without_a_failed_request(page_env, page):
+    user = make_user("fay", 5)
+    failed = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    log_in(page, page_env, user)
+    page.wait_for_load_state("networkidle")
+    assert failed == []
+
+    response = page.goto(page_env.url + "/favicon.ico")
+    assert response.status == 200
+    assert response.headers["content-type"] in ("image/x-icon", "image/vnd.microsoft.icon")
+    assert response.body()[:4] == b"\x00\x00\x01\x00"  # an ICO file
+
+
+def test_the_admin_models_list_shows_every_column_at_1400px(page_env, browser, admin_user):
+    from django.utils import timezone
+
+    # A retirement warning is the widest thing the list shows.
+    AIModelConfig.objects.filter(quality_tier="premium", is_active=True).update(
+        retires_on=timezone.localdate() + __import__("datetime").timedelta(days=12))
+    admin_user.set_password(PASSWORD)
+    admin_user.save()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(page_env.url + "/admin/login/?next=/admin/catalog/aimodelconfig/")
+        page.get_by_label("Username").fill(admin_user.get_username())
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("#result_list")).to_be_visible()
+
+        sizes = page.evaluate("""() => { const t = document.getElementById('result_list');
+            return {table: t.scrollWidth, box: t.closest('.results').clientWidth,
+                    page: document.documentElement.scrollWidth, viewport: document.documentElement.clientWidth}; }""")
+        assert sizes["table"] <= sizes["box"] and sizes["page"] <= sizes["viewport"], sizes
+        for header in ("Active", "Retirement"):
+            cell = page.locator("#result_list thead th", has_text=re.compile(rf"^\s*{header}\s*$", re.I))
+            box = cell.bounding_box()
+            assert box and box["x"] + box["width"] <= sizes["viewport"], (header, box)
+        expect(page.locator("#result_list")).to_contain_text("retires in 12 days")
+    finally:
+        context.close()

@@ -17,6 +17,7 @@
     busyText: false,
     total: null,
     ledgerNext: null,
+    usage: null,
   };
 
   function $(id) { return document.getElementById(id); }
@@ -83,9 +84,10 @@
     );
   }
 
+  // A tier no longer served is not in ai-config; its name is still worth showing.
   function tierLabel(tier) {
     var q = tierInfo(tier);
-    return q ? q.label : tier;
+    return q ? q.label : tier.charAt(0).toUpperCase() + tier.slice(1);
   }
 
   // What an API error means to the person at the keyboard.
@@ -148,6 +150,8 @@
       renderCounts();
       renderTextModel();
       repriceImages();
+      // The chart colours tiers by their place in the config, which may have arrived after it.
+      if (state.usage) renderUsage(state.usage);
     }, function (err) {
       $("tiers-loading").textContent = "The tiers could not be loaded: " + describeError(err);
       throw err;
@@ -239,6 +243,76 @@
     refund: "Refunded",
     adjustment: "Adjusted",
   };
+  // An entry of a job names the job ("Charged for 2 <tier> images") and links to its page.
+  var JOB_KIND_WORDS = {
+    hold: "Held for",
+    capture: "Charged for",
+    release: "Released for",
+    expire: "Hold expired for",
+  };
+  var JOB_REFERENCE = /^job:([0-9a-f-]{36})$/i;
+
+  // Jobs named by ledger entries, by id (null: it could not be read). What a job asked for never
+  // changes, so each is read once per page load.
+  var ledgerJobs = {};
+
+  function jobIdOf(entry) {
+    var match = JOB_REFERENCE.exec(entry.reference || "");
+    return match ? match[1] : null;
+  }
+
+  // What the user asked for: "2 <tier> images", "Text", "Article with 3 <tier> images".
+  function jobTitle(job) {
+    var count = job.images_requested || job.count || 0;
+    var images = plural(count, (job.tier ? tierLabel(job.tier) + " " : "") + "image");
+    if (job.kind === "image") return images;
+    if (job.kind === "article") return count ? "Article with " + images : "Article";
+    return "Text";
+  }
+
+  function shorten(text, max) {
+    text = String(text || "").replace(/\s+/g, " ").trim();
+    return text.length > max ? text.slice(0, max - 1).trimEnd() + "…" : text;
+  }
+
+  function loadLedgerJobs(entries) {
+    var wanted = [];
+    entries.forEach(function (entry) {
+      var id = jobIdOf(entry);
+      if (id && !(id in ledgerJobs) && wanted.indexOf(id) === -1) wanted.push(id);
+    });
+    return Promise.all(wanted.map(function (id) {
+      return api(urls.jobsUrl + id + "/").then(
+        function (job) { ledgerJobs[id] = job; },
+        function () { ledgerJobs[id] = null; }
+      );
+    }));
+  }
+
+  function ledgerWhat(entry) {
+    var what = document.createElement("td");
+    var id = jobIdOf(entry);
+    var notes = [];
+    if (id) {
+      var job = ledgerJobs[id];
+      var link = document.createElement("a");
+      link.className = "job-link";
+      link.href = urls.jobPageUrl + id + "/";
+      link.textContent = job ? jobTitle(job) : "a job";
+      what.append((JOB_KIND_WORDS[entry.kind] || KIND_WORDS[entry.kind] || entry.kind) + " ", link);
+      if (job && job.prompt) notes.push("“" + shorten(job.prompt, 80) + "”");
+    } else {
+      what.textContent = KIND_WORDS[entry.kind] || entry.kind;
+    }
+    if (entry.reason) notes.push(entry.reason);
+    notes.forEach(function (note) {
+      var span = document.createElement("span");
+      span.className = "reason";
+      span.textContent = note;
+      what.append(" ", span);
+    });
+    return what;
+  }
 
   function ledgerRow(entry) {
     var tr = document.createElement("tr");
@@ -247,14 +321,7 @@
     time.dateTime = entry.created_at;
     time.textContent = new Date(entry.created_at).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
     when.appendChild(time);
-    var what = document.createElement("td");
-    what.textContent = KIND_WORDS[entry.kind] || entry.kind;
-    if (entry.reason) {
-      var reason = document.createElement("span");
-      reason.className = "reason";
-      reason.textContent = entry.reason;
-      what.append(" ", reason);
-    }
+    var what = ledgerWhat(entry);
     var amount = document.createElement("td");
     amount.className = "num";
     if (entry.amount === 0 && entry.available_delta !== 0) {
@@ -276,6 +343,8 @@
     var url = more ? state.ledgerNext : urls.ledgerUrl;
     if (!url) return Promise.resolve();
     return api(url).then(function (page) {
+      return loadLedgerJobs(page.results || []).then(function () { return page; });
+    }).then(function (page) {
       var body = $("ledger-rows");
       if (!more) body.textContent = "";
       (page.results || []).forEach(function (entry) { body.appendChild(ledgerRow(entry)); });
@@ -285,8 +354,96 @@
     });
   }
 
+  // --- spending chart (GET /api/v1/credits/usage/, drawn with the vendored Chart.js) -----------
+
+  // Image tiers in ai-config's order (cheapest first) go from light to dark blue; text is green.
+  // By position, never by name: this script names no tier.
+  var TIER_COLORS = ["#8ab4f0", "#0a5bd3", "#062f6e", "#5b3cc4", "#b35c00"];
+  var TEXT_COLOR = "#1a7f37";
+  var usageChart = null;
+
+  function usageColor(key) {
+    if (key === "text") return TEXT_COLOR;
+    var list = (state.config && state.config.image_qualities) || [];
+    for (var i = 0; i < list.length; i++) if (list[i].tier === key) return TIER_COLORS[i % TIER_COLORS.length];
+    return "#8c959f";  // a tier no longer served
+  }
+
+  function dayLabel(isoDate) {
+    // The API's days are UTC days: label them as such, whatever the browser's time zone.
+    return new Date(isoDate + "T00:00:00Z").toLocaleDateString([], { month: "short", day: "numeric", timeZone: "UTC" });
+  }
+
+  function renderUsage(usage) {
+    state.usage = usage;
+    var keys = Object.keys(usage.labels || {});
+    var totals = {};
+    keys.forEach(function (key) {
+      totals[key] = usage.rows.reduce(function (sum, row) { return sum + (row.by_tier[key] || 0); }, 0);
+    });
+    var summary = $("usage-summary");
+    var box = $("usage-chart-box");
+    var period = "in the last " + plural(usage.rows.length, "day");
+    if (!usage.total) {
+      summary.textContent = "No credits spent " + period + ".";
+      box.hidden = true;
+      return;
+    }
+    summary.textContent = plural(usage.total, "credit") + " spent " + period + ": "
+      + keys.map(function (key) { return usage.labels[key] + " " + totals[key]; }).join(", ") + ".";
+    if (typeof window.Chart !== "function") return;  // the sentence above still says it all
+    box.hidden = false;
+    var data = {
+      labels: usage.rows.map(function (row) { return dayLabel(row.date); }),
+      datasets: keys.map(function (key) {
+        return {
+          label: usage.labels[key],
+          data: usage.rows.map(function (row) { return row.by_tier[key] || 0; }),
+          backgroundColor: usageColor(key),
+          stack: "credits",
+        };
+      }),
+    };
+    if (usageChart) {
+      usageChart.data = data;
+      usageChart.update();
+      return;
+    }
+    // The page's own font and colours, not Chart.js's defaults.
+    var style = getComputedStyle(document.body);
+    window.Chart.defaults.font.family = style.fontFamily;
+    window.Chart.defaults.color = getComputedStyle(document.documentElement).getPropertyValue("--muted").trim() || "#57606a";
+    usageChart = new window.Chart($("usage-chart"), {
+      type: "bar",
+      data: data,
+      options: {
+        animation: false,
+        responsive: true,
+        maintainAspectRatio: false,
+        scales: {
+          x: { stacked: true, grid: { display: false }, ticks: { maxRotation: 0, autoSkip: true, maxTicksLimit: 6 } },
+          y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } },
+        },
+        plugins: {
+          legend: { position: "bottom", labels: { boxWidth: 12 } },
+          tooltip: {
+            callbacks: {
+              label: function (ctx) { return ctx.dataset.label + ": " + plural(ctx.parsed.y, "credit"); },
+            },
+          },
+        },
+      },
+    });
+  }
+
+  function loadUsage() {
+    return api(urls.usageUrl + "?group=day").then(renderUsage, function (err) {
+      $("usage-summary").textContent = "Your spending could not be loaded: " + describeError(err);
+    });
+  }
+
   function refreshAccount() {
-    return Promise.all([loadBalance(), loadLedger(false)]).catch(function (err) {
+    return Promise.all([loadBalance(), loadLedger(false), loadUsage()]).catch(function (err) {
       showAlert("Your balance could not be refreshed: " + describeError(err));
     });
   }
@@ -333,8 +490,19 @@
     }
     var imagePrompt = $("image-prompt").value.trim();
     $("generate").disabled = state.busyImages || !covered || !imagePrompt;
+    // Say why the button is grey, unless something on screen already does (the coverage line,
+    // a job in progress, no tier at all).
+    var imageHint = "";
+    if (!state.busyImages && selectedTier()) {
+      if (!imagePrompt) imageHint = "Describe the image to enable Generate.";
+      else if (total === null) imageHint = "Working out the price…";
+    }
+    $("generate-hint").textContent = imageHint;
     var textPrompt = $("text-prompt").value.trim();
-    $("generate-text").disabled = state.busyText || !textPrompt || !(state.config && state.config.text_model);
+    var textModel = state.config && state.config.text_model;
+    $("generate-text").disabled = state.busyText || !textPrompt || !textModel;
+    $("text-hint").textContent = !state.busyText && textModel && !textPrompt
+      ? "Type what it should write to enable Write." : "";
   }
 
   // --- jobs --------------------------------------------------------------------------------

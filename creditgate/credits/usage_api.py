@@ -1,0 +1,121 @@
+"""GET /api/v1/credits/usage/: what the user's account spent, per day or per tier.
+
+Credits only: what the providers cost is the operator's business, not the user's. Days are UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from creditgate.catalog.models import QualityTier
+from creditgate.core.schema import error_response
+from creditgate.credits import services
+from creditgate.generation import selectors as generation_selectors
+
+MAX_DAYS = 366
+DEFAULT_DAYS = 30
+DATE_FORMATS = ["%Y-%m-%d"]
+USAGE_LABELS = {**dict(QualityTier.choices), generation_selectors.TEXT_USAGE: "Text"}
+
+
+def _today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+class UsageQuerySerializer(serializers.Serializer):
+    to = serializers.DateField(required=False, input_formats=DATE_FORMATS)
+    group = serializers.ChoiceField(choices=["day", "tier"], default="day")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField(required=False, input_formats=DATE_FORMATS)  # a keyword in Python
+        return fields
+
+    def validate(self, data):
+        end = data.get("to") or _today()
+        start = data.get("from") or end - dt.timedelta(days=DEFAULT_DAYS - 1)
+        if start > end:
+            raise serializers.ValidationError({"from": [f"Must be on or before to ({end.isoformat()})."]})
+        if (end - start).days + 1 > MAX_DAYS:
+            raise serializers.ValidationError({"from": [f"The range may span at most {MAX_DAYS} days."]})
+        return {"start": start, "end": end, "group": data["group"]}
+
+
+@extend_schema_serializer(component_name="UsageDay")
+class UsageDaySerializer(serializers.Serializer):
+    date = serializers.DateField()
+    credits = serializers.IntegerField()
+    by_tier = serializers.DictField(child=serializers.IntegerField(),
+                                    help_text="Credits per usage key (a tier or text); every key of `labels`.")
+
+
+@extend_schema_serializer(component_name="UsageTier")
+class UsageTierSerializer(serializers.Serializer):
+    tier = serializers.CharField(help_text="basic, quality, premium, or text.")
+    label = serializers.CharField()
+    credits = serializers.IntegerField()
+
+
+@extend_schema_serializer(component_name="Usage")
+class UsageSerializer(serializers.Serializer):
+    # "from" cannot be an attribute name; get_fields adds it as for the query.
+    to = serializers.DateField()
+    group = serializers.ChoiceField(choices=["day", "tier"])
+    timezone = serializers.CharField(help_text="Days are counted in this time zone (always UTC).")
+    total = serializers.IntegerField(help_text="Credits charged in the range.")
+    labels = serializers.DictField(child=serializers.CharField(),
+                                   help_text="A display name per usage key that has spending in the range.")
+    rows = PolymorphicProxySerializer(
+        component_name="UsageRow", serializers=[UsageDaySerializer, UsageTierSerializer],
+        resource_type_field_name=None, many=True,
+        help_text="group=day: every day of the range, oldest first (days without spending included); "
+                  "group=tier: each tier with spending.")
+
+    def get_fields(self):
+        fields = super().get_fields()
+        fields["from"] = serializers.DateField()
+        return fields
+
+
+def _usage_body(*, start: dt.date, end: dt.date, group: str, usage: dict[tuple, int]) -> dict:
+    keys = [key for key in USAGE_LABELS if any(k[-1] == key for k in usage)]
+    if group == "day":
+        rows = []
+        for n in range((end - start).days + 1):
+            day = start + dt.timedelta(days=n)
+            by_tier = {key: usage.get((day, key), 0) for key in keys}
+            rows.append({"date": day.isoformat(), "credits": sum(by_tier.values()), "by_tier": by_tier})
+    else:
+        rows = [{"tier": key, "label": USAGE_LABELS[key], "credits": usage[(key,)]} for key in keys]
+    return {"from": start.isoformat(), "to": end.isoformat(), "group": group, "timezone": "UTC", "total": sum(usage.values()),
+            "labels": {key: USAGE_LABELS[key] for key in keys}, "rows": rows}
+
+
+class UsageApi(APIView):
+    @extend_schema(
+        summary="Credits your account spent, per day or per tier",
+        parameters=[
+            OpenApiParameter("from", dt.date, description=f"First day (UTC), YYYY-MM-DD. Default: {DEFAULT_DAYS - 1} "
+                                                          "days before `to`."),
+            OpenApiParameter("to", dt.date, description="Last day (UTC), included, YYYY-MM-DD. Default: today. "
+                                                        f"At most {MAX_DAYS} days from `from`."),
+            OpenApiParameter("group", str, enum=["day", "tier"], default="day"),
+        ],
+        responses={200: UsageSerializer,
+                   400: error_response("invalid_request: a date that is not YYYY-MM-DD, `from` after `to`, a range "
+                                       f"over {MAX_DAYS} days, or a group other than day or tier; details name the "
+                                       "parameter."),
+                   401: error_response("not_authenticated")})
+    def get(self, request):
+        query = UsageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        start, end, group = query.validated_data["start"], query.validated_data["end"], query.validated_data["group"]
+        account = services.account_for_user(user=request.user)
+        usage = generation_selectors.usage_credits(account=account, start=start, end=end, by_day=group == "day")
+        # Plain data already (dates as text); UsageSerializer describes it for the schema.
+        return Response(_usage_body(start=start, end=end, group=group, usage=usage))
