@@ -1,0 +1,426 @@
+"""A paid text job end to end, beside what proxy users would run instead, in one interleaved run.
+
+Every target talks to the same minimal OpenAI-compatible fake provider, which answers at once:
+
+- `direct`: the fake provider itself (the floor);
+- `litellm`: LiteLLM's proxy in front of it, when `--litellm PATH` names a `litellm` executable
+  installed in its own virtualenv (not a dependency of this project):
+      python3 -m venv /tmp/litellm && /tmp/litellm/bin/pip install 'litellm[proxy]'
+      .venv/bin/python bench/bench_paid_jobs.py --litellm /tmp/litellm/bin/litellm
+- `cg-embedded`: creditgate on the embedded default (SQLite, jobs in-process), gunicorn;
+- `cg-full`: creditgate on PostgreSQL + Redis, gunicorn (2 workers) + a Celery worker (4 processes).
+For creditgate one operation is a paid job: POST /api/v1/text/generations/ and then either polling
+GET /api/v1/jobs/{id}/ until it is final (`poll`) or one POST with `Prefer: wait=30` (`wait`).
+
+For each target, mode and concurrency (1 and 8 clients) it prints operations/s, median and p95
+latency and the server's CPU per operation (every process of the server, from /proc), as
+min/median/max over the rounds (targets interleaved within each round), then the ratios the
+issue asks for: creditgate jobs/s over LiteLLM's requests/s at c=8, creditgate over direct, the
+latency each adds at c=1 over direct, and creditgate's CPU per job. Linux only (/proc).
+
+    .venv/bin/python bench/bench_paid_jobs.py [--rounds 3] [--seconds 8] [--litellm PATH]
+        [--targets direct,litellm,cg-embedded,cg-full]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+FINAL = {"succeeded", "partial", "failed"}
+COMPLETION = json.dumps({
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 1764500000, "model": "bench",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there."}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}).encode()
+KEY = "Zm9yLWJlbmNobWFya3Mtb25seS0zMi1ieXRlcy1rZXk="
+LITELLM_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
+
+
+# --- The fake provider: a few lines of asyncio, so it is never the bottleneck --------------------
+
+
+async def _serve_fake(port: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":", 1)[1])
+                if length:
+                    await reader.readexactly(length)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-request-id: req-bench\r\n"
+                             b"Content-Length: " + str(len(COMPLETION)).encode() + b"\r\n\r\n" + COMPLETION)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=512)
+    async with server:
+        await server.serve_forever()
+
+
+# --- Processes ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing answered on port {port}")
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes and all their descendants, living or reaped."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    stats: dict[int, list[str]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields_ = raw[raw.rindex(")") + 2:].split()
+        stats[int(entry)], parents[int(entry)] = fields_, int(fields_[1])
+    tree, frontier = set(pids), list(pids)
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    total = 0
+    for pid in tree:
+        if pid in stats:  # utime, stime, cutime, cstime
+            total += sum(int(v) for v in stats[pid][11:15])
+    return total / ticks
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    token: str = ""
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs]
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def start_fake() -> Server:
+    port = free_port()
+    proc = subprocess.Popen([PYTHON, __file__, "--serve-fake-provider", str(port)])
+    wait_for_port(port)
+    return Server("direct", port, [proc])
+
+
+def start_litellm(binary: str, fake: Server, workdir: Path) -> Server:
+    port = free_port()
+    config = workdir / "litellm.yaml"
+    config.write_text(
+        "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench\n"
+        f"      api_base: http://127.0.0.1:{fake.port}/v1\n      api_key: bench\n")
+    # A master key (no database: it is checked in memory), as LiteLLM refuses to start without one.
+    env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "LITELLM_MASTER_KEY": LITELLM_KEY}
+    log = open(workdir / "litellm.log", "w")
+    proc = subprocess.Popen([binary, "--config", str(config), "--port", str(port), "--num_workers", "1"],
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    wait_for_port(port, timeout=180)
+    return Server("litellm", port, [proc])
+
+
+def creditgate_env(workdir: Path, *, full: bool) -> dict:
+    env = {**os.environ, "DEBUG": "false", "SECRET_KEY": "bench-only-secret-key", "ALLOWED_HOSTS": "127.0.0.1",
+           "CREDITGATE_ENCRYPTION_KEYS": KEY, "CREDITGATE_SANDBOX": "false", "LOG_LEVEL": "WARNING",
+           "CREDITGATE_VAR_DIR": str(workdir / "var"), "CREDITGATE_GENERATION_RATE": "100000000/min",
+           "CREDITGATE_SECURE_SSL_REDIRECT": "false", "CREDITGATE_SECURE_COOKIES": "false"}
+    if full:
+        env.update(DATABASE_URL=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/cg_bench_paid"),
+                   REDIS_URL=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/7"),
+                   CREDITGATE_JOBS_BACKEND="celery")
+    else:
+        env.update(DATABASE_URL=f"sqlite:///{workdir / 'var' / 'bench.sqlite3'}", CREDITGATE_JOBS_BACKEND="inprocess")
+        env.pop("REDIS_URL", None)
+    return env
+
+
+SETUP = """
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from creditgate.catalog.models import IntegrationProvider
+from creditgate.catalog.ai_config_cache import ai_config_invalidate
+from creditgate.credits import services
+provider = IntegrationProvider.objects.get(provider_id="openai")
+provider.set_api_key("bench-key")
+provider.base_url = "http://127.0.0.1:{port}/v1"
+provider.is_active = True
+provider.save()
+ai_config_invalidate()
+user, _ = get_user_model().objects.get_or_create(username="bench")
+services.credits_grant(account=services.account_for_user(user=user), amount=10**11, reason="benchmark")
+print("TOKEN", Token.objects.get_or_create(user=user)[0].key)
+"""
+
+
+def start_creditgate(fake: Server, workdir: Path, *, full: bool) -> Server:
+    name = "cg-full" if full else "cg-embedded"
+    workdir = workdir / name
+    (workdir / "var").mkdir(parents=True, exist_ok=True)
+    env = creditgate_env(workdir, full=full)
+    if full:
+        import psycopg
+
+        admin = env["DATABASE_URL"].rsplit("/", 1)[0] + "/postgres"
+        dbname = env["DATABASE_URL"].rsplit("/", 1)[1]
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{dbname}"')
+        subprocess.run(["redis-cli", "-u", env["REDIS_URL"], "flushdb"], check=True, capture_output=True)
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v", "0"], cwd=ROOT, env=env, check=True)
+    out = subprocess.run([PYTHON, "manage.py", "shell", "-c", SETUP.format(port=fake.port)], cwd=ROOT, env=env,
+                         check=True, capture_output=True, text=True).stdout
+    token = next(line.split()[1] for line in out.splitlines() if line.startswith("TOKEN"))
+    port = free_port()
+    log = open(workdir / "server.log", "w")
+    workers = ["-w", "2"] if full else ["-w", "1"]
+    procs = [subprocess.Popen([PYTHON, "-m", "gunicorn", "creditgate.wsgi", *workers, "-k", "gthread", "--threads", "8",
+                               "-b", f"127.0.0.1:{port}", "--keep-alive", "30"],
+                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)]
+    if full:
+        procs.append(subprocess.Popen([PYTHON, "-m", "celery", "-A", "creditgate", "worker", "--concurrency=4",
+                                       "--loglevel=WARNING", "--without-heartbeat", "--without-gossip",
+                                       "--without-mingle"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    wait_for_port(port)
+    server = Server(name, port, procs, token)
+    # Warm up every worker process (imports, connections) before anything is measured.
+    for _ in range(20):
+        one_job(_Client(port), server.token, wait=True)
+    return server
+
+
+# --- Clients -----------------------------------------------------------------------------------
+
+
+class _Client:
+    """One keep-alive HTTP connection, reopened if the server closed it."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+
+    def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+        payload = json.dumps(body).encode() if body is not None else None
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        for attempt in range(2):
+            try:
+                self.conn.request(method, path, body=payload, headers=hdrs)
+                response = self.conn.getresponse()
+                data = response.read()
+                return response.status, data
+            except (http.client.HTTPException, ConnectionError):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def one_chat(client: _Client, model: str) -> None:
+    status, data = client.request("POST", "/v1/chat/completions",
+                                  {"model": model, "messages": [{"role": "user", "content": "Say hello."}],
+                                   "max_completion_tokens": 16}, {"Authorization": f"Bearer {LITELLM_KEY}"})
+    if status != 200:
+        raise RuntimeError(f"chat completion answered {status}: {data[:300]!r}")
+
+
+def one_job(client: _Client, token: str, *, wait: bool) -> None:
+    auth = {"Authorization": f"Token {token}"}
+    status, data = client.request("POST", "/api/v1/text/generations/", {"prompt": "Say hello.", "max_tokens": 16},
+                                  {**auth, **({"Prefer": "wait=30"} if wait else {})})
+    if status not in (200, 201, 202):
+        raise RuntimeError(f"POST answered {status}: {data[:200]!r}")
+    job = json.loads(data)
+    delay = 0.002
+    while job["status"] not in FINAL:
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+        status, data = client.request("GET", f"/api/v1/jobs/{job['id']}/", headers=auth)
+        job = json.loads(data)
+    if job["status"] != "succeeded":
+        raise RuntimeError(f"job {job['id']} {job['status']}: {job.get('error')}")
+
+
+@dataclass
+class Sample:
+    rate: float
+    median_ms: float
+    p95_ms: float
+    cpu_ms: float
+
+
+def measure(server: Server, operation, clients: int, seconds: float) -> Sample:
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[BaseException] = []
+    start = time.monotonic() + 0.3
+    stop = start + seconds
+
+    def run(i: int) -> None:
+        client = _Client(server.port)
+        while time.monotonic() < start:
+            time.sleep(0.001)
+        try:
+            while time.monotonic() < stop:
+                began = time.perf_counter()
+                operation(client)
+                latencies[i].append(time.perf_counter() - began)
+        except BaseException as exc:  # noqa: BLE001 - reported after the round
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(clients)]
+    cpu_before = cpu_seconds(server.pids())
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    cpu = cpu_seconds(server.pids()) - cpu_before
+    if errors:
+        raise RuntimeError(f"{server.name}: {errors[0]}") from errors[0]
+    done = sorted(x for per in latencies for x in per)
+    if not done:
+        raise RuntimeError(f"{server.name}: no operation finished")
+    return Sample(rate=len(done) / seconds, median_ms=statistics.median(done) * 1000,
+                  p95_ms=done[min(len(done) - 1, int(len(done) * 0.95))] * 1000, cpu_ms=cpu / len(done) * 1000)
+
+
+def spread(values: list[float], fmt: str = "{:.1f}") -> str:
+    return "/".join(fmt.format(v) for v in (min(values), statistics.median(values), max(values)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--litellm", help="path of a litellm executable (its own virtualenv)")
+    parser.add_argument("--targets", default="direct,litellm,cg-embedded,cg-full")
+    parser.add_argument("--serve-fake-provider", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_fake_provider:
+        asyncio.run(_serve_fake(args.serve_fake_provider))
+        return 0
+
+    wanted = args.targets.split(",")
+    if "litellm" in wanted and not args.litellm:
+        print("litellm: skipped (no --litellm PATH)")
+        wanted.remove("litellm")
+    workdir = Path(tempfile.mkdtemp(prefix="cg-bench-paid-"))
+    servers: dict[str, Server] = {}
+    fake = start_fake()
+    servers["direct"] = fake
+    try:
+        if "litellm" in wanted:
+            servers["litellm"] = start_litellm(args.litellm, fake, workdir)
+        if "cg-embedded" in wanted:
+            servers["cg-embedded"] = start_creditgate(fake, workdir, full=False)
+        if "cg-full" in wanted:
+            servers["cg-full"] = start_creditgate(fake, workdir, full=True)
+
+        cases = []  # (label, server, operation)
+        for name in wanted:
+            server = servers[name]
+            if name == "direct":
+                cases.append(("direct", server, lambda c: one_chat(c, "bench")))
+            elif name == "litellm":
+                cases.append(("litellm", server, lambda c: one_chat(c, "bench")))
+            else:
+                token = server.token
+                cases.append((f"{name} poll", server, lambda c, t=token: one_job(c, t, wait=False)))
+                cases.append((f"{name} wait", server, lambda c, t=token: one_job(c, t, wait=True)))
+        results: dict[tuple[str, int], list[Sample]] = {}
+        print(f"{args.rounds} rounds of {args.seconds:g} s per case, targets interleaved; load: "
+              f"{os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}", flush=True)
+        for round_ in range(1, args.rounds + 1):
+            for clients in (1, 8):
+                for label, server, operation in cases:
+                    sample = measure(server, operation, clients, args.seconds)
+                    results.setdefault((label, clients), []).append(sample)
+                    print(f"  round {round_} c={clients} {label:18} {sample.rate:8.1f}/s  median {sample.median_ms:7.2f} ms"
+                          f"  p95 {sample.p95_ms:7.2f} ms  cpu {sample.cpu_ms:6.2f} ms/op", flush=True)
+
+        print(f"\nmin/median/max over {args.rounds} rounds (load now {os.getloadavg()[0]:.2f}):")
+        print(f"{'case':22} {'ops/s':>22} {'median ms':>20} {'p95 ms':>20} {'server cpu ms/op':>20}")
+        for (label, clients), samples in results.items():
+            print(f"{label + f' c={clients}':22} {spread([s.rate for s in samples]):>22} "
+                  f"{spread([s.median_ms for s in samples], '{:.2f}'):>20} {spread([s.p95_ms for s in samples], '{:.2f}'):>20} "
+                  f"{spread([s.cpu_ms for s in samples], '{:.2f}'):>20}")
+
+        def med(label: str, clients: int, attr: str) -> float | None:
+            samples = results.get((label, clients))
+            return statistics.median(getattr(s, attr) for s in samples) if samples else None
+
+        print("\nratios (medians):")
+        direct1 = med("direct", 1, "median_ms")
+        litellm8, litellm1 = med("litellm", 8, "rate"), med("litellm", 1, "median_ms")
+        for name in ("cg-embedded", "cg-full"):
+            for mode in ("poll", "wait"):
+                label = f"{name} {mode}"
+                rate8 = med(label, 8, "rate")
+                if rate8 is None:
+                    continue
+                line = f"  {label:18} jobs/s at c=8 over direct {rate8 / med('direct', 8, 'rate'):.3f}"
+                if litellm8:
+                    line += f", over LiteLLM {rate8 / litellm8:.2f} (target >= 1.0)"
+                added = med(label, 1, "median_ms") - direct1
+                line += f"; added latency at c=1 {added:.1f} ms"
+                if litellm1:
+                    line += f" (LiteLLM adds {litellm1 - direct1:.1f} ms)"
+                line += f"; server CPU per job {med(label, 8, 'cpu_ms'):.1f} ms (target <= 13)"
+                print(line)
+        return 0
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
