@@ -20,6 +20,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 import requests
+import requests.adapters
 from django.conf import settings
 
 from creditgate.catalog.models import AIModelConfig
@@ -232,13 +233,23 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
-def fetch_image(url: str, *, policy: CallPolicy, what: str) -> tuple[bytes, str]:
+def http_session(policy: CallPolicy) -> requests.Session:
+    """A keep-alive HTTP session for one adapter, with a connection pool as large as its fan-out."""
+    session = requests.Session()
+    pool = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(policy.max_parallel_calls, 10))
+    session.mount("http://", pool)
+    session.mount("https://", pool)
+    return session
+
+
+def fetch_image(url: str, *, policy: CallPolicy, what: str, session: requests.Session | None = None
+                ) -> tuple[bytes, str]:
     """Download an image a provider handed out by URL (they expire, so we copy it at once).
     Retried like a provider call: a GET is safe to repeat and costs nothing."""
 
     def attempt() -> tuple[bytes, str]:
         try:
-            response = requests.get(url, timeout=(policy.connect_timeout, policy.download_timeout))
+            response = (session or requests).get(url, timeout=(policy.connect_timeout, policy.download_timeout))
         except requests.Timeout as exc:
             raise ProviderTimeout("The generated image could not be downloaded in time.") from exc
         except requests.RequestException as exc:
@@ -279,6 +290,8 @@ class ProviderAdapter(ABC):
         self.api_key = api_key
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.policy = policy or CallPolicy.from_settings()
+        # Kept for the adapter's life (the registry reuses adapters across jobs): connections stay open.
+        self.http = http_session(self.policy)
 
     def __repr__(self) -> str:  # the key must never reach a log line through a repr
         return f"<{type(self).__name__} base_url={self.base_url!r}>"

@@ -144,7 +144,7 @@ class OpenAIAdapter(ProviderAdapter):
                 url = None
             elif getattr(item, "url", None):
                 url = item.url
-                data, content_type = fetch_image(url, policy=self.policy, what="openai image download")
+                data, content_type = fetch_image(url, policy=self.policy, what="openai image download", session=self.http)
             else:
                 raise ProviderBadResponse("The AI provider's answer carried no image.")
         except ProviderError as exc:

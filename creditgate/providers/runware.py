@@ -84,7 +84,7 @@ class RunwareAdapter(ProviderAdapter):
 
     def _post(self, tasks: list[dict], *, read_timeout: float) -> tuple[int, Any, Any]:
         try:
-            response = requests.post(self.base_url, json=tasks, timeout=(self.policy.connect_timeout, read_timeout),
+            response = self.http.post(self.base_url, json=tasks, timeout=(self.policy.connect_timeout, read_timeout),
                                      headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"})
         except requests.ConnectTimeout as exc:
             raise ProviderTimeout("The AI provider could not be reached in time.") from exc
@@ -173,7 +173,7 @@ class RunwareAdapter(ProviderAdapter):
         url = item.get("imageURL")
         try:
             if url:
-                data, content_type = fetch_image(url, policy=self.policy, what="runware image download")
+                data, content_type = fetch_image(url, policy=self.policy, what="runware image download", session=self.http)
             else:
                 encoded = item.get("imageBase64Data") or str(item.get("imageDataURI") or "").partition(",")[2]
                 try:

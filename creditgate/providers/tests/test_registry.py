@@ -112,3 +112,22 @@ def test_check_of_an_unconfigured_provider_says_why(settings):
     settings.CREDITGATE_SANDBOX = False
     check = provider_check_credentials(provider_id="openai")
     assert not check.ok and check.message == "The AI provider OpenAI has no API key."
+
+
+def test_one_adapter_is_reused_across_jobs_until_what_it_was_built_from_changes(settings, sandbox):
+    """Reused: its HTTP clients keep their connections and SSL contexts. Rebuilt: a new key,
+    base URL or call policy takes effect for the very next call."""
+    first = adapter_for(provider_id="openai")
+    assert adapter_for(provider_id="openai") is first
+    client = first._client(first.policy.text_timeout)
+    assert adapter_for(provider_id="openai")._client(first.policy.text_timeout) is client
+
+    provider = IntegrationProvider.objects.get(provider_id="openai")
+    provider.set_api_key("sk-rotated-key-0002")
+    provider.save()
+    rotated = adapter_for(provider_id="openai")
+    assert rotated is not first and rotated.api_key == "sk-rotated-key-0002"
+    assert adapter_for(provider_id="openai") is rotated
+
+    settings.CREDITGATE_PROVIDER_TEXT_TIMEOUT = 7.0
+    assert adapter_for(provider_id="openai").policy.text_timeout == 7.0

@@ -154,14 +154,14 @@ def test_timeout_of_a_task_the_provider_never_saw_fails_without_resubmitting(run
 
     from creditgate.providers import runware
 
-    real_post = requests.post
+    real_post = runware_adapter.http.post
 
     def lose_inference(url, json, **kwargs):
         if json[0]["taskType"] == "imageInference":
             raise requests.ReadTimeout("read timed out")
         return real_post(url, json=json, **kwargs)
 
-    monkeypatch.setattr(runware.requests, "post", lose_inference)
+    monkeypatch.setattr(runware_adapter.http, "post", lose_inference)
 
     with pytest.raises(ProviderTimeout) as caught:
         runware_adapter.generate_images(model=hidream(), prompt="fox", count=1)
