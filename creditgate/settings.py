@@ -168,6 +168,9 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "inte
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 3}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Keep database connections across tasks (creditgate.celery closes only broken or old ones, as
+# Django does per request); Celery's fix-up would otherwise reconnect for every job.
+CELERY_DB_REUSE_MAX = 1_000_000
 
 # --- Durable jobs ------------------------------------------------------------------------
 # Jobs go to Celery only when a broker is configured; otherwise they run in this process.
