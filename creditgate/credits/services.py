@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import time
 
 import psycopg
 
@@ -83,17 +84,22 @@ def _execute(sql: str, params: list) -> tuple | None:
     statement: each connection plans it once instead of on every call (Django binds parameters
     on the client, so PostgreSQL would otherwise parse and plan every money move; for these
     small statements planning costs about as much as executing). That is a choice of transport,
-    not a second implementation. Such statements bypass Django's query log (DEBUG's
-    connection.queries, CaptureQueriesContext); errors are translated as Django's cursors do.
+    not a second implementation. Errors are translated as Django's cursors do, and the statement
+    is added to Django's query log when that is on (DEBUG, CaptureQueriesContext).
     """
-    if connection.vendor == "postgresql":
-        connection.ensure_connection()
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(sql, params, prepare=True)
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
             return cursor.fetchone() if cursor.description else None
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchone() if cursor.description else None
+    connection.ensure_connection()
+    started = time.monotonic()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=True)
+        row = cursor.fetchone() if cursor.description else None
+    if connection.queries_logged:
+        connection.queries_log.append({"sql": f"{sql} -- prepared, {params!r}",
+                                       "time": f"{time.monotonic() - started:.3f}"})
+    return row
 
 
 def _db(field, value):

@@ -71,7 +71,11 @@ class _Keeper:
                 connection.close()  # idle: hold no database connection (a no-op when none is open)
                 continue
             try:
-                renew(leases)
+                for lease in renew(leases):
+                    with self._lock:
+                        if self._leases.get(lease.job_id) is lease:  # not released meanwhile
+                            logger.warning("job %s: its lease was taken over; this run stops", lease.job_id)
+                            lease.lost.set()
             except DatabaseError:
                 # Cannot reach the database: try again next beat on a fresh connection. If it stays
                 # away past the lease, recovery takes the job over, which is the point.
@@ -79,20 +83,17 @@ class _Keeper:
                 connection.close()
 
 
-def renew(leases: list[Lease]) -> None:
-    """Push the expiry of these leases forward; mark those this process no longer holds."""
+def renew(leases: list[Lease]) -> list[Lease]:
+    """Push the expiry of these leases forward; the ones this process no longer holds."""
     mine = Q()
     for lease in leases:
         mine |= Q(pk=lease.job_id, lease_token=lease.token)
     until = timezone.now() + dt.timedelta(seconds=settings.CREDITGATE_JOB_LEASE_SECONDS)
     renewed = Job.objects.filter(mine, status=JobStatus.RUNNING).update(lease_expires_at=until)
     if renewed == len(leases):
-        return
+        return []
     held = set(Job.objects.filter(mine, status=JobStatus.RUNNING).values_list("pk", flat=True))
-    for lease in leases:
-        if lease.job_id not in held and not lease.lost.is_set():
-            logger.warning("job %s: its lease was taken over; this run stops", lease.job_id)
-            lease.lost.set()
+    return [lease for lease in leases if lease.job_id not in held]
 
 
 _keeper = _Keeper()

@@ -1,0 +1,37 @@
+"""How many SQL statements a paid job costs, so a regression shows (issue: POST <= 6, worker <= 6).
+
+Counted with Django's CaptureQueriesContext, which also sees the ledger's prepared statements
+(and, on PostgreSQL, BEGIN, COMMIT and savepoints, which are counted here too).
+"""
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from creditgate.generation import dispatch, services
+from creditgate.generation.models import Job
+from creditgate.generation.tests.conftest import make_user
+
+pytestmark = pytest.mark.usefixtures("gen_env")
+
+
+def test_statements_of_a_paid_text_job(monkeypatch):
+    user = make_user(credits=100)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.post("/api/v1/text/generations/", {"prompt": "warm up", "max_tokens": 16}, format="json")
+    dispatch.wait_idle()  # warm: the catalog memo, the adapter
+    monkeypatch.setattr(dispatch, "enqueue", lambda job_id: True)  # run the job below, in this thread
+
+    with CaptureQueriesContext(connection) as post:
+        response = client.post("/api/v1/text/generations/", {"prompt": "Say hello.", "max_tokens": 16}, format="json")
+    assert response.status_code == 202
+    with CaptureQueriesContext(connection) as run:
+        services.job_run(job_id=response.json()["id"])
+    assert Job.objects.get(pk=response.json()["id"]).status == "succeeded"
+    print(f"\nPOST: {len(post)} statements", *[q["sql"][:150] for q in post], sep="\n  ")
+    print(f"worker: {len(run)} statements", *[q["sql"][:150] for q in run], sep="\n  ")
+    assert len(post) <= 10
+    assert len(run) <= 10
