@@ -24,7 +24,14 @@ from simple_history.admin import SimpleHistoryAdmin
 from simple_history.manager import SIMPLE_HISTORY_REVERSE_ATTR_NAME
 
 from creditgate.catalog import selectors, services
-from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider, ModelType
+from creditgate.catalog.models import (
+    AIModelConfig,
+    GlobalIntegrationSettings,
+    ImageTier,
+    IntegrationProvider,
+    ModelType,
+    QualityTier,
+)
 from creditgate.core.errors import ApplicationError
 
 RETIREMENT_WARNING_DAYS = 30
@@ -57,6 +64,54 @@ class _RefuseIntegrityErrorsMixin:
             return HttpResponseRedirect(request.get_full_path())
 
 
+class TierModelsInline(admin.TabularInline):
+    """A tier's models in order of service: the operator orders them here by priority."""
+
+    model = AIModelConfig
+    fk_name = "quality_tier"
+    fields = ["priority", "model_name", "provider", "is_active", "retires_on"]
+    readonly_fields = ["model_name", "provider", "is_active", "retires_on"]
+    ordering = ["-is_active", "priority", "model_name"]
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name = "model of this tier"
+    verbose_name_plural = "Models of this tier, in order of service (active ones by priority, lowest first)"
+
+    def has_add_permission(self, request, obj=None):
+        return False  # a model is added on the AI models page, where all its fields are
+
+
+@admin.register(ImageTier)
+class ImageTierAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
+    """Where tier prices are set: one price per tier, whichever of its models serves an image."""
+
+    list_display = ["__str__", "credits_per_image", "models_in_order"]
+    list_display_links = ["__str__"]
+    list_editable = ["credits_per_image"]
+    readonly_fields = ["updated_at"]
+    fields = ["tier", "credits_per_image", "updated_at"]
+    inlines = [TierModelsInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["tier", "updated_at"] if obj else ["updated_at"]
+
+    def has_add_permission(self, request):
+        return ImageTier.objects.count() < len(QualityTier.values)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # its models would lose their price
+
+    @admin.display(description="Active models, in order of service")
+    def models_in_order(self, obj: ImageTier) -> str:
+        names = [m.model_name for m in sorted((m for m in obj.models.all() if m.is_active),
+                                              key=lambda m: (m.priority, m.model_name))]
+        return " → ".join(names) or "— (no active model: the tier is not offered)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("models")
+
+
 @admin.register(AIModelConfig)
 class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     # Two facts per column where they belong together, and short headers: every column, "Active"
@@ -65,14 +120,17 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     list_display_links = ["names"]
     list_filter = ["model_type", "provider", "quality_tier", "is_active", "is_default"]
     search_fields = ["model_name", "display_name"]
-    list_select_related = ["provider"]
+    list_select_related = ["provider", "quality_tier"]
     actions = ["make_default"]
-    readonly_fields = ["updated_at"]
+    readonly_fields = ["updated_at", "tier_price"]
     fieldsets = [
         (None, {"fields": ["model_name", "display_name", "model_type", "provider", "is_active", "is_default"]}),
-        ("What users pay (credits)", {"fields": ["quality_tier", "credits_per_image", "tokens_per_credit"],
-                                      "description": "Image models: a tier and credits per image. "
-                                                     "Text models: tokens per credit, no tier."}),
+        ("What users pay (credits)", {"fields": ["quality_tier", "tier_price", "priority", "tokens_per_credit"],
+                                      "description": "Image models: a tier; every model of a tier is sold at "
+                                                     "the tier's price (set on the Image tiers page), and its "
+                                                     "active models serve it by priority, lowest first. Text "
+                                                     "models: tokens per credit, no tier; the active text models "
+                                                     "other than the default are its backups, by priority."}),
         ("What we pay (USD, for margin reports)",
          {"fields": ["usd_per_image", "input_usd_per_1m_tokens", "output_usd_per_1m_tokens"]}),
         ("How to call it", {"fields": ["sizes", "max_images_per_call", "optional_params", "request_defaults",
@@ -85,10 +143,16 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
                            obj.model_name, obj.display_name)
 
     @admin.display(description="Serves", ordering="quality_tier")
-    def serves(self, obj: AIModelConfig) -> str:
+    def serves(self, obj: AIModelConfig):
+        """What it serves, and its priority there (lowest first): its tier's order, or the text backups'."""
         if obj.model_type == ModelType.IMAGE:
-            return f"{obj.get_quality_tier_display()} images" if obj.quality_tier else "Images (no tier)"
-        return obj.get_model_type_display()
+            what = f"{obj.quality_tier} images" if obj.quality_tier else "Images (no tier)"
+        else:
+            what = obj.get_model_type_display()
+        if obj.model_type == ModelType.TEXT and obj.is_default:
+            return what
+        return format_html('{}<br><small style="color:var(--body-quiet-color)">priority {}</small>', what,
+                           obj.priority)
 
     @admin.display(description="Default", boolean=True, ordering="is_default")
     def default(self, obj: AIModelConfig) -> bool:
@@ -97,6 +161,14 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     @admin.display(description="Active", boolean=True, ordering="is_active")
     def active(self, obj: AIModelConfig) -> bool:
         return obj.is_active
+
+    @admin.display(description="Tier price")
+    def tier_price(self, obj: AIModelConfig):
+        if obj.quality_tier_id is None:
+            return "—"
+        url = reverse("admin:catalog_imagetier_change", args=[obj.quality_tier_id])
+        return format_html('{} credits per image (<a href="{}">change the {} tier\'s price</a>)',
+                           obj.quality_tier.credits_per_image, url, obj.quality_tier)
 
     @admin.display(description="Credits")
     def credits(self, obj: AIModelConfig) -> str:
@@ -120,8 +192,9 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     def changelist_view(self, request, extra_context=None):
         if request.method == "GET":
             today = timezone.localdate()
-            for model in selectors.models_retiring(within_days=RETIREMENT_WARNING_DAYS).select_related("provider"):
-                what = (f"the {model.get_quality_tier_display()} tier's model" if model.quality_tier
+            for model in selectors.models_retiring(within_days=RETIREMENT_WARNING_DAYS).select_related(
+                    "provider", "quality_tier"):
+                what = (f"the {model.quality_tier} tier's model" if model.quality_tier
                         else f"the {model.get_model_type_display().lower()} model")
                 when = ("has retired" if model.retires_on <= today
                         else f"retires in {(model.retires_on - today).days} days")

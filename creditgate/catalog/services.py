@@ -17,13 +17,32 @@ logger = logging.getLogger(__name__)
 
 def ai_config_build() -> dict:
     """The payload of GET /api/v1/system/ai-config/: the design note's shape plus additive fields."""
+    return ai_config_compute()[0]
+
+
+def ai_config_compute() -> tuple[dict, float | None]:
+    """The ai-config payload, and until when (time.time()) it holds at most: a tier hidden because
+    every one of its models has an open circuit breaker comes back when the first cool-down ends.
+
+    A tier is listed while at least one of its models can be served: the catalog allows it
+    (active, not retired, provider usable) and neither its provider's nor its own breaker is open.
+    The text model is the first of the default and its backups, listed while one of them can be
+    served; its rate is what a text job is priced at.
+    """
     gs = selectors.global_settings_get()
-    text_model = selectors.model_default_text()
+    ordered = selectors.models_servable_ordered()
+    text_models = selectors.models_text_ordered()
+    open_until: dict = {}
+
+    def servable(models) -> bool:
+        return any(open_until.get((m.provider_id, m.model_name)) is None for m in models)
+
     labels = dict(QualityTier.choices)
-    return {
+    text_model = text_models[0] if text_models and servable(text_models) else None
+    payload = {
         "image_qualities": [
-            {"tier": tier, "credits_per_image": model.credits_per_image, "label": labels[tier]}
-            for tier, model in selectors.models_servable_by_tier().items()
+            {"tier": tier, "credits_per_image": models[0].credits_per_image, "label": labels[tier]}
+            for tier, models in ordered.items() if servable(models)
         ],
         "text_model": text_model.model_name if text_model else None,
         "image_style": gs.image_style,
@@ -31,6 +50,7 @@ def ai_config_build() -> dict:
         "max_images_per_request": gs.max_images_per_request,
         "tokens_per_credit": text_model.tokens_per_credit if text_model else None,
     }
+    return payload, min((t for t in open_until.values() if t is not None), default=None)
 
 
 @transaction.atomic

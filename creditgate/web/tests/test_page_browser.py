@@ -13,7 +13,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from creditgate.catalog.models import AIModelConfig
+from creditgate.catalog.models import AIModelConfig, ImageTier
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import LedgerEntry
@@ -187,15 +187,15 @@ def test_a_price_changed_in_the_catalog_appears_after_a_reload(page_env, page):
     label = page.locator(f'label[for="tier-{quality["tier"]}"] .tier-price')
     assert label.inner_text() == f"{credits_words(quality['credits_per_image'])} per image"
 
-    model = AIModelConfig.objects.get(quality_tier=quality["tier"], is_active=True)
-    model.credits_per_image = quality["credits_per_image"] + 2
-    model.save()  # what the admin's change form does
+    tier = ImageTier.objects.get(tier=quality["tier"])
+    tier.credits_per_image = quality["credits_per_image"] + 2
+    tier.save()  # what the admin's tier page does
     page.reload()
     page.wait_for_selector('#app[data-ready="true"]')
 
-    assert label.inner_text() == f"{credits_words(model.credits_per_image)} per image"
+    assert label.inner_text() == f"{credits_words(tier.credits_per_image)} per image"
     pick(page, tier=quality, count=3)
-    expect(page.locator("#total")).to_have_text(credits_words(model.credits_per_image * 3))
+    expect(page.locator("#total")).to_have_text(credits_words(tier.credits_per_image * 3))
 
 
 def test_text_job_shows_the_model_the_text_and_what_it_cost(page_env, page):
