@@ -33,6 +33,7 @@ from creditgate.catalog.models import (
     QualityTier,
 )
 from creditgate.core.errors import ApplicationError
+from creditgate.providers import breaker
 
 RETIREMENT_WARNING_DAYS = 30
 
@@ -69,8 +70,8 @@ class TierModelsInline(admin.TabularInline):
 
     model = AIModelConfig
     fk_name = "quality_tier"
-    fields = ["priority", "model_name", "provider", "is_active", "retires_on"]
-    readonly_fields = ["model_name", "provider", "is_active", "retires_on"]
+    fields = ["priority", "model_name", "provider", "is_active", "retires_on", "breaker_state"]
+    readonly_fields = ["model_name", "provider", "is_active", "retires_on", "breaker_state"]
     ordering = ["-is_active", "priority", "model_name"]
     extra = 0
     can_delete = False
@@ -80,6 +81,18 @@ class TierModelsInline(admin.TabularInline):
 
     def has_add_permission(self, request, obj=None):
         return False  # a model is added on the AI models page, where all its fields are
+
+    @admin.display(description="Circuit breaker")
+    def breaker_state(self, obj: AIModelConfig) -> str:
+        return _breaker_label(obj)
+
+
+def _breaker_label(model: AIModelConfig) -> str:
+    """The breakers that decide whether this model is called now: its provider's and its own."""
+    provider, own = breaker.breaker_state(model.provider_id), breaker.breaker_state(model.provider_id, model.model_name)
+    if provider.state != "closed":
+        return f"provider {provider.label}"
+    return own.label
 
 
 @admin.register(ImageTier)
@@ -116,7 +129,7 @@ class ImageTierAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
 class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     # Two facts per column where they belong together, and short headers: every column, "Active"
     # and "Retirement" included, fits beside the navigation and the filters at 1400 px.
-    list_display = ["names", "serves", "provider", "credits", "default", "active", "retirement"]
+    list_display = ["names", "serves", "provider", "credits", "default", "active", "retirement", "breaker_state"]
     list_display_links = ["names"]
     list_filter = ["model_type", "provider", "quality_tier", "is_active", "is_default"]
     search_fields = ["model_name", "display_name"]
@@ -177,6 +190,10 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
         if obj.model_type == ModelType.TEXT and obj.tokens_per_credit is not None:
             return f"1 / {obj.tokens_per_credit} tokens"
         return "—"
+
+    @admin.display(description="Circuit breaker")
+    def breaker_state(self, obj: AIModelConfig) -> str:
+        return _breaker_label(obj)
 
     @admin.display(description="Retirement", ordering="retires_on")
     def retirement(self, obj: AIModelConfig):
@@ -255,9 +272,9 @@ class ProviderForm(forms.ModelForm):
 @admin.register(IntegrationProvider)
 class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     form = ProviderForm
-    list_display = ["provider_id", "display_name", "is_active", "stored_key", "base_url"]
+    list_display = ["provider_id", "display_name", "is_active", "stored_key", "base_url", "breaker_state"]
     list_filter = ["is_active"]
-    actions = ["test_key"]
+    actions = ["test_key", "reset_breakers"]
 
     # An error report (a 500 mailed to the admins, a debug page) must not carry the posted key.
     @method_decorator(sensitive_post_parameters("new_api_key"))
@@ -271,6 +288,22 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     def get_readonly_fields(self, request, obj=None):
         # The primary key: changing it would create another provider, not rename this one.
         return ["stored_key", "provider_id"] if obj else ["stored_key"]
+
+    @admin.display(description="Circuit breaker")
+    def breaker_state(self, obj: IntegrationProvider) -> str:
+        """The provider's own breaker, and any of its models' that is not plainly closed."""
+        parts = [breaker.breaker_state(obj.provider_id).label]
+        parts += [f"{s.model_name}: {s.label}" for s in breaker.breakers_list()
+                  if s.provider_id == obj.provider_id and s.model_name and s.state != "closed"]
+        return "; ".join(parts)
+
+    @admin.action(description="Reset circuit breakers (the provider is back)")
+    def reset_breakers(self, request, queryset):
+        for provider in queryset:
+            for status in breaker.breakers_list():
+                if status.provider_id == provider.provider_id:
+                    breaker.breaker_reset(provider.provider_id, status.model_name or None)
+            self.message_user(request, f"{provider}: circuit breakers closed.", level=messages.SUCCESS)
 
     @admin.display(description="Stored key")
     def stored_key(self, obj: IntegrationProvider) -> str:

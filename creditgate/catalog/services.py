@@ -11,6 +11,7 @@ from creditgate.catalog import crypto, selectors
 from creditgate.catalog.ai_config_cache import ai_config_invalidate
 from creditgate.catalog.models import AIModelConfig, IntegrationProvider, QualityTier
 from creditgate.core.errors import InvalidRequest
+from creditgate.providers.breaker import breaker_open_until
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def ai_config_compute() -> tuple[dict, float | None]:
     gs = selectors.global_settings_get()
     ordered = selectors.models_servable_ordered()
     text_models = selectors.models_text_ordered()
-    open_until: dict = {}
+    open_until = breaker_open_until(
+        [(m.provider_id, m.model_name) for models in [*ordered.values(), text_models] for m in models])
 
     def servable(models) -> bool:
         return any(open_until.get((m.provider_id, m.model_name)) is None for m in models)
