@@ -65,6 +65,9 @@ CREDITGATE_PROVIDER_MAX_RETRIES = env.int("CREDITGATE_PROVIDER_MAX_RETRIES", def
 CREDITGATE_PROVIDER_RETRY_BASE_DELAY = env.float("CREDITGATE_PROVIDER_RETRY_BASE_DELAY", default=0.5)
 CREDITGATE_PROVIDER_RETRY_MAX_DELAY = env.float("CREDITGATE_PROVIDER_RETRY_MAX_DELAY", default=30.0)
 CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS = env.int("CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS", default=8)
+# The admin and the model lifecycle check warn this many days before a model or a tier's last
+# model retires.
+CREDITGATE_RETIREMENT_WARNING_DAYS = env.int("CREDITGATE_RETIREMENT_WARNING_DAYS", default=30)
 # Circuit breakers (creditgate.providers.breaker): after _FAILURES failures in a row within
 # _WINDOW_SECONDS, calls to a provider (or a model) are skipped for _COOLDOWN_SECONDS, then one
 # trial call decides. Shared through Redis when REDIS_URL is set, else through the database.
@@ -208,6 +211,8 @@ CELERY_BEAT_SCHEDULE = {
                    "schedule": float(CREDITGATE_JOB_SWEEP_SECONDS or 15)},
     # The full reconciliation audit (manage.py check_ledger), hourly; its findings are logged.
     "audit-ledger": {"task": "creditgate.generation.tasks.audit_ledger", "schedule": 3600.0},
+    # Asks the providers which catalog models they still offer (manage.py check_model_lifecycle).
+    "check-model-lifecycle": {"task": "creditgate.providers.tasks.check_model_lifecycle", "schedule": 24 * 3600.0},
 }
 
 # --- Auth, API ---------------------------------------------------------------------------

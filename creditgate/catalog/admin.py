@@ -11,6 +11,7 @@ import datetime as dt
 from collections import defaultdict
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
@@ -30,12 +31,12 @@ from creditgate.catalog.models import (
     ImageTier,
     IntegrationProvider,
     ModelType,
+    ProviderListing,
     QualityTier,
 )
 from creditgate.core.errors import ApplicationError
 from creditgate.providers import breaker
-
-RETIREMENT_WARNING_DAYS = 30
+from creditgate.providers import services as provider_services
 
 _INTEGRITY_MESSAGE = ("The change was refused by a database rule (probably a concurrent change): "
                       "nothing was saved. Reload the page and try again.")
@@ -48,9 +49,25 @@ def _retirement_text(model: AIModelConfig, today: dt.date) -> str | None:
     days = (model.retires_on - today).days
     if days <= 0:
         return "RETIRED"
-    if days <= RETIREMENT_WARNING_DAYS:
+    if days <= settings.CREDITGATE_RETIREMENT_WARNING_DAYS:
         return "retires tomorrow" if days == 1 else f"retires in {days} days"
     return None
+
+
+_FLAG = '<strong style="background:#ba2121;color:#fff;padding:1px 6px;border-radius:3px">{}</strong>'
+
+
+def _lifecycle_label(model: AIModelConfig):
+    """What the provider said at the last lifecycle check (manage.py check_model_lifecycle)."""
+    lifecycle = getattr(model, "lifecycle", None)
+    if lifecycle is None:
+        return "— (not checked yet)"
+    if lifecycle.status == ProviderListing.LISTED:
+        return "offered"
+    if lifecycle.status == ProviderListing.GONE:
+        return format_html(_FLAG, f"GONE since {lifecycle.since}")
+    when = f"on {lifecycle.shutdown_on}" if lifecycle.shutdown_on else "(no date given)"
+    return format_html(_FLAG, f"retirement announced {when}")
 
 
 class _RefuseIntegrityErrorsMixin:
@@ -70,8 +87,8 @@ class TierModelsInline(admin.TabularInline):
 
     model = AIModelConfig
     fk_name = "quality_tier"
-    fields = ["priority", "model_name", "provider", "is_active", "retires_on", "breaker_state"]
-    readonly_fields = ["model_name", "provider", "is_active", "retires_on", "breaker_state"]
+    fields = ["priority", "model_name", "provider", "is_active", "retires_on", "provider_says", "breaker_state"]
+    readonly_fields = ["model_name", "provider", "is_active", "retires_on", "provider_says", "breaker_state"]
     ordering = ["-is_active", "priority", "model_name"]
     extra = 0
     can_delete = False
@@ -85,6 +102,10 @@ class TierModelsInline(admin.TabularInline):
     @admin.display(description="Circuit breaker")
     def breaker_state(self, obj: AIModelConfig) -> str:
         return _breaker_label(obj)
+
+    @admin.display(description="Provider says")
+    def provider_says(self, obj: AIModelConfig):
+        return _lifecycle_label(obj)
 
 
 def _breaker_label(model: AIModelConfig) -> str:
@@ -129,12 +150,12 @@ class ImageTierAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
 class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     # Two facts per column where they belong together, and short headers: every column, "Active"
     # and "Retirement" included, fits beside the navigation and the filters at 1400 px.
-    list_display = ["names", "serves", "provider", "credits", "default", "active", "retirement", "breaker_state"]
+    list_display = ["names", "serves", "provider", "credits", "default", "active", "retirement", "health"]
     list_display_links = ["names"]
     list_filter = ["model_type", "provider", "quality_tier", "is_active", "is_default"]
     search_fields = ["model_name", "display_name"]
-    list_select_related = ["provider", "quality_tier"]
-    actions = ["make_default"]
+    list_select_related = ["provider", "quality_tier", "lifecycle"]
+    actions = ["make_default", "check_lifecycle", "adopt_provider_retirement"]
     readonly_fields = ["updated_at", "tier_price"]
     fieldsets = [
         (None, {"fields": ["model_name", "display_name", "model_type", "provider", "is_active", "is_default"]}),
@@ -191,9 +212,11 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
             return f"1 / {obj.tokens_per_credit} tokens"
         return "—"
 
-    @admin.display(description="Circuit breaker")
-    def breaker_state(self, obj: AIModelConfig) -> str:
-        return _breaker_label(obj)
+    @admin.display(description="Provider says / breaker")
+    def health(self, obj: AIModelConfig):
+        """What its provider last said about it (the lifecycle check) and its circuit breaker."""
+        return format_html('{}<br><small style="color:var(--body-quiet-color)">breaker: {}</small>',
+                           _lifecycle_label(obj), _breaker_label(obj))
 
     @admin.display(description="Retirement", ordering="retires_on")
     def retirement(self, obj: AIModelConfig):
@@ -209,18 +232,38 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     def changelist_view(self, request, extra_context=None):
         if request.method == "GET":
             today = timezone.localdate()
-            for model in selectors.models_retiring(within_days=RETIREMENT_WARNING_DAYS).select_related(
-                    "provider", "quality_tier"):
-                what = (f"the {model.quality_tier} tier's model" if model.quality_tier
-                        else f"the {model.get_model_type_display().lower()} model")
+            for risk in selectors.services_at_risk(within_days=settings.CREDITGATE_RETIREMENT_WARNING_DAYS):
+                self.message_user(request, risk.message, level=messages.ERROR)
+            for model in selectors.models_retiring(within_days=settings.CREDITGATE_RETIREMENT_WARNING_DAYS
+                                                   ).select_related("provider", "quality_tier"):
+                what = (f"{model} ({model.model_name}), a model of the {model.quality_tier} tier,"
+                        if model.quality_tier else
+                        f"The {model.get_model_type_display().lower()} model {model} ({model.model_name})")
                 when = ("has retired" if model.retires_on <= today
                         else f"retires in {(model.retires_on - today).days} days")
-                self.message_user(
-                    request,
-                    f"{what[0].upper()}{what[1:]} {model} ({model.model_name}) {when} ({model.retires_on}). "
-                    f"Activate a replacement before it stops being served.",
-                    level=messages.WARNING)
+                self.message_user(request, f"{what[0].upper()}{what[1:]} {when} ({model.retires_on}).",
+                                  level=messages.WARNING)
         return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Check the providers' model lists now")
+    def check_lifecycle(self, request, queryset):
+        report = provider_services.model_lifecycle_check()
+        for line in report.lines():
+            if line.startswith("WARNING: "):
+                continue  # the list's own warnings show each tier at risk
+            self.message_user(request, line.strip(), level=messages.WARNING if "!" in line or "COULD NOT" in line
+                              else messages.INFO)
+
+    @admin.action(description="Adopt the provider's announced retirement date")
+    def adopt_provider_retirement(self, request, queryset):
+        for model in queryset.select_related("lifecycle"):
+            try:
+                services.model_adopt_provider_retirement(model=model)
+            except ApplicationError as exc:
+                self.message_user(request, exc.message, level=messages.ERROR)
+            else:
+                self.message_user(request, f"{model.model_name} retires on {model.retires_on}: it is not served "
+                                           f"from that day.", level=messages.SUCCESS)
 
     @admin.action(description="Make default (of its type)")
     def make_default(self, request, queryset):

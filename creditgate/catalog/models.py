@@ -211,6 +211,36 @@ class AIModelConfig(models.Model):
         return param in (self.optional_params or [])
 
 
+class ProviderListing(models.TextChoices):
+    LISTED = "listed", "offered"
+    RETIRING = "retiring", "retirement announced"
+    GONE = "gone", "no longer offered"
+
+
+class ModelLifecycle(models.Model):
+    """What a model's provider last said about it (manage.py check_model_lifecycle).
+
+    Information for the operator, shown in the admin: routing never reads it, so a provider's
+    list changes nothing about which model serves until the operator acts on it.
+    """
+
+    model = models.OneToOneField(AIModelConfig, on_delete=models.CASCADE, primary_key=True, related_name="lifecycle")
+    status = models.CharField(max_length=10, choices=ProviderListing.choices)
+    shutdown_on = models.DateField(null=True, blank=True, help_text="The retirement date the provider announced.")
+    since = models.DateField(help_text="The day the check first found this status.")
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "model lifecycle"
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=ProviderListing.values), name="model_lifecycle_status_valid",
+                                   violation_error_message="The status must be listed, retiring or gone."),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_id}: {self.get_status_display()}"
+
+
 class GlobalIntegrationSettings(models.Model):
     """The singleton of non-model settings: no model names, no keys."""
 

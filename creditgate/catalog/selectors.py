@@ -13,8 +13,11 @@ from django.utils import timezone
 from creditgate.catalog.models import (
     AIModelConfig,
     GlobalIntegrationSettings,
+    ImageTier,
     IntegrationProvider,
+    ModelLifecycle,
     ModelType,
+    ProviderListing,
     QualityTier,
 )
 
@@ -132,3 +135,84 @@ def model_next_retirement() -> dt.date | None:
 
 def providers_with_stored_key() -> QuerySet[IntegrationProvider]:
     return IntegrationProvider.objects.exclude(api_key_encrypted="").order_by("provider_id")
+
+
+# --- Model lifecycle: what the providers said, and what it means for the tiers -------------------
+
+def models_by_provider() -> dict[str, list[AIModelConfig]]:
+    """Every catalog model, active or not, grouped by provider (the lifecycle check asks each
+    provider about its own)."""
+    grouped: dict[str, list[AIModelConfig]] = {}
+    for model in AIModelConfig.objects.select_related("provider").order_by("provider_id", "model_name"):
+        grouped.setdefault(model.provider_id, []).append(model)
+    return grouped
+
+
+@dataclass(frozen=True)
+class ModelEnd:
+    model: AIModelConfig
+    on: dt.date | None  # None: a retirement announced without a date
+    why: str
+
+
+def model_end(model: AIModelConfig) -> ModelEnd | None:
+    """When `model` stops being served, by what is known: the catalog's retirement date, or what
+    its provider said (no longer offered; a retirement announced). None if nothing is known."""
+    ends: list[ModelEnd] = []
+    if model.retires_on is not None:
+        ends.append(ModelEnd(model, model.retires_on, f"retires on {model.retires_on} (catalog)"))
+    lifecycle: ModelLifecycle | None = getattr(model, "lifecycle", None)
+    if lifecycle is not None and lifecycle.status == ProviderListing.GONE:
+        ends.append(ModelEnd(model, lifecycle.since,
+                             f"no longer offered by {model.provider_id} (since {lifecycle.since})"))
+    elif lifecycle is not None and lifecycle.status == ProviderListing.RETIRING:
+        ends.append(ModelEnd(model, lifecycle.shutdown_on,
+                             f"{model.provider_id} retires it on {lifecycle.shutdown_on}" if lifecycle.shutdown_on
+                             else f"{model.provider_id} announced its retirement (no date given)"))
+    # The earliest known end; an end without a date counts as the nearest (it may be any day).
+    return min(ends, key=lambda e: e.on or dt.date.min) if ends else None
+
+
+@dataclass(frozen=True)
+class ServiceAtRisk:
+    """A tier (or text) whose every active model is going away within the warning window."""
+
+    key: str                # the tier ("basic"), or "text"
+    label: str              # "the Basic tier", "text generation"
+    ends_on: dt.date | None  # when its last model goes (None: at a date nobody gave)
+    ends: tuple[ModelEnd, ...]
+
+    @property
+    def message(self) -> str:
+        today = timezone.localdate()
+        if self.ends_on is None:
+            when = "may lose its last model any day"
+        elif self.ends_on <= today:
+            when = f"has lost its last model ({self.ends_on})"
+        else:
+            when = f"loses its last model on {self.ends_on}, in {(self.ends_on - today).days} days"
+        reasons = "; ".join(f"{e.model.model_name}: {e.why}" for e in self.ends)
+        return (f"{self.label[0].upper()}{self.label[1:]} {when}: {reasons}. Add or activate another model "
+                f"before then: nothing is changed for you.")
+
+
+def services_at_risk(*, within_days: int) -> list[ServiceAtRisk]:
+    """The tiers, and text, that are served now but whose every active model ends within
+    `within_days` (or has ended) by model_end. A tier with no active model is not listed: it is
+    not offered, by the operator's choice or since its last model went."""
+    limit = timezone.localdate() + dt.timedelta(days=within_days)
+    active = list(AIModelConfig.objects.select_related("provider", "lifecycle").filter(is_active=True))
+    groups: list[tuple[str, str, list[AIModelConfig]]] = [
+        (tier.tier, f"the {tier} tier", [m for m in active if m.quality_tier_id == tier.tier])
+        for tier in ImageTier.objects.all()]
+    groups.sort(key=lambda g: QualityTier.values.index(g[0]) if g[0] in QualityTier.values else 99)
+    groups.append(("text", "text generation", [m for m in active if m.model_type == ModelType.TEXT]))
+    risks = []
+    for key, label, models in groups:
+        ends = [model_end(m) for m in models]
+        if not models or any(e is None or (e.on is not None and e.on > limit) for e in ends):
+            continue
+        dated = [e.on for e in ends if e.on is not None]
+        ends_on = None if len(dated) < len(ends) else max(dated)
+        risks.append(ServiceAtRisk(key=key, label=label, ends_on=ends_on, ends=tuple(ends)))
+    return risks

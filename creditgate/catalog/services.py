@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from django.db import transaction
+from django.utils import timezone
 
 from creditgate.audit.tracking import KeyChange
 from creditgate.catalog import crypto, selectors
 from creditgate.catalog.ai_config_cache import ai_config_invalidate
-from creditgate.catalog.models import AIModelConfig, IntegrationProvider, QualityTier
+from creditgate.catalog.models import AIModelConfig, IntegrationProvider, ModelLifecycle, ProviderListing, QualityTier
 from creditgate.core.errors import InvalidRequest
 from creditgate.providers.breaker import breaker_open_until
 
@@ -118,3 +120,38 @@ def provider_keys_rotate() -> int:
         count += 1
     logger.info("re-encrypted %d provider API keys under the newest encryption key", count)
     return count
+
+
+def model_lifecycle_record(*, model: AIModelConfig, offered: bool, shutdown_on: dt.date | None = None,
+                           deprecated: bool = False) -> ModelLifecycle:
+    """Record what `model`'s provider says about it now: offered or not, and a retirement it
+    announced. Changes nothing about routing (the operator decides); `since` keeps the day the
+    current status was first seen."""
+    if not offered:
+        status = ProviderListing.GONE
+    elif deprecated or shutdown_on is not None:
+        status = ProviderListing.RETIRING
+    else:
+        status = ProviderListing.LISTED
+    previous = ModelLifecycle.objects.filter(model=model).first()
+    since = previous.since if previous is not None and previous.status == status else timezone.localdate()
+    row, _ = ModelLifecycle.objects.update_or_create(
+        model=model, defaults={"status": status, "shutdown_on": shutdown_on if offered else None, "since": since,
+                               "checked_at": timezone.now()})
+    if previous is None or previous.status != status:
+        log = logger.warning if status != ProviderListing.LISTED else logger.info
+        log("model %s (%s): %s", model.model_name, model.provider_id, row.get_status_display()
+            + (f", shutdown {shutdown_on}" if shutdown_on else ""))
+    return row
+
+
+def model_adopt_provider_retirement(*, model: AIModelConfig) -> AIModelConfig:
+    """The operator takes the retirement date the provider announced as the model's own: from
+    that day the model is not served (its tier's other models are). InvalidRequest if none was."""
+    lifecycle = ModelLifecycle.objects.filter(model=model).first()
+    if lifecycle is None or lifecycle.shutdown_on is None:
+        raise InvalidRequest(f"{model.model_name}: its provider has announced no retirement date.",
+                             details={"model": [f"{model.model_name} has no announced retirement date."]})
+    model.retires_on = lifecycle.shutdown_on
+    model.save(update_fields=["retires_on", "updated_at"])
+    return model
