@@ -222,20 +222,25 @@ def shared_store(store, transactional_db, settings):
 
 @pytest.mark.postgres
 def test_another_process_sees_the_breaker_this_one_opened_and_its_trial(shared_store, settings):
+    # Workers start (slowly, on a busy machine) before the clock that matters starts running.
+    settings.CREDITGATE_BREAKER_COOLDOWN_SECONDS = 2.0
+    peek = Workers([{"ops": [{"op": "state", "provider": P}, {"op": "allow", "provider": P, "model": M2}]}],
+                   _worker_env(settings))
+    opened = time.time()
     fail(N)
-    assert Workers([{"ops": [{"op": "state", "provider": P}, {"op": "allow", "provider": P, "model": M2}]}],
-                   _worker_env(settings)).run() == ["open", False]
-    time.sleep(1.05)
+    assert peek.run() == ["open", False]
+    trial = Workers([{"ops": [{"op": "allow", "provider": P, "model": M},
+                              {"op": "record", "provider": P, "model": M, "ok": True}]}], _worker_env(settings))
+    time.sleep(max(0.0, opened + 2.05 - time.time()))
     # The other process takes the trial and reports success; this one sees it closed.
-    assert Workers([{"ops": [{"op": "allow", "provider": P, "model": M},
-                             {"op": "record", "provider": P, "model": M, "ok": True}]}],
-                   _worker_env(settings)).run() == [True, None]
+    assert trial.run() == [True, None]
     assert breaker_state(P).state == "closed" and breaker_allow(P, M2)
 
 
 @pytest.mark.postgres
 def test_failures_from_several_processes_add_up_to_one_breaker(shared_store, settings):
     settings.CREDITGATE_BREAKER_FAILURES = 4
+    settings.CREDITGATE_BREAKER_COOLDOWN_SECONDS = 60.0
     jobs = [{"ops": [{"op": "record", "provider": P, "model": M, "ok": False}] * 2} for _ in range(2)]
     Workers(jobs, _worker_env(settings)).run()
     assert breaker_state(P).state == "open"
@@ -308,6 +313,9 @@ def test_an_unreachable_redis_lets_calls_through(settings, caplog):
 # --- What ai-config and the admin show ----------------------------------------------------------
 
 URL = "/api/v1/system/ai-config/"
+# Real seconds: the cached payload expires by the real clock. Long enough that a busy machine
+# does not reach the end of a cool-down between opening a breaker and looking at ai-config.
+COOL_DOWN = 2.0
 
 
 def _tiers(client) -> list[str]:
@@ -324,7 +332,7 @@ def fresh_process():
 @pytest.mark.django_db
 def test_ai_config_lists_a_tier_while_one_of_its_models_can_be_called(store, client, fresh_process, settings,
                                                                       django_assert_num_queries):
-    settings.CREDITGATE_BREAKER_COOLDOWN_SECONDS = 1.0
+    settings.CREDITGATE_BREAKER_COOLDOWN_SECONDS = COOL_DOWN
     assert _tiers(client) == ["basic", "quality", "premium"]
     for _ in range(N):
         breaker_record("openai", "gpt-image-2", False)
@@ -338,18 +346,18 @@ def test_ai_config_lists_a_tier_while_one_of_its_models_can_be_called(store, cli
     for _ in range(N):
         breaker_record("runware", "runware:97@1", False)
     assert _tiers(client) == []  # every model of every tier is refused now
-    time.sleep(1.05)  # the cool-downs end: a trial may go, so the tiers are offered again
+    time.sleep(COOL_DOWN + 0.05)  # the cool-downs end: a trial may go, so the tiers are offered again
     assert _tiers(client) == ["basic", "quality", "premium"]
     assert client.get(URL).json()["text_model"] == "gpt-5.1"
 
 
 @pytest.mark.django_db
 def test_a_failed_trial_hides_the_tier_again_at_once(store, client, fresh_process, settings):
-    settings.CREDITGATE_BREAKER_COOLDOWN_SECONDS = 1.0
+    settings.CREDITGATE_BREAKER_COOLDOWN_SECONDS = COOL_DOWN
     for _ in range(N):
         breaker_record("runware", "runware:97@1", False)
     assert "basic" not in _tiers(client)
-    time.sleep(1.05)
+    time.sleep(COOL_DOWN + 0.05)
     assert "basic" in _tiers(client)
     assert breaker_allow("runware", "runware:97@1")
     breaker_record("runware", "runware:97@1", False)
