@@ -61,13 +61,12 @@ def _lifecycle_label(model: AIModelConfig):
     """What the provider said at the last lifecycle check (manage.py check_model_lifecycle)."""
     lifecycle = getattr(model, "lifecycle", None)
     if lifecycle is None:
-        return "— (not checked yet)"
+        return "not checked"
     if lifecycle.status == ProviderListing.LISTED:
         return "offered"
     if lifecycle.status == ProviderListing.GONE:
         return format_html(_FLAG, f"GONE since {lifecycle.since}")
-    when = f"on {lifecycle.shutdown_on}" if lifecycle.shutdown_on else "(no date given)"
-    return format_html(_FLAG, f"retirement announced {when}")
+    return format_html(_FLAG, f"retiring {lifecycle.shutdown_on or '(no date)'}")
 
 
 class _RefuseIntegrityErrorsMixin:
@@ -150,7 +149,7 @@ class ImageTierAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
 class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     # Two facts per column where they belong together, and short headers: every column, "Active"
     # and "Retirement" included, fits beside the navigation and the filters at 1400 px.
-    list_display = ["names", "serves", "provider", "credits", "default", "active", "retirement", "health"]
+    list_display = ["names", "serves", "provider_and_breaker", "credits", "default", "active", "retirement"]
     list_display_links = ["names"]
     list_filter = ["model_type", "provider", "quality_tier", "is_active", "is_default"]
     search_fields = ["model_name", "display_name"]
@@ -212,22 +211,24 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
             return f"1 / {obj.tokens_per_credit} tokens"
         return "—"
 
-    @admin.display(description="Provider says / breaker")
-    def health(self, obj: AIModelConfig):
-        """What its provider last said about it (the lifecycle check) and its circuit breaker."""
-        return format_html('{}<br><small style="color:var(--body-quiet-color)">breaker: {}</small>',
-                           _lifecycle_label(obj), _breaker_label(obj))
+    @admin.display(description="Provider", ordering="provider")
+    def provider_and_breaker(self, obj: AIModelConfig):
+        """The provider, and the circuit breaker that decides whether the model is called now."""
+        return format_html('{}<br><small style="color:var(--body-quiet-color)">breaker {}</small>', obj.provider,
+                           _breaker_label(obj))
 
     @admin.display(description="Retirement", ordering="retires_on")
     def retirement(self, obj: AIModelConfig):
-        if obj.retires_on is None:
-            return "—"
+        """The catalog's retirement date, and under it what the provider said at the last lifecycle check."""
         warning = _retirement_text(obj, timezone.localdate())
-        if warning is None:
-            return obj.retires_on.isoformat()
-        return format_html(
-            '{} <strong style="background:#ba2121;color:#fff;padding:1px 6px;border-radius:3px">{}</strong>',
-            obj.retires_on.isoformat(), warning)
+        if obj.retires_on is None:
+            ours = "—"
+        elif warning is None:
+            ours = obj.retires_on.isoformat()
+        else:
+            ours = format_html('{} ' + _FLAG, obj.retires_on.isoformat(), warning)
+        return format_html('{}<br><small style="color:var(--body-quiet-color)">provider: {}</small>', ours,
+                           _lifecycle_label(obj))
 
     def changelist_view(self, request, extra_context=None):
         if request.method == "GET":

@@ -494,3 +494,42 @@ def test_the_admin_models_list_shows_every_column_at_1400px(page_env, browser, a
         expect(page.locator("#result_list")).to_contain_text("retires in 12 days")
     finally:
         context.close()
+
+
+def test_the_admin_models_list_still_fits_at_1400px_with_lifecycle_flags_and_an_open_breaker(
+        page_env, browser, admin_user, settings):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from creditgate.catalog.models import ModelLifecycle
+    from creditgate.providers import breaker
+
+    premium = AIModelConfig.objects.get(model_name="google:4@2")
+    premium.retires_on = timezone.localdate() + dt.timedelta(days=12)
+    premium.save()
+    for model, status, shutdown in ((premium, "retiring", None), (AIModelConfig.objects.get(model_name="gpt-image-2"),
+                                                                  "retiring", dt.date(2026, 12, 24))):
+        ModelLifecycle.objects.create(model=model, status=status, shutdown_on=shutdown, since=timezone.localdate(),
+                                      checked_at=timezone.now())
+    ModelLifecycle.objects.create(model=AIModelConfig.objects.get(model_name="runware:97@1"), status="gone",
+                                  since=timezone.localdate(), checked_at=timezone.now())
+    for _ in range(settings.CREDITGATE_BREAKER_FAILURES):
+        breaker.breaker_record("openai", "gpt-image-2", False)
+    admin_user.set_password(PASSWORD)
+    admin_user.save()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(page_env.url + "/admin/login/?next=/admin/catalog/aimodelconfig/")
+        page.get_by_label("Username").fill(admin_user.get_username())
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("#result_list")).to_contain_text("provider open until")
+        expect(page.locator("#result_list")).to_contain_text("GONE since")
+        sizes = page.evaluate("""() => { const t = document.getElementById('result_list');
+            return {table: t.scrollWidth, box: t.closest('.results').clientWidth,
+                    page: document.documentElement.scrollWidth, viewport: document.documentElement.clientWidth}; }""")
+        assert sizes["table"] <= sizes["box"] and sizes["page"] <= sizes["viewport"], sizes
+    finally:
+        context.close()
