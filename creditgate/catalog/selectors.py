@@ -186,14 +186,14 @@ class ServiceAtRisk:
     def message(self) -> str:
         today = timezone.localdate()
         if self.ends_on is None:
-            when = "may lose its last model any day"
+            when, act = "may lose its last model any day", "now"
         elif self.ends_on <= today:
-            when = f"has lost its last model ({self.ends_on})"
+            when, act = f"has lost its last model ({self.ends_on})", "now"
         else:
-            when = f"loses its last model on {self.ends_on}, in {(self.ends_on - today).days} days"
+            when, act = f"loses its last model on {self.ends_on}, in {(self.ends_on - today).days} days", "before then"
         reasons = "; ".join(f"{e.model.model_name}: {e.why}" for e in self.ends)
-        return (f"{self.label[0].upper()}{self.label[1:]} {when}: {reasons}. Add or activate another model "
-                f"before then: nothing is changed for you.")
+        return (f"{self.label[0].upper()}{self.label[1:]} {when}: {reasons}. Add or activate another model {act}; "
+                f"nothing is changed without you.")
 
 
 def services_at_risk(*, within_days: int) -> list[ServiceAtRisk]:
