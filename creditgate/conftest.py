@@ -13,18 +13,18 @@ def _clear_cache():
 
 @pytest.fixture
 def seeded_catalog(django_db_blocker):
-    """The default catalog as migration 0002 seeds it.
+    """The default catalog as the migrations seed it (0002's rows, 0006's tier prices, 0007's backup).
 
     `transactional_db` tests flush every table after each test, data migrations' rows included;
-    this puts the seed back (the migration's own function, so there is one source of the seed).
+    this puts the seed back (the migrations' own data, so there is one source of the seed).
     """
     import importlib
 
     from django.apps import apps
 
-    seed_migration = importlib.import_module("creditgate.catalog.migrations.0002_seed_catalog")
+    seed_migration = importlib.import_module("creditgate.catalog.migrations.0007_seed_backup_model")
     with django_db_blocker.unblock():
-        seed_migration.seed(apps, None)
+        seed_migration.seed_catalog(apps)
 
 
 # --- The provider sandbox (creditgate.providers) -----------------------------------------------

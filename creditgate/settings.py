@@ -65,6 +65,15 @@ CREDITGATE_PROVIDER_MAX_RETRIES = env.int("CREDITGATE_PROVIDER_MAX_RETRIES", def
 CREDITGATE_PROVIDER_RETRY_BASE_DELAY = env.float("CREDITGATE_PROVIDER_RETRY_BASE_DELAY", default=0.5)
 CREDITGATE_PROVIDER_RETRY_MAX_DELAY = env.float("CREDITGATE_PROVIDER_RETRY_MAX_DELAY", default=30.0)
 CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS = env.int("CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS", default=8)
+# The admin and the model lifecycle check warn this many days before a model or a tier's last
+# model retires.
+CREDITGATE_RETIREMENT_WARNING_DAYS = env.int("CREDITGATE_RETIREMENT_WARNING_DAYS", default=30)
+# Circuit breakers (creditgate.providers.breaker): after _FAILURES failures in a row within
+# _WINDOW_SECONDS, calls to a provider (or a model) are skipped for _COOLDOWN_SECONDS, then one
+# trial call decides. Shared through Redis when REDIS_URL is set, else through the database.
+CREDITGATE_BREAKER_FAILURES = env.int("CREDITGATE_BREAKER_FAILURES", default=5)
+CREDITGATE_BREAKER_WINDOW_SECONDS = env.float("CREDITGATE_BREAKER_WINDOW_SECONDS", default=60.0)
+CREDITGATE_BREAKER_COOLDOWN_SECONDS = env.float("CREDITGATE_BREAKER_COOLDOWN_SECONDS", default=30.0)
 
 # --- Apps ----------------------------------------------------------------------------------
 INSTALLED_APPS = [
@@ -143,6 +152,10 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache and jobs ----------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
+# Where circuit breakers keep their state: "redis" (needs REDIS_URL) or "database".
+CREDITGATE_BREAKER_STORE = env.str("CREDITGATE_BREAKER_STORE", default="redis" if REDIS_URL else "database")
+if CREDITGATE_BREAKER_STORE not in ("redis", "database") or (CREDITGATE_BREAKER_STORE == "redis" and not REDIS_URL):
+    raise ImproperlyConfigured('CREDITGATE_BREAKER_STORE must be "database", or "redis" with REDIS_URL set.')
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
@@ -198,6 +211,8 @@ CELERY_BEAT_SCHEDULE = {
                    "schedule": float(CREDITGATE_JOB_SWEEP_SECONDS or 15)},
     # The full reconciliation audit (manage.py check_ledger), hourly; its findings are logged.
     "audit-ledger": {"task": "creditgate.generation.tasks.audit_ledger", "schedule": 3600.0},
+    # Asks the providers which catalog models they still offer (manage.py check_model_lifecycle).
+    "check-model-lifecycle": {"task": "creditgate.providers.tasks.check_model_lifecycle", "schedule": 24 * 3600.0},
 }
 
 # --- Auth, API ---------------------------------------------------------------------------

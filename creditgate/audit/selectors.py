@@ -9,7 +9,7 @@ from django.contrib.contenttypes.models import ContentType
 from django.db.models import Q, QuerySet
 
 from creditgate.audit.models import ConfigChange
-from creditgate.catalog.models import AIModelConfig
+from creditgate.catalog.models import AIModelConfig, ImageTier, QualityTier
 
 # The rate keys `credits.pricing` writes into a price's snapshot that are catalog columns.
 RATE_PRICE_FIELDS = ("credits_per_image", "tokens_per_credit")
@@ -34,6 +34,19 @@ class RateOrigin:
     in_force: object | None
     introduced_by: object | None
     change: ConfigChange | None
+    # Where the price lives: the model's row (tokens per credit), or its tier's (credits per image).
+    tracked_model: type = AIModelConfig
+    tier: str | None = None
+
+    @property
+    def tier_label(self) -> str | None:
+        return QualityTier(self.tier).label if self.tier in QualityTier.values else self.tier
+
+    @property
+    def object_id(self) -> str | None:
+        """The tracked row's key in the versions (for links to their history pages)."""
+        version = self.introduced_by or self.in_force
+        return None if version is None else str(getattr(version, self.tracked_model._meta.pk.attname))
 
     @property
     def matches(self) -> bool:
@@ -55,7 +68,6 @@ def rate_origins(*, rate: dict | None, at: dt.datetime) -> list[RateOrigin]:
     `at`: when the entry was priced (for a job's entries, when its hold was placed: the capture
     charges the rate held). A few queries per rate, whatever the size of the history.
     """
-    history = AIModelConfig.history
     origins = []
     for part in _rate_parts(rate):
         name = part.get("model")
@@ -64,10 +76,21 @@ def rate_origins(*, rate: dict | None, at: dt.datetime) -> list[RateOrigin]:
             continue
         price = part[field]
         # By name as it was then: the version rows keep the name the model had at that time.
-        in_force = history.filter(model_name=name, history_date__lte=at).order_by("-history_date", "-history_id").first()
+        model_version = (AIModelConfig.history.filter(model_name=name, history_date__lte=at)
+                         .order_by("-history_date", "-history_id").first())
+        if field == "credits_per_image":
+            # An image's price is its tier's: the tier the model was in then, as it was then.
+            tier = model_version.quality_tier_id if model_version is not None else None
+            versions_of = ImageTier.history.filter(tier=tier) if tier else ImageTier.history.none()
+            tracked = ImageTier
+        else:
+            tier, tracked = None, AIModelConfig
+            versions_of = AIModelConfig.history.filter(id=model_version.id) if model_version else None
+        in_force = (versions_of.filter(history_date__lte=at).order_by("-history_date", "-history_id").first()
+                    if versions_of is not None else None)
         introduced = None
         if in_force is not None and getattr(in_force, field) == price:
-            versions = history.filter(id=in_force.id, history_id__lte=in_force.history_id)
+            versions = versions_of.filter(history_id__lte=in_force.history_id)
             other_price = versions.filter(~Q(**{field: price}) | Q(**{f"{field}__isnull": True}))
             last_other = other_price.order_by("-history_id").values_list("history_id", flat=True).first()
             same = versions.filter(**{field: price})
@@ -76,8 +99,8 @@ def rate_origins(*, rate: dict | None, at: dt.datetime) -> list[RateOrigin]:
             introduced = same.order_by("history_id").first()
         change = None
         if introduced is not None:
-            change = ConfigChange.objects.filter(history_type=ContentType.objects.get_for_model(history.model),
+            change = ConfigChange.objects.filter(history_type=ContentType.objects.get_for_model(tracked.history.model),
                                                  history_id=introduced.history_id).first()
         origins.append(RateOrigin(model_name=name, field=field, price=price, in_force=in_force,
-                                  introduced_by=introduced, change=change))
+                                  introduced_by=introduced, change=change, tracked_model=tracked, tier=tier))
     return origins

@@ -11,6 +11,7 @@ import datetime as dt
 from collections import defaultdict
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
@@ -24,10 +25,18 @@ from simple_history.admin import SimpleHistoryAdmin
 from simple_history.manager import SIMPLE_HISTORY_REVERSE_ATTR_NAME
 
 from creditgate.catalog import selectors, services
-from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider, ModelType
+from creditgate.catalog.models import (
+    AIModelConfig,
+    GlobalIntegrationSettings,
+    ImageTier,
+    IntegrationProvider,
+    ModelType,
+    ProviderListing,
+    QualityTier,
+)
 from creditgate.core.errors import ApplicationError
-
-RETIREMENT_WARNING_DAYS = 30
+from creditgate.providers import breaker
+from creditgate.providers import services as provider_services
 
 _INTEGRITY_MESSAGE = ("The change was refused by a database rule (probably a concurrent change): "
                       "nothing was saved. Reload the page and try again.")
@@ -40,9 +49,24 @@ def _retirement_text(model: AIModelConfig, today: dt.date) -> str | None:
     days = (model.retires_on - today).days
     if days <= 0:
         return "RETIRED"
-    if days <= RETIREMENT_WARNING_DAYS:
+    if days <= settings.CREDITGATE_RETIREMENT_WARNING_DAYS:
         return "retires tomorrow" if days == 1 else f"retires in {days} days"
     return None
+
+
+_FLAG = '<strong style="background:#ba2121;color:#fff;padding:1px 6px;border-radius:3px">{}</strong>'
+
+
+def _lifecycle_label(model: AIModelConfig):
+    """What the provider said at the last lifecycle check (manage.py check_model_lifecycle)."""
+    lifecycle = getattr(model, "lifecycle", None)
+    if lifecycle is None:
+        return "not checked"
+    if lifecycle.status == ProviderListing.LISTED:
+        return "offered"
+    if lifecycle.status == ProviderListing.GONE:
+        return format_html(_FLAG, f"GONE since {lifecycle.since}")
+    return format_html(_FLAG, f"retiring {lifecycle.shutdown_on or '(no date)'}")
 
 
 class _RefuseIntegrityErrorsMixin:
@@ -57,22 +81,89 @@ class _RefuseIntegrityErrorsMixin:
             return HttpResponseRedirect(request.get_full_path())
 
 
+class TierModelsInline(admin.TabularInline):
+    """A tier's models in order of service: the operator orders them here by priority."""
+
+    model = AIModelConfig
+    fk_name = "quality_tier"
+    fields = ["priority", "model_name", "provider", "is_active", "retires_on", "provider_says", "breaker_state"]
+    readonly_fields = ["model_name", "provider", "is_active", "retires_on", "provider_says", "breaker_state"]
+    ordering = ["-is_active", "priority", "model_name"]
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    verbose_name = "model of this tier"
+    verbose_name_plural = "Models of this tier, in order of service (active ones by priority, lowest first)"
+
+    def has_add_permission(self, request, obj=None):
+        return False  # a model is added on the AI models page, where all its fields are
+
+    @admin.display(description="Circuit breaker")
+    def breaker_state(self, obj: AIModelConfig) -> str:
+        return _breaker_label(obj)
+
+    @admin.display(description="Provider says")
+    def provider_says(self, obj: AIModelConfig):
+        return _lifecycle_label(obj)
+
+
+def _breaker_label(model: AIModelConfig) -> str:
+    """The breakers that decide whether this model is called now: its provider's and its own."""
+    provider, own = breaker.breaker_state(model.provider_id), breaker.breaker_state(model.provider_id, model.model_name)
+    if provider.state != "closed":
+        return f"provider {provider.label}"
+    return own.label
+
+
+@admin.register(ImageTier)
+class ImageTierAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
+    """Where tier prices are set: one price per tier, whichever of its models serves an image."""
+
+    list_display = ["__str__", "credits_per_image", "models_in_order"]
+    list_display_links = ["__str__"]
+    list_editable = ["credits_per_image"]
+    readonly_fields = ["updated_at"]
+    fields = ["tier", "credits_per_image", "updated_at"]
+    inlines = [TierModelsInline]
+
+    def get_readonly_fields(self, request, obj=None):
+        return ["tier", "updated_at"] if obj else ["updated_at"]
+
+    def has_add_permission(self, request):
+        return ImageTier.objects.count() < len(QualityTier.values)
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # its models would lose their price
+
+    @admin.display(description="Active models, in order of service")
+    def models_in_order(self, obj: ImageTier) -> str:
+        names = [m.model_name for m in sorted((m for m in obj.models.all() if m.is_active),
+                                              key=lambda m: (m.priority, m.model_name))]
+        return " → ".join(names) or "— (no active model: the tier is not offered)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("models")
+
+
 @admin.register(AIModelConfig)
 class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     # Two facts per column where they belong together, and short headers: every column, "Active"
     # and "Retirement" included, fits beside the navigation and the filters at 1400 px.
-    list_display = ["names", "serves", "provider", "credits", "default", "active", "retirement"]
+    list_display = ["names", "serves", "provider_and_breaker", "credits", "default", "active", "retirement"]
     list_display_links = ["names"]
     list_filter = ["model_type", "provider", "quality_tier", "is_active", "is_default"]
     search_fields = ["model_name", "display_name"]
-    list_select_related = ["provider"]
-    actions = ["make_default"]
-    readonly_fields = ["updated_at"]
+    list_select_related = ["provider", "quality_tier", "lifecycle"]
+    actions = ["make_default", "check_lifecycle", "adopt_provider_retirement"]
+    readonly_fields = ["updated_at", "tier_price"]
     fieldsets = [
         (None, {"fields": ["model_name", "display_name", "model_type", "provider", "is_active", "is_default"]}),
-        ("What users pay (credits)", {"fields": ["quality_tier", "credits_per_image", "tokens_per_credit"],
-                                      "description": "Image models: a tier and credits per image. "
-                                                     "Text models: tokens per credit, no tier."}),
+        ("What users pay (credits)", {"fields": ["quality_tier", "tier_price", "priority", "tokens_per_credit"],
+                                      "description": "Image models: a tier; every model of a tier is sold at "
+                                                     "the tier's price (set on the Image tiers page), and its "
+                                                     "active models serve it by priority, lowest first. Text "
+                                                     "models: tokens per credit, no tier; the active text models "
+                                                     "other than the default are its backups, by priority."}),
         ("What we pay (USD, for margin reports)",
          {"fields": ["usd_per_image", "input_usd_per_1m_tokens", "output_usd_per_1m_tokens"]}),
         ("How to call it", {"fields": ["sizes", "max_images_per_call", "optional_params", "request_defaults",
@@ -85,10 +176,16 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
                            obj.model_name, obj.display_name)
 
     @admin.display(description="Serves", ordering="quality_tier")
-    def serves(self, obj: AIModelConfig) -> str:
+    def serves(self, obj: AIModelConfig):
+        """What it serves, and its priority there (lowest first): its tier's order, or the text backups'."""
         if obj.model_type == ModelType.IMAGE:
-            return f"{obj.get_quality_tier_display()} images" if obj.quality_tier else "Images (no tier)"
-        return obj.get_model_type_display()
+            what = f"{obj.quality_tier} images" if obj.quality_tier else "Images (no tier)"
+        else:
+            what = obj.get_model_type_display()
+        if obj.model_type == ModelType.TEXT and obj.is_default:
+            return what
+        return format_html('{}<br><small style="color:var(--body-quiet-color)">priority {}</small>', what,
+                           obj.priority)
 
     @admin.display(description="Default", boolean=True, ordering="is_default")
     def default(self, obj: AIModelConfig) -> bool:
@@ -98,6 +195,14 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     def active(self, obj: AIModelConfig) -> bool:
         return obj.is_active
 
+    @admin.display(description="Tier price")
+    def tier_price(self, obj: AIModelConfig):
+        if obj.quality_tier_id is None:
+            return "—"
+        url = reverse("admin:catalog_imagetier_change", args=[obj.quality_tier_id])
+        return format_html('{} credits per image (<a href="{}">change the {} tier\'s price</a>)',
+                           obj.quality_tier.credits_per_image, url, obj.quality_tier)
+
     @admin.display(description="Credits")
     def credits(self, obj: AIModelConfig) -> str:
         if obj.model_type == ModelType.IMAGE and obj.credits_per_image is not None:
@@ -106,31 +211,60 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
             return f"1 / {obj.tokens_per_credit} tokens"
         return "—"
 
+    @admin.display(description="Provider", ordering="provider")
+    def provider_and_breaker(self, obj: AIModelConfig):
+        """The provider, and the circuit breaker that decides whether the model is called now."""
+        return format_html('{}<br><small style="color:var(--body-quiet-color)">breaker {}</small>', obj.provider,
+                           _breaker_label(obj))
+
     @admin.display(description="Retirement", ordering="retires_on")
     def retirement(self, obj: AIModelConfig):
-        if obj.retires_on is None:
-            return "—"
+        """The catalog's retirement date, and under it what the provider said at the last lifecycle check."""
         warning = _retirement_text(obj, timezone.localdate())
-        if warning is None:
-            return obj.retires_on.isoformat()
-        return format_html(
-            '{} <strong style="background:#ba2121;color:#fff;padding:1px 6px;border-radius:3px">{}</strong>',
-            obj.retires_on.isoformat(), warning)
+        if obj.retires_on is None:
+            ours = "—"
+        elif warning is None:
+            ours = obj.retires_on.isoformat()
+        else:
+            ours = format_html('{} ' + _FLAG, obj.retires_on.isoformat(), warning)
+        return format_html('{}<br><small style="color:var(--body-quiet-color)">provider: {}</small>', ours,
+                           _lifecycle_label(obj))
 
     def changelist_view(self, request, extra_context=None):
         if request.method == "GET":
             today = timezone.localdate()
-            for model in selectors.models_retiring(within_days=RETIREMENT_WARNING_DAYS).select_related("provider"):
-                what = (f"the {model.get_quality_tier_display()} tier's model" if model.quality_tier
-                        else f"the {model.get_model_type_display().lower()} model")
+            for risk in selectors.services_at_risk(within_days=settings.CREDITGATE_RETIREMENT_WARNING_DAYS):
+                self.message_user(request, risk.message, level=messages.ERROR)
+            for model in selectors.models_retiring(within_days=settings.CREDITGATE_RETIREMENT_WARNING_DAYS
+                                                   ).select_related("provider", "quality_tier"):
+                what = (f"{model} ({model.model_name}), a model of the {model.quality_tier} tier,"
+                        if model.quality_tier else
+                        f"The {model.get_model_type_display().lower()} model {model} ({model.model_name})")
                 when = ("has retired" if model.retires_on <= today
                         else f"retires in {(model.retires_on - today).days} days")
-                self.message_user(
-                    request,
-                    f"{what[0].upper()}{what[1:]} {model} ({model.model_name}) {when} ({model.retires_on}). "
-                    f"Activate a replacement before it stops being served.",
-                    level=messages.WARNING)
+                self.message_user(request, f"{what[0].upper()}{what[1:]} {when} ({model.retires_on}).",
+                                  level=messages.WARNING)
         return super().changelist_view(request, extra_context)
+
+    @admin.action(description="Check the providers' model lists now")
+    def check_lifecycle(self, request, queryset):
+        report = provider_services.model_lifecycle_check()
+        for line in report.lines():
+            if line.startswith("WARNING: "):
+                continue  # the list's own warnings show each tier at risk
+            self.message_user(request, line.strip(), level=messages.WARNING if "!" in line or "COULD NOT" in line
+                              else messages.INFO)
+
+    @admin.action(description="Adopt the provider's announced retirement date")
+    def adopt_provider_retirement(self, request, queryset):
+        for model in queryset.select_related("lifecycle"):
+            try:
+                services.model_adopt_provider_retirement(model=model)
+            except ApplicationError as exc:
+                self.message_user(request, exc.message, level=messages.ERROR)
+            else:
+                self.message_user(request, f"{model.model_name} retires on {model.retires_on}: it is not served "
+                                           f"from that day.", level=messages.SUCCESS)
 
     @admin.action(description="Make default (of its type)")
     def make_default(self, request, queryset):
@@ -182,9 +316,9 @@ class ProviderForm(forms.ModelForm):
 @admin.register(IntegrationProvider)
 class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     form = ProviderForm
-    list_display = ["provider_id", "display_name", "is_active", "stored_key", "base_url"]
+    list_display = ["provider_id", "display_name", "is_active", "stored_key", "base_url", "breaker_state"]
     list_filter = ["is_active"]
-    actions = ["test_key"]
+    actions = ["test_key", "reset_breakers"]
 
     # An error report (a 500 mailed to the admins, a debug page) must not carry the posted key.
     @method_decorator(sensitive_post_parameters("new_api_key"))
@@ -198,6 +332,22 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     def get_readonly_fields(self, request, obj=None):
         # The primary key: changing it would create another provider, not rename this one.
         return ["stored_key", "provider_id"] if obj else ["stored_key"]
+
+    @admin.display(description="Circuit breaker")
+    def breaker_state(self, obj: IntegrationProvider) -> str:
+        """The provider's own breaker, and any of its models' that is not plainly closed."""
+        parts = [breaker.breaker_state(obj.provider_id).label]
+        parts += [f"{s.model_name}: {s.label}" for s in breaker.breakers_list()
+                  if s.provider_id == obj.provider_id and s.model_name and s.state != "closed"]
+        return "; ".join(parts)
+
+    @admin.action(description="Reset circuit breakers (the provider is back)")
+    def reset_breakers(self, request, queryset):
+        for provider in queryset:
+            for status in breaker.breakers_list():
+                if status.provider_id == provider.provider_id:
+                    breaker.breaker_reset(provider.provider_id, status.model_name or None)
+            self.message_user(request, f"{provider}: circuit breakers closed.", level=messages.SUCCESS)
 
     @admin.display(description="Stored key")
     def stored_key(self, obj: IntegrationProvider) -> str:

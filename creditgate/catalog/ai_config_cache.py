@@ -10,6 +10,11 @@ closes the race in which a request reads the old rows, a writer commits and inva
 request then stores its stale payload after the invalidation: that payload carries the old token
 and is never served. Each process also keeps the last payload it served in memory, so a warm
 request costs one small read of the token (see _TokenReader) and no database query.
+
+What the payload lists also depends on the providers' circuit breakers: a breaker that opens or
+closes invalidates it like a catalog change, and a payload built while a breaker is open expires
+when that breaker's cool-down ends, so the served tiers follow the breakers at once (and within
+one second of a cool-down's end) without the warm path reading any breaker.
 """
 
 from __future__ import annotations
@@ -135,9 +140,13 @@ def _ttl_seconds() -> float:
 def _build(version: str) -> tuple[AIConfigSnapshot, int]:
     from creditgate.catalog import services
 
-    payload = services.ai_config_build()
+    payload, breakers_change_at = services.ai_config_compute()
     body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
     ttl = _ttl_seconds()
+    if breakers_change_at is not None:
+        # A tier hidden by open circuit breakers is listed again when the first cool-down ends
+        # (a breaker opening or closing invalidates the payload at once: see providers.breaker).
+        ttl = min(ttl, max(1.0, breakers_change_at - time.time()))
     snapshot = AIConfigSnapshot(
         body=body,
         etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',

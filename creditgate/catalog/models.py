@@ -2,7 +2,12 @@
 
 Every rule that a row must obey is a database constraint, so a bad row cannot be saved from
 the admin, a shell or a migration. Model names and prices live only in rows (seeded by
-migration 0002), never in code.
+migrations 0002 and 0007), never in code.
+
+A quality tier is served by its active models in priority order (a backup takes over when the
+first cannot serve), and the user pays the tier's price whichever model answers: the credit
+price per image lives once, on the tier's row (ImageTier), so two models of one tier cannot carry
+two prices. `AIModelConfig.credits_per_image` reads it through the model's tier.
 """
 
 from __future__ import annotations
@@ -24,6 +29,31 @@ class QualityTier(models.TextChoices):
     BASIC = "basic", "Basic"
     QUALITY = "quality", "Quality"
     PREMIUM = "premium", "Premium"
+
+
+class ImageTier(models.Model):
+    """One row per quality tier: what a user pays per image, whichever of the tier's models serves it."""
+
+    tier = models.CharField(primary_key=True, max_length=10, choices=QualityTier.choices)
+    credits_per_image = models.PositiveIntegerField(
+        help_text="What a user pays per image of this tier, whichever of its models serves it.")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    history = config_history(excluded_fields=["updated_at"])
+
+    class Meta:
+        verbose_name = "image tier"
+        ordering = ["credits_per_image", "tier"]  # cheapest first, as users see them
+        constraints = [
+            models.CheckConstraint(condition=Q(tier__in=QualityTier.values), name="image_tier_valid",
+                                   violation_error_message="The quality tier must be basic, quality or premium."),
+            # "> 0" alone would pass a NULL; the column is NOT NULL as well.
+            models.CheckConstraint(condition=Q(credits_per_image__gt=0), name="image_tier_price_positive",
+                                   violation_error_message="Credits per image must be above 0."),
+        ]
+
+    def __str__(self) -> str:
+        return QualityTier(self.tier).label if self.tier in QualityTier.values else self.tier
 
 
 class IntegrationProvider(models.Model):
@@ -84,11 +114,18 @@ class AIModelConfig(models.Model):
     is_active = models.BooleanField(default=True)
     is_default = models.BooleanField(default=False)
 
-    # Credit prices (what users pay).
+    # Credit prices (what users pay): text per model, images per tier (ImageTier.credits_per_image).
     tokens_per_credit = models.PositiveIntegerField(null=True, blank=True, help_text="Text models only.")
-    credits_per_image = models.PositiveIntegerField(null=True, blank=True, help_text="Image models only.")
-    quality_tier = models.CharField(max_length=10, choices=QualityTier.choices, null=True, blank=True,
-                                    help_text="Image models only; at most one active model per tier.")
+    # The column keeps its name and holds the tier's slug ("basic"), so `quality_tier_id` is the
+    # tier as a string and `quality_tier` its row (with the price).
+    quality_tier = models.ForeignKey(
+        ImageTier, on_delete=models.PROTECT, null=True, blank=True, db_column="quality_tier",
+        related_name="models",
+        help_text="Image models only. The tier's active models serve it in priority order, all at the tier's price.")
+    priority = models.PositiveSmallIntegerField(
+        default=100,
+        help_text="Order of service, lowest first: among a tier's active models, and among the backup text "
+                  "models (after the default). Equal priorities go by model name.")
 
     # Provider-side prices in USD (what we pay), for margin reports.
     input_usd_per_1m_tokens = models.DecimalField(max_digits=10, decimal_places=4, null=True, blank=True)
@@ -116,7 +153,7 @@ class AIModelConfig(models.Model):
 
     class Meta:
         verbose_name = "AI model"
-        ordering = ["model_type", "quality_tier", "model_name"]
+        ordering = ["model_type", "quality_tier__credits_per_image", "quality_tier_id", "priority", "model_name"]
         # A CHECK passes when its condition is NULL, so "> 0" alone would let a NULL price through:
         # each price rule also says IS NOT NULL.
         constraints = [
@@ -128,17 +165,15 @@ class AIModelConfig(models.Model):
                 violation_error_message="The quality tier must be basic, quality or premium."),
             models.CheckConstraint(
                 condition=~Q(model_type=ModelType.TEXT)
-                | Q(tokens_per_credit__isnull=False, tokens_per_credit__gt=0, credits_per_image__isnull=True,
-                    quality_tier__isnull=True),
+                | Q(tokens_per_credit__isnull=False, tokens_per_credit__gt=0, quality_tier__isnull=True),
                 name="text_model_prices_by_tokens",
-                violation_error_message="A text model needs tokens per credit above 0, and no credits per image "
-                                        "or quality tier."),
+                violation_error_message="A text model needs tokens per credit above 0, and no quality tier."),
+            # An image model's price is its tier's: it has no rate of its own. One without a tier
+            # has no price and is never served.
             models.CheckConstraint(
-                condition=~Q(model_type=ModelType.IMAGE)
-                | Q(credits_per_image__isnull=False, credits_per_image__gt=0, tokens_per_credit__isnull=True),
-                name="image_model_prices_by_image",
-                violation_error_message="An image model needs credits per image above 0, and no tokens per "
-                                        "credit."),
+                condition=~Q(model_type=ModelType.IMAGE) | Q(tokens_per_credit__isnull=True),
+                name="image_model_prices_by_tier",
+                violation_error_message="An image model is priced by its quality tier, not by tokens per credit."),
             models.CheckConstraint(condition=Q(is_default=False) | Q(is_active=True),
                                    name="default_model_is_active",
                                    violation_error_message="Only an active model can be the default."),
@@ -148,18 +183,62 @@ class AIModelConfig(models.Model):
                                     name="one_default_per_model_type",
                                     violation_error_message="Another model of this type is already the default. "
                                                             "Use the “Make default” action to swap them."),
-            models.UniqueConstraint(fields=["quality_tier"],
-                                    condition=Q(is_active=True, quality_tier__isnull=False),
-                                    name="one_active_model_per_tier",
-                                    violation_error_message="Another active model already serves this quality "
-                                                            "tier. Deactivate it first."),
         ]
 
     def __str__(self) -> str:
         return self.display_name or self.model_name
 
+    @property
+    def credits_per_image(self) -> int | None:
+        """What a user pays per image of this model: its tier's price (None for a text model or an
+        image model without a tier).
+
+        Assigning pins a price on this instance only (a job prices its images at the rate it held,
+        whatever the tier costs now); it is never saved: the price is set on the tier.
+        """
+        pinned = self.__dict__.get("_pinned_credits_per_image")
+        if pinned is not None:
+            return pinned
+        if self.model_type != ModelType.IMAGE or self.quality_tier_id is None:
+            return None
+        return self.quality_tier.credits_per_image
+
+    @credits_per_image.setter
+    def credits_per_image(self, value: int | None) -> None:
+        self.__dict__["_pinned_credits_per_image"] = value
+
     def accepts(self, param: str) -> bool:
         return param in (self.optional_params or [])
+
+
+class ProviderListing(models.TextChoices):
+    LISTED = "listed", "offered"
+    RETIRING = "retiring", "retirement announced"
+    GONE = "gone", "no longer offered"
+
+
+class ModelLifecycle(models.Model):
+    """What a model's provider last said about it (manage.py check_model_lifecycle).
+
+    Information for the operator, shown in the admin: routing never reads it, so a provider's
+    list changes nothing about which model serves until the operator acts on it.
+    """
+
+    model = models.OneToOneField(AIModelConfig, on_delete=models.CASCADE, primary_key=True, related_name="lifecycle")
+    status = models.CharField(max_length=10, choices=ProviderListing.choices)
+    shutdown_on = models.DateField(null=True, blank=True, help_text="The retirement date the provider announced.")
+    since = models.DateField(help_text="The day the check first found this status.")
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "model lifecycle"
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=ProviderListing.values), name="model_lifecycle_status_valid",
+                                   violation_error_message="The status must be listed, retiring or gone."),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model_id}: {self.get_status_display()}"
 
 
 class GlobalIntegrationSettings(models.Model):

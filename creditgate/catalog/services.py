@@ -2,28 +2,51 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 from django.db import transaction
+from django.utils import timezone
 
 from creditgate.audit.tracking import KeyChange
 from creditgate.catalog import crypto, selectors
 from creditgate.catalog.ai_config_cache import ai_config_invalidate
-from creditgate.catalog.models import AIModelConfig, IntegrationProvider, QualityTier
+from creditgate.catalog.models import AIModelConfig, IntegrationProvider, ModelLifecycle, ProviderListing, QualityTier
 from creditgate.core.errors import InvalidRequest
+from creditgate.providers.breaker import breaker_open_until
 
 logger = logging.getLogger(__name__)
 
 
 def ai_config_build() -> dict:
     """The payload of GET /api/v1/system/ai-config/: the design note's shape plus additive fields."""
+    return ai_config_compute()[0]
+
+
+def ai_config_compute() -> tuple[dict, float | None]:
+    """The ai-config payload, and until when (time.time()) it holds at most: a tier hidden because
+    every one of its models has an open circuit breaker comes back when the first cool-down ends.
+
+    A tier is listed while at least one of its models can be served: the catalog allows it
+    (active, not retired, provider usable) and neither its provider's nor its own breaker is open.
+    The text model is the first of the default and its backups, listed while one of them can be
+    served; its rate is what a text job is priced at.
+    """
     gs = selectors.global_settings_get()
-    text_model = selectors.model_default_text()
+    ordered = selectors.models_servable_ordered()
+    text_models = selectors.models_text_ordered()
+    open_until = breaker_open_until(
+        [(m.provider_id, m.model_name) for models in [*ordered.values(), text_models] for m in models])
+
+    def servable(models) -> bool:
+        return any(open_until.get((m.provider_id, m.model_name)) is None for m in models)
+
     labels = dict(QualityTier.choices)
-    return {
+    text_model = text_models[0] if text_models and servable(text_models) else None
+    payload = {
         "image_qualities": [
-            {"tier": tier, "credits_per_image": model.credits_per_image, "label": labels[tier]}
-            for tier, model in selectors.models_servable_by_tier().items()
+            {"tier": tier, "credits_per_image": models[0].credits_per_image, "label": labels[tier]}
+            for tier, models in ordered.items() if servable(models)
         ],
         "text_model": text_model.model_name if text_model else None,
         "image_style": gs.image_style,
@@ -31,6 +54,7 @@ def ai_config_build() -> dict:
         "max_images_per_request": gs.max_images_per_request,
         "tokens_per_credit": text_model.tokens_per_credit if text_model else None,
     }
+    return payload, min((t for t in open_until.values() if t is not None), default=None)
 
 
 @transaction.atomic
@@ -96,3 +120,38 @@ def provider_keys_rotate() -> int:
         count += 1
     logger.info("re-encrypted %d provider API keys under the newest encryption key", count)
     return count
+
+
+def model_lifecycle_record(*, model: AIModelConfig, offered: bool, shutdown_on: dt.date | None = None,
+                           deprecated: bool = False) -> ModelLifecycle:
+    """Record what `model`'s provider says about it now: offered or not, and a retirement it
+    announced. Changes nothing about routing (the operator decides); `since` keeps the day the
+    current status was first seen."""
+    if not offered:
+        status = ProviderListing.GONE
+    elif deprecated or shutdown_on is not None:
+        status = ProviderListing.RETIRING
+    else:
+        status = ProviderListing.LISTED
+    previous = ModelLifecycle.objects.filter(model=model).first()
+    since = previous.since if previous is not None and previous.status == status else timezone.localdate()
+    row, _ = ModelLifecycle.objects.update_or_create(
+        model=model, defaults={"status": status, "shutdown_on": shutdown_on if offered else None, "since": since,
+                               "checked_at": timezone.now()})
+    if previous is None or previous.status != status:
+        log = logger.warning if status != ProviderListing.LISTED else logger.info
+        log("model %s (%s): %s", model.model_name, model.provider_id, row.get_status_display()
+            + (f", shutdown {shutdown_on}" if shutdown_on else ""))
+    return row
+
+
+def model_adopt_provider_retirement(*, model: AIModelConfig) -> AIModelConfig:
+    """The operator takes the retirement date the provider announced as the model's own: from
+    that day the model is not served (its tier's other models are). InvalidRequest if none was."""
+    lifecycle = ModelLifecycle.objects.filter(model=model).first()
+    if lifecycle is None or lifecycle.shutdown_on is None:
+        raise InvalidRequest(f"{model.model_name}: its provider has announced no retirement date.",
+                             details={"model": [f"{model.model_name} has no announced retirement date."]})
+    model.retires_on = lifecycle.shutdown_on
+    model.save(update_fields=["retires_on", "updated_at"])
+    return model

@@ -5,10 +5,11 @@ from django.db.models.signals import post_delete, post_migrate, post_save
 from django.dispatch import receiver
 
 from creditgate.catalog.ai_config_cache import ai_config_invalidate
-from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider
+from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, ImageTier, IntegrationProvider
 
 
 @receiver([post_save, post_delete], sender=AIModelConfig, dispatch_uid="catalog_ai_config_model")
+@receiver([post_save, post_delete], sender=ImageTier, dispatch_uid="catalog_ai_config_tier")
 @receiver([post_save, post_delete], sender=IntegrationProvider, dispatch_uid="catalog_ai_config_provider")
 @receiver([post_save, post_delete], sender=GlobalIntegrationSettings, dispatch_uid="catalog_ai_config_settings")
 def _catalog_changed(sender, **kwargs) -> None:

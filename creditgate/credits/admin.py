@@ -14,7 +14,6 @@ from django.utils.safestring import mark_safe
 
 from creditgate.audit import selectors as audit_selectors
 from creditgate.audit.admin import version_url
-from creditgate.catalog.models import AIModelConfig
 from creditgate.core.errors import ApplicationError
 from creditgate.credits import services
 from creditgate.credits.models import Account, AccountMember, EntryKind, Hold, LedgerEntry
@@ -107,7 +106,8 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
             return "—"
         lines = []
         for origin in origins:
-            rate = f"{origin.model_name}: {origin.field.replace('_', ' ')} {origin.price}"
+            where = f" ({origin.tier_label} tier)" if origin.tier else ""
+            rate = f"{origin.model_name}{where}: {origin.field.replace('_', ' ')} {origin.price}"
             if origin.introduced_by is None:
                 lines.append(format_html("{} (the configuration history does not reach back to {})", rate,
                                          priced_at.strftime("%Y-%m-%d %H:%M")))
@@ -120,8 +120,8 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
                 how = f"{version.history_change_reason} ({when})"
             else:
                 how = f"set on {when} by a command or shell"
-            url = version_url(object_type=ContentType.objects.get_for_model(AIModelConfig),
-                              object_id=str(version.id), history_id=version.history_id)
+            url = version_url(object_type=ContentType.objects.get_for_model(origin.tracked_model),
+                              object_id=origin.object_id, history_id=version.history_id)
             lines.append(format_html('{}, {}: <a href="{}">version #{}</a>', rate, how, url, version.history_id))
         return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 

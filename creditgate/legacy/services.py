@@ -17,7 +17,13 @@ from django.utils import timezone
 
 from creditgate.catalog import crypto
 from creditgate.catalog import selectors as catalog_selectors
-from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider, ModelType
+from creditgate.catalog.models import (
+    AIModelConfig,
+    GlobalIntegrationSettings,
+    ImageTier,
+    IntegrationProvider,
+    ModelType,
+)
 from creditgate.legacy.parsing import LegacyConfigError, LegacyExport, LegacyModel, legacy_export_parse
 
 # Used only if creditgate.providers.registry cannot be imported (it is where adapters are listed):
@@ -25,14 +31,17 @@ from creditgate.legacy.parsing import LegacyConfigError, LegacyExport, LegacyMod
 FALLBACK_IMPORTABLE_PROVIDERS = frozenset({"openai", "runware"})
 
 PROVIDERS_TABLE = "IntegrationProvider"
+TIERS_TABLE = "ImageTier"
 MODELS_TABLE = "AIModelConfig"
 SETTINGS_TABLE = "GlobalIntegrationSettings"
 
 CREATE, UPDATE, UNCHANGED = "create", "update", "unchanged"
 
 # Fields of a model row the import owns; everything else (sizes, parameters, notes) is left alone.
-_MODEL_PRICE_FIELDS = ("tokens_per_credit", "credits_per_image", "input_usd_per_1m_tokens",
-                       "output_usd_per_1m_tokens", "usd_per_image")
+# An image model's credit rate is its tier's: it goes to ImageTier, not to the model row.
+_MODEL_PRICE_FIELDS = ("tokens_per_credit", "input_usd_per_1m_tokens", "output_usd_per_1m_tokens", "usd_per_image")
+# How the report names a field (the tier is stored as the tier's key).
+_SHOWN = {"quality_tier_id": "quality_tier", "provider_id": "provider_id"}
 
 
 @dataclass
@@ -55,7 +64,7 @@ class RowChange:
 class ImportReport:
     dry_run: bool
     tables: dict[str, list[RowChange]] = field(
-        default_factory=lambda: {PROVIDERS_TABLE: [], MODELS_TABLE: [], SETTINGS_TABLE: []})
+        default_factory=lambda: {PROVIDERS_TABLE: [], TIERS_TABLE: [], MODELS_TABLE: [], SETTINGS_TABLE: []})
     not_imported: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -115,6 +124,7 @@ def legacy_import(*, data: dict, dry_run: bool) -> ImportReport:
 class _Plan:
     report: ImportReport
     providers: list[tuple[IntegrationProvider, bool]] = field(default_factory=list)   # (row, is new)
+    tiers: list[ImageTier] = field(default_factory=list)
     models: list[tuple[AIModelConfig, bool]] = field(default_factory=list)
     defaults_cleared: list[AIModelConfig] = field(default_factory=list)
     settings: GlobalIntegrationSettings | None = None
@@ -122,6 +132,8 @@ class _Plan:
     def apply(self) -> None:
         for row, _ in self.providers:
             row.save()
+        for tier in self.tiers:  # before the models that name them
+            tier.save()
         # Clear replaced defaults first: the database allows one default per type at any moment.
         for row in self.defaults_cleared:
             row.save(update_fields=["is_default", "updated_at"])
@@ -139,6 +151,7 @@ def _plan(export: LegacyExport, *, dry_run: bool) -> _Plan:
             f"for {key.provider_id}")
     plan.report.not_imported.extend(export.ignored)
     _plan_providers(export, plan)
+    _plan_tiers(export, plan)
     _plan_models(export, plan)
     _plan_settings(export, plan)
     return plan
@@ -178,12 +191,42 @@ def _current_key(row: IntegrationProvider) -> str | None:
         return None  # unreadable under today's keys: the file's key replaces it
 
 
+def _plan_tiers(export: LegacyExport, plan: _Plan) -> None:
+    """A tier's price is the file's rate of the model the file puts in that tier: what users paid
+    for the tier in the old layout (every model of a tier is now sold at the tier's price)."""
+    existing = ImageTier.objects.in_bulk()
+    for name, legacy in export.models.items():
+        if legacy.model_type != ModelType.IMAGE or legacy.credits_per_image is None:
+            continue
+        tier = legacy.quality_tier
+        if tier is None:
+            plan.report.warnings.append(
+                f"{name} has no tier: its credits_per_image ({legacy.credits_per_image}) is not imported. An image "
+                f"model is sold at its tier's price; give it a tier in the admin to serve it.")
+            continue
+        row = existing.get(tier)
+        if row is None:
+            plan.tiers.append(ImageTier(tier=tier, credits_per_image=legacy.credits_per_image))
+            plan.report.tables[TIERS_TABLE].append(RowChange(
+                CREATE, tier, {"credits_per_image": (None, str(legacy.credits_per_image))}))
+        elif row.credits_per_image != legacy.credits_per_image:
+            before = row.credits_per_image
+            row.credits_per_image = legacy.credits_per_image
+            plan.tiers.append(row)
+            plan.report.tables[TIERS_TABLE].append(RowChange(
+                UPDATE, tier, {"credits_per_image": (str(before), str(legacy.credits_per_image))}))
+        else:
+            plan.report.tables[TIERS_TABLE].append(RowChange(UNCHANGED, tier))
+
+
 def _plan_models(export: LegacyExport, plan: _Plan) -> None:
     today = timezone.localdate()
     existing = {m.model_name: m for m in AIModelConfig.objects.filter(model_name__in=list(export.models))}
-    # Who serves each tier now. The import never takes a tier from its current active model.
-    tier_holders = dict(AIModelConfig.objects.filter(is_active=True, quality_tier__isnull=False)
-                        .values_list("quality_tier", "model_name"))
+    # Who serves each tier now. The import never takes a tier from its current active models.
+    tier_holders: dict[str, list[str]] = {}
+    for tier, name in (AIModelConfig.objects.filter(is_active=True, quality_tier__isnull=False)
+                       .order_by("priority", "model_name").values_list("quality_tier", "model_name")):
+        tier_holders.setdefault(tier, []).append(name)
     errors = [{"path": f"{m.path}.model_name",
                "message": f"is a {existing[name].model_type} model in the catalog but a {m.model_type} model in "
                           f"the file (got {name!r})", "value": name}
@@ -204,10 +247,11 @@ def _plan_models(export: LegacyExport, plan: _Plan) -> None:
                                 model_type=legacy.model_type, **target)
             plan.models.append((row, True))
             shown = {"model_type": (None, legacy.model_type)}
-            shown.update({k: (None, _display(v)) for k, v in target.items() if v is not None})
+            shown.update({_SHOWN.get(k, k): (None, _display(v)) for k, v in target.items() if v is not None})
             plan.report.tables[MODELS_TABLE].append(RowChange(CREATE, name, shown))
             continue
-        diff = {k: (_display(_value(row, k)), _display(v)) for k, v in target.items() if _value(row, k) != v}
+        diff = {_SHOWN.get(k, k): (_display(_value(row, k)), _display(v)) for k, v in target.items()
+                if _value(row, k) != v}
         if diff:
             for k, v in target.items():
                 setattr(row, k, v)
@@ -217,13 +261,13 @@ def _plan_models(export: LegacyExport, plan: _Plan) -> None:
             plan.report.tables[MODELS_TABLE].append(RowChange(UNCHANGED, name))
 
 
-def _model_target(legacy: LegacyModel, row: AIModelConfig | None, tier_holders: dict[str, str],
+def _model_target(legacy: LegacyModel, row: AIModelConfig | None, tier_holders: dict[str, list[str]],
                   today: dt.date, report: ImportReport) -> dict[str, Any]:
     """The values of the import's fields for one model (is_default is decided afterwards)."""
     target: dict[str, Any] = {"provider_id": legacy.provider_id}
     for price in _MODEL_PRICE_FIELDS:
         value = getattr(legacy, price)
-        if value is not None or price in ("tokens_per_credit", "credits_per_image"):
+        if value is not None or price == "tokens_per_credit":
             target[price] = value
     if legacy.retires_on is not None:
         target["retires_on"] = legacy.retires_on
@@ -234,26 +278,27 @@ def _model_target(legacy: LegacyModel, row: AIModelConfig | None, tier_holders: 
         # An active model keeps its tier and stays active: moving or deactivating it could leave a
         # tier unserved or make the outcome depend on the order of rows.
         if legacy.model_type == ModelType.IMAGE:
-            tier = row.quality_tier
-            if tier is None and legacy.quality_tier and tier_holders.get(legacy.quality_tier) in (None, row.model_name):
+            tier = row.quality_tier_id
+            if tier is None and legacy.quality_tier and set(tier_holders.get(legacy.quality_tier, [])) <= {
+                    row.model_name}:
                 tier = legacy.quality_tier
             elif legacy.quality_tier != tier:
                 report.warnings.append(f"{row.model_name} keeps tier {tier or '(none)'}: it is active, and the import "
                                        f"does not move an active model (the file says "
                                        f"{legacy.quality_tier or '(none)'}).")
-            target["quality_tier"] = tier
+            target["quality_tier_id"] = tier
         if not legacy.is_active:
             report.warnings.append(f"{row.model_name} stays active: the import never deactivates a model; "
                                    f"deactivate it in the admin if you mean to.")
         target["is_active"] = True
         return target
 
-    tier = (legacy.quality_tier or (row.quality_tier if row else None)) \
+    tier = (legacy.quality_tier or (row.quality_tier_id if row else None)) \
         if legacy.model_type == ModelType.IMAGE else None
-    holder = tier_holders.get(tier) if tier else None
+    holder = ", ".join(tier_holders[tier]) if tier and tier_holders.get(tier) else None
     active = legacy.is_active and not retired and holder is None
     if legacy.model_type == ModelType.IMAGE:
-        target["quality_tier"] = tier
+        target["quality_tier_id"] = tier
     target["is_active"] = active
     if legacy.is_active and retired:
         report.warnings.append(f"{legacy.model_name} {'stays' if row else 'is imported'} inactive: its provider retired it on "
@@ -261,8 +306,9 @@ def _model_target(legacy: LegacyModel, row: AIModelConfig | None, tier_holders: 
                                + (f" Tier {tier} stays with {holder}." if holder else
                                   f" Tier {tier} has no active model: choose one in the admin." if tier else ""))
     elif legacy.is_active and holder is not None:
-        report.warnings.append(f"{legacy.model_name} {'stays' if row else 'is imported'} inactive: tier {tier} is served by {holder}, and a "
-                               f"tier has one active model. Switch the tier in the admin if you want it.")
+        report.warnings.append(f"{legacy.model_name} {'stays' if row else 'is imported'} inactive: tier {tier} is served by {holder}, and "
+                               f"the import does not change who serves a tier. Activate it in the admin (as a backup, "
+                               f"or first by priority) if you want it.")
     return target
 
 

@@ -8,12 +8,13 @@ accepted optional parameters, fixed request defaults).
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import random
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
@@ -66,6 +67,15 @@ class TextResult:
     total_tokens: int  # as the provider reported it: this is what the user is charged for
     finish_reason: str | None = None
     provider_request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderModel:
+    """What a provider says about one of its models now (its model list)."""
+
+    name: str                            # the provider's model id, as the catalog's model_name
+    shutdown_on: dt.date | None = None   # a retirement date the provider announced
+    deprecated: bool = False             # announced for retirement (with or without a date)
 
 
 @dataclass(frozen=True)
@@ -364,6 +374,11 @@ class ProviderAdapter(ABC):
 
     @abstractmethod
     def check_credentials(self) -> CredentialCheck: ...
+
+    def list_models(self, *, names: Sequence[str]) -> list[ProviderModel]:
+        """What the provider offers now among `names` (catalog model names): a name missing from
+        the answer is not offered any more. Raises ProviderError when the provider could not say."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its models.")
 
     # What each provider fills in.
 

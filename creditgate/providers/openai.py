@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import logging
 import threading
+from collections.abc import Sequence
 
 import httpx2
 import openai as openai_sdk
@@ -29,6 +31,7 @@ from creditgate.providers.base import (
     ProviderBadResponse,
     ProviderContentRefused,
     ProviderError,
+    ProviderModel,
     ProviderQuotaExhausted,
     ProviderRateLimited,
     ProviderRejectedRequest,
@@ -153,6 +156,22 @@ class OpenAIAdapter(ProviderAdapter):
         return ImageOutcome(ok=True, data=data, content_type=content_type, source_url=url,
                             provider_task_id=request_id)
 
+    # Model lifecycle.
+
+    def list_models(self, *, names: Sequence[str]) -> list[ProviderModel]:
+        """GET /v1/models: the models the key may use, each with its `shutdown_date` (YYYY-MM-DD,
+        or null) when OpenAI has announced one (PROVIDERS.md §0.2)."""
+        client = self._client(min(self.policy.text_timeout, 30.0))
+        wanted = set(names)
+        listed = self._call(lambda: list(client.models.list()), what="models")
+        found = []
+        for item in listed:
+            if item.id not in wanted:
+                continue
+            shutdown = _date_or_none(getattr(item, "shutdown_date", None))
+            found.append(ProviderModel(name=item.id, shutdown_on=shutdown, deprecated=shutdown is not None))
+        return found
+
     # Credentials.
 
     def check_credentials(self) -> CredentialCheck:
@@ -165,6 +184,14 @@ class OpenAIAdapter(ProviderAdapter):
             return CredentialCheck(ok=False, message=f"The key could not be checked: {exc.message}")
         count = len(getattr(models, "data", None) or [])
         return CredentialCheck(ok=True, message=f"The API key works: OpenAI answered and lists {count} models.")
+
+
+def _date_or_none(value) -> dt.date | None:
+    try:
+        return dt.date.fromisoformat(str(value)[:10]) if value else None
+    except ValueError:
+        logger.warning("openai models: unreadable shutdown_date %r", value)
+        return None
 
 
 def translate_error(exc: openai_sdk.OpenAIError, *, what: str) -> ProviderError:

@@ -16,6 +16,7 @@ import base64
 import binascii
 import logging
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -33,6 +34,7 @@ from creditgate.providers.base import (
     ProviderBadResponse,
     ProviderContentRefused,
     ProviderError,
+    ProviderModel,
     ProviderQuotaExhausted,
     ProviderRateLimited,
     ProviderRejectedRequest,
@@ -189,6 +191,41 @@ class RunwareAdapter(ProviderAdapter):
         return ImageOutcome(ok=True, data=data, content_type=content_type, source_url=url,
                             provider_image_id=item.get("imageUUID"), provider_task_id=task_uuid,
                             seed=_int_or_none(item.get("seed")), cost_usd=_decimal_or_none(item.get("cost")))
+
+    # Model lifecycle.
+
+    search_tasks_per_request = 20
+
+    def list_models(self, *, names: Sequence[str]) -> list[ProviderModel]:
+        """Runware's modelSearch task, one per name (its catalog is far too large to list whole),
+        several in one request. A model is offered when a result carries its exact AIR; a result
+        whose status is "deprecated" is announced for retirement (the search gives no date)."""
+        names = list(dict.fromkeys(names))
+        found: list[ProviderModel] = []
+        for start in range(0, len(names), self.search_tasks_per_request):
+            chunk = names[start:start + self.search_tasks_per_request]
+            found.extend(call_with_retries(lambda chunk=chunk: self._search(chunk), policy=self.policy,
+                                           what="runware modelSearch"))
+        return found
+
+    def _search(self, names: list[str]) -> list[ProviderModel]:
+        tasks = {str(uuid.uuid4()): name for name in names}
+        status, body, headers = self._post(
+            [{"taskType": "modelSearch", "taskUUID": task_uuid, "search": name, "limit": 100}
+             for task_uuid, name in tasks.items()], read_timeout=min(self.policy.text_timeout, 30.0))
+        items = {d.get("taskUUID"): d for d in ((body or {}).get("data") or [] if isinstance(body, dict) else [])
+                 if isinstance(d, dict) and d.get("taskType") == "modelSearch"}
+        errors = _errors(body)
+        if status != 200 or errors or set(items) != set(tasks):
+            raise classify(status if status != 200 else 500, errors,
+                           retry_after=parse_retry_after(headers)) from RunwareAPIError(status, errors)
+        found = []
+        for task_uuid, name in tasks.items():
+            for card in items[task_uuid].get("results") or []:
+                if isinstance(card, dict) and card.get("air") == name:
+                    found.append(ProviderModel(name=name, deprecated=card.get("status") == "deprecated"))
+                    break
+        return found
 
     # Text: Runware serves the image tiers only.
 

@@ -12,7 +12,7 @@ from django.apps import apps
 
 from creditgate.audit.models import ConfigChange
 from creditgate.catalog import services as catalog_services
-from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider
+from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, ImageTier, IntegrationProvider
 
 from .admin_forms import submit_change_form
 
@@ -42,29 +42,30 @@ def every_history_value() -> str:
 
 
 def test_a_price_changed_in_the_admin_is_recorded_with_who_when_and_before_after(admin_client, admin_user):
-    model = premium_model()
-    old = model.credits_per_image
-    versions_before = model.history.count()
+    tier = ImageTier.objects.get(tier="premium")  # an image's price is its tier's
+    old = tier.credits_per_image
+    versions_before = tier.history.count()
+    url = "/admin/catalog/imagetier/premium/"
 
-    response = submit_change_form(admin_client, model_url(model), credits_per_image=str(old + 3))
+    response = submit_change_form(admin_client, url + "change/", credits_per_image=str(old + 3))
 
     assert response.status_code == 302, response.content.decode()[:2000]
-    assert model.history.count() == versions_before + 1
-    version = model.history.first()
+    assert tier.history.count() == versions_before + 1
+    version = tier.history.first()
     assert (version.credits_per_image, version.history_type, version.history_user) == (old + 3, "~", admin_user)
     change = newest_change()
     assert change.actor == admin_user
-    assert change.object_repr == str(model)
+    assert change.object_repr == str(tier)
     assert change.changes == [{"field": "credits_per_image", "label": "Credits per image", "old": old,
                                "new": old + 3}]
 
-    history_page = admin_client.get(model_url(model, "history")).content.decode()
+    history_page = admin_client.get(url + "history/").content.decode()
     assert re.search(rf"Credits per image:</strong>\s*{old}\s*&nbsp;&rarr;&nbsp;&nbsp;{old + 3}\b", history_page)
     assert admin_user.username in history_page
 
     one_list = admin_client.get("/admin/audit/configchange/").content.decode()
     assert f"<strong>Credits per image</strong>: {old} → {old + 3}" in one_list
-    assert str(model) in one_list
+    assert str(tier) in one_list
 
 
 def test_a_save_that_changes_nothing_is_not_listed(admin_client):

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from creditgate.audit import selectors
-from creditgate.catalog.models import AIModelConfig
+from creditgate.catalog.models import AIModelConfig, ImageTier
 from creditgate.credits import pricing
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import EntryKind, LedgerEntry
@@ -20,11 +20,12 @@ pytestmark = pytest.mark.django_db
 
 
 def set_price(client, model: AIModelConfig, credits: int):
-    response = submit_change_form(client, f"/admin/catalog/aimodelconfig/{model.pk}/change/",
+    """An image's price is its tier's: set on the tier's page; returns the tier's new version."""
+    response = submit_change_form(client, f"/admin/catalog/imagetier/{model.quality_tier_id}/change/",
                                   credits_per_image=str(credits))
     assert response.status_code == 302
-    model.refresh_from_db()
-    return model.history.first()
+    model.refresh_from_db()  # its cached tier (and price) too
+    return ImageTier.objects.get(tier=model.quality_tier_id).history.first()
 
 
 def charge_images(model: AIModelConfig, count: int) -> LedgerEntry:
@@ -48,9 +49,9 @@ def test_the_entry_page_links_the_version_in_force_when_it_was_charged(admin_cli
 
     page = admin_client.get(f"/admin/credits/ledgerentry/{entry.pk}/change/").content.decode()
 
-    version_url = f"/admin/catalog/aimodelconfig/{model.pk}/history/{set_by_admin.history_id}/"
+    version_url = f"/admin/catalog/imagetier/premium/history/{set_by_admin.history_id}/"
     assert f'href="{version_url}"' in page
-    assert f"{model.model_name}: credits per image {old + 3}, set on" in page
+    assert f"{model.model_name} (Premium tier): credits per image {old + 3}, set on" in page
     assert f"by {admin_user.username}" in page
     assert f"/history/{later.history_id}/" not in page
     assert admin_client.get(version_url).status_code == 200
@@ -59,8 +60,10 @@ def test_the_entry_page_links_the_version_in_force_when_it_was_charged(admin_cli
 def test_the_origin_is_the_version_that_set_the_price_not_a_later_unrelated_edit(admin_client):
     model = AIModelConfig.objects.get(quality_tier="basic", is_active=True)
     set_by_admin = set_price(admin_client, model, model.credits_per_image + 1)
-    # Another field changes afterwards; the price stays.
-    submit_change_form(admin_client, f"/admin/catalog/aimodelconfig/{model.pk}/change/", notes="a note")
+    # The tier is saved again afterwards (its models reordered), its price unchanged.
+    submit_change_form(admin_client, "/admin/catalog/imagetier/basic/change/")
+    ImageTier.objects.get(tier="basic").save()
+    model.refresh_from_db()
     entry = charge_images(model, 1)
 
     [origin] = selectors.rate_origins(rate=entry.rate, at=entry.created_at)
@@ -77,15 +80,15 @@ def test_a_rate_unchanged_since_the_history_began_says_so(admin_client):
     model = AIModelConfig.objects.get(quality_tier="basic", is_active=True)
     entry = charge_images(model, 1)
     page = admin_client.get(f"/admin/credits/ledgerentry/{entry.pk}/change/").content.decode()
-    baseline = model.history.order_by("history_id").first()
-    assert (f"{model.model_name}: credits per image {model.credits_per_image}, recorded when the history began ("
-            in page)
-    assert f"/admin/catalog/aimodelconfig/{model.pk}/history/{baseline.history_id}/" in page
+    baseline = ImageTier.objects.get(tier="basic").history.order_by("history_id").first()
+    assert (f"{model.model_name} (Basic tier): credits per image {model.credits_per_image}, recorded when the "
+            "history began (" in page)
+    assert f"/admin/catalog/imagetier/basic/history/{baseline.history_id}/" in page
 
 
 def test_an_article_rate_names_both_of_its_models():
     text_model = AIModelConfig.objects.get(model_type="text", is_default=True)
-    image_model = AIModelConfig.objects.get(quality_tier="quality", is_active=True)
+    image_model = AIModelConfig.objects.get(model_name="google:2@1")  # the Quality tier's backup
     rate = pricing.price_total(pricing.price_text_tokens(model=text_model, total_tokens=900),
                                pricing.price_images(model=image_model, count=2)).rate
 
@@ -104,7 +107,7 @@ def test_an_entry_older_than_the_history_says_so(admin_client):
     assert origin.in_force is None and origin.introduced_by is None
 
     # An installation whose history began after this entry was charged.
-    model.history.all().delete()
+    ImageTier.objects.get(tier="basic").history.all().delete()
     page = admin_client.get(f"/admin/credits/ledgerentry/{entry.pk}/change/").content.decode()
     assert "the configuration history does not reach back to" in page
 

@@ -32,9 +32,10 @@ def text_model_factory(openai):
 
 def catalog_state() -> list[tuple]:
     """Every catalog row as plain values: compare before and after a refused operation."""
-    from creditgate.catalog.models import GlobalIntegrationSettings
+    from creditgate.catalog.models import GlobalIntegrationSettings, ImageTier
 
     return [
+        list(ImageTier.objects.order_by("pk").values_list()),
         list(AIModelConfig.objects.order_by("pk").values_list()),
         list(IntegrationProvider.objects.order_by("pk").values_list()),
         list(GlobalIntegrationSettings.objects.order_by("pk").values_list()),

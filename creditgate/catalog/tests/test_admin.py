@@ -116,9 +116,20 @@ def test_model_list_warns_about_a_tier_whose_model_retires_soon(admin_client):
     model = AIModelConfig.objects.get(quality_tier="premium", is_active=True)
     model.retires_on = timezone.localdate() + dt.timedelta(days=12)
     model.save()
-    html = admin_client.get("/admin/catalog/aimodelconfig/").content.decode()
+    html = admin_client.get("/admin/catalog/aimodelconfig/").content.decode().replace("&#x27;", "'")
     assert "retires in 12 days" in html
-    assert "The Premium tier&#x27;s model" in html or "The Premium tier's model" in html
+    assert "a model of the Premium tier, retires in 12 days" in html
+    # It is the tier's only model: the tier itself is about to go.
+    assert f"The Premium tier loses its last model on {model.retires_on}, in 12 days" in html
+
+
+def test_a_tier_with_a_backup_is_not_at_risk_when_one_model_retires(admin_client):
+    model = AIModelConfig.objects.get(model_name="gpt-image-2")
+    model.retires_on = timezone.localdate() + dt.timedelta(days=12)
+    model.save()
+    html = admin_client.get("/admin/catalog/aimodelconfig/").content.decode()
+    assert "a model of the Quality tier, retires in 12 days" in html
+    assert "loses its last model" not in html
 
 
 def test_model_list_marks_a_retired_active_model(admin_client):

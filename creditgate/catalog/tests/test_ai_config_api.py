@@ -7,7 +7,7 @@ from django.core.cache import cache, caches
 from django.utils import timezone
 
 from creditgate.catalog import ai_config_cache
-from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider
+from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, ImageTier, IntegrationProvider
 
 pytestmark = pytest.mark.django_db
 
@@ -102,11 +102,11 @@ def test_a_process_with_an_empty_memory_reads_the_shared_cache_without_a_query(c
         assert client.get(URL).status_code == 200
 
 
-def test_model_price_change_shows_on_the_next_request(client):
+def test_tier_price_change_shows_on_the_next_request(client):
     client.get(URL)
-    model = AIModelConfig.objects.get(quality_tier="quality", is_active=True)
-    model.credits_per_image = 6
-    model.save()
+    tier = ImageTier.objects.get(tier="quality")
+    tier.credits_per_image = 6
+    tier.save()
     assert client.get(URL).json()["image_qualities"][1] == {"tier": "quality", "credits_per_image": 6,
                                                             "label": "Quality"}
 
@@ -129,14 +129,19 @@ def test_inactive_model_takes_its_tier_away(client):
     assert _tiers(client.get(URL)) == ["basic", "quality"]
 
 
-def test_inactive_provider_takes_its_tiers_and_text_model_away(client):
+def test_inactive_provider_takes_its_models_away_and_a_backup_keeps_the_tier(client):
     client.get(URL)
     openai = IntegrationProvider.objects.get(provider_id="openai")
     openai.is_active = False
     openai.save()
     body = client.get(URL).json()
-    assert [q["tier"] for q in body["image_qualities"]] == ["basic", "premium"]
+    # Quality's first model is OpenAI's; its backup on Runware keeps the tier, at the same price.
+    assert [(q["tier"], q["credits_per_image"]) for q in body["image_qualities"]] == [
+        ("basic", 1), ("quality", 5), ("premium", 15)]
     assert body["text_model"] is None
+    AIModelConfig.objects.filter(model_name="google:2@1").update(is_active=False)
+    ai_config_cache.ai_config_invalidate()
+    assert _tiers(client.get(URL)) == ["basic", "premium"]
 
 
 def test_without_the_sandbox_a_provider_without_a_key_is_not_served(client, settings):
@@ -146,7 +151,7 @@ def test_without_the_sandbox_a_provider_without_a_key_is_not_served(client, sett
     from creditgate.catalog import services
 
     services.provider_update_key(provider=runware, api_key="rw-abcdefghijklmnop")
-    assert _tiers(client.get(URL)) == ["basic", "premium"]
+    assert _tiers(client.get(URL)) == ["basic", "quality", "premium"]  # Quality by its backup on Runware
     settings.CREDITGATE_SANDBOX = True  # served again by the sandbox: a per-process setting, its own entry
     assert _tiers(client.get(URL)) == ["basic", "quality", "premium"]
 
@@ -174,7 +179,7 @@ def test_a_change_made_by_another_process_is_seen(client, django_assert_num_quer
     that); this process holds the old payload in memory and must not serve it."""
     client.get(URL)
     # The row changes without any signal in this process...
-    AIModelConfig.objects.filter(quality_tier="basic", is_active=True).update(credits_per_image=3)
+    ImageTier.objects.filter(tier="basic").update(credits_per_image=3)
     with django_assert_num_queries(0):
         assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 1  # cached, as designed
     # ...and the other process's invalidation reaches only the shared cache.
@@ -188,7 +193,7 @@ def test_a_payload_built_from_rows_older_than_an_invalidation_is_not_served(clie
     old_version = "v-before"
     cache.set(ai_config_cache._VERSION_KEY, old_version, timeout=None)
     stale, ttl = ai_config_cache._build(old_version)
-    AIModelConfig.objects.filter(quality_tier="basic", is_active=True).update(credits_per_image=3)
+    ImageTier.objects.filter(tier="basic").update(credits_per_image=3)
     ai_config_cache.ai_config_invalidate()
     cache.set(ai_config_cache._payload_key(), stale, timeout=ttl)  # the slow request stores late
     assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 3
@@ -219,7 +224,7 @@ def test_an_invalidation_by_a_real_other_process_is_seen(client):
     import sys
 
     client.get(URL)
-    AIModelConfig.objects.filter(quality_tier="basic", is_active=True).update(credits_per_image=7)  # no signal here
+    ImageTier.objects.filter(tier="basic").update(credits_per_image=7)  # no signal here
     assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 1
     subprocess.run(
         [sys.executable, "-c",
@@ -242,9 +247,9 @@ def test_a_payload_read_inside_a_rolled_back_transaction_is_not_kept(client):
         pass
 
     with pytest.raises(Abort), transaction.atomic():
-        model = AIModelConfig.objects.get(quality_tier="basic", is_active=True)
-        model.credits_per_image = 9
-        model.save()
+        tier = ImageTier.objects.get(tier="basic")
+        tier.credits_per_image = 9
+        tier.save()
         snapshot = ai_config_cache.ai_config_snapshot_get()  # e.g. a service that reads it mid-change
         assert b'"credits_per_image":9' in snapshot.body
         raise Abort

@@ -5,7 +5,7 @@ from django.core.management import call_command
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from creditgate.catalog.models import AIModelConfig
+from creditgate.catalog.models import AIModelConfig, ImageTier
 from creditgate.credits import pricing, services
 
 from .conftest import make_user, snapshot
@@ -126,7 +126,7 @@ def test_a_tier_with_no_servable_model_is_422(api):
 def test_a_price_change_moves_estimates_but_not_history(api, account):
     hold, _ = services.hold_place(account=account, amount=5, idempotency_key="k", fingerprint="f",
                                   rate={"credits_per_image": 5})
-    AIModelConfig.objects.filter(quality_tier="quality", is_active=True).update(credits_per_image=7)
+    ImageTier.objects.filter(tier="quality").update(credits_per_image=7)
     estimate = api.post("/api/v1/credits/estimate/", {"kind": "image", "tier": "quality", "count": 2}, format="json")
     assert estimate.json()["credits"] == 14
     assert api.get("/api/v1/credits/transactions/").json()["results"][0]["rate"] == {"credits_per_image": 5}
@@ -137,10 +137,11 @@ def test_estimates_read_the_catalog_once_and_see_an_admin_change_at_once(api, dj
     api.post("/api/v1/credits/estimate/", body, format="json")
     with django_assert_num_queries(0):
         assert api.post("/api/v1/credits/estimate/", body, format="json").json()["credits"] == 10
-    model = AIModelConfig.objects.get(quality_tier="quality", is_active=True)
-    model.credits_per_image = 6
-    model.save()  # as the admin saves it
+    tier = ImageTier.objects.get(tier="quality")
+    tier.credits_per_image = 6
+    tier.save()  # as the admin saves it
     assert api.post("/api/v1/credits/estimate/", body, format="json").json()["credits"] == 12
-    model.is_active = False
-    model.save()
+    for model in AIModelConfig.objects.filter(quality_tier="quality", is_active=True):  # the tier and its backup
+        model.is_active = False
+        model.save()
     assert api.post("/api/v1/credits/estimate/", body, format="json").status_code == 422

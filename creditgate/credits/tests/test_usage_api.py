@@ -181,7 +181,7 @@ def test_real_jobs_add_up_to_the_ledger_captures_by_tier(today):
                                      {"prompt": "Foxes", "tier": "quality", "image_count": 2, "max_tokens": 100},
                                      format="json"))
     assert {basic["status"], text["status"], article["status"]} == {"succeeded"}
-    quality_model = AIModelConfig.objects.get(quality_tier="quality", is_active=True)
+    quality_model = AIModelConfig.objects.filter(quality_tier="quality", is_active=True).first()
     article_images = pricing.price_images(model=quality_model, count=len(article["images"])).credits
 
     body = api.get(URL, {"group": "tier"}).json()

@@ -5,7 +5,7 @@ import math
 import pytest
 from rest_framework.test import APIClient
 
-from creditgate.catalog.models import AIModelConfig, QualityTier
+from creditgate.catalog.models import AIModelConfig, ImageTier, QualityTier
 from creditgate.generation.tests.conftest import START_CREDITS, balance, counts, finished, make_user
 
 pytestmark = pytest.mark.usefixtures("gen_env")
@@ -246,6 +246,6 @@ def test_anonymous_is_401():
 def test_price_change_after_hold_does_not_change_the_charge(api, user, sandbox):
     sandbox.configure(latency_ms=300)
     response = api.post("/api/v1/images/generations/", {"prompt": "x", "tier": "quality", "count": 2}, format="json")
-    AIModelConfig.objects.filter(quality_tier="quality", is_active=True).update(credits_per_image=50)
+    ImageTier.objects.filter(tier="quality").update(credits_per_image=50)
     job = finished(api, response)
     assert job["credits_charged"] == 10

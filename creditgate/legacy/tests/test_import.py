@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, IntegrationProvider
+from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, ImageTier, IntegrationProvider
 from creditgate.legacy.parsing import LegacyConfigError
 from creditgate.legacy.services import legacy_import
 from creditgate.legacy.tests.helpers import EXAMPLE_PATH, all_keys, example, image_entry
@@ -17,9 +17,10 @@ pytestmark = pytest.mark.django_db
 
 
 def snapshot() -> dict:
-    """Every row of the three tables, updated_at included, so "nothing changed" means no write at all."""
+    """Every row of the four tables, updated_at included, so "nothing changed" means no write at all."""
     return {
         "providers": list(IntegrationProvider.objects.order_by("pk").values()),
+        "tiers": list(ImageTier.objects.order_by("pk").values()),
         "models": list(AIModelConfig.objects.order_by("pk").values()),
         "settings": list(GlobalIntegrationSettings.objects.order_by("pk").values()),
     }
@@ -40,6 +41,7 @@ def write(tmp_path, data) -> str:
 @pytest.fixture
 def empty_catalog():
     AIModelConfig.objects.all().delete()
+    ImageTier.objects.all().delete()
     IntegrationProvider.objects.all().delete()
     GlobalIntegrationSettings.objects.all().delete()
 
@@ -54,18 +56,21 @@ def test_import_into_an_empty_database(empty_catalog, client):
         "text", "openai", 1000, True, True)
     assert text.output_usd_per_1m_tokens == Decimal("10.00")
     basic = models["runware:97@1"]
-    assert (basic.model_type, basic.provider_id, basic.credits_per_image, basic.quality_tier, basic.is_default) == (
+    assert (basic.model_type, basic.provider_id, basic.credits_per_image, basic.quality_tier_id, basic.is_default) == (
         "image", "runware", 1, "basic", True)
-    assert (models["google:4@2"].credits_per_image, models["google:4@2"].quality_tier) == (15, "premium")
-    # The file marks dall-e-3 retired: it is kept for history, inactive, and Quality has no model yet.
-    assert (models["dall-e-3"].is_active, models["dall-e-3"].quality_tier) == (False, "quality")
+    assert (models["google:4@2"].credits_per_image, models["google:4@2"].quality_tier_id) == (15, "premium")
+    # The file marks dall-e-3 retired: it is kept for history, inactive, and Quality has no model yet
+    # (but has its price, from the file's Quality model).
+    assert (models["dall-e-3"].is_active, models["dall-e-3"].quality_tier_id) == (False, "quality")
+    assert dict(ImageTier.objects.values_list("tier", "credits_per_image")) == {"basic": 1, "quality": 5,
+                                                                                 "premium": 15}
     assert "dall-e-3 is imported inactive" in output and "Tier quality has no active model" in output
 
     assert set(IntegrationProvider.objects.values_list("provider_id", flat=True)) == {"openai", "runware"}
     settings_row = GlobalIntegrationSettings.objects.get()
     assert (settings_row.image_style, settings_row.max_in_article_images, settings_row.temperature) == (
         "photorealistic", 4, Decimal("0.70"))
-    assert "Summary: 7 created, 0 changed, 0 unchanged." in output
+    assert "Summary: 10 created, 0 changed, 0 unchanged." in output
 
     config = client.get("/api/v1/system/ai-config/").json()
     assert [(q["tier"], q["credits_per_image"]) for q in config["image_qualities"]] == [("basic", 1), ("premium", 15)]
@@ -73,15 +78,15 @@ def test_import_into_an_empty_database(empty_catalog, client):
 
 
 def test_import_into_a_seeded_database_keeps_the_quality_tier_served(client):
-    before = {m.model_name: (m.is_active, m.quality_tier) for m in AIModelConfig.objects.all()}
+    before = {m.model_name: (m.is_active, m.quality_tier_id) for m in AIModelConfig.objects.all()}
     assert before["dall-e-3"] == (False, "quality")  # the seed, as the issue describes it
 
     output = run(EXAMPLE_PATH)
 
-    after = {m.model_name: (m.is_active, m.quality_tier) for m in AIModelConfig.objects.all()}
+    after = {m.model_name: (m.is_active, m.quality_tier_id) for m in AIModelConfig.objects.all()}
     assert after == before
-    assert "dall-e-3 stays inactive: its provider retired it on 2026-05-12. Tier quality stays with gpt-image-2." \
-        in output
+    assert ("dall-e-3 stays inactive: its provider retired it on 2026-05-12. Tier quality stays with gpt-image-2, "
+            "google:2@1.") in output
     assert IntegrationProvider.objects.get(pk="openai").get_api_key() == example()[
         "global_integration_settings"]["openai_api_key"]
     assert AIModelConfig.objects.get(is_default=True, model_type="image").model_name == "runware:97@1"
@@ -98,9 +103,10 @@ def test_a_legacy_quality_model_that_is_not_retired_does_not_displace_the_seeded
 
     report = legacy_import(data=data, dry_run=False)
 
-    assert AIModelConfig.objects.get(is_active=True, quality_tier="quality").model_name == "gpt-image-2"
+    assert [m.model_name for m in AIModelConfig.objects.filter(is_active=True, quality_tier="quality")
+            .order_by("priority")] == ["gpt-image-2", "google:2@1"]
     assert not AIModelConfig.objects.get(model_name="dall-e-3").is_active
-    assert any("tier quality is served by gpt-image-2" in w for w in report.warnings)
+    assert any("tier quality is served by gpt-image-2, google:2@1" in w for w in report.warnings)
 
 
 def test_a_second_run_changes_nothing(tmp_path):
@@ -134,7 +140,7 @@ def test_the_dry_run_writes_nothing_and_reports_what_the_real_run_does(empty_cat
     assert dry.tables == real.tables
     assert (dry.not_imported, dry.warnings) == (real.not_imported, real.warnings)
     assert dry.lines()[0].startswith("Dry run: nothing was written")
-    assert dry.lines()[-1] == "Summary: 7 would create, 0 would change, 0 unchanged."
+    assert dry.lines()[-1] == "Summary: 10 would create, 0 would change, 0 unchanged."
 
 
 def test_the_dry_run_in_a_seeded_database_lists_each_table():
@@ -144,7 +150,8 @@ def test_the_dry_run_in_a_seeded_database_lists_each_table():
 
     assert snapshot() == before
     lines = output.splitlines()
-    for heading in ("IntegrationProvider:", "AIModelConfig:", "GlobalIntegrationSettings:", "Not imported:"):
+    for heading in ("IntegrationProvider:", "ImageTier:", "AIModelConfig:", "GlobalIntegrationSettings:",
+                    "Not imported:"):
         assert heading in lines
     assert "  ~ runware:97@1: is_default: False -> True" in lines
     assert "  = gpt-5.1: unchanged" in lines
@@ -282,9 +289,11 @@ def test_legacy_rates_and_settings_overwrite_the_seed():
 
     report = legacy_import(data=data, dry_run=False)
 
+    # The rate is the Premium tier's: every model of the tier is sold at it.
     assert AIModelConfig.objects.get(model_name="google:4@2").credits_per_image == 12
+    assert ImageTier.objects.get(tier="premium").credits_per_image == 12
     assert GlobalIntegrationSettings.objects.get().temperature == Decimal("0.35")
-    assert "  ~ google:4@2: credits_per_image: 15 -> 12" in report.lines()
+    assert "  ~ premium: credits_per_image: 15 -> 12" in report.lines()
     assert "  ~ settings: temperature: 0.70 -> 0.35" in report.lines()
 
 
@@ -312,9 +321,10 @@ def postgres_only():
 def test_the_real_run_commits_as_one_transaction_on_postgres(postgres_only, seeded_catalog):
     output = run(EXAMPLE_PATH)
 
-    assert "Summary: 0 created, 3 changed, 4 unchanged." in output
-    assert run(EXAMPLE_PATH).endswith("Summary: 0 created, 0 changed, 7 unchanged.\n")
-    assert AIModelConfig.objects.get(is_active=True, quality_tier="quality").model_name == "gpt-image-2"
+    assert "Summary: 0 created, 3 changed, 7 unchanged." in output
+    assert run(EXAMPLE_PATH).endswith("Summary: 0 created, 0 changed, 10 unchanged.\n")
+    assert AIModelConfig.objects.filter(is_active=True, quality_tier="quality").order_by(
+        "priority").first().model_name == "gpt-image-2"
 
 
 def test_importable_providers_are_those_with_an_adapter(monkeypatch):

@@ -65,6 +65,11 @@ def fault_reply(state: SandboxState, kind: str | None, *, partial_means_refusal:
     return None
 
 
+def _model_not_found(model: str) -> Reply:
+    return _error(404, f"The model `{model}` does not exist or you do not have access to it.",
+                  type_="invalid_request_error", code="model_not_found")
+
+
 def _authorized(state: SandboxState, call: Call) -> bool:
     return call.bearer() == state.knobs.api_key
 
@@ -93,9 +98,8 @@ def chat_completions(state: SandboxState, call: Call) -> Reply:
     if not isinstance(model, str) or not model:
         return _error(400, "you must provide a model parameter", type_="invalid_request_error", code=None,
                       param="model")
-    if model in RETIRED:
-        return _error(404, f"The model `{model}` does not exist or you do not have access to it.",
-                      type_="invalid_request_error", code="model_not_found")
+    if model in RETIRED or state.model_dropped(model):
+        return _model_not_found(model)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         return _error(400, "[] is too short - 'messages'", type_="invalid_request_error", code="empty_array",
@@ -117,7 +121,7 @@ def chat_completions(state: SandboxState, call: Call) -> Reply:
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         return _error(400, "Invalid 'max_completion_tokens': expected a positive integer.",
                       type_="invalid_request_error", code="invalid_value", param="max_completion_tokens")
-    fault = fault_reply(state, state.draw_fault())
+    fault = fault_reply(state, state.draw_fault("openai"))
     if fault is not None and not fault.hang:
         return fault
 
@@ -154,9 +158,8 @@ def images_generations(state: SandboxState, call: Call, *, base_url: str) -> Rep
         return _error(400, "Missing required parameter: 'prompt'.", type_="invalid_request_error",
                       code="missing_required_parameter", param="prompt")
     gpt_image = model.startswith("gpt-image")
-    if model in RETIRED:
-        return _error(404, f"The model `{model}` does not exist or you do not have access to it.",
-                      type_="invalid_request_error", code="model_not_found")
+    if model in RETIRED or state.model_dropped(model):
+        return _model_not_found(model)
     if gpt_image and "response_format" in body:
         return _error(400, "Unknown parameter: 'response_format'.", type_="invalid_request_error",
                       code="unknown_parameter", param="response_format")
@@ -178,7 +181,7 @@ def images_generations(state: SandboxState, call: Call, *, base_url: str) -> Rep
         return _error(400, f"Invalid 'size': {width}x{height}. Both sides must be multiples of 16, up to 3840.",
                       type_="invalid_request_error", code="invalid_value", param="size")
 
-    fault = fault_reply(state, state.draw_fault())
+    fault = fault_reply(state, state.draw_fault("openai"))
     if fault is not None and not fault.hang:
         return fault
 
@@ -211,5 +214,6 @@ def models_list(state: SandboxState, call: Call) -> Reply:
         return _unauthorized(call)
     created = 1_763_000_000
     return Reply(200, {"object": "list", "data": [
-        {"id": m, "object": "model", "created": created, "owned_by": "system", "shutdown_date": SHUTDOWN.get(m)}
-        for m in MODELS]}, headers={"x-request-id": _request_id()}, slow=False)
+        {"id": m, "object": "model", "created": created, "owned_by": "system",
+         "shutdown_date": state.model_retirement(m) or SHUTDOWN.get(m)}
+        for m in MODELS if not state.model_dropped(m)]}, headers={"x-request-id": _request_id()}, slow=False)

@@ -1,6 +1,7 @@
 """Emulation of Runware's REST task API (PROVIDERS.md §1): one endpoint taking a JSON array of
-tasks (imageInference, getResponse, authentication), answering {"data": [...]} with one item per
-image, and errors scoped to the task in any of Runware's three documented envelopes.
+tasks (imageInference, getResponse, modelSearch, authentication), answering {"data": [...]} with
+one item per image (one per search), and errors scoped to the task in any of Runware's three
+documented envelopes.
 
 Model facts here (which model takes which parameters and sizes) are the far end's knowledge;
 the service reads its own from the catalog.
@@ -24,9 +25,22 @@ OUTPUT_TYPES = {"URL", "base64Data", "dataURI"}
 NANO_BANANA_PRO_SIZES = {"1024x1024", "1264x848", "848x1264", "1200x896", "896x1200", "928x1152", "1152x928",
                          "768x1376", "1376x768", "1548x672", "2048x2048", "2528x1696", "1696x2528", "2400x1792",
                          "1792x2400", "1856x2304", "2304x1856", "1536x2752", "2752x1536", "3168x1344"}
-FIXED_SIZES = {"google:4@2": NANO_BANANA_PRO_SIZES}
+IMAGEN_4_SIZES = {"1024x1024", "768x1408", "1408x768", "896x1280", "1280x896"}
+FIXED_SIZES = {"google:4@2": NANO_BANANA_PRO_SIZES, "google:2@1": IMAGEN_4_SIZES, "google:2@2": IMAGEN_4_SIZES}
 UNSUPPORTED = {"google:4@2": {"negativePrompt", "steps", "CFGScale"}}
-FIXED_PRICE = {"google:4@2": 0.138}
+FIXED_PRICE = {"google:4@2": 0.138, "google:2@1": 0.04, "google:2@2": 0.06}
+# What the model search finds (PROVIDERS.md §0, §1.6): AIR -> (name, version, architecture).
+# Any other AIR is still served by imageInference, so tests may configure models of their own.
+SEARCHABLE = {
+    "runware:97@1": ("HiDream-I1 Full", "Full", "hidream"),
+    "runware:97@2": ("HiDream-I1 Dev", "Dev", "hidream"),
+    "runware:97@3": ("HiDream-I1 Fast", "Fast", "hidream"),
+    "google:4@1": ("Nano Banana (Gemini 2.5 Flash Image)", "2.5 Flash Image", "gemini"),
+    "google:4@2": ("Nano Banana Pro (Gemini 3 Pro Image Preview)", "3 Pro Image Preview", "gemini"),
+    "google:2@1": ("Imagen 4 Preview", "Preview", "imagen"),
+    "google:2@2": ("Imagen 4 Ultra", "Ultra", "imagen"),
+    "google:2@3": ("Imagen 4 Fast", "Fast", "imagen"),
+}
 
 
 class TaskError(Exception):
@@ -74,7 +88,7 @@ def handle(state: SandboxState, call: Call, *, base_url: str) -> Reply:
         return _fail(state, TaskError(401, "invalidApiKey", "Invalid API key. Get one at https://my.runware.ai"),
                      auth_tasks[0] if auth_tasks else None)
 
-    fault = state.draw_fault() if any(t.get("taskType") == "imageInference" for t in tasks) else None
+    fault = state.draw_fault("runware") if any(t.get("taskType") == "imageInference" for t in tasks) else None
     retry = state.knobs.retry_after_s
     if fault == "rate_limit":
         return _fail(state, TaskError(429, "rateLimitExceeded", "The model's queue is full. Retry with backoff."),
@@ -96,6 +110,8 @@ def handle(state: SandboxState, call: Call, *, base_url: str) -> Reply:
                 items, failed = _image_inference(state, task, fault, base_url=base_url)
                 data.extend(items)
                 errors.extend(failed)
+            elif kind == "modelSearch":
+                data.append(_model_search(state, task))
             elif kind == "getResponse":
                 stored = state.task(str(task.get("taskUUID")))
                 if stored is None:
@@ -132,6 +148,8 @@ def _image_inference(state: SandboxState, task: dict, fault: str | None, *, base
     model = task.get("model")
     if not isinstance(model, str) or not AIR.match(model):
         raise TaskError(400, "invalidModel", "model must be an AIR identifier such as runware:100@1.", "model")
+    if state.model_dropped(model):
+        raise TaskError(404, "modelNotFound", f"Model {model} was not found.", "model")
     prompt = task.get("positivePrompt")
     if not isinstance(prompt, str) or not 2 <= len(prompt) <= 3000:
         raise TaskError(400, "invalidPositivePrompt", "positivePrompt must be 2 to 3000 characters.",
@@ -190,3 +208,24 @@ def _image_inference(state: SandboxState, task: dict, fault: str | None, *, base
         errors.append(TaskError(500, "inferenceError", "Inference failed for this image.").as_dict(task))
     state.remember_task(task_uuid, {"data": items, "errors": errors})
     return items, errors
+
+
+def _model_search(state: SandboxState, task: dict) -> dict:
+    """Runware's modelSearch task, shaped like its documentation and SDK (IModelSearchResponse):
+    {taskType, taskUUID, results: [model cards], totalResults}. The search matches the AIR or the
+    name; a dropped model is not found, a retiring one is "deprecated" (the search has no date)."""
+    task_uuid = task.get("taskUUID")
+    if not isinstance(task_uuid, str) or not task_uuid:
+        raise TaskError(400, "missingTaskUUID", "taskUUID is required.", "taskUUID")
+    search = task.get("search", "")
+    if not isinstance(search, str):
+        raise TaskError(400, "invalidSearch", "search must be a string.", "search")
+    limit, offset = _int(task, "limit", 1, 100, default=20), _int(task, "offset", 0, 10_000, default=0)
+    needle = search.strip().lower()
+    found = [air for air, (name, _, _) in SEARCHABLE.items()
+             if not state.model_dropped(air) and (needle in air.lower() or needle in name.lower())]
+    cards = [{"air": air, "name": SEARCHABLE[air][0], "version": SEARCHABLE[air][1], "category": "checkpoint",
+              "architecture": SEARCHABLE[air][2], "tags": [], "heroImage": "", "private": False, "comment": "",
+              "status": "deprecated" if state.model_retirement(air) else "live"}
+             for air in found[offset:offset + limit]]
+    return {"taskType": "modelSearch", "taskUUID": task_uuid, "results": cards, "totalResults": len(found)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 import threading
 from collections import Counter, OrderedDict, deque
@@ -10,6 +11,9 @@ from typing import Any
 
 ERROR_KINDS = ("rate_limit", "server_error", "timeout", "content_refusal", "quota", "partial")
 RUNWARE_ENVELOPES = ("errors", "error", "list")
+PROVIDERS = ("openai", "runware")
+# What a provider-wide outage can look like: the provider's side fails, whatever is asked.
+OUTAGE_KINDS = ("rate_limit", "server_error", "timeout", "quota")
 
 
 @dataclass
@@ -21,6 +25,13 @@ class Knobs:
     retry_after_s: float = 1.0         # what a 429 asks the client to wait
     hang_s: float = 130.0              # a "timeout" answers only after this: past any sane read timeout
     runware_error_envelope: str = "errors"  # Runware has documented three error shapes; a client must take all
+    # {provider: kind}: every generation request to that provider fails so (its model lists still answer).
+    outages: dict = field(default_factory=dict)
+    # Models the provider no longer offers: gone from its model list, refused when called.
+    dropped_models: list = field(default_factory=list)
+    # {model: "YYYY-MM-DD"}: a retirement the provider announces (OpenAI's shutdown_date; Runware,
+    # whose search has no date, marks the model "deprecated").
+    retiring_models: dict = field(default_factory=dict)
 
     def validated(self) -> Knobs:
         if self.error_kind not in ERROR_KINDS:
@@ -31,6 +42,18 @@ class Knobs:
             raise ValueError("latency_ms, retry_after_s and hang_s must not be negative")
         if self.runware_error_envelope not in RUNWARE_ENVELOPES:
             raise ValueError(f"runware_error_envelope must be one of {', '.join(RUNWARE_ENVELOPES)}")
+        if not isinstance(self.outages, dict) or any(
+                p not in PROVIDERS or k not in OUTAGE_KINDS for p, k in self.outages.items()):
+            raise ValueError(f"outages maps a provider ({', '.join(PROVIDERS)}) to one of {', '.join(OUTAGE_KINDS)}")
+        if not isinstance(self.dropped_models, list) or not all(isinstance(m, str) for m in self.dropped_models):
+            raise ValueError("dropped_models must be a list of model names")
+        if not isinstance(self.retiring_models, dict):
+            raise ValueError('retiring_models maps a model name to a date, "YYYY-MM-DD"')
+        for name, day in self.retiring_models.items():
+            try:
+                dt.date.fromisoformat(str(day))
+            except ValueError:
+                raise ValueError(f'retiring_models[{name!r}] must be a date, "YYYY-MM-DD"') from None
         self.latency_ms, self.error_rate = int(self.latency_ms), float(self.error_rate)
         self.retry_after_s, self.hang_s = float(self.retry_after_s), float(self.hang_s)
         return self
@@ -97,14 +120,23 @@ class SandboxState:
         with self.lock:
             self.script.extend([kind] * int(n))
 
-    def draw_fault(self) -> str | None:
-        """The failure for this provider request, if any: the script first, then chance."""
+    def draw_fault(self, provider: str) -> str | None:
+        """The failure for this generation request to `provider`, if any: an outage of the
+        provider first, then the script, then chance."""
         with self.lock:
+            if provider in self.knobs.outages:
+                return self.knobs.outages[provider]
             if self.script:
                 return self.script.popleft()
             if self.knobs.error_rate and random.random() < self.knobs.error_rate:
                 return self.knobs.error_kind
             return None
+
+    def model_dropped(self, model: str) -> bool:
+        return model in self.knobs.dropped_models
+
+    def model_retirement(self, model: str) -> str | None:
+        return self.knobs.retiring_models.get(model)
 
     def partial_call_fails(self) -> bool:
         """For providers whose call is all-or-nothing (OpenAI), "partial" fails every other call

@@ -9,7 +9,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.staticfiles import finders
 from django.utils import timezone
 
-from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, QualityTier
+from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, ImageTier, QualityTier
 
 
 class _VisibleText(HTMLParser):
@@ -93,7 +93,7 @@ def test_page_names_no_model_price_tier_or_limit(logged_in):
         assert word not in html, f"{word!r} is written into the page"
     # No number at all in what a user reads: prices, counts and limits only come from the API.
     assert not re.search(r"\d", text), f"a number is written into the page: {text!r}"
-    prices = set(AIModelConfig.objects.exclude(credits_per_image=None).values_list("credits_per_image", flat=True))
+    prices = set(ImageTier.objects.values_list("credits_per_image", flat=True))
     limit = GlobalIntegrationSettings.objects.get().max_images_per_request
     for number in prices | {limit}:
         assert not re.search(rf"\b{number}\b", text), f"{number} (a price or the limit) is in the page"

@@ -13,7 +13,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from creditgate.catalog.models import AIModelConfig
+from creditgate.catalog.models import AIModelConfig, ImageTier
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import LedgerEntry
@@ -187,15 +187,15 @@ def test_a_price_changed_in_the_catalog_appears_after_a_reload(page_env, page):
     label = page.locator(f'label[for="tier-{quality["tier"]}"] .tier-price')
     assert label.inner_text() == f"{credits_words(quality['credits_per_image'])} per image"
 
-    model = AIModelConfig.objects.get(quality_tier=quality["tier"], is_active=True)
-    model.credits_per_image = quality["credits_per_image"] + 2
-    model.save()  # what the admin's change form does
+    tier = ImageTier.objects.get(tier=quality["tier"])
+    tier.credits_per_image = quality["credits_per_image"] + 2
+    tier.save()  # what the admin's tier page does
     page.reload()
     page.wait_for_selector('#app[data-ready="true"]')
 
-    assert label.inner_text() == f"{credits_words(model.credits_per_image)} per image"
+    assert label.inner_text() == f"{credits_words(tier.credits_per_image)} per image"
     pick(page, tier=quality, count=3)
-    expect(page.locator("#total")).to_have_text(credits_words(model.credits_per_image * 3))
+    expect(page.locator("#total")).to_have_text(credits_words(tier.credits_per_image * 3))
 
 
 def test_text_job_shows_the_model_the_text_and_what_it_cost(page_env, page):
@@ -492,5 +492,44 @@ def test_the_admin_models_list_shows_every_column_at_1400px(page_env, browser, a
             box = cell.bounding_box()
             assert box and box["x"] + box["width"] <= sizes["viewport"], (header, box)
         expect(page.locator("#result_list")).to_contain_text("retires in 12 days")
+    finally:
+        context.close()
+
+
+def test_the_admin_models_list_still_fits_at_1400px_with_lifecycle_flags_and_an_open_breaker(
+        page_env, browser, admin_user, settings):
+    import datetime as dt
+
+    from django.utils import timezone
+
+    from creditgate.catalog.models import ModelLifecycle
+    from creditgate.providers import breaker
+
+    premium = AIModelConfig.objects.get(model_name="google:4@2")
+    premium.retires_on = timezone.localdate() + dt.timedelta(days=12)
+    premium.save()
+    for model, status, shutdown in ((premium, "retiring", None), (AIModelConfig.objects.get(model_name="gpt-image-2"),
+                                                                  "retiring", dt.date(2026, 12, 24))):
+        ModelLifecycle.objects.create(model=model, status=status, shutdown_on=shutdown, since=timezone.localdate(),
+                                      checked_at=timezone.now())
+    ModelLifecycle.objects.create(model=AIModelConfig.objects.get(model_name="runware:97@1"), status="gone",
+                                  since=timezone.localdate(), checked_at=timezone.now())
+    for _ in range(settings.CREDITGATE_BREAKER_FAILURES):
+        breaker.breaker_record("openai", "gpt-image-2", False)
+    admin_user.set_password(PASSWORD)
+    admin_user.save()
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(page_env.url + "/admin/login/?next=/admin/catalog/aimodelconfig/")
+        page.get_by_label("Username").fill(admin_user.get_username())
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.locator("#result_list")).to_contain_text("provider open until")
+        expect(page.locator("#result_list")).to_contain_text("GONE since")
+        sizes = page.evaluate("""() => { const t = document.getElementById('result_list');
+            return {table: t.scrollWidth, box: t.closest('.results').clientWidth,
+                    page: document.documentElement.scrollWidth, viewport: document.documentElement.clientWidth}; }""")
+        assert sizes["table"] <= sizes["box"] and sizes["page"] <= sizes["viewport"], sizes
     finally:
         context.close()

@@ -8,7 +8,7 @@ import threading
 from django.core.management.base import BaseCommand, CommandError
 
 from creditgate.providers.sandbox import SandboxServer
-from creditgate.providers.sandbox.state import ERROR_KINDS
+from creditgate.providers.sandbox.state import ERROR_KINDS, OUTAGE_KINDS, PROVIDERS
 
 
 class Command(BaseCommand):
@@ -22,12 +22,21 @@ class Command(BaseCommand):
         parser.add_argument("--error-rate", type=float, default=0.0, help="0..1, per provider request.")
         parser.add_argument("--error-kind", choices=ERROR_KINDS, default="server_error")
         parser.add_argument("--api-key", default="sandbox", help="The only key the emulator accepts.")
+        parser.add_argument("--outage", action="append", default=[], metavar="PROVIDER=KIND",
+                            help=f"Every generation call to PROVIDER ({', '.join(PROVIDERS)}) fails with KIND "
+                                 f"({', '.join(OUTAGE_KINDS)}); repeatable. Change it later with POST "
+                                 '/_sandbox/config {"outages": {...}}.')
+        parser.add_argument("--drop-model", action="append", default=[], metavar="MODEL",
+                            help="The provider no longer offers MODEL: gone from its model list, refused when "
+                                 "called; repeatable.")
 
     def handle(self, *args, **options):
+        outages = dict(item.partition("=")[::2] for item in options["outage"])
         try:
             server = SandboxServer(host=options["host"], port=options["port"], latency_ms=options["latency_ms"],
                                    error_rate=options["error_rate"], error_kind=options["error_kind"],
-                                   api_key=options["api_key"])
+                                   api_key=options["api_key"], outages=outages,
+                                   dropped_models=options["drop_model"])
         except (OSError, ValueError) as exc:
             raise CommandError(f"Could not start the sandbox: {exc}") from exc
         server.start()
