@@ -6,7 +6,10 @@ from django.core.cache import cache
 
 @pytest.fixture(autouse=True)
 def _clear_cache():
+    from creditgate.providers import breaker
+
     cache.clear()
+    breaker._clean_until.clear()  # what this process last read of the breakers (see breaker.CLEAN_SECONDS)
     yield
     cache.clear()
 

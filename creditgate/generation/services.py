@@ -50,7 +50,15 @@ from creditgate.generation.models import (
     ProviderCall,
 )
 from creditgate.generation.signals import job_step
-from creditgate.providers.base import ImageOutcome, ProviderError, ProviderRejectedRequest, TextResult
+from creditgate.providers.base import (
+    ImageOutcome,
+    ProviderContentRefused,
+    ProviderError,
+    ProviderRejectedRequest,
+    TextResult,
+    failover_code,
+)
+from creditgate.providers.breaker import breaker_allow, breaker_record
 from creditgate.providers.registry import adapter_for
 
 logger = logging.getLogger(__name__)
@@ -298,10 +306,19 @@ class _CallResult:
     images: list[JobImage] = field(default_factory=list)
     text: TextResult | None = None
     error: tuple[str, str] | None = None  # (code, message safe for users)
+    failover_units: int = 0   # undelivered for a provider-side reason: the tier's next model may serve them
+    model_index: int = 0      # where the call's model stands in the order of service
+    health: bool | None = None  # what the call says of its model's health, for the circuit breaker
 
 
 class _Run:
-    """One run of a job: what was there when it started, what it got, what it still owes."""
+    """One run of a job: what was there when it started, what it got, what it still owes.
+
+    Calls go to the job's models in the order of service of its tier (or of the text models): a
+    call that fails for a provider-side reason (ProviderError.failover) hands its undelivered
+    work to the next model whose circuit breaker lets calls through; every image is still charged
+    once, at the rate the job was held at. A refusal of the content is not failed over.
+    """
 
     def __init__(self, job: Job, lease: leases.Lease):
         self.job, self.lease = job, lease
@@ -309,6 +326,7 @@ class _Run:
         self.errors: list[tuple[str, str]] = []
         self.unanswered: list[ProviderCall] = []
         self.images_stored = 0
+        self.models: dict[str, tuple[AIModelConfig, ...]] = {}
 
     def load_progress(self, retrying: bool = False) -> None:
         """What earlier runs of this job left: stored images, calls sent and never answered."""
@@ -321,25 +339,43 @@ class _Run:
         job = self.job
         if job.attempts > 1:  # a first run has nothing to resume: spare the queries
             _db_retry(self.load_progress, what=f"job {job.pk}: load progress")
-        calls = []
+        self.models = _models_in_order(job)
+        todo = []
         if job.text_model_name and job.total_tokens is None:
-            calls += self._text_calls()
+            todo += self._calls(ModelType.TEXT, 1)
         images_wanted = job.image_count - self.images_stored
         if job.image_model_name and images_wanted > 0:
-            calls += self._image_calls(images_wanted)
-        if len(calls) <= 1:
-            for call in calls:
-                self._answered(call(), more=False)
-            return
-        # An article, or images in several calls: ask for everything at once, and store each
-        # answer while the others are still on their way.
-        with ThreadPoolExecutor(max_workers=min(len(calls), settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS),
-                                thread_name_prefix=f"job-{job.pk.hex[:8]}") as pool:
-            futures = {pool.submit(call) for call in calls}
-            while futures:
-                done, futures = wait(futures, return_when=FIRST_COMPLETED)
-                for future in done:
-                    self._answered(future.result(), more=bool(futures))
+            images_wanted -= self._resume(images_wanted)
+            if images_wanted > 0:
+                todo += self._calls(ModelType.IMAGE, images_wanted)
+        self._run(todo)
+
+    def _run(self, todo: list) -> None:
+        """Make the calls: one alone in this thread; several (an article, a batch in several
+        calls, failovers) at once, storing each answer while others are still out."""
+        pool, in_flight = None, set()
+        try:
+            while todo or in_flight:
+                if not in_flight and len(todo) == 1:
+                    results = [todo.pop()()]
+                else:
+                    if pool is None:
+                        pool = ThreadPoolExecutor(max_workers=settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS,
+                                                  thread_name_prefix=f"job-{self.job.pk.hex[:8]}")
+                    in_flight |= {pool.submit(call) for call in todo}
+                    todo = []
+                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                    results = [future.result() for future in done]
+                for result in results:
+                    if result.health is not None:
+                        breaker_record(result.call.provider_id, result.call.model_name, result.health)
+                    if result.failover_units:
+                        todo += self._calls(result.call.kind, result.failover_units, after=result.model_index,
+                                            error=result.error)
+                    self._answered(result, more=bool(todo or in_flight))
+        finally:
+            if pool is not None:
+                pool.shutdown(wait=True)
 
     def _answered(self, result: _CallResult, *, more: bool) -> None:
         _step(self.job, "answered")
@@ -352,49 +388,60 @@ class _Run:
             _db_retry(self.store, what=f"job {self.job.pk}: store outputs")
             _step(self.job, "stored")
 
-    def _text_calls(self) -> list:
-        job = self.job
-        try:
-            model = _model_for_call(job.text_model_name)
-            adapter = adapter_for(provider_id=job.text_provider_id)
-        except ProviderError as exc:
-            self.errors.append((exc.code, exc.message))
-            return []
-        call = ProviderCall(job_id=job.pk, attempt=job.attempts, kind=ModelType.TEXT, provider_id=job.text_provider_id,
-                            model_name=job.text_model_name, units_requested=1, status=CallStatus.SENT)
+    def _calls(self, kind: str, units: int, *, after: int = -1, error: tuple[str, str] | None = None) -> list:
+        """The calls that ask the first model after position `after` that can serve now (its
+        provider configured, its breakers closed) for `units` units; none, with the reason
+        recorded, when no model of the tier can."""
+        for index, model in enumerate(self.models[kind]):
+            if index <= after:
+                continue
+            try:
+                adapter = adapter_for(provider_id=model.provider_id, provider=model.provider)
+            except ProviderError as exc:
+                error = (exc.code, exc.message)
+                continue
+            if not breaker_allow(model.provider_id, model.model_name):
+                error = error or ("provider_unavailable", ProviderError.default_message)
+                continue
+            if index > 0:
+                logger.info("job %s: %d %s unit(s) go to %s (position %d of the order of service)", self.job.pk,
+                            units, kind, model.model_name, index + 1)
+            if kind == ModelType.TEXT:
+                return [self._text_call(model, adapter, index)]
+            return self._image_calls(model, adapter, index, units)
+        if error and kind == ModelType.IMAGE and after >= 0:
+            return []  # the failed call already reported its error
+        self.errors.append(error or ("tier_unavailable", "No model can serve this right now."))
+        return []
+
+    def _new_call(self, model: AIModelConfig, kind: str, units: int) -> ProviderCall:
+        return ProviderCall(job_id=self.job.pk, attempt=self.job.attempts, kind=kind, provider_id=model.provider_id,
+                            model_name=model.model_name, units_requested=units, status=CallStatus.SENT)
+
+    def _text_call(self, model: AIModelConfig, adapter, index: int):
+        job, call = self.job, self._new_call(model, ModelType.TEXT, 1)
+        temperature = float(job.temperature) if job.temperature is not None and model.accepts("temperature") else None
 
         def ask() -> _CallResult:
             started = time.monotonic()
             try:
-                text = adapter.generate_text(
-                    model=model, prompt=job.prompt, max_tokens=job.max_tokens,
-                    temperature=float(job.temperature) if job.temperature is not None else None)
+                text = adapter.generate_text(model=model, prompt=job.prompt, max_tokens=job.max_tokens,
+                                             temperature=temperature)
             except ProviderError as exc:
                 _call_done(call, started, status=CallStatus.FAILED, error_code=exc.code)
-                return _CallResult(call=call, error=(exc.code, exc.message))
+                return _CallResult(call=call, error=(exc.code, exc.message), model_index=index,
+                                   failover_units=1 if exc.failover else 0, health=_health(exc))
             _call_done(call, started, status=CallStatus.SUCCEEDED, delivered=1,
                        provider_request_id=text.provider_request_id or "", prompt_tokens=text.prompt_tokens,
                        completion_tokens=text.completion_tokens)
-            return _CallResult(call=call, text=text)
+            return _CallResult(call=call, text=text, model_index=index, health=True)
 
-        return [ask]
+        return ask
 
-    def _image_calls(self, wanted: int) -> list:
+    def _image_calls(self, model: AIModelConfig, adapter, index: int, units: int) -> list:
         job = self.job
-        try:
-            model = _model_for_call(job.image_model_name)
-            adapter = adapter_for(provider_id=job.image_provider_id)
-        except ProviderError as exc:
-            self.errors.append((exc.code, exc.message))
-            return []
         prompt = styled_prompt(job.prompt, job.image_style)
-        wanted -= self._resume(adapter, model, wanted)
-        if wanted <= 0:
-            return []
-        calls = [ProviderCall(job_id=job.pk, attempt=job.attempts, kind=ModelType.IMAGE,
-                              provider_id=job.image_provider_id, model_name=job.image_model_name, units_requested=n,
-                              status=CallStatus.SENT)
-                 for n in adapter.image_call_sizes(model=model, count=wanted)]
+        calls = [self._new_call(model, ModelType.IMAGE, n) for n in adapter.image_call_sizes(model=model, count=units)]
         presaved = adapter.resumable
         if presaved:
             # Recorded before they go out: a run that dies waiting leaves the task ids behind, and
@@ -411,13 +458,16 @@ class _Run:
                                                             task_id=call.task_id or None)
                 except ProviderError as exc:
                     _call_done(call, started, status=CallStatus.FAILED, error_code=exc.code)
-                    return _CallResult(call=call, presaved=presaved, error=(exc.code, exc.message))
-                return _images_result(job, call, outcomes, started=started, presaved=presaved)
+                    return _CallResult(call=call, presaved=presaved, error=(exc.code, exc.message), model_index=index,
+                                       failover_units=call.units_requested if exc.failover else 0, health=_health(exc))
+                result = _images_result(job, call, outcomes, started=started, presaved=presaved)
+                result.model_index, result.health = index, True
+                return result
             return ask
 
         return [asker(call) for call in calls]
 
-    def _resume(self, adapter, model: AIModelConfig, wanted: int) -> int:
+    def _resume(self, wanted: int) -> int:
         """Fetch the answers of calls an earlier run sent and never heard back from; how many
         images that delivered. Calls that cannot be found are marked lost: their work is asked
         for again."""
@@ -427,14 +477,19 @@ class _Run:
                 continue
             started = time.monotonic()
             outcomes = None
-            if adapter.resumable and call.task_id and call.provider_id == self.job.image_provider_id:
-                outcomes = adapter.resume_images(model=model, task_id=call.task_id,
-                                                 n=min(call.units_requested, wanted - delivered))
+            try:
+                adapter = adapter_for(provider_id=call.provider_id)
+                if adapter.resumable and call.task_id:
+                    outcomes = adapter.resume_images(model=_model_for_call(call.model_name), task_id=call.task_id,
+                                                     n=min(call.units_requested, wanted - delivered))
+            except ProviderError:
+                outcomes = None
             if outcomes is None:
                 _call_done(call, started, status=CallStatus.LOST, error_code="answer_lost")
                 self.pending.append(_CallResult(call=call, presaved=True))
                 continue
             result = _images_result(self.job, call, outcomes, started=started, presaved=True)
+            result.failover_units = 0  # what the lookup could not deliver is asked for below
             delivered += len(result.images)
             self.pending.append(result)
             _step(self.job, "resumed")
@@ -513,6 +568,34 @@ class _Run:
         self.pending = []
 
 
+def _health(error: ProviderError) -> bool | None:
+    """What a failed call tells the circuit breaker: a provider-side failure counts against the
+    model; a refused prompt is an answer (healthy); a request the model cannot take, nothing."""
+    if error.failover:
+        return False
+    return True if isinstance(error, ProviderContentRefused) else None
+
+
+def _models_in_order(job: Job) -> dict[str, tuple[AIModelConfig, ...]]:
+    """The models that may serve the job, in order of service: its tier's (its text's) servable
+    models as the catalog lists them now, all at the rate the job was held at; the model the job
+    was priced with when none of them is servable any more (its call then says why)."""
+    routing = catalog_selectors.routing_get()
+    models = {ModelType.TEXT: (), ModelType.IMAGE: ()}
+    if job.text_model_name:
+        models[ModelType.TEXT] = routing.text_models_ordered or _named(job.text_model_name)
+    if job.image_model_name:
+        models[ModelType.IMAGE] = routing.image_models_ordered.get(job.tier) or _named(job.image_model_name)
+    return models
+
+
+def _named(name: str) -> tuple[AIModelConfig, ...]:
+    try:
+        return (_model_for_call(name),)
+    except ProviderError:
+        return ()
+
+
 _CALL_OUTCOME_FIELDS = ("status", "units_delivered", "provider_request_id", "error_code", "latency_ms",
                         "prompt_tokens", "completion_tokens", "cost_usd", "finished_at")
 
@@ -537,11 +620,12 @@ def _images_result(job: Job, call: ProviderCall, outcomes: list[ImageOutcome], *
     error = ((failed[0].error_code or "provider_error", failed[0].error_message or "An image could not be made.")
              if failed else None)
     costs = [o.cost_usd for o in delivered if o.cost_usd is not None]
+    lost_to_provider = sum(1 for o in failed if failover_code(o.error_code))
     _call_done(call, started, delivered=len(images), error_code=error[0] if error else "",
                status=(CallStatus.SUCCEEDED if not failed else CallStatus.PARTIAL if images else CallStatus.FAILED),
                provider_request_id=next((o.provider_task_id for o in outcomes if o.provider_task_id), "") or "",
                cost_usd=sum(costs) if costs else None)
-    return _CallResult(call=call, presaved=presaved, images=images, error=error)
+    return _CallResult(call=call, presaved=presaved, images=images, error=error, failover_units=lost_to_provider)
 
 
 def _image_file_saved(job: Job, call: ProviderCall, n: int, outcome: ImageOutcome) -> JobImage:

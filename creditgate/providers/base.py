@@ -92,6 +92,11 @@ class ProviderError(ApplicationError):
     status_code = 502
     code = "provider_unavailable"
     retryable = False
+    # Whether the failure says this provider or model cannot serve now (5xx, timeouts, rate limits
+    # after retries, an exhausted quota, a rejected key, a model gone): then the tier's next model
+    # may serve the work instead, and the circuit breaker counts it. A refusal of the content, or
+    # a request the model cannot take, is not: another model would be asked the same thing.
+    failover = True
     default_message = "The AI provider could not complete the request. Please try again later."
 
     def __init__(self, message: str | None = None, *, retryable: bool | None = None,
@@ -126,6 +131,7 @@ class ProviderQuotaExhausted(ProviderError):
 
 class ProviderContentRefused(ProviderError):
     code = "content_refused"
+    failover = False
     status_code = 422
     default_message = "The AI provider refused this prompt under its content policy. Try rewording it."
 
@@ -147,12 +153,34 @@ class ProviderRejectedRequest(ProviderError):
 
     code = "provider_rejected_request"
     status_code = 400
+    failover = False
     default_message = "The AI provider did not accept this request for the selected model."
+
+
+class ProviderModelGone(ProviderError):
+    """The provider no longer offers the model (retired, withdrawn): the tier's next model may."""
+
+    code = "model_unavailable"
+    default_message = "This model is no longer available at the AI provider."
 
 
 class ProviderServerError(ProviderError):
     retryable = True
     default_message = "The AI provider had an internal error. Please try again later."
+
+
+def failover_code(code: str | None) -> bool:
+    """Whether an error code (of a failed image, say) is one after which the tier's next model
+    may serve the work (see ProviderError.failover)."""
+    return code in _FAILOVER_CODES
+
+
+def _error_classes(cls: type[ProviderError]) -> list[type[ProviderError]]:
+    return [cls, *(sub for child in cls.__subclasses__() for sub in _error_classes(child))]
+
+
+_FAILOVER_CODES = frozenset(c.code for c in _error_classes(ProviderError) if c.failover)
+_FAILOVER_CODES -= {c.code for c in _error_classes(ProviderError) if not c.failover}
 
 
 # --- Timeouts and retries -----------------------------------------------------------------------

@@ -56,6 +56,13 @@ CLOSED, OPEN, HALF_OPEN = "closed", "open", "half_open"
 # Indirection so tests can move time instead of sleeping through cool-downs.
 clock = time.time
 
+# A process that just read a breaker as plainly closed (nothing counted) trusts that for this long
+# instead of reading it around every call: the common case, a healthy provider, then costs no
+# read at all. The price: a process may go on calling a model for up to this long after another
+# process opened its breaker. Failures are always counted at once.
+CLEAN_SECONDS = 1.0
+_clean_until: dict[str, float] = {}
+
 # Compare-and-set rounds before giving up. Losing a round means another process changed the
 # breaker in between; a caller that keeps losing is told "no" rather than risk a second trial.
 _MAX_ROUNDS = 8
@@ -238,14 +245,31 @@ def _status(key: str, s: _State, now: float) -> BreakerStatus:
     return BreakerStatus(provider_id, model_name, CLOSED, len(s.failures), None)
 
 
+def _known_clean(keys: list[str]) -> bool:
+    now = clock()
+    return all(_clean_until.get(key, 0.0) > now for key in keys)
+
+
+def _note_clean(raw: dict[str, str]) -> None:
+    until = clock() + CLEAN_SECONDS
+    for key, value in raw.items():
+        if value == "":
+            _clean_until[key] = until
+        else:
+            _clean_until.pop(key, None)
+
+
 def breaker_allow(provider_id: str, model_name: str) -> bool:
     """May a call to `model_name` at `provider_id` go now? See the module docstring."""
     cfg = BreakerConfig.from_settings()
     keys = [_key(provider_id, model_name), _key(provider_id, None)]
+    if _known_clean(keys):
+        return True
     try:
         store = _store()
         for _ in range(_MAX_ROUNDS):
             raw = store.read(keys)
+            _note_clean(raw)
             now = clock()
             steps = [(k, raw[k], *_on_allow(_State.load(raw[k]), now, cfg)) for k in keys]
             if not all(allowed for *_, allowed in steps):
@@ -273,10 +297,15 @@ def breaker_allow(provider_id: str, model_name: str) -> bool:
 def breaker_record(provider_id: str, model_name: str, ok: bool) -> None:
     """Count the outcome of a call that `breaker_allow` let through. See the module docstring."""
     cfg = BreakerConfig.from_settings()
+    keys = [_key(provider_id, model_name), _key(provider_id, None)]
+    if ok and _known_clean(keys):
+        return  # a success on a clean breaker changes nothing
+    for key in keys:
+        _clean_until.pop(key, None)
     changed = []
     try:
         store = _store()
-        for key in (_key(provider_id, model_name), _key(provider_id, None)):
+        for key in keys:
             for _ in range(_MAX_ROUNDS):
                 old = store.read([key])[key]
                 before = _State.load(old)

@@ -31,6 +31,7 @@ from creditgate.providers.base import (
     ProviderBadResponse,
     ProviderContentRefused,
     ProviderError,
+    ProviderModelGone,
     ProviderModel,
     ProviderQuotaExhausted,
     ProviderRateLimited,
@@ -224,7 +225,7 @@ def translate_error(exc: openai_sdk.OpenAIError, *, what: str) -> ProviderError:
     elif code in CONTENT_CODES:
         error = ProviderContentRefused()
     elif status == 404 or code == "model_not_found":
-        error = ProviderRejectedRequest("This model is no longer available at the AI provider.")
+        error = ProviderModelGone()
     elif status in (408, 409) or status >= 500:
         error = ProviderServerError(retry_after=retry_after)
     else:

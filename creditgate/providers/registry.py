@@ -17,6 +17,7 @@ import threading
 
 from django.conf import settings
 
+from creditgate.catalog.models import IntegrationProvider
 from creditgate.catalog.selectors import provider_get
 from creditgate.providers.base import CallPolicy, ProviderAdapter, ProviderNotConfigured
 from creditgate.providers.openai import OpenAIAdapter
@@ -34,9 +35,11 @@ _adapters: dict[str, tuple[tuple, ProviderAdapter]] = {}
 _adapters_lock = threading.Lock()
 
 
-def adapter_for(*, provider_id: str) -> ProviderAdapter:
+def adapter_for(*, provider_id: str, provider: IntegrationProvider | None = None) -> ProviderAdapter:
+    """The adapter serving `provider_id`. `provider`: its row when the caller already has it (the
+    charge path's models come with theirs from the catalog routing): no query then."""
     adapter_class = ADAPTERS.get(provider_id)
-    provider = provider_get(provider_id)
+    provider = provider if provider is not None and provider.provider_id == provider_id else provider_get(provider_id)
     if provider is None or adapter_class is None:
         raise ProviderNotConfigured(f"The AI provider '{provider_id}' is not configured.")
     name = provider.display_name or provider.provider_id

@@ -34,6 +34,7 @@ from creditgate.providers.base import (
     ProviderBadResponse,
     ProviderContentRefused,
     ProviderError,
+    ProviderModelGone,
     ProviderModel,
     ProviderQuotaExhausted,
     ProviderRateLimited,
@@ -56,6 +57,9 @@ AUTH_CODES = {"invalidApiKey", "missingApiKey", "unauthorized", "forbidden"}
 PROVIDER_CODES = {"inferenceError", "noAvailableServer", "modelUnavailable", "internalServerError"}
 TIMEOUT_CODES = {"timeoutProvider", "timeout"}
 NOT_FOUND_CODES = {"taskNotFound", "notFound", "invalidTaskUUID"}
+# A model Runware no longer serves. Runware's own code for it is not documented in our sources
+# (PROVIDERS.md §7); this is the one the sandbox answers with for a dropped model.
+MODEL_GONE_CODES = {"modelNotFound"}
 RESULT_FIELDS = ("imageURL", "imageBase64Data", "imageDataURI")
 
 
@@ -261,6 +265,8 @@ def classify(status: int, errors: list[dict], *, retry_after: float | None) -> P
         return ProviderQuotaExhausted()
     if codes & SAFETY_CODES:
         return ProviderContentRefused()
+    if codes & MODEL_GONE_CODES:
+        return ProviderModelGone()
     if status == 429:
         return ProviderRateLimited(retry_after=retry_after)
     if status in (408, 504) or codes & TIMEOUT_CODES:

@@ -72,9 +72,10 @@ class SandboxServer:
     def configure(self, **knobs: Any) -> Knobs:
         return self.state.configure(**knobs)
 
-    def fail_next(self, n: int, kind: str) -> None:
-        """The next `n` provider requests fail with `kind`, whatever error_rate says."""
-        self.state.fail_next(n, kind)
+    def fail_next(self, n: int, kind: str, *, provider: str | None = None, after: int = 0) -> None:
+        """The next `n` generation requests (to `provider` only, when given) fail with `kind`,
+        once `after` more have gone through, whatever error_rate says."""
+        self.state.fail_next(n, kind, provider=provider, after=after)
 
     def reset(self) -> None:
         self.state.reset()
@@ -135,7 +136,8 @@ class SandboxServer:
             if path == "/_sandbox/config":
                 knobs = self.configure(**body)
             elif path == "/_sandbox/fail_next":
-                self.fail_next(int(body.get("n", 1)), str(body.get("kind", "")))
+                self.fail_next(int(body.get("n", 1)), str(body.get("kind", "")), provider=body.get("provider"),
+                               after=int(body.get("after", 0)))
                 knobs = self.knobs
             elif path == "/_sandbox/reset":
                 self.reset()

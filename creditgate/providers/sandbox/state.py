@@ -78,6 +78,7 @@ class SandboxState:
     knobs: Knobs = field(init=False)
     lock: threading.Lock = field(default_factory=threading.Lock)
     script: deque = field(default_factory=deque)
+    scripts: dict = field(default_factory=dict)  # provider -> its own script, drawn before the shared one
     counts: Counter = field(default_factory=Counter)
     bodies: dict = field(default_factory=dict)
     images: OrderedDict = field(default_factory=OrderedDict)
@@ -106,6 +107,7 @@ class SandboxState:
         with self.lock:
             self.knobs = Knobs(**asdict(self.initial)).validated()
             self.script.clear()
+            self.scripts.clear()
             self.counts.clear()
             self.bodies.clear()
             self.images.clear()
@@ -114,11 +116,16 @@ class SandboxState:
             self.release.set()
             self.release = threading.Event()
 
-    def fail_next(self, n: int, kind: str) -> None:
+    def fail_next(self, n: int, kind: str, *, provider: str | None = None, after: int = 0) -> None:
+        """The next `n` generation requests fail with `kind` (to `provider` only, when given),
+        once `after` more have gone through."""
         if kind not in ERROR_KINDS:
             raise ValueError(f"kind must be one of {', '.join(ERROR_KINDS)}")
+        if provider is not None and provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {', '.join(PROVIDERS)}")
         with self.lock:
-            self.script.extend([kind] * int(n))
+            script = self.script if provider is None else self.scripts.setdefault(provider, deque())
+            script.extend([None] * int(after) + [kind] * int(n))
 
     def draw_fault(self, provider: str) -> str | None:
         """The failure for this generation request to `provider`, if any: an outage of the
@@ -126,6 +133,8 @@ class SandboxState:
         with self.lock:
             if provider in self.knobs.outages:
                 return self.knobs.outages[provider]
+            if self.scripts.get(provider):
+                return self.scripts[provider].popleft()
             if self.script:
                 return self.script.popleft()
             if self.knobs.error_rate and random.random() < self.knobs.error_rate:

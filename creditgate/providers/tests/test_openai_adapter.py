@@ -6,6 +6,7 @@ from creditgate.providers.base import (
     ProviderAuthError,
     ProviderContentRefused,
     ProviderError,
+    ProviderModelGone,
     ProviderQuotaExhausted,
     ProviderRejectedRequest,
     ProviderServerError,
@@ -224,10 +225,11 @@ def test_text_rate_limit_then_success(openai_adapter, sandbox, waits):
     assert result.total_tokens > 0 and sandbox.stats[CHAT] == 2 and waits == [0.02]
 
 
-def test_unknown_model_is_rejected_without_retry(openai_adapter, sandbox, waits):
-    with pytest.raises(ProviderRejectedRequest) as caught:
+def test_unknown_model_is_gone_without_retry_and_another_model_may_serve(openai_adapter, sandbox, waits):
+    with pytest.raises(ProviderModelGone) as caught:
         openai_adapter.generate_text(model=text_model("gpt-image-1"), prompt="hi", max_tokens=50)
     assert "no longer available" in caught.value.message
+    assert (caught.value.code, caught.value.failover) == ("model_unavailable", True)
     assert waits == []
 
 
