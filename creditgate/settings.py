@@ -275,6 +275,8 @@ SPECTACULAR_SETTINGS = {
         "LedgerEntryKindEnum": "creditgate.credits.models.EntryKind",
         "EstimateKindEnum": [("image", "image"), ("text", "text")],
         "UsageGroupEnum": [("day", "day"), ("tier", "tier")],
+        "CheckoutStatusEnum": "creditgate.billing.models.CheckoutStatus",
+        "WebhookOutcomeEnum": "creditgate.billing.models.EventOutcome",
     },
 }
 

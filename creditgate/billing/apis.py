@@ -90,14 +90,14 @@ class LowBalanceAlertApi(APIView):
     @extend_schema_serializer(component_name="LowBalanceAlert")
     class OutputSerializer(serializers.Serializer):
         threshold = serializers.IntegerField(allow_null=True)
-        email = serializers.CharField(allow_blank=True)
+        email = serializers.CharField(allow_blank=True, help_text="Where it goes: your profile's address until "
+                                                                  "you set another.")
         armed = serializers.BooleanField(help_text="false while below the threshold after an email (or since it "
                                                    "was set): the next email waits for a top-up to the threshold.")
 
     @extend_schema(responses={200: OutputSerializer})
     def get(self, request):
-        account = credits_services.account_for_user(user=request.user)
-        return Response(self.OutputSerializer(selectors.low_balance_alert_get(account=account)).data)
+        return Response(self.OutputSerializer(selectors.low_balance_alert_get(user=request.user)).data)
 
     @extend_schema(request=InputSerializer, responses={200: OutputSerializer, 400: error_response(
         "invalid_request: a bad threshold or email, or no email anywhere (`details` names the field).")})
@@ -106,8 +106,7 @@ class LowBalanceAlertApi(APIView):
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         services.low_balance_alert_set(user=request.user, threshold=data["threshold"], email=data.get("email"))
-        account = credits_services.account_for_user(user=request.user)
-        return Response(self.OutputSerializer(selectors.low_balance_alert_get(account=account)).data)
+        return Response(self.OutputSerializer(selectors.low_balance_alert_get(user=request.user)).data)
 
 
 class ShortfallApi(APIView):

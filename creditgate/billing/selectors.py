@@ -49,10 +49,13 @@ def shortfall_get(*, account: Account) -> int:
     return Account.objects.filter(pk=account.pk).values_list("shortfall", flat=True).get()
 
 
-def low_balance_alert_get(*, account: Account) -> dict:
+def low_balance_alert_get(*, user) -> dict:
+    """The user's account's low-balance email; `email` is where it goes (the user's own address
+    until one is set, as the setting would use)."""
+    account = credits_services.account_for_user(user=user)
     threshold, email, armed = (Account.objects.filter(pk=account.pk)
                                .values_list("low_balance_threshold", "low_balance_email", "low_balance_armed").get())
-    return {"threshold": threshold, "email": email, "armed": bool(armed)}
+    return {"threshold": threshold, "email": email or getattr(user, "email", "") or "", "armed": bool(armed)}
 
 
 def payments_audit() -> list[str]:

@@ -44,8 +44,8 @@ def armed(user) -> bool:
 
 def test_the_owner_sets_the_threshold_and_where_it_goes(mail):
     client = client_for(make_user(credits=100))
-    assert client.get("/api/v1/credits/low-balance-alert/").json() == {"threshold": None, "email": "",
-                                                                       "armed": False}
+    assert client.get("/api/v1/credits/low-balance-alert/").json() == {"threshold": None,
+                                                                       "email": "alice@example.com", "armed": False}
     response = client.put("/api/v1/credits/low-balance-alert/", {"threshold": 50}, format="json")
     assert response.status_code == 200
     assert response.json() == {"threshold": 50, "email": "alice@example.com", "armed": True}
@@ -53,7 +53,7 @@ def test_the_owner_sets_the_threshold_and_where_it_goes(mail):
                           format="json")
     assert response.json() == {"threshold": 500, "email": "ops@example.com", "armed": False}  # already below
     assert client.put("/api/v1/credits/low-balance-alert/", {"threshold": None}, format="json").json() == {
-        "threshold": None, "email": "", "armed": False}
+        "threshold": None, "email": "alice@example.com", "armed": False}
 
 
 @pytest.mark.parametrize("body, field", [({"threshold": 0}, "threshold"), ({"threshold": "5"}, "threshold"),
