@@ -304,5 +304,6 @@ LOGGING = {
         # Django's own default handlers would print each of its lines a second time beside root's.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.db.backends": {"level": "WARNING"},
+        "stripe": {"level": "WARNING"},  # the SDK logs every request at INFO
     },
 }
