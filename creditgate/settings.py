@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files served by us: /api/docs/ works with no internet
     "simple_history",
+    "anymail",
     "creditgate.core",
     "creditgate.catalog",
     "creditgate.credits",
@@ -96,6 +97,7 @@ INSTALLED_APPS = [
     "creditgate.web",
     "creditgate.legacy",
     "creditgate.audit",
+    "creditgate.billing",
 ]
 
 MIDDLEWARE = [
@@ -215,6 +217,16 @@ CELERY_BEAT_SCHEDULE = {
     "check-model-lifecycle": {"task": "creditgate.providers.tasks.check_model_lifecycle", "schedule": 24 * 3600.0},
 }
 
+# --- Buying credits (creditgate.billing) ---------------------------------------------------
+# Stripe's and Resend's keys live in IntegrationProvider rows `stripe` and `resend` (the admin's
+# Providers page), like the AI providers' keys; without a key, the sandbox serves them while
+# CREDITGATE_SANDBOX is on. These settings are the rest.
+# Where the service is reached from outside: the links in emails (a checkout's return address is
+# taken from the request that started it).
+CREDITGATE_PUBLIC_URL = env.str("CREDITGATE_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
+# The sender of the service's emails (low-balance alerts); with Resend, an address of a verified domain.
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="creditgate <alerts@creditgate.example>")
+
 # --- Auth, API ---------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
@@ -263,6 +275,8 @@ SPECTACULAR_SETTINGS = {
         "LedgerEntryKindEnum": "creditgate.credits.models.EntryKind",
         "EstimateKindEnum": [("image", "image"), ("text", "text")],
         "UsageGroupEnum": [("day", "day"), ("tier", "tier")],
+        "CheckoutStatusEnum": "creditgate.billing.models.CheckoutStatus",
+        "WebhookOutcomeEnum": "creditgate.billing.models.EventOutcome",
     },
 }
 
@@ -290,5 +304,6 @@ LOGGING = {
         # Django's own default handlers would print each of its lines a second time beside root's.
         "django": {"handlers": [], "level": "INFO", "propagate": True},
         "django.db.backends": {"level": "WARNING"},
+        "stripe": {"level": "WARNING"},  # the SDK logs every request at INFO
     },
 }

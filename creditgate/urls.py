@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/system/", include("creditgate.catalog.urls")),
     path("api/v1/credits/", include("creditgate.credits.urls")),
+    path("api/v1/", include("creditgate.billing.urls")),
     path("api/v1/", include("creditgate.generation.urls")),
     path("", include("creditgate.web.urls")),
 ]

@@ -50,6 +50,10 @@ def config_change_record(*, version, instance: Model) -> ConfigChange | None:
     if key_change:
         changes.append({"field": "api_key", "label": "API key", "old": None,
                         "new": version.get_api_key_change_display()})
+    secret_change = getattr(version, "signing_secret_change", "")
+    if secret_change:
+        changes.append({"field": "signing_secret", "label": "Signing secret", "old": None,
+                        "new": version.get_signing_secret_change_display()})
     if version.history_type == ChangeAction.CHANGED and not changes:
         return None
     return ConfigChange.objects.create(

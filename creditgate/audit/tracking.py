@@ -52,3 +52,20 @@ class KeyChangeFields(models.Model):
 
     class Meta:
         abstract = True
+
+
+class SigningSecretChange(models.TextChoices):
+    REPLACED = "replaced", "signing secret replaced"
+    CLEARED = "cleared", "signing secret cleared"
+    REENCRYPTED = "reencrypted", "signing secret re-encrypted (same secret)"
+
+
+class SigningSecretChangeFields(models.Model):
+    """Like KeyChangeFields, for a model's second secret (a webhook signing secret): what happened
+    to it, never the secret. The model sets `_signing_secret_change` before saving."""
+
+    signing_secret_change = models.CharField("signing secret", max_length=12, blank=True, default="",
+                                             choices=SigningSecretChange.choices)
+
+    class Meta:
+        abstract = True

@@ -293,6 +293,12 @@ class ProviderForm(forms.ModelForm):
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
         help_text="Leave empty to keep the stored key. Encrypted on save and never shown again.")
     clear_api_key = forms.BooleanField(label="Clear the stored key", required=False)
+    new_signing_secret = forms.CharField(
+        label="New signing secret", required=False, strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "off"}),
+        help_text="Stripe only: the webhook endpoint's signing secret (whsec_…). Leave empty to keep the stored "
+                  "one. Encrypted on save and never shown again.")
+    clear_signing_secret = forms.BooleanField(label="Clear the stored signing secret", required=False)
     base_url = forms.URLField(required=False, assume_scheme="https",
                               help_text=IntegrationProvider._meta.get_field("base_url").help_text)
 
@@ -306,10 +312,19 @@ class ProviderForm(forms.ModelForm):
         except ApplicationError as exc:
             raise ValidationError(exc.message) from None
 
+    def clean_new_signing_secret(self) -> str:
+        try:
+            return services.api_key_normalize(self.cleaned_data.get("new_signing_secret", ""),
+                                              field="signing_secret", what="a signing secret")
+        except ApplicationError as exc:
+            raise ValidationError(exc.message) from None
+
     def clean(self):
         cleaned = super().clean()
         if cleaned.get("new_api_key") and cleaned.get("clear_api_key"):
             raise ValidationError("Either enter a new key or clear the stored one, not both.")
+        if cleaned.get("new_signing_secret") and cleaned.get("clear_signing_secret"):
+            raise ValidationError("Either enter a new signing secret or clear the stored one, not both.")
         return cleaned
 
 
@@ -321,17 +336,17 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     actions = ["test_key", "reset_breakers"]
 
     # An error report (a 500 mailed to the admins, a debug page) must not carry the posted key.
-    @method_decorator(sensitive_post_parameters("new_api_key"))
+    @method_decorator(sensitive_post_parameters("new_api_key", "new_signing_secret"))
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         return super().changeform_view(request, object_id, form_url, extra_context)
 
     def get_fields(self, request, obj=None):
         return ["provider_id", "display_name", "is_active", "base_url", "stored_key", "new_api_key",
-                "clear_api_key"]
+                "clear_api_key", "stored_signing_secret", "new_signing_secret", "clear_signing_secret"]
 
     def get_readonly_fields(self, request, obj=None):
         # The primary key: changing it would create another provider, not rename this one.
-        return ["stored_key", "provider_id"] if obj else ["stored_key"]
+        return ["stored_key", "stored_signing_secret", "provider_id"] if obj else ["stored_key", "stored_signing_secret"]
 
     @admin.display(description="Circuit breaker")
     def breaker_state(self, obj: IntegrationProvider) -> str:
@@ -357,6 +372,12 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
             return "not kept in the history (only whether it was replaced or cleared)"
         return obj.api_key_hint or ("(set)" if obj.has_key else "—")
 
+    @admin.display(description="Stored signing secret")
+    def stored_signing_secret(self, obj: IntegrationProvider) -> str:
+        if getattr(obj, SIMPLE_HISTORY_REVERSE_ATTR_NAME, None) is not None:
+            return "not kept in the history (only whether it was replaced or cleared)"
+        return obj.signing_secret_hint or ("(set)" if obj.has_signing_secret else "—")
+
     def set_history_delta_changes(self, request, historical_records, foreign_keys_are_objs=True):
         # The key is not a column of the history; what happened to it is (api_key_change).
         super().set_history_delta_changes(request, historical_records, foreign_keys_are_objs)
@@ -365,16 +386,22 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
                 record.history_delta_changes = [*getattr(record, "history_delta_changes", []),
                                                 {"field": "API key", "old": "—",
                                                  "new": record.get_api_key_change_display()}]
+            if record.signing_secret_change:
+                record.history_delta_changes = [*getattr(record, "history_delta_changes", []),
+                                                {"field": "Signing secret", "old": "—",
+                                                 "new": record.get_signing_secret_change_display()}]
 
     def save_model(self, request, obj, form, change):
         obj._history_user = request.user
-        # One save for the form's fields and the key: one version in the configuration history.
-        if form.cleaned_data.get("clear_api_key"):
-            services.provider_update_key(provider=obj, api_key="", save_all_fields=True)
-        elif form.cleaned_data.get("new_api_key"):
-            services.provider_update_key(provider=obj, api_key=form.cleaned_data["new_api_key"], save_all_fields=True)
-        else:
+        data = form.cleaned_data
+        # None: unchanged; "": cleared.
+        api_key = "" if data.get("clear_api_key") else (data.get("new_api_key") or None)
+        secret = "" if data.get("clear_signing_secret") else (data.get("new_signing_secret") or None)
+        if api_key is None and secret is None:
             super().save_model(request, obj, form, change)
+        else:
+            # One save for the form's fields and the secrets: one version in the configuration history.
+            services.provider_update_secrets(provider=obj, api_key=api_key, signing_secret=secret, save_all_fields=True)
 
     @admin.action(description="Test key")
     def test_key(self, request, queryset):

@@ -15,7 +15,8 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from creditgate.audit.tracking import KeyChange, KeyChangeFields, config_history
+from creditgate.audit.tracking import (KeyChange, KeyChangeFields, SigningSecretChange, SigningSecretChangeFields,
+                                      config_history)
 from creditgate.catalog import crypto
 
 
@@ -67,11 +68,17 @@ class IntegrationProvider(models.Model):
     is_active = models.BooleanField(default=True)
     base_url = models.URLField(blank=True, default="",
                                help_text="Optional: point the client at a proxy or the local sandbox.")
+    # A second secret some providers need besides the key: Stripe's webhook signing secret
+    # (whsec_…), which proves an event came from Stripe. Encrypted and masked like the key.
+    signing_secret_encrypted = models.TextField(blank=True, default="", editable=False)
+    signing_secret_hint = models.CharField(max_length=40, blank=True, default="", editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
-    # Who changed what and when; never the key: only "key replaced" / "key cleared" (KeyChangeFields).
-    history = config_history(excluded_fields=["api_key_encrypted", "api_key_hint", "updated_at"],
-                             bases=(KeyChangeFields,))
+    # Who changed what and when; never a secret: only "key replaced" / "key cleared" (KeyChangeFields),
+    # the same for the signing secret (SigningSecretChangeFields).
+    history = config_history(excluded_fields=["api_key_encrypted", "api_key_hint", "signing_secret_encrypted",
+                                              "signing_secret_hint", "updated_at"],
+                             bases=(KeyChangeFields, SigningSecretChangeFields))
 
     class Meta:
         verbose_name = "provider"
@@ -99,6 +106,20 @@ class IntegrationProvider(models.Model):
 
     def get_api_key(self) -> str:
         return crypto.decrypt(self.api_key_encrypted) if self.api_key_encrypted else ""
+
+    @property
+    def has_signing_secret(self) -> bool:
+        return bool(self.signing_secret_encrypted)
+
+    def set_signing_secret(self, plaintext: str) -> None:
+        """Store a new signing secret (encrypted) or clear it with an empty string. Caller saves."""
+        plaintext = (plaintext or "").strip()
+        self.signing_secret_encrypted = crypto.encrypt(plaintext) if plaintext else ""
+        self.signing_secret_hint = crypto.mask(plaintext)
+        self._signing_secret_change = SigningSecretChange.REPLACED if plaintext else SigningSecretChange.CLEARED
+
+    def get_signing_secret(self) -> str:
+        return crypto.decrypt(self.signing_secret_encrypted) if self.signing_secret_encrypted else ""
 
     def __repr__(self) -> str:  # never leak the ciphertext or key through a repr in a log
         return f"<IntegrationProvider {self.provider_id} active={self.is_active} key={'set' if self.has_key else 'none'}>"

@@ -8,7 +8,7 @@ import logging
 from django.db import transaction
 from django.utils import timezone
 
-from creditgate.audit.tracking import KeyChange
+from creditgate.audit.tracking import KeyChange, SigningSecretChange
 from creditgate.catalog import crypto, selectors
 from creditgate.catalog.ai_config_cache import ai_config_invalidate
 from creditgate.catalog.models import AIModelConfig, IntegrationProvider, ModelLifecycle, ProviderListing, QualityTier
@@ -79,14 +79,15 @@ def model_make_default(*, model: AIModelConfig) -> AIModelConfig:
     return model
 
 
-def api_key_normalize(api_key: str) -> str:
-    """The key as it will be stored; InvalidRequest for what cannot be a key (never quoting it)."""
+def api_key_normalize(api_key: str, *, field: str = "api_key", what: str = "an API key") -> str:
+    """The key (or another secret) as it will be stored; InvalidRequest for what cannot be one
+    (never quoting it)."""
     api_key = (api_key or "").strip()
     if any(ch.isspace() for ch in api_key):
-        raise InvalidRequest("An API key has no spaces or line breaks; paste it again.",
-                             details={"api_key": ["Contains whitespace."]})
+        raise InvalidRequest(f"{what[0].upper()}{what[1:]} has no spaces or line breaks; paste it again.",
+                             details={field: ["Contains whitespace."]})
     if len(api_key) > 500:
-        raise InvalidRequest("That is too long to be an API key.", details={"api_key": ["Too long."]})
+        raise InvalidRequest(f"That is too long to be {what}.", details={field: ["Too long."]})
     return api_key
 
 
@@ -97,10 +98,31 @@ def provider_update_key(*, provider: IntegrationProvider, api_key: str, save_all
     `save_all_fields`: also save the provider's other (edited) fields in the same write, so a form
     that changes both records one version in the history, not two.
     """
-    api_key = api_key_normalize(api_key)
-    provider.set_api_key(api_key)
-    provider.save(update_fields=None if save_all_fields else ["api_key_encrypted", "api_key_hint", "updated_at"])
-    logger.info("provider %s: API key %s", provider.provider_id, "replaced" if api_key else "cleared")
+    return provider_update_secrets(provider=provider, api_key=api_key, save_all_fields=save_all_fields)
+
+
+def provider_update_secrets(*, provider: IntegrationProvider, api_key: str | None = None,
+                            signing_secret: str | None = None, save_all_fields: bool = False) -> IntegrationProvider:
+    """Replace (a value) or clear (an empty string) the provider's API key and/or its signing
+    secret; None leaves one as it is. One save, so one version in the history.
+
+    `save_all_fields`: also save the provider's other (edited) fields in the same write.
+    """
+    fields = ["updated_at"]
+    if api_key is not None:
+        api_key = api_key_normalize(api_key)
+        provider.set_api_key(api_key)
+        fields += ["api_key_encrypted", "api_key_hint"]
+    if signing_secret is not None:
+        signing_secret = api_key_normalize(signing_secret, field="signing_secret", what="a signing secret")
+        provider.set_signing_secret(signing_secret)
+        fields += ["signing_secret_encrypted", "signing_secret_hint"]
+    provider.save(update_fields=None if save_all_fields else fields)
+    if api_key is not None:
+        logger.info("provider %s: API key %s", provider.provider_id, "replaced" if api_key else "cleared")
+    if signing_secret is not None:
+        logger.info("provider %s: signing secret %s", provider.provider_id,
+                    "replaced" if signing_secret else "cleared")
     return provider
 
 
@@ -114,10 +136,18 @@ def provider_keys_rotate() -> int:
     """
     count = 0
     for provider in selectors.providers_with_stored_key().select_for_update():
-        provider.api_key_encrypted = crypto.rotate(provider.api_key_encrypted)
-        provider._key_change = KeyChange.REENCRYPTED  # the history says the key stayed the same
-        provider.save(update_fields=["api_key_encrypted", "updated_at"])
-        count += 1
+        fields = ["updated_at"]
+        if provider.api_key_encrypted:
+            provider.api_key_encrypted = crypto.rotate(provider.api_key_encrypted)
+            provider._key_change = KeyChange.REENCRYPTED  # the history says the key stayed the same
+            fields.append("api_key_encrypted")
+            count += 1
+        if provider.signing_secret_encrypted:
+            provider.signing_secret_encrypted = crypto.rotate(provider.signing_secret_encrypted)
+            provider._signing_secret_change = SigningSecretChange.REENCRYPTED
+            fields.append("signing_secret_encrypted")
+            count += 1
+        provider.save(update_fields=fields)
     logger.info("re-encrypted %d provider API keys under the newest encryption key", count)
     return count
 

@@ -45,6 +45,20 @@ class InsufficientCredits(ApplicationError):
         )
 
 
+class ShortfallOwed(ApplicationError):
+    """No new hold while a refund's or a dispute's shortfall is owed (credits.services)."""
+
+    status_code = 402
+    code = "shortfall_owed"
+
+    def __init__(self, *, shortfall: int, available: int):
+        super().__init__(
+            f"A refund or dispute took back {shortfall} credits that had already been spent. Buy credits to "
+            f"settle them before starting new work (a purchase pays what is owed first).",
+            details={"shortfall": shortfall, "available": available},
+        )
+
+
 class IdempotencyConflict(ApplicationError):
     status_code = 409
     code = "idempotency_conflict"

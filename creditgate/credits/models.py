@@ -6,6 +6,10 @@ change, and each entry records its deltas and the counters after it, so the coun
 be re-derived from the ledger (`manage.py check_ledger`). CHECK constraints make a negative
 counter impossible whatever code path runs; on PostgreSQL a trigger (migration 0002) refuses
 UPDATE and DELETE on ledger rows.
+
+A third counter, `shortfall`, holds credits a refund or a dispute took back beyond what was
+available (they had been spent): it is owed, never a negative balance. It too changes only with
+the entry that explains it (`shortfall_delta`), so it re-derives from the ledger like the others.
 """
 
 from __future__ import annotations
@@ -21,6 +25,16 @@ class Account(models.Model):
     name = models.CharField(max_length=150)
     available = models.BigIntegerField(default=0, editable=False)
     held = models.BigIntegerField(default=0, editable=False)
+    shortfall = models.BigIntegerField(
+        default=0, db_default=0, editable=False,
+        help_text="Credits a refund or dispute took back after they were spent: owed. The next grant pays it "
+                  "first; no new hold is placed while it is above 0.")
+    # The owner's low-balance email (billing sends it): when a capture leaves `available` below
+    # the threshold while the alert is armed, the capture's transaction disarms it (so one
+    # crossing sends one email); a grant that leaves `available` at or above it re-arms it.
+    low_balance_threshold = models.BigIntegerField(null=True, blank=True, editable=False)
+    low_balance_email = models.EmailField(blank=True, default="", db_default="", editable=False)
+    low_balance_armed = models.BooleanField(default=False, db_default=False, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -28,6 +42,9 @@ class Account(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(available__gte=0), name="account_available_not_negative"),
             models.CheckConstraint(condition=Q(held__gte=0), name="account_held_not_negative"),
+            models.CheckConstraint(condition=Q(shortfall__gte=0), name="account_shortfall_not_negative"),
+            models.CheckConstraint(condition=Q(low_balance_threshold__isnull=True) | Q(low_balance_threshold__gt=0),
+                                   name="account_low_balance_threshold_positive"),
         ]
 
     def __str__(self) -> str:
@@ -103,6 +120,10 @@ class EntryKind(models.TextChoices):
     EXPIRE = "expire", "Expiry"
     REFUND = "refund", "Refund"
     ADJUSTMENT = "adjustment", "Adjustment"
+    # A purchase refunded or disputed: the credits taken back (what was available; the rest owed).
+    CLAWBACK = "clawback", "Taken back"
+    # Credits of a grant (or available ones) that paid what a clawback could not take.
+    SHORTFALL = "shortfall", "Shortfall paid"
 
 
 class LedgerEntry(models.Model):
@@ -110,6 +131,8 @@ class LedgerEntry(models.Model):
 
     `amount` is the change of the balance (available + held): a grant adds, a capture spends,
     while a hold or a release only moves credits between available and held (amount 0).
+    `shortfall_delta` is the change of the account's shortfall: a clawback adds what it could not
+    take, a shortfall payment removes what it paid; every other entry leaves it alone.
     """
 
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
@@ -119,6 +142,8 @@ class LedgerEntry(models.Model):
     held_delta = models.BigIntegerField()
     available_after = models.BigIntegerField()
     held_after = models.BigIntegerField()
+    # db_default: the ledger's own INSERT statements (services) name only the columns they set.
+    shortfall_delta = models.BigIntegerField(default=0, db_default=0)
     hold = models.ForeignKey(Hold, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
     actor = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
                               related_name="+")
@@ -137,6 +162,14 @@ class LedgerEntry(models.Model):
                                    name="entry_amount_is_balance_change"),
             models.CheckConstraint(condition=Q(available_after__gte=0) & Q(held_after__gte=0),
                                    name="entry_counters_not_negative"),
+            # A clawback takes (amount <= 0) and may leave some owed; a shortfall payment spends
+            # exactly what it pays off; nothing else touches the shortfall.
+            models.CheckConstraint(
+                condition=(Q(kind=EntryKind.CLAWBACK) & Q(amount__lte=0) & Q(held_delta=0) & Q(shortfall_delta__gte=0))
+                | (Q(kind=EntryKind.SHORTFALL) & Q(shortfall_delta__lt=0) & Q(amount=F("shortfall_delta"))
+                   & Q(held_delta=0))
+                | (~Q(kind__in=[EntryKind.CLAWBACK, EntryKind.SHORTFALL]) & Q(shortfall_delta=0)),
+                name="entry_shortfall_delta_by_kind"),
         ]
         indexes = [models.Index(fields=["account", "-id"], name="entry_account_newest_idx")]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from django.db.models import Max, Q, QuerySet, Sum
+from django.db.models import F, Max, Q, QuerySet, Sum, Window
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, QualityTier
@@ -32,18 +32,23 @@ def ledger_check() -> list[str]:
     """
     problems: list[str] = []
     sums = {row["account_id"]: row for row in LedgerEntry.objects.values("account_id").annotate(
-        available=Sum("available_delta"), held=Sum("held_delta"))}
+        available=Sum("available_delta"), held=Sum("held_delta"), shortfall=Sum("shortfall_delta"))}
     active_held = dict(Hold.objects.filter(state=HoldState.ACTIVE).values("account_id")
                        .annotate(total=Sum("amount")).values_list("account_id", "total"))
     newest = LedgerEntry.objects.values("account_id").annotate(newest=Max("id")).values("newest")
     last_after = {e.account_id: (e.available_after, e.held_after) for e in
                   LedgerEntry.objects.filter(pk__in=newest).only("account_id", "available_after", "held_after")}
 
-    for account in Account.objects.order_by("pk").only("pk", "name", "available", "held").iterator():
+    for account in Account.objects.order_by("pk").only("pk", "name", "available", "held", "shortfall").iterator():
         label = f"account {account.pk} ({account.name})"
-        row = sums.get(account.pk, {"available": 0, "held": 0})
-        if account.available < 0 or account.held < 0:
-            problems.append(f"{label}: negative counter (available {account.available}, held {account.held})")
+        row = sums.get(account.pk, {"available": 0, "held": 0, "shortfall": 0})
+        if account.available < 0 or account.held < 0 or account.shortfall < 0:
+            problems.append(f"{label}: negative counter (available {account.available}, held {account.held}, "
+                            f"shortfall {account.shortfall})")
+        # The shortfall (credits a refund took back after they were spent) re-derives from the
+        # clawback and shortfall-payment entries like the other counters.
+        if account.shortfall != row["shortfall"]:
+            problems.append(f"{label}: shortfall is {account.shortfall} but the ledger sums to {row['shortfall']}")
         if account.available != row["available"]:
             problems.append(f"{label}: available is {account.available} but the ledger sums to {row['available']}")
         if account.held != row["held"]:
@@ -59,8 +64,21 @@ def ledger_check() -> list[str]:
     negative = LedgerEntry.objects.filter(Q(available_after__lt=0) | Q(held_after__lt=0)).count()
     if negative:
         problems.append(f"{negative} ledger entries record a negative counter")
+    problems.extend(_shortfall_check())
     problems.extend(_holds_check())
     return problems
+
+
+def _shortfall_check() -> list[str]:
+    """The shortfall's running sum, entry by entry: never negative (no payment beyond what was
+    owed), and no hold placed while it was above 0 (new work is refused until it is paid)."""
+    running = Window(Sum("shortfall_delta"), partition_by=[F("account_id")], order_by=F("id").asc())
+    rows = (LedgerEntry.objects.annotate(owed=running)
+            .filter(Q(owed__lt=0) | Q(owed__gt=0, kind=EntryKind.HOLD))
+            .order_by("id").values_list("id", "account_id", "kind", "owed")[:20])
+    return [f"ledger entry {pk} (account {account_id}, {kind}): "
+            + ("the shortfall goes negative" if owed < 0 else f"a hold placed while {owed} credits were owed")
+            for pk, account_id, kind, owed in rows]
 
 
 def _holds_check() -> list[str]:

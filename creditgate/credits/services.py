@@ -22,6 +22,17 @@ longer transaction that would keep the account row locked (or, worse, span a pro
 creates the job, and settles it in the transaction that records what was delivered and sets its
 final state (generation.services), so the job and its money never disagree.
 
+A refund or a dispute takes credits back (`credits_take_back`): what is available, the rest
+recorded as the account's shortfall, never a negative counter. While a shortfall is owed the
+hold's conditional UPDATE also requires `shortfall = 0`, so no new work starts on credits that
+were refunded; the next grant pays the shortfall first. Those two read the account under its row
+lock before their UPDATE: how a take-back splits into taken and owed (or a grant into paid and
+kept) depends on the counters before, which RETURNING cannot give. Both are rare.
+
+A capture that leaves `available` below the account's armed low-balance threshold disarms the
+alert in the same transaction (one email per crossing, whatever races) and, once that commits,
+sends `events.low_balance_crossed`; a grant that lifts `available` to the threshold re-arms it.
+
 One implementation for both databases: placing a hold is the conditional account UPDATE, the
 hold INSERT and the ledger INSERT; settling is the conditional hold UPDATE, the account UPDATE
 and the ledger INSERT; portable SQL that PostgreSQL and SQLite both run (an earlier version
@@ -34,16 +45,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from functools import partial
 
 import psycopg
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
-from django.db.models import OuterRef, Subquery
+from django.db.models import Case, OuterRef, Subquery, Value, When
 from django.utils import timezone
 
-from creditgate.core.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest
+from creditgate.core.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, ShortfallOwed
+from creditgate.credits import events
 from creditgate.credits.models import Account, AccountMember, EntryKind, Hold, HoldState, LedgerEntry
 
 # Far above any real purchase, far below BIGINT: an absurd amount is a 400, never an overflow (500).
@@ -66,8 +79,27 @@ _ENTRY = LedgerEntry._meta.db_table
 _ENTRY_COLUMNS = ("account_id, kind, amount, available_delta, held_delta, available_after, held_after, hold_id, "
                   "actor_id, reason, reference, rate, created_at")
 
-_COUNTERS_MOVE_SQL = (f"UPDATE {_ACCOUNT} SET available = available + %s, held = held + %s "
-                      f"WHERE id = %s AND available + %s >= 0 RETURNING available, held")
+# Each counter move is one of these conditional UPDATEs (the module docstring's statement, with
+# what each operation also needs). A hold is placed only while no shortfall is owed.
+_HOLD_COUNTERS_MOVE_SQL = (f"UPDATE {_ACCOUNT} SET available = available + %s, held = held + %s "
+                           f"WHERE id = %s AND available + %s >= 0 AND shortfall = 0 RETURNING available, held")
+# Settling also says whether the account is now below its armed low-balance threshold.
+_SETTLE_COUNTERS_MOVE_SQL = (f"UPDATE {_ACCOUNT} SET available = available + %s, held = held + %s "
+                             f"WHERE id = %s AND available + %s >= 0 "
+                             f"RETURNING available, held, low_balance_armed AND available < low_balance_threshold")
+_LOW_BALANCE_DISARM_SQL = (f"UPDATE {_ACCOUNT} SET low_balance_armed = %s WHERE id = %s AND low_balance_armed "
+                           f"RETURNING available, low_balance_threshold, low_balance_email")
+# A grant to an account that owes nothing; it re-arms the low-balance alert when it lifts
+# `available` to the threshold.
+_GRANT_COUNTERS_MOVE_SQL = (f"UPDATE {_ACCOUNT} SET available = available + %s, low_balance_armed = CASE "
+                            f"WHEN %s AND available + %s >= low_balance_threshold THEN %s ELSE low_balance_armed END "
+                            f"WHERE id = %s AND available + %s >= 0 AND shortfall = 0 RETURNING available, held")
+# Under the account's row lock (the split was computed from the counters before).
+_GRANT_PAYING_SHORTFALL_SQL = (f"UPDATE {_ACCOUNT} SET available = available + %s, shortfall = shortfall - %s, "
+                               f"low_balance_armed = low_balance_armed OR %s WHERE id = %s AND shortfall >= %s "
+                               f"RETURNING available, held")
+_TAKE_BACK_SQL = (f"UPDATE {_ACCOUNT} SET available = available - %s, shortfall = shortfall + %s "
+                  f"WHERE id = %s AND available >= %s RETURNING available, held")
 _HOLD_INSERT_SQL = (f"INSERT INTO {_HOLD} (account_id, amount, captured_amount, state, idempotency_key, fingerprint, "
                     f"reference, rate, created_at, expires_at, settled_at) "
                     f"VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s, %s, NULL) RETURNING id")
@@ -109,16 +141,6 @@ def _db(field, value):
 
 _RATE = LedgerEntry._meta.get_field("rate")
 _WHEN = LedgerEntry._meta.get_field("created_at")
-
-
-def _counters_move(*, account_id: int, available_delta: int, held_delta: int) -> tuple[int, int] | None:
-    """Apply both deltas if `available` stays >= 0; the counters after, or None if it would not."""
-    row = _execute(_COUNTERS_MOVE_SQL, [available_delta, held_delta, account_id, available_delta])
-    return (row[0], row[1]) if row else None
-
-
-def _available_now(account_id: int) -> int:
-    return Account.objects.filter(pk=account_id).values_list("available", flat=True).first() or 0
 
 
 # --- Accounts --------------------------------------------------------------------------------
@@ -174,22 +196,99 @@ _GRANT_KINDS = {EntryKind.GRANT, EntryKind.REFUND, EntryKind.ADJUSTMENT}
 def credits_grant(*, account: Account, amount: int, actor=None, reason: str = "", kind: str = "grant",
                   reference: str = "") -> LedgerEntry:
     """Add credits (grant, refund) or correct the balance (adjustment, may be negative but never
-    below what is available: held credits belong to running requests)."""
+    below what is available: held credits belong to running requests), in a transaction of its
+    own. A positive amount pays the account's shortfall first (see `credits_grant_within`)."""
+    with transaction.atomic(durable=True):
+        return credits_grant_within(account=account, amount=amount, actor=actor, reason=reason, kind=kind,
+                                    reference=reference)
+
+
+def credits_grant_within(*, account: Account, amount: int, actor=None, reason: str = "", kind: str = "grant",
+                         reference: str = "") -> LedgerEntry:
+    """`credits_grant` in the caller's transaction, which must exist: a purchase records its
+    payment and grants its credits in ONE transaction (billing.services), so a payment is never
+    without its credits, and its unique row makes a second grant for it impossible.
+
+    Returns the grant's entry. If the account owes a shortfall, a positive amount (with what is
+    available) pays it first, in a second entry (kind `shortfall`) right after the grant's.
+    A grant that leaves `available` at or above the account's low-balance threshold re-arms it.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("credits_grant_within must run inside the caller's transaction")
     if kind not in _GRANT_KINDS:
         raise InvalidRequest(f"Unknown kind {kind!r}.", details={"kind": [f"Must be one of {sorted(_GRANT_KINDS)}."]})
     amount = _check_amount(amount, allow_negative=(kind == EntryKind.ADJUSTMENT))
-    with transaction.atomic(durable=True):
-        after = _counters_move(account_id=account.pk, available_delta=amount, held_delta=0)
-        if after is None:
-            available = _available_now(account.pk)
+    reason, reference = reason[:500], reference[:200]
+    paid = 0
+    after = _execute(_GRANT_COUNTERS_MOVE_SQL, [amount, amount > 0, amount, True, account.pk, amount])
+    if after is None:
+        # The account owes a shortfall, or an adjustment removes more than is available.
+        available, held, shortfall, threshold = (Account.objects.select_for_update().filter(pk=account.pk)
+                                                 .values_list("available", "held", "shortfall",
+                                                              "low_balance_threshold").get())
+        if available + amount < 0:
             raise InvalidRequest(f"Cannot remove {-amount} credits: only {available} are available.",
                                  details={"amount": [f"At most {available} credits can be removed."]})
-        entry = LedgerEntry.objects.create(
-            account_id=account.pk, kind=kind, amount=amount, available_delta=amount, held_delta=0,
-            available_after=after[0], held_after=after[1], actor=actor, reason=reason[:500],
-            reference=reference[:200])
+        paid = min(shortfall, available + amount) if amount > 0 else 0
+        rearm = amount > 0 and threshold is not None and available + amount - paid >= threshold
+        after = _execute(_GRANT_PAYING_SHORTFALL_SQL, [amount - paid, paid, rearm, account.pk, paid])
+        if after is None:  # impossible under the row lock
+            raise RuntimeError(f"account {account.pk}: the grant's counters changed under its lock")
+    entry = LedgerEntry.objects.create(
+        account_id=account.pk, kind=kind, amount=amount, available_delta=amount, held_delta=0,
+        available_after=after[0] + paid, held_after=after[1], actor=actor, reason=reason, reference=reference)
+    if paid:
+        LedgerEntry.objects.create(
+            account_id=account.pk, kind=EntryKind.SHORTFALL, amount=-paid, available_delta=-paid, held_delta=0,
+            shortfall_delta=-paid, available_after=after[0], held_after=after[1], actor=actor,
+            reason="paid what a refund or dispute took back after it was spent", reference=reference)
     account.available, account.held = after
     return entry
+
+
+def credits_take_back(*, account: Account, amount: int, reason: str = "", reference: str = "",
+                      actor=None) -> LedgerEntry:
+    """Take back `amount` credits that were granted for a payment now refunded or disputed, in
+    the caller's transaction (billing records the reversal on the payment in the same one).
+
+    Takes what is available, at most `amount`; held credits belong to running requests and stay.
+    What cannot be taken is added to the account's shortfall: no counter ever goes negative, no
+    new hold is placed until it is paid (ShortfallOwed), and the next grant pays it first.
+    One entry (kind `clawback`): `amount` is what was taken (<= 0), `shortfall_delta` what is owed.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("credits_take_back must run inside the caller's transaction")
+    amount = _check_amount(amount)
+    # The split depends on what is available now: read it under the row lock, then one UPDATE.
+    available = Account.objects.select_for_update().filter(pk=account.pk).values_list("available", flat=True).get()
+    taken = min(available, amount)
+    owed = amount - taken
+    after = _execute(_TAKE_BACK_SQL, [taken, owed, account.pk, taken])
+    if after is None:  # impossible under the row lock
+        raise RuntimeError(f"account {account.pk}: the take-back's counters changed under its lock")
+    entry = LedgerEntry.objects.create(
+        account_id=account.pk, kind=EntryKind.CLAWBACK, amount=-taken, available_delta=-taken, held_delta=0,
+        shortfall_delta=owed, available_after=after[0], held_after=after[1], actor=actor, reason=reason[:500],
+        reference=reference[:200])
+    account.available, account.held = after
+    return entry
+
+
+def account_low_balance_set(*, account: Account, threshold: int | None, email: str = "") -> None:
+    """Set the account's low-balance email: below `threshold` available credits after a capture,
+    one email to `email`; None switches it off. Armed only if the account is at or above the
+    threshold now: set while already below, the first email waits for a top-up and a new crossing."""
+    if threshold is None:
+        Account.objects.filter(pk=account.pk).update(low_balance_threshold=None, low_balance_email="",
+                                                     low_balance_armed=False)
+        return
+    threshold = _check_amount(threshold)
+    if not email:
+        raise InvalidRequest("An email address is needed for the low-balance email.",
+                             details={"email": ["This field is required."]})
+    Account.objects.filter(pk=account.pk).update(
+        low_balance_threshold=threshold, low_balance_email=email[:254],
+        low_balance_armed=Case(When(available__gte=threshold, then=Value(True)), default=Value(False)))
 
 
 # --- Holds -----------------------------------------------------------------------------------
@@ -204,8 +303,8 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
     """Reserve `amount` credits; returns (hold, created).
 
     The same key with the same fingerprint returns the first hold and charges nothing again;
-    the same key with another fingerprint is a conflict. Short of credits: InsufficientCredits,
-    nothing written (inside a caller's transaction, the attempt runs in a savepoint, so a replayed
+    the same key with another fingerprint is a conflict. Short of credits: InsufficientCredits;
+    a refund's shortfall owed: ShortfallOwed; either way nothing written (inside a caller's transaction, the attempt runs in a savepoint, so a replayed
     key leaves the caller's transaction usable). `expires=False`: the hold belongs to an owner that always settles it (a
     generation job, whose recovery acts on the job's lease), so no age ever expires it; otherwise
     the sweep expires it after CREDITGATE_HOLD_TTL_SECONDS.
@@ -223,7 +322,7 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
         # UPDATE first; a replayed key then fails the hold row's unique constraint (after the
         # first request committed, if it was concurrent), and only then is the first hold read.
         with transaction.atomic():
-            after = _counters_move(account_id=hold.account_id, available_delta=-amount, held_delta=amount)
+            after = _execute(_HOLD_COUNTERS_MOVE_SQL, [-amount, amount, hold.account_id, -amount])
             if after is not None:
                 rate_db, now_db = _db(_RATE, rate), _db(_WHEN, now)
                 hold.pk = _execute(_HOLD_INSERT_SQL, [
@@ -240,12 +339,14 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
     if after is None:
         # Nothing was written. The account is checked before the key is claimed, so a replay
         # arriving after the account ran short lands here, not on the unique constraint.
-        available, replayed = (Account.objects.filter(pk=account.pk).annotate(
+        available, shortfall, replayed = (Account.objects.filter(pk=account.pk).annotate(
             replayed=Subquery(Hold.objects.filter(account_id=OuterRef("pk"), idempotency_key=idempotency_key)
                               .values("pk")[:1]))
-            .values_list("available", "replayed").first() or (0, None))
+            .values_list("available", "shortfall", "replayed").first() or (0, 0, None))
         if replayed:
             return _hold_replayed(account=account, idempotency_key=idempotency_key, fingerprint=fingerprint), False
+        if shortfall:
+            raise ShortfallOwed(shortfall=shortfall, available=available)
         raise InsufficientCredits(required=amount, available=available)
     account.available, account.held = after
     return hold, True
@@ -295,9 +396,11 @@ def hold_settle(*, hold_id, captured: int = 0, rate: dict | None = None, reason:
     if isinstance(hold_rate, str):  # SQLite hands JSON back as text
         hold_rate = json.loads(hold_rate)
     returned = amount - captured
-    after = _counters_move(account_id=account_id, available_delta=returned, held_delta=-amount)
+    after = _execute(_SETTLE_COUNTERS_MOVE_SQL, [returned, -amount, account_id, returned])
     if after is None:  # impossible: available only grows here; the CHECK would have fired first
         raise RuntimeError(f"hold {hold_id}: the account refused a release")
+    if captured and after[2]:
+        _low_balance_disarm(account_id)
     reason = reason[:500]
     # The capture entry comes first (the lower id), then the release of the rest.
     entries = []
@@ -309,6 +412,16 @@ def hold_settle(*, hold_id, captured: int = 0, rate: dict | None = None, reason:
                     after[1], hold_id, reason, reference, _db(_RATE, hold_rate), now_db]
     _execute(_ENTRY_INSERT_2_SQL if captured and returned else _ENTRY_INSERT_SQL, entries)
     return True
+
+
+def _low_balance_disarm(account_id: int) -> None:
+    """A capture left the account below its armed threshold: disarm it in this transaction (a
+    concurrent capture waits for the row and then finds it disarmed) and tell billing once the
+    transaction commits. Rolled back, nothing is sent and the alert stays armed."""
+    row = _execute(_LOW_BALANCE_DISARM_SQL, [False, account_id])
+    if row:
+        transaction.on_commit(partial(events.low_balance_crossed.send, sender=Account, account_id=account_id,
+                                      available=row[0], threshold=row[1], email=row[2]), robust=True)
 
 
 def hold_capture(*, hold_id, amount: int, rate: dict | None = None) -> bool:

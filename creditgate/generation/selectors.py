@@ -11,6 +11,7 @@ from django.db.models import Case, Count, F, IntegerField, OuterRef, QuerySet, S
 from django.db.models.functions import Coalesce, Least, TruncDate
 from django.utils import timezone
 
+from creditgate.billing import selectors as billing_selectors
 from creditgate.core.errors import NotFound
 from creditgate.credits import pricing
 from creditgate.credits import selectors as credits_selectors
@@ -125,8 +126,8 @@ def _charges_audit() -> list[str]:
 
 def reconciliation_audit(*, log: bool = False) -> list[str]:
     """The whole audit behind `manage.py check_ledger`: the ledger against itself (credits), then
-    the jobs against the ledger."""
-    problems = credits_selectors.ledger_check() + jobs_audit(full=True)
+    the jobs against the ledger, then the payments against the ledger (billing)."""
+    problems = credits_selectors.ledger_check() + jobs_audit(full=True) + billing_selectors.payments_audit()
     if log:
         for problem in problems[:50]:
             logger.error("audit: %s", problem)

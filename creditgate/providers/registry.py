@@ -2,7 +2,8 @@
 
 The key, the base URL and the active flag come from IntegrationProvider rows; nothing here
 knows a model. With no key and the sandbox on, the provider is served by the local emulator,
-so a laptop and the tests need no real key.
+so a laptop and the tests need no real key. `provider_endpoint` is that rule for any provider
+row: the AI providers' adapters and billing's payment and email clients alike.
 
 One adapter per provider is kept for the process and reused by every job, so its HTTP clients
 keep their connections alive (the OpenAI SDK builds an SSL context and a connection pool per
@@ -14,6 +15,7 @@ policy (timeouts, retries).
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -31,6 +33,51 @@ ADAPTERS: dict[str, type[ProviderAdapter]] = {
 SANDBOX_API_KEY = "sandbox"
 
 
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and with which key to call a provider. `sandboxed`: the local emulator serves it."""
+
+    provider: IntegrationProvider
+    api_key: str
+    base_url: str | None
+    sandboxed: bool
+
+    def __repr__(self) -> str:  # never the key
+        return f"<Endpoint {self.provider.provider_id} {self.base_url or 'default URL'} sandboxed={self.sandboxed}>"
+
+
+def _provider_usable(*, provider_id: str, kind: str, provider: IntegrationProvider | None = None
+                     ) -> IntegrationProvider:
+    """The provider's row if it can be called (with its key, or by the sandbox); otherwise
+    ProviderNotConfigured naming it a `kind`. Decrypts nothing. `provider`: the row when the
+    caller already has it (no query then)."""
+    if provider is None or provider.provider_id != provider_id:
+        provider = provider_get(provider_id)
+    if provider is None:
+        raise ProviderNotConfigured(f"The {kind} '{provider_id}' is not configured.")
+    name = provider.display_name or provider.provider_id
+    if not provider.is_active:
+        raise ProviderNotConfigured(f"The {kind} {name} is switched off.")
+    if not provider.api_key_encrypted and not settings.CREDITGATE_SANDBOX:
+        raise ProviderNotConfigured(f"The {kind} {name} has no API key.")
+    return provider
+
+
+def _endpoint_of(provider: IntegrationProvider, *, sandbox_path: str) -> Endpoint:
+    api_key = provider.get_api_key()
+    if api_key:
+        return Endpoint(provider=provider, api_key=api_key, base_url=provider.base_url or None, sandboxed=False)
+    return Endpoint(provider=provider, api_key=SANDBOX_API_KEY, sandboxed=True,
+                    base_url=f"{settings.CREDITGATE_SANDBOX_URL.rstrip('/')}/{sandbox_path}")
+
+
+def provider_endpoint(*, provider_id: str, sandbox_path: str, kind: str = "AI provider") -> Endpoint:
+    """The key and base URL to call `provider_id` with: its own key and `base_url`, or, without a
+    key while CREDITGATE_SANDBOX is on, the sandbox at `sandbox_path`. ProviderNotConfigured
+    (naming it a `kind`) when the row is missing, switched off, or has no key with the sandbox off."""
+    return _endpoint_of(_provider_usable(provider_id=provider_id, kind=kind), sandbox_path=sandbox_path)
+
+
 _adapters: dict[str, tuple[tuple, ProviderAdapter]] = {}
 _adapters_lock = threading.Lock()
 
@@ -39,14 +86,9 @@ def adapter_for(*, provider_id: str, provider: IntegrationProvider | None = None
     """The adapter serving `provider_id`. `provider`: its row when the caller already has it (the
     charge path's models come with theirs from the catalog routing): no query then."""
     adapter_class = ADAPTERS.get(provider_id)
-    provider = provider if provider is not None and provider.provider_id == provider_id else provider_get(provider_id)
-    if provider is None or adapter_class is None:
+    if adapter_class is None:
         raise ProviderNotConfigured(f"The AI provider '{provider_id}' is not configured.")
-    name = provider.display_name or provider.provider_id
-    if not provider.is_active:
-        raise ProviderNotConfigured(f"The AI provider {name} is switched off.")
-    if not provider.api_key_encrypted and not settings.CREDITGATE_SANDBOX:
-        raise ProviderNotConfigured(f"The AI provider {name} has no API key.")
+    provider = _provider_usable(provider_id=provider_id, kind="AI provider", provider=provider)
 
     policy = CallPolicy.from_settings()
     built_from = (provider.api_key_encrypted, provider.base_url, settings.CREDITGATE_SANDBOX_URL, policy)
@@ -54,12 +96,8 @@ def adapter_for(*, provider_id: str, provider: IntegrationProvider | None = None
         kept = _adapters.get(provider_id)
         if kept is not None and kept[0] == built_from:
             return kept[1]
-        api_key = provider.get_api_key()
-        base_url = provider.base_url or None
-        if not api_key:
-            api_key = SANDBOX_API_KEY
-            base_url = f"{settings.CREDITGATE_SANDBOX_URL.rstrip('/')}/{adapter_class.sandbox_path}"
-        adapter = adapter_class(api_key=api_key, base_url=base_url, policy=policy)
+        endpoint = _endpoint_of(provider, sandbox_path=adapter_class.sandbox_path)
+        adapter = adapter_class(api_key=endpoint.api_key, base_url=endpoint.base_url, policy=policy)
         # A replaced adapter is not closed: jobs still using it finish their calls, and its
         # connections close when the last of them drops it.
         _adapters[provider_id] = (built_from, adapter)

@@ -34,7 +34,7 @@ def test_new_key_is_stored_encrypted_and_never_rendered_back(admin_client):
 
 def test_the_posted_key_is_hidden_from_error_reports(admin_client):
     response = admin_client.post(PROVIDER_URL, _provider_form(new_api_key=SECRET))
-    assert list(response.wsgi_request.sensitive_post_parameters) == ["new_api_key"]
+    assert list(response.wsgi_request.sensitive_post_parameters) == ["new_api_key", "new_signing_secret"]
 
 
 def test_saving_without_a_new_key_keeps_the_stored_one(admin_client):
@@ -63,10 +63,10 @@ def test_new_key_and_clear_together_is_a_form_error(admin_client):
 
 def test_adding_a_provider_with_a_key(admin_client):
     response = admin_client.post("/admin/catalog/integrationprovider/add/",
-                                 {"provider_id": "resend", "display_name": "Resend", "is_active": "on",
-                                  "base_url": "", "new_api_key": "re_0123456789abcdef"})
+                                 {"provider_id": "postmark", "display_name": "Postmark", "is_active": "on",
+                                  "base_url": "", "new_api_key": "pm_0123456789abcdef"})
     assert response.status_code == 302
-    assert IntegrationProvider.objects.get(provider_id="resend").get_api_key() == "re_0123456789abcdef"
+    assert IntegrationProvider.objects.get(provider_id="postmark").get_api_key() == "pm_0123456789abcdef"
 
 
 def test_test_key_action_shows_the_check_result(admin_client, monkeypatch):

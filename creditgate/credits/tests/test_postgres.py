@@ -39,9 +39,11 @@ def _database_url() -> str:
 class Workers:
     """OS processes that each run a list of operations on several threads when told to go."""
 
-    def __init__(self, jobs: list[dict]):
-        env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_SETTINGS_MODULE": "creditgate.settings"}
-        self.procs = [subprocess.Popen([sys.executable, "-m", "creditgate.credits.tests.concurrency_worker",
+    def __init__(self, jobs: list[dict], *, module: str = "creditgate.credits.tests.concurrency_worker",
+                 env: dict | None = None):
+        env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_SETTINGS_MODULE": "creditgate.settings",
+               **(env or {})}
+        self.procs = [subprocess.Popen([sys.executable, "-m", module,
                                         json.dumps(job)], cwd=ROOT, env=env, text=True,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE) for job in jobs]
         for proc in self.procs:

@@ -1,4 +1,5 @@
-"""The provider emulator as a real HTTP server on a loopback port.
+"""The provider emulator as a real HTTP server on a loopback port: OpenAI and Runware, and for
+buying credits Stripe (stripe_api.py) and Resend (resend_api.py).
 
 The real clients (the openai SDK over HTTPX2, our Runware client over requests) talk to it
 unchanged; only the base URL differs. Knobs can be set in-process (`SandboxServer.configure`,
@@ -16,8 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from creditgate.providers.sandbox import openai_api, runware_api
+from creditgate.providers.sandbox.resend_api import ResendSandbox
 from creditgate.providers.sandbox.render import render_png
 from creditgate.providers.sandbox.state import Knobs, SandboxState
+from creditgate.providers.sandbox.stripe_api import StripeSandbox
 from creditgate.providers.sandbox.wire import Call, Reply
 
 logger = logging.getLogger("creditgate.providers.sandbox")
@@ -31,6 +34,8 @@ class SandboxServer:
         if unknown:
             raise ValueError(f"unknown knob(s): {', '.join(sorted(unknown))}")
         self.state = SandboxState(initial=Knobs(**knobs))
+        self.stripe = StripeSandbox(self.state)  # its own knobs: SandboxServer.stripe.configure(...)
+        self.resend = ResendSandbox(self.state)
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.sandbox = self
         self._thread: threading.Thread | None = None
@@ -79,6 +84,8 @@ class SandboxServer:
 
     def reset(self) -> None:
         self.state.reset()
+        self.stripe.reset()
+        self.resend.reset()
 
     @property
     def stats(self) -> dict[str, int]:
@@ -98,6 +105,14 @@ class SandboxServer:
     def dispatch(self, call: Call) -> Reply:
         path = call.path.split("?", 1)[0].rstrip("/") or "/"
         base = self.url
+        if path.startswith(("/stripe/", "/_sandbox/stripe/")):
+            reply = self.stripe.handle(call, path, base_url=base)
+            if reply is not None:
+                return reply
+        if path.startswith(("/resend/", "/_sandbox/resend/")):
+            reply = self.resend.handle(call, path)
+            if reply is not None:
+                return reply
         if call.method == "POST":
             if path == "/openai/v1/chat/completions":
                 return openai_api.chat_completions(self.state, call)

@@ -18,6 +18,7 @@
     total: null,
     ledgerNext: null,
     usage: null,
+    shortfall: 0,
   };
 
   function $(id) { return document.getElementById(id); }
@@ -242,6 +243,8 @@
     expire: "Hold expired",
     refund: "Refunded",
     adjustment: "Adjusted",
+    clawback: "Taken back (refund or dispute)",
+    shortfall: "Paid what a refund took back",
   };
   // An entry of a job names the job ("Charged for 2 <tier> images") and links to its page.
   var JOB_KIND_WORDS = {
@@ -443,8 +446,122 @@
   }
 
   function refreshAccount() {
-    return Promise.all([loadBalance(), loadLedger(false), loadUsage()]).catch(function (err) {
+    return Promise.all([loadBalance(), loadLedger(false), loadUsage(), loadShortfall()]).catch(function (err) {
       showAlert("Your balance could not be refreshed: " + describeError(err));
+    });
+  }
+
+  // --- buying credits: packs from the API, payment on Stripe's page, credits by Stripe's webhook --
+
+  function loadPacks() {
+    return api(urls.packsUrl).then(renderPacks, function (err) {
+      $("packs-empty").textContent = "The credit packs could not be loaded: " + describeError(err);
+      $("packs-empty").hidden = false;
+    });
+  }
+
+  function span(className, text) {
+    var el = document.createElement("span");
+    el.className = className;
+    el.textContent = text;
+    return el;
+  }
+
+  function renderPacks(packs) {
+    var list = $("packs");
+    list.textContent = "";
+    $("packs-empty").hidden = packs.length > 0;
+    packs.forEach(function (pack) {
+      var li = document.createElement("li");
+      var button = document.createElement("button");
+      button.type = "button";
+      button.className = "primary";
+      button.textContent = "Buy";
+      button.setAttribute("aria-label", "Buy " + pack.name + ": " + plural(pack.credits, "credit") + " for "
+        + pack.price);
+      button.addEventListener("click", function () { buy(pack, button); });
+      li.append(span("pack-name", pack.name), span("pack-credits", plural(pack.credits, "credit")),
+        span("pack-price", pack.price), button);
+      list.appendChild(li);
+    });
+  }
+
+  function buy(pack, button) {
+    button.disabled = true;
+    showAlert("");
+    api(urls.checkoutUrl, { method: "POST", body: { pack: pack.id } }).then(function (checkout) {
+      window.location.assign(checkout.url);  // Stripe's page; it sends the user back with ?checkout=<id>
+    }, function (err) {
+      button.disabled = false;
+      showAlert("The payment page could not be opened: " + describeError(err));
+    });
+  }
+
+  // Back from Stripe's page. The credits come with Stripe's webhook, which may arrive a moment
+  // after the user does: watch the checkout until it is paid (or closed), then refresh.
+  function followCheckout() {
+    var params = new URLSearchParams(window.location.search);
+    var id = params.get("checkout");
+    if (!id) return Promise.resolve();
+    var cancelled = params.has("cancelled");
+    window.history.replaceState(null, "", window.location.pathname + window.location.hash);
+    var box = $("purchase");
+    box.hidden = false;
+    box.className = "purchase";
+    box.textContent = cancelled ? "Checkout cancelled." : "Confirming your payment…";
+    var tries = 0;
+    function say(text, className) {
+      box.textContent = text;
+      box.className = "purchase " + className;
+      announce(text);
+    }
+    function check() {
+      return api(urls.checkoutUrl + encodeURIComponent(id) + "/").then(function (checkout) {
+        if (checkout.status === "paid") {
+          say("Payment received: " + plural(checkout.credits, "credit") + " added.", "ok");
+          return refreshAccount();
+        }
+        if (checkout.status === "open" && !cancelled && ++tries < 60) return sleep(1000).then(check);
+        if (checkout.status === "open" && cancelled) return say("Checkout cancelled; nothing was charged.", "muted");
+        if (checkout.status === "open") {
+          return say("Your payment is not confirmed yet; the credits appear as soon as it is. Reload in a minute.",
+            "warn");
+        }
+        say("This checkout " + (checkout.status === "expired" ? "expired" : "failed") + "; nothing was charged.",
+          "warn");
+      }, function (err) {
+        say("Your payment could not be checked: " + describeError(err), "warn");
+      });
+    }
+    return check();
+  }
+
+  function loadShortfall() {
+    return api(urls.shortfallUrl).then(function (answer) {
+      state.shortfall = answer.shortfall;
+      var el = $("shortfall");
+      el.hidden = !answer.shortfall;
+      el.textContent = answer.shortfall
+        ? "A refund took back " + plural(answer.shortfall, "credit") + " that had already been spent. Buying credits "
+          + "settles that first; new images and text wait until then."
+        : "";
+      update();
+    });
+  }
+
+  function renderAlert(alert) {
+    $("alert-threshold").value = alert.threshold === null ? "" : String(alert.threshold);
+    $("alert-email").value = alert.email || "";
+    $("alert-status").textContent = alert.threshold === null ? "Off."
+      : "On: an email to " + alert.email + " when your available credits fall below " + alert.threshold + ".";
+  }
+
+  function saveAlert(threshold) {
+    var body = { threshold: threshold };
+    var email = $("alert-email").value.trim();
+    if (threshold !== null && email) body.email = email;
+    api(urls.alertUrl, { method: "PUT", body: body }).then(renderAlert, function (err) {
+      $("alert-status").textContent = describeError(err);
     });
   }
 
@@ -478,8 +595,12 @@
     var total = state.total;
     $("total").textContent = total === null ? "–" : plural(total, "credit");
     var coverage = $("coverage");
-    var covered = total !== null && state.available !== null && total <= state.available;
-    if (total === null || state.available === null) {
+    var owed = state.shortfall > 0;
+    var covered = !owed && total !== null && state.available !== null && total <= state.available;
+    if (owed) {
+      coverage.textContent = "New images wait until the " + plural(state.shortfall, "credit") + " owed are paid.";
+      coverage.className = "coverage short";
+    } else if (total === null || state.available === null) {
       coverage.textContent = "";
     } else if (covered) {
       coverage.textContent = "Your available credits cover this.";
@@ -682,6 +803,16 @@
   $("text-prompt").addEventListener("input", update);
   $("image-form").addEventListener("submit", onImageSubmit);
   $("text-form").addEventListener("submit", onTextSubmit);
+  $("alert-form").addEventListener("submit", function (event) {
+    event.preventDefault();
+    var n = Number($("alert-threshold").value);
+    if (!Number.isInteger(n) || n < 1) {
+      $("alert-status").textContent = "Enter a whole number of credits, 1 or more.";
+      return;
+    }
+    saveAlert(n);
+  });
+  $("alert-off").addEventListener("click", function () { saveAlert(null); });
   $("ledger-more").addEventListener("click", function () {
     loadLedger(true).catch(function (err) { showAlert("Older entries could not be loaded: " + describeError(err)); });
   });
@@ -692,9 +823,12 @@
     loadConfig().catch(function () {});
   });
 
-  Promise.all([loadConfig(), refreshAccount()]).then(function () {
+  var loaded = Promise.all([loadConfig(), refreshAccount(), loadPacks(),
+    api(urls.alertUrl).then(renderAlert, function () {})]);
+  loaded.then(function () {
     app.dataset.ready = "true";
   }, function () {
     app.dataset.ready = "true";
   });
+  loaded.catch(function () {}).then(followCheckout);
 })();

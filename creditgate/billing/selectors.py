@@ -1,0 +1,88 @@
+"""Reads of billing, and the payments' part of the reconciliation audit."""
+
+from __future__ import annotations
+
+from django.db.models import Count, F, Q, QuerySet, Sum
+
+from creditgate.billing import stripe_gateway
+from creditgate.billing.errors import PaymentsUnavailable
+from creditgate.billing.models import CheckoutSession, CheckoutStatus, CreditPack, Payment, payment_reference
+from creditgate.core.errors import InvalidRequest, NotFound
+from creditgate.credits import services as credits_services
+from creditgate.credits.models import Account, EntryKind, LedgerEntry
+
+
+def payments_available() -> bool:
+    """Whether Stripe can be used now: a key, or the sandbox serving it."""
+    try:
+        stripe_gateway.endpoint_get()
+    except PaymentsUnavailable:
+        return False
+    return True
+
+
+def packs_for_sale() -> QuerySet[CreditPack]:
+    """The packs users can buy now: the active ones, or none while Stripe cannot be used."""
+    if not payments_available():
+        return CreditPack.objects.none()
+    return CreditPack.objects.filter(is_active=True).order_by("position", "price_amount", "id")
+
+
+def pack_for_sale_get(*, pack_id) -> CreditPack:
+    pack = CreditPack.objects.filter(pk=pack_id, is_active=True).first() if isinstance(pack_id, int) else None
+    if pack is None:
+        raise InvalidRequest("There is no such credit pack for sale.",
+                             details={"pack": ["Choose one of the packs from GET /api/v1/credits/packs/."]})
+    return pack
+
+
+def checkout_get(*, user, checkout_id) -> CheckoutSession:
+    """One of the user's account's checkouts; NotFound for anyone else's (no difference shown)."""
+    account = credits_services.account_for_user(user=user)
+    checkout = CheckoutSession.objects.select_related("pack").filter(pk=checkout_id, account=account).first()
+    if checkout is None:
+        raise NotFound("No such checkout.")
+    return checkout
+
+
+def shortfall_get(*, account: Account) -> int:
+    return Account.objects.filter(pk=account.pk).values_list("shortfall", flat=True).get()
+
+
+def low_balance_alert_get(*, user) -> dict:
+    """The user's account's low-balance email; `email` is where it goes (the user's own address
+    until one is set, as the setting would use)."""
+    account = credits_services.account_for_user(user=user)
+    threshold, email, armed = (Account.objects.filter(pk=account.pk)
+                               .values_list("low_balance_threshold", "low_balance_email", "low_balance_armed").get())
+    return {"threshold": threshold, "email": email or getattr(user, "email", "") or "", "armed": bool(armed)}
+
+
+def payments_audit() -> list[str]:
+    """Payments against the ledger: each payment's credits granted exactly once under its
+    reference, its take-backs (taken + owed) equal to what it records as reversed, its checkout
+    paid; and no Stripe grant without a payment. Empty == clean."""
+    problems = []
+    entries = {row["reference"]: row for row in LedgerEntry.objects.filter(reference__startswith="stripe:")
+               .values("reference").annotate(
+                   grants=Count("id", filter=Q(kind=EntryKind.GRANT)),
+                   granted=Sum("amount", filter=Q(kind=EntryKind.GRANT)),
+                   reversed=Sum(F("shortfall_delta") - F("amount"), filter=Q(kind=EntryKind.CLAWBACK)))}
+    seen = set()
+    for payment in Payment.objects.select_related("checkout").order_by("pk").iterator():
+        reference = payment_reference(payment.checkout.stripe_session_id)
+        seen.add(reference)
+        row = entries.get(reference, {"grants": 0, "granted": 0, "reversed": 0})
+        label = f"payment {payment.pk} ({reference})"
+        if row["grants"] != 1 or (row["granted"] or 0) != payment.credits:
+            problems.append(f"{label}: {row['grants']} grant entries for {row['granted'] or 0} credits; "
+                            f"expected one for {payment.credits}")
+        if (row["reversed"] or 0) != payment.credits_reversed:
+            problems.append(f"{label}: its take-backs total {row['reversed'] or 0} credits; the payment records "
+                            f"{payment.credits_reversed}")
+        if payment.checkout.status != CheckoutStatus.PAID:
+            problems.append(f"{label}: its checkout is {payment.checkout.status}, not paid")
+    for reference, row in entries.items():
+        if reference not in seen and row["grants"]:
+            problems.append(f"{reference}: {row['granted']} credits granted for a Stripe session with no payment")
+    return problems

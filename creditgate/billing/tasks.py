@@ -1,0 +1,12 @@
+"""Celery tasks: load by id, call a service. The in-process runner runs the same tasks (dispatch)."""
+
+from celery import shared_task
+
+from creditgate.billing import dispatch, services
+from creditgate.billing.emails import EmailNotSent
+
+
+@shared_task(name=dispatch.SEND_LOW_BALANCE_EMAIL, ignore_result=True, autoretry_for=(EmailNotSent,),
+             retry_backoff=5, retry_backoff_max=600, max_retries=6)
+def send_low_balance_email(email_id: int) -> None:
+    services.low_balance_email_send(email_id=email_id)
