@@ -50,3 +50,41 @@ def test_business_metrics_are_labelled_by_catalog_terms_never_by_user():
         assert metric._name.startswith("creditgate_")
         names.add(metric._name)
     assert len(names) == len(metrics.ALL)
+
+
+def test_serve_metrics_adds_up_the_processes_of_its_host(tmp_path):
+    """The separate bind for a workers-only host: a counter written by one process (a worker)
+    is served by the command's own HTTP server."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import requests
+
+    repo = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", "from creditgate.core import metrics; "
+                    "metrics.provider_calls.labels(provider='openai', model='m', kind='image', outcome='timeout').inc(2)"],
+                   cwd=repo, env=env, check=True, timeout=60)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, "manage.py", "serve_metrics", "--bind", f"127.0.0.1:{port}"],
+                              cwd=repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None
+                time.sleep(0.2)
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    assert ('creditgate_provider_calls_total{kind="image",model="m",outcome="timeout",provider="openai"} 2.0'
+            in body), body[-2000:]
