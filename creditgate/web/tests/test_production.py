@@ -84,12 +84,12 @@ def start_gunicorn(env: dict, log: Path, *, workers: int = 2) -> Server:
          "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "60"],
         cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
     server = Server(url=f"http://127.0.0.1:{port}", env=env, process=proc, log=log)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a loaded 2-core machine boots a worker slowly
     while True:
         try:
-            if requests.get(server.url + "/health/", timeout=2).status_code == 200:
+            if requests.get(server.url + "/health/", timeout=5).status_code == 200:
                 return server
-        except requests.ConnectionError:
+        except requests.RequestException:  # not listening yet, or no worker booted to answer
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
             server.stop()
