@@ -24,15 +24,16 @@ NO_TIER = "none"
 holds = Counter(
     "creditgate_holds", "Credit holds by what happened to them.", ["kind", "outcome"],
 )
-"""Once per event in credits.services: `placed` when a hold is written, `refused` when the balance
-cannot cover it (the 402), `captured`/`released` when it is settled, `expired` when the reaper
-expires it. Label `kind` is the job kind."""
+"""Once per event in credits.services: `placed` in hold_place when the hold is written, `refused`
+there when the balance cannot cover it (the 402), `captured`/`released` in hold_settle (captured
+when any amount is captured, else released), `expired` in holds_release_stale. Label `kind` is the
+job kind."""
 
 credits_charged = Counter(
     "creditgate_credits_charged", "Credits captured from accounts.", ["kind", "tier"],
 )
-"""By the captured amount, where a hold is captured (credits.services hold capture), with the job's
-kind and image tier (NO_TIER for a text job)."""
+"""By the captured amount, in credits.services.hold_settle when it captures, with the job's kind and
+image tier (NO_TIER for a text job)."""
 
 provider_calls = Counter(
     "creditgate_provider_calls", "Provider calls (each attempt, retries included).",
@@ -53,13 +54,13 @@ job_queue_wait_seconds = Histogram(
     ["kind"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
-"""Observed once per job where a worker takes it (generation.services job run): now - created_at."""
+"""Observed once per job in generation.services.job_run when a worker first starts it: now - created_at."""
 
 jobs_finished = Counter(
     "creditgate_jobs_finished", "Jobs that reached a final status.", ["kind", "outcome"],
 )
-"""Once per job where it becomes final (generation.services, the worker or the reaper), with
-outcome its final status: succeeded, partial or failed."""
+"""Once per job where its status becomes final (generation.services: job_run's settlement or
+jobs_sweep), with outcome that status: succeeded, partial or failed."""
 
 ALL = (holds, credits_charged, provider_calls, provider_call_seconds, job_queue_wait_seconds, jobs_finished)
 ALLOWED_LABELS = frozenset({"tier", "model", "provider", "kind", "outcome"})
