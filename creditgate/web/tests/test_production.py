@@ -156,15 +156,17 @@ def production_env(django_db_setup, django_db_blocker, sandbox_server, s3, tmp_p
 def server(production_env):
     env, tmp = production_env
     web = start_gunicorn(env, tmp / "web.log")
-    if with_celery():
-        log = tmp / "worker.log"
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "creditgate", "worker", "--pool=threads", "--concurrency=2",
-             "--without-heartbeat", "--without-gossip", "--without-mingle"],
-            cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-        web.extra.append((worker, log))
-    yield web
-    web.stop()
+    try:  # never leave a server running after the session, whatever fails
+        if with_celery():
+            log = tmp / "worker.log"
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "creditgate", "worker", "--pool=threads", "--concurrency=2",
+                 "--without-heartbeat", "--without-gossip", "--without-mingle"],
+                cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+            web.extra.append((worker, log))
+        yield web
+    finally:
+        web.stop()
 
 
 @pytest.fixture
