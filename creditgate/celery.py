@@ -4,12 +4,15 @@ import os
 
 from celery import Celery
 from celery.signals import task_prerun
+from django_structlog.celery.steps import DjangoStructLogInitStep
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "creditgate.settings")
 
 app = Celery("creditgate")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# A worker binds the log context (request id, ...) that the enqueuing request put in a task's headers.
+app.steps["worker"].add(DjangoStructLogInitStep)
 
 
 @task_prerun.connect

@@ -4,10 +4,13 @@ Every variable is documented in README.md and `.env.example`.
 """
 
 import logging
+import os
 from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+
+from creditgate.core import logging as core_logging
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(environ.Env().str("CREDITGATE_VAR_DIR", default=str(BASE_DIR / "var")))
@@ -89,6 +92,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",  # Swagger UI's files served by us: /api/docs/ works with no internet
     "simple_history",
     "anymail",
+    "django_structlog",
     "creditgate.core",
     "creditgate.catalog",
     "creditgate.credits",
@@ -101,15 +105,23 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First and last: request counts and latencies by view, method and status (/metrics).
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Serves /static/ from STATIC_ROOT (collectstatic), before anything that touches the database.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "creditgate.core.middleware.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     # Tells the configuration history who made a change (creditgate.audit).
     "simple_history.middleware.HistoryRequestMiddleware",
+    # Binds the request id (and the user id) into the log context; logs each request once.
+    "django_structlog.middlewares.RequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "creditgate.urls"
@@ -285,25 +297,60 @@ SIMPLE_HISTORY_REVERT_DISABLED = True
 
 # --- Static and media --------------------------------------------------------------------
 STATIC_URL = "/static/"
-STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(VAR_DIR / "static")))
+if DEBUG:  # WhiteNoise serves the apps' own files then, and warns when STATIC_ROOT is missing
+    STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 MEDIA_URL = "/media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+
+# Images go through Django's storage API: local disk (MEDIA_ROOT) by default, an S3-compatible
+# bucket when CREDITGATE_S3_BUCKET is set, so every web process and worker, on any host, reads
+# and writes the same files. Credentials: the CREDITGATE_S3_* pair, else boto3's own chain
+# (AWS_* variables, an instance role). Objects stay private: the API streams them to their owner.
+CREDITGATE_S3_BUCKET = env.str("CREDITGATE_S3_BUCKET", default="")
+if CREDITGATE_S3_BUCKET:
+    _media_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": CREDITGATE_S3_BUCKET,
+            "endpoint_url": env.str("CREDITGATE_S3_ENDPOINT_URL", default="") or None,
+            "region_name": env.str("CREDITGATE_S3_REGION", default="") or None,
+            "access_key": env.str("CREDITGATE_S3_ACCESS_KEY_ID", default="") or None,
+            "secret_key": env.str("CREDITGATE_S3_SECRET_ACCESS_KEY", default="") or None,
+            "location": env.str("CREDITGATE_S3_PREFIX", default=""),
+            "default_acl": "private",
+            "querystring_auth": True,
+            "file_overwrite": False,
+        },
+    }
+else:
+    _media_storage = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
+STORAGES = {
+    "default": _media_storage,
+    # Production: compressed copies and content-hashed names (cached forever by browsers), built by
+    # `manage.py collectstatic` and served by WhiteNoise. Development reads the apps' files as they are.
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage" if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage",
+    },
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {
-        # Django's own default handlers would print each of its lines a second time beside root's.
-        "django": {"handlers": [], "level": "INFO", "propagate": True},
-        "django.db.backends": {"level": "WARNING"},
-        "stripe": {"level": "WARNING"},  # the SDK logs every request at INFO
-    },
-}
+# --- Logs and metrics ----------------------------------------------------------------------
+# One JSON object per line in production, readable lines in development (core.logging).
+CREDITGATE_LOG_FORMAT = env.str("CREDITGATE_LOG_FORMAT", default="console" if DEBUG else "json")
+LOGGING = core_logging.logging_config(fmt=CREDITGATE_LOG_FORMAT,
+                                      level=core_logging.level_name(env.str("LOG_LEVEL", default="INFO")))
+core_logging.structlog_configure()
+DJANGO_STRUCTLOG_TRUST_UPSTREAM_REQUEST_ID = True  # checked and returned by core.middleware.RequestIdMiddleware
+DJANGO_STRUCTLOG_CELERY_ENABLED = True  # a task's log lines carry the request id of the request that queued it
+
+# /metrics answers only with `Authorization: Bearer <this>`; unset, it is a 404.
+CREDITGATE_METRICS_TOKEN = env.str("CREDITGATE_METRICS_TOKEN", default="")
+# prometheus_client reads PROMETHEUS_MULTIPROC_DIR itself (README, "Production"); it must exist.
+if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)

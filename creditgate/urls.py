@@ -13,5 +13,6 @@ urlpatterns = [
     path("api/v1/credits/", include("creditgate.credits.urls")),
     path("api/v1/", include("creditgate.billing.urls")),
     path("api/v1/", include("creditgate.generation.urls")),
+    path("", include("creditgate.core.urls")),
     path("", include("creditgate.web.urls")),
 ]

@@ -5,3 +5,12 @@ class CoreConfig(AppConfig):
     name = "creditgate.core"
     label = "core"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from celery.signals import setup_logging
+
+        from creditgate.core.logging import celery_setup_logging
+
+        # Connected here (django.setup() runs in a worker before Celery sets up its logging), so a
+        # worker or beat keeps Django's LOGGING, JSON lines included, instead of Celery's own.
+        setup_logging.connect(celery_setup_logging, weak=False)

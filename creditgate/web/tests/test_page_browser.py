@@ -142,6 +142,8 @@ def test_generating_at_each_tier_shows_the_images_and_lowers_the_balance_by_the_
         assert page.locator("#bal-held").inner_text() == "0"
         title = f"{count} {quality['label']} images"
         first_charge = page.locator("#ledger-rows tr", has_text="Charged for").first
+        # The ledger is fetched after the balance: wait for its new top row, then read it.
+        expect(first_charge).to_contain_text(f"Charged for {title}")
         assert first_charge.locator("td").nth(1).inner_text().startswith(f"Charged for {title}\n")
         assert first_charge.locator("td").nth(2).inner_text() == f"-{total}"
         first_hold = page.locator("#ledger-rows tr", has_text="Held for").first

@@ -1,0 +1,98 @@
+"""Operations endpoints: liveness, readiness, Prometheus metrics. Plain Django views (not under
+/api/): a load balancer, an orchestrator and Prometheus call them, not users."""
+
+import asyncio
+import dataclasses
+import datetime
+import hmac
+
+from django.conf import settings
+from django.http import Http404, HttpResponse, JsonResponse
+from django.views.decorators.cache import never_cache
+from django_prometheus.exports import ExportToDjangoView
+from health_check import Cache, Database, HealthCheck, Storage
+from health_check.exceptions import ServiceUnavailable
+
+
+@never_cache
+def health(request):
+    """Liveness: the process answers. Touches no database, cache or broker, so a database outage
+    does not make an orchestrator restart every web process."""
+    return JsonResponse({"status": "ok"})
+
+
+def _broker_connection(timeout: float):
+    from creditgate.celery import app
+
+    connection = app.connection_for_write()
+    try:
+        connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+    except Exception as exc:  # kombu wraps each transport's errors differently
+        connection.release()
+        raise ServiceUnavailable("cannot connect to the broker") from exc
+    return connection
+
+
+@dataclasses.dataclass
+class Broker(HealthCheck):
+    """The Celery broker accepts a connection (django-health-check has no check for a Redis broker
+    that is not also the cache)."""
+
+    timeout = datetime.timedelta(seconds=3)
+
+    def run(self):
+        _broker_connection(self.timeout.total_seconds()).release()
+
+
+@dataclasses.dataclass
+class Workers(HealthCheck):
+    """At least one Celery worker answers a ping. Not django-health-check's `Ping`: that one
+    reconnects to a broker that is down for several seconds past its timeout, which holds the
+    readiness answer; this one gives up at once when the broker does not accept a connection."""
+
+    timeout = datetime.timedelta(seconds=3)
+
+    def run(self):
+        from creditgate.celery import app
+
+        with _broker_connection(1.0) as connection:
+            replies = app.control.ping(timeout=self.timeout.total_seconds() - 1, limit=1, connection=connection)
+        if not replies:
+            raise ServiceUnavailable("no Celery worker answered")
+
+
+def readiness_checks() -> dict[str, HealthCheck]:
+    """What must work for this process to serve: django-health-check's checks (database SELECT 1,
+    cache set/get, a file written, read and deleted in the media storage), plus the broker and a
+    worker answering a ping when jobs go to Celery."""
+    checks: dict[str, HealthCheck] = {"database": Database(), "cache": Cache(), "storage": Storage()}
+    if settings.CREDITGATE_JOBS_BACKEND == "celery":
+        checks["broker"] = Broker()
+        checks["workers"] = Workers()
+    return checks
+
+
+@never_cache
+async def ready(request):
+    """Readiness: 200 when every check passes, else 503; JSON naming each check's state. Messages
+    are django-health-check's short ones (no address, no credential)."""
+    checks = readiness_checks()
+    results = await asyncio.gather(*(check.get_result() for check in checks.values()))
+    states = {name: str(result.error) if result.error else "ok" for name, result in zip(checks, results)}
+    ok = all(state == "ok" for state in states.values())
+    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": states}, status=200 if ok else 503)
+
+
+def metrics(request):
+    """Prometheus exposition of request and business metrics (every process's, in multiprocess
+    mode). Not public: 404 unless CREDITGATE_METRICS_TOKEN is set, then only with
+    `Authorization: Bearer <token>`."""
+    token = settings.CREDITGATE_METRICS_TOKEN
+    if not token:
+        raise Http404
+    given = request.headers.get("Authorization", "")
+    if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+        response = HttpResponse("A bearer token is required.\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
+    return ExportToDjangoView(request)
