@@ -22,25 +22,26 @@ JOB_OUTCOMES = ("succeeded", "partial", "failed")
 NO_TIER = "none"
 
 holds = Counter(
-    "creditgate_holds", "Credit holds by what happened to them.", ["kind", "outcome"],
+    "creditgate_holds", "Credit holds by what happened to them.", ["outcome"],
 )
-"""Once per event in credits.services: `placed` in hold_place when the hold is written, `refused`
-there when the balance cannot cover it (the 402), `captured`/`released` in hold_settle (captured
-when any amount is captured, else released), `expired` in holds_release_stale. Label `kind` is the
-job kind."""
+"""Once per event in credits.services, after its transaction commits: `placed` in hold_place when
+the hold is written, `refused` there when the balance (or a shortfall) refuses it (the 402),
+`captured`/`released`/`expired` in hold_settle (captured when any amount is captured). The ledger
+knows no job kinds, so neither does this counter."""
 
 credits_charged = Counter(
     "creditgate_credits_charged", "Credits captured from accounts.", ["kind", "tier"],
 )
-"""By the captured amount, in credits.services.hold_settle when it captures, with the job's kind and
-image tier (NO_TIER for a text job)."""
+"""By the captured amount, where a job's settlement captures its hold (generation.services
+_Settlement.settle_hold), after that transaction commits, with the job's kind and image tier
+(NO_TIER for a text job)."""
 
 provider_calls = Counter(
     "creditgate_provider_calls", "Provider calls (each attempt, retries included).",
     ["provider", "model", "kind", "outcome"],
 )
-"""Once per attempt, where a provider call's record (ProviderCall) is written in
-generation.services, with outcome one of PROVIDER_CALL_OUTCOMES."""
+"""Once per provider call record (ProviderCall) written by generation.services, after that
+transaction commits, with outcome one of PROVIDER_CALL_OUTCOMES (`provider_call_outcome`)."""
 
 provider_call_seconds = Histogram(
     "creditgate_provider_call_seconds", "Latency of one provider call attempt.",
@@ -61,6 +62,19 @@ jobs_finished = Counter(
 )
 """Once per job where its status becomes final (generation.services: job_run's settlement or
 jobs_sweep), with outcome that status: succeeded, partial or failed."""
+
+_OUTCOME_OF_ERROR = {"content_refused": "refused", "provider_rate_limited": "rate_limited",
+                     "provider_timeout": "timeout", "provider_unavailable": "server_error",
+                     "provider_auth_failed": "bad_key", "provider_not_configured": "bad_key",
+                     "provider_quota_exhausted": "quota"}
+
+
+def provider_call_outcome(status: str, error_code: str) -> str:
+    """A provider call's outcome label: ok when it answered with images or text, else why not."""
+    if status in ("succeeded", "partial"):
+        return "ok"
+    return _OUTCOME_OF_ERROR.get(error_code, "error")
+
 
 ALL = (holds, credits_charged, provider_calls, provider_call_seconds, job_queue_wait_seconds, jobs_finished)
 ALLOWED_LABELS = frozenset({"tier", "model", "provider", "kind", "outcome"})

@@ -55,6 +55,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, OuterRef, Subquery, Value, When
 from django.utils import timezone
 
+from creditgate.core import metrics
 from creditgate.core.errors import IdempotencyConflict, InsufficientCredits, InvalidRequest, ShortfallOwed
 from creditgate.credits import events
 from creditgate.credits.models import Account, AccountMember, EntryKind, Hold, HoldState, LedgerEntry
@@ -345,10 +346,12 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
             .values_list("available", "shortfall", "replayed").first() or (0, 0, None))
         if replayed:
             return _hold_replayed(account=account, idempotency_key=idempotency_key, fingerprint=fingerprint), False
+        metrics.holds.labels("refused").inc()
         if shortfall:
             raise ShortfallOwed(shortfall=shortfall, available=available)
         raise InsufficientCredits(required=amount, available=available)
     account.available, account.held = after
+    transaction.on_commit(metrics.holds.labels("placed").inc)
     return hold, True
 
 
@@ -401,6 +404,7 @@ def hold_settle(*, hold_id, captured: int = 0, rate: dict | None = None, reason:
         raise RuntimeError(f"hold {hold_id}: the account refused a release")
     if captured and after[2]:
         _low_balance_disarm(account_id)
+    transaction.on_commit(metrics.holds.labels(HoldState.CAPTURED.value if captured else str(state)).inc)
     reason = reason[:500]
     # The capture entry comes first (the lower id), then the release of the rest.
     entries = []

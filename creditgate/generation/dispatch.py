@@ -13,6 +13,7 @@ request the process serves, so a restarted process recovers what its predecessor
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
@@ -41,7 +42,9 @@ def enqueue(job_id) -> bool:
             logger.warning("job %s could not be handed to the broker; the sweep will retry", job_id, exc_info=True)
             return False
         return True
-    _executor().submit(_run_in_thread, RUN_JOB, str(job_id))
+    # In a copy of the caller's context: the job's log lines carry the request id of the request
+    # that handed it over, and nothing a job binds leaks into the next job on the same thread.
+    _executor().submit(contextvars.copy_context().run, _run_in_thread, RUN_JOB, str(job_id))
     return True
 
 
@@ -75,7 +78,7 @@ def _run_in_thread(task_name: str, *args) -> None:
 
 def _sweep_forever() -> None:
     while interval := settings.CREDITGATE_JOB_SWEEP_SECONDS:
-        _run_in_thread(SWEEP_JOBS)
+        contextvars.copy_context().run(_run_in_thread, SWEEP_JOBS)
         time.sleep(interval)
 
 

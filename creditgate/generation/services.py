@@ -23,7 +23,9 @@ import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
+import structlog
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
@@ -33,7 +35,9 @@ from PIL import Image
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, ModelType, QualityTier
+from creditgate.core import metrics
 from creditgate.core.errors import IdempotencyConflict, InvalidRequest, RateLimited
+from creditgate.core.logging import log_context_bind
 from creditgate.credits import pricing
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
@@ -243,6 +247,9 @@ def job_run(*, job_id) -> float | None:
         return _lease_remaining(job_id)
     lease = leases.keep(job.pk, job.lease_token)
     run = _Run(job, lease)
+    if job.attempts == 1:
+        metrics.job_queue_wait_seconds.labels(job.kind).observe((timezone.now() - job.created_at).total_seconds())
+    log_context_bind(job_id=job.pk, account_id=job.account_id, hold_id=job.hold_id)
     try:
         _step(job, "claimed")
         if job.attempts > settings.CREDITGATE_JOB_MAX_ATTEMPTS:
@@ -270,6 +277,7 @@ def job_run(*, job_id) -> float | None:
             logger.exception("job %s could not be settled; recovery will", job_id)
     finally:
         leases.release(lease)
+        structlog.contextvars.unbind_contextvars("job_id", "account_id", "hold_id")
     return None
 
 
@@ -554,6 +562,7 @@ class _Run:
             ProviderCall.objects.filter(pk=call.pk, status=CallStatus.SENT).update(
                 **{f: getattr(call, f) for f in _CALL_OUTCOME_FIELDS})
         ProviderCall.objects.bulk_create(new)
+        transaction.on_commit(partial(_count_calls, [r.call for r in results]))
         images = [image for r in results for image in r.images]
         for index, image in enumerate(images, start=self.images_stored):
             image.index = index
@@ -598,6 +607,15 @@ def _named(name: str) -> tuple[AIModelConfig, ...]:
 
 _CALL_OUTCOME_FIELDS = ("status", "units_delivered", "provider_request_id", "error_code", "latency_ms",
                         "prompt_tokens", "completion_tokens", "cost_usd", "finished_at")
+
+
+def _count_calls(calls: list[ProviderCall]) -> None:
+    for call in calls:
+        metrics.provider_calls.labels(call.provider_id, call.model_name, call.kind,
+                                      metrics.provider_call_outcome(call.status, call.error_code)).inc()
+        if call.latency_ms is not None:
+            metrics.provider_call_seconds.labels(call.provider_id, call.model_name, call.kind).observe(
+                call.latency_ms / 1000)
 
 
 def _call_done(call: ProviderCall, started: float, *, status: str, delivered: int = 0, error_code: str = "",
@@ -661,6 +679,7 @@ class _Settlement:
 
     def settle_hold(self, job: Job) -> None:
         """In the settlement's transaction: capture the charge, release the rest."""
+        transaction.on_commit(partial(_count_settled, job.kind, job.tier, self.job_fields["status"], self.charge))
         if not job.hold_id:
             return
         reason = "" if self.charge else "nothing was delivered"
@@ -671,6 +690,12 @@ class _Settlement:
                          job.pk, job.hold_id)
             captured = Hold.objects.filter(pk=job.hold_id).values_list("captured_amount", flat=True).first() or 0
             Job.objects.filter(pk=job.pk).update(credits_charged=captured)
+
+
+def _count_settled(kind: str, tier: str, status: str, charge: int) -> None:
+    metrics.jobs_finished.labels(kind, status).inc()
+    if charge:
+        metrics.credits_charged.labels(kind, tier or metrics.NO_TIER).inc(charge)
 
 
 def _settlement(job: Job, *, images: int, text_tokens: int | None, errors: list[tuple[str, str]]) -> _Settlement:

@@ -300,10 +300,10 @@ def test_metrics_need_the_token_and_add_up_every_process(served):
         return response.text
 
     # A business counter incremented in another process (as a Celery worker would) is in the total.
-    labels = 'kind="image",outcome="placed"'
+    labels = 'outcome="placed"'
     before = metric_value(scrape(), "creditgate_holds_total", labels)
     subprocess.run([sys.executable, "-c", "from creditgate.core import metrics; "
-                    "metrics.holds.labels(kind='image', outcome='placed').inc(3)"],
+                    "metrics.holds.labels(outcome='placed').inc(3)"],
                    cwd=REPO, env=served.env,
                    check=True, capture_output=True, timeout=60)
     assert metric_value(scrape(), "creditgate_holds_total", labels) == before + 3
