@@ -296,6 +296,9 @@ def test_a_tier_that_became_unavailable_is_explained_and_leaves_the_list(page_en
     log_in(page, page_env, user)
     pick(page, tier=gone, count=1)
     page.get_by_label("Describe the image").fill("a comet")
+    # Ready to generate (the live total came back) before the tier goes: otherwise the page's own
+    # estimate would already find it gone and keep the button disabled.
+    expect(page.get_by_role("button", name="Generate")).to_be_enabled()
 
     # The operator takes the tier's model out of service after the page was loaded.
     AIModelConfig.objects.filter(quality_tier=gone["tier"], is_active=True).update(is_active=False)
