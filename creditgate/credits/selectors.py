@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import zoneinfo
 from collections import defaultdict
 
+from django.conf import settings
 from django.db.models import F, Max, Q, QuerySet, Sum, Window
+from django.utils import timezone
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, QualityTier
 from creditgate.core.errors import InvalidRequest, TierUnavailable
 from creditgate.credits import pricing
-from creditgate.credits.models import Account, EntryKind, Hold, HoldState, LedgerEntry
+from creditgate.credits.models import (
+    Account,
+    ApiKeySpend,
+    EntryKind,
+    Hold,
+    HoldState,
+    LedgerEntry,
+    MemberSpend,
+)
 from creditgate.credits.pricing import Price
 
 
@@ -66,6 +78,7 @@ def ledger_check() -> list[str]:
         problems.append(f"{negative} ledger entries record a negative counter")
     problems.extend(_shortfall_check())
     problems.extend(_holds_check())
+    problems.extend(_spending_check())
     return problems
 
 
@@ -104,6 +117,48 @@ def _holds_check() -> list[str]:
             problems.append(f"{label}: its entries charge {seen['charged']}, the hold captured "
                             f"{hold.captured_amount}")
     return problems
+
+
+def _spending_check() -> list[str]:
+    """Every member's and API key's monthly row must equal what its holds say: `held` the sum of
+    its active holds, `spent` the sum of what its captured holds charged."""
+    problems = []
+    scopes = [
+        ("member", MemberSpend.objects.all(), ("account_id", "user_id", "month"), Q(user__isnull=False),
+         ("account_id", "user_id", "spend_month")),
+        ("API key", ApiKeySpend.objects.all(), ("api_key_id", "month"), Q(api_key__isnull=False),
+         ("api_key_id", "spend_month")),
+    ]
+    for label, rows, row_key, holds_filter, hold_key in scopes:
+        expected = {tuple(r[k] for k in hold_key): (r["held"] or 0, r["spent"] or 0) for r in
+                    Hold.objects.filter(holds_filter).values(*hold_key).annotate(
+                        held=Sum("amount", filter=Q(state=HoldState.ACTIVE)),
+                        spent=Sum("captured_amount", filter=Q(state=HoldState.CAPTURED)))}
+        for row in rows.values(*row_key, "held", "spent").iterator():
+            key = tuple(row[k] for k in row_key)
+            held, spent = expected.pop(key, (0, 0))
+            if row["held"] < 0 or row["spent"] < 0 or (row["held"], row["spent"]) != (held, spent):
+                problems.append(f"{label} spending {_spending_label(key)}: held {row['held']}, spent {row['spent']}; "
+                                f"its holds say held {held}, spent {spent}")
+        for key, (held, spent) in expected.items():
+            problems.append(f"{label} spending {_spending_label(key)}: no row, but its holds say held {held}, "
+                            f"spent {spent}")
+    return problems
+
+
+def _spending_label(key: tuple) -> str:
+    *ids, month = key
+    return "/".join(str(i) for i in ids) + f" in {month:%Y-%m}"
+
+
+# --- Members' monthly spending ------------------------------------------------------------
+
+
+def spending_month(*, at: dt.datetime | None = None) -> dt.date:
+    """The calendar month `at` falls in (its first day), in CREDITGATE_SPENDING_TIME_ZONE: the month
+    a hold placed then counts in."""
+    local = timezone.localtime(at or timezone.now(), zoneinfo.ZoneInfo(settings.CREDITGATE_SPENDING_TIME_ZONE))
+    return local.date().replace(day=1)
 
 
 # --- Quotes: what a request would hold, priced by the one pricing module -------------------
