@@ -10,6 +10,7 @@ the credential, the user and the account membership are read in one query instea
   versions. It keeps working until the token is revoked (deleted); new integrations use API keys.
 """
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 
 from creditgate.credits import services
@@ -59,3 +60,14 @@ class TokenAuthentication(authentication.TokenAuthentication):
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
         return (token.user, token)
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema names API keys (drf-spectacular finds it by the class path)."""
+
+    target_class = "creditgate.credits.authentication.ApiKeyAuthentication"
+    name = "apiKey"
+
+    def get_security_definition(self, auto_schema):
+        return {"type": "http", "scheme": "bearer", "bearerFormat": "cg_<prefix>.<secret>",
+                "description": "A member's API key (the page's Team section, or POST /api/v1/account/api-keys/)."}

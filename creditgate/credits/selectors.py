@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections import defaultdict
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import F, Max, Q, QuerySet, Sum, Window
@@ -12,10 +13,12 @@ from django.utils import timezone
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, QualityTier
-from creditgate.core.errors import InvalidRequest, TierUnavailable
+from creditgate.core.errors import InvalidRequest, NotFound, TierUnavailable
 from creditgate.credits import pricing
 from creditgate.credits.models import (
     Account,
+    AccountMember,
+    ApiKey,
     ApiKeySpend,
     EntryKind,
     Hold,
@@ -159,6 +162,75 @@ def spending_month(*, at: dt.datetime | None = None) -> dt.date:
     a hold placed then counts in."""
     local = timezone.localtime(at or timezone.now(), zoneinfo.ZoneInfo(settings.CREDITGATE_SPENDING_TIME_ZONE))
     return local.date().replace(day=1)
+
+
+@dataclass(frozen=True)
+class Spending:
+    """What a member (or an API key) used in a month: spent, and held by running jobs."""
+
+    month: dt.date
+    spent: int = 0
+    held: int = 0
+
+    @property
+    def used(self) -> int:
+        return self.spent + self.held
+
+
+def members_list(*, viewer: AccountMember) -> list[tuple[AccountMember, Spending]]:
+    """The viewer's account's members with their spending this month: every member for an owner,
+    only themself for a member."""
+    month = spending_month()
+    members = AccountMember.objects.filter(account_id=viewer.account_id).select_related("user").order_by(
+        "joined_at", "pk")
+    if not viewer.is_owner:
+        members = members.filter(pk=viewer.pk)
+    spends = {row["user_id"]: Spending(month, row["spent"], row["held"]) for row in
+              MemberSpend.objects.filter(account_id=viewer.account_id, month=month).values("user_id", "spent", "held")}
+    return [(m, spends.get(m.user_id, Spending(month))) for m in members]
+
+
+def member_get(*, viewer: AccountMember, member_id) -> AccountMember:
+    """A member of the viewer's account (an owner sees all, a member only themself); 404 otherwise."""
+    member = AccountMember.objects.select_related("user", "account").filter(
+        pk=member_id if isinstance(member_id, int) else None, account_id=viewer.account_id).first()
+    if member is None or not (viewer.is_owner or member.pk == viewer.pk):
+        raise NotFound("No such member.")
+    return member
+
+
+def api_keys_list(*, viewer: AccountMember) -> list[tuple[ApiKey, Spending]]:
+    """The API keys the viewer manages (an owner: the account's; a member: their own), newest
+    first, with what each used this month."""
+    month = spending_month()
+    keys = ApiKey.objects.filter(member__account_id=viewer.account_id).select_related("member__user")
+    if not viewer.is_owner:
+        keys = keys.filter(member=viewer)
+    keys = list(keys.order_by("-created_at", "-pk"))
+    spends = {row["api_key_id"]: Spending(month, row["spent"], row["held"]) for row in
+              ApiKeySpend.objects.filter(api_key__in=keys, month=month).values("api_key_id", "spent", "held")}
+    return [(k, spends.get(k.pk, Spending(month))) for k in keys]
+
+
+def api_key_get(*, viewer: AccountMember, key_id) -> ApiKey:
+    key = ApiKey.objects.select_related("member__user", "member").filter(
+        pk=key_id if isinstance(key_id, int) else None, member__account_id=viewer.account_id).first()
+    if key is None or not (viewer.is_owner or key.member_id == viewer.pk):
+        raise NotFound("No such API key.")
+    return key
+
+
+def api_key_spending(*, api_key: ApiKey) -> Spending:
+    month = spending_month()
+    row = ApiKeySpend.objects.filter(api_key=api_key, month=month).values("spent", "held").first()
+    return Spending(month, row["spent"], row["held"]) if row else Spending(month)
+
+
+def member_spending(*, member: AccountMember) -> Spending:
+    month = spending_month()
+    row = (MemberSpend.objects.filter(account_id=member.account_id, user_id=member.user_id, month=month)
+           .values("spent", "held").first())
+    return Spending(month, row["spent"], row["held"]) if row else Spending(month)
 
 
 # --- Quotes: what a request would hold, priced by the one pricing module -------------------

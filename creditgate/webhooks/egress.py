@@ -155,7 +155,6 @@ def session() -> requests.Session:
     """A requests session that connects only to allowed addresses. Send with allow_redirects=False."""
     s = requests.Session()
     s.trust_env = False  # no proxy from the environment: it would connect on our behalf, unchecked
-    s.max_redirects = 0
     for scheme in SCHEMES:
         s.mount(f"{scheme}://", _GuardedAdapter(max_retries=0))
     return s
