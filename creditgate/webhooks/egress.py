@@ -59,7 +59,7 @@ def resolve(host: str, port: int) -> list[tuple]:
     any address is not allowed (one bad answer refuses the host: a resolver may rotate answers)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as exc:
+    except (OSError, UnicodeError, ValueError) as exc:  # gaierror is an OSError; an embedded NUL a ValueError
         raise AddressRefused(f"{host} could not be resolved") from exc
     for info in infos:
         reason = address_refusal(info[4][0])
