@@ -46,7 +46,7 @@ class AttemptSerializer(serializers.Serializer):
 
 @extend_schema_serializer(component_name="WebhookDelivery")
 class DeliverySerializer(serializers.Serializer):
-    id = serializers.UUIDField()
+    id = serializers.IntegerField()
     event_id = serializers.CharField(help_text="The webhook-id header: the same on every attempt.")
     event_type = serializers.ChoiceField(choices=EventType.choices)
     endpoint = serializers.UUIDField(source="endpoint_id")

@@ -53,9 +53,11 @@ class DeliveryStatus(models.TextChoices):
 
 
 class WebhookDelivery(models.Model):
-    """One event for one endpoint, until the endpoint accepted it or the retry period ran out."""
+    """One event for one endpoint, until the endpoint accepted it or the retry period ran out.
 
-    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    (An integer id: a job's deliveries are inserted by one INSERT ... SELECT over the account's
+    endpoints, with nothing to generate per row; every read is scoped to the account.)"""
+
     event_id = models.CharField(max_length=64, help_text="The webhook-id header: the same on every attempt.")
     event_type = models.CharField(max_length=40, choices=EventType.choices)
     endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries")

@@ -19,14 +19,14 @@ import secrets
 import uuid
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import transaction
-from django.db.models import Q
+from django.db import connection, transaction
 from django.utils import timezone
 
 from creditgate.catalog import crypto
 from creditgate.core.errors import InvalidRequest, NotFound
 from creditgate.credits import services as credits_services
 from creditgate.generation import dispatch
+from creditgate.generation.models import Job
 from creditgate.webhooks import egress
 from creditgate.webhooks.models import DeliveryStatus, EventType, WebhookDelivery, WebhookEndpoint
 
@@ -117,22 +117,35 @@ def job_event_id(job_id) -> str:
     return f"evt_{uuid.uuid5(_EVENT_NAMESPACE, f'job.finished:{job_id}').hex}"
 
 
+_DELIVERY = WebhookDelivery._meta.db_table
+_ENDPOINT = WebhookEndpoint._meta.db_table
+# One statement, whether the account has endpoints or not: a final job's settlement pays one
+# INSERT ... SELECT for its webhooks (a replayed settlement inserts nothing: the unique event id).
+_JOB_EVENTS_SQL = (
+    f"INSERT INTO {_DELIVERY} (event_id, event_type, endpoint_id, job_id, payload, status, attempts, "
+    f"next_attempt_at, created_at, finished_at, last_status_code, last_error) "
+    f"SELECT %s, %s, id, %s, '', %s, 0, %s, %s, NULL, NULL, '' FROM {_ENDPOINT} "
+    f"WHERE account_id = %s AND is_active AND (all_jobs OR id = %s) "
+    f"ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING id")
+
+
 def job_events_record(*, job) -> int:
     """In the transaction that makes `job` final: one delivery per endpoint that hears of it (the
     account's active endpoints that receive every job, and the one its request named), handed to
     the runner once that transaction commits. How many were recorded."""
-    endpoints = list(WebhookEndpoint.objects.filter(account_id=job.account_id, is_active=True)
-                     .filter(Q(all_jobs=True) | Q(pk=job.webhook_endpoint_id)).values_list("pk", flat=True))
-    if not endpoints:
-        return 0
-    now = timezone.now()
-    event_id = job_event_id(job.pk)
-    deliveries = [WebhookDelivery(event_id=event_id, event_type=EventType.JOB_FINISHED, endpoint_id=pk, job_id=job.pk,
-                                  created_at=now, next_attempt_at=now) for pk in endpoints]
-    WebhookDelivery.objects.bulk_create(deliveries, ignore_conflicts=True)
-    ids = [str(d.pk) for d in deliveries]
-    transaction.on_commit(lambda: _hand_over(ids))
-    return len(deliveries)
+    now = _db_value(WebhookDelivery._meta.get_field("created_at"), timezone.now())
+    with connection.cursor() as cursor:
+        cursor.execute(_JOB_EVENTS_SQL, [
+            job_event_id(job.pk), EventType.JOB_FINISHED, _db_value(Job._meta.pk, job.pk), DeliveryStatus.PENDING,
+            now, now, job.account_id, _db_value(WebhookEndpoint._meta.pk, job.webhook_endpoint_id)])
+        ids = [str(row[0]) for row in cursor.fetchall()]
+    if ids:
+        transaction.on_commit(lambda: _hand_over(ids))
+    return len(ids)
+
+
+def _db_value(field, value):
+    return None if value is None else field.get_db_prep_value(value, connection)
 
 
 def test_event_send(*, actor, endpoint: WebhookEndpoint) -> WebhookDelivery:

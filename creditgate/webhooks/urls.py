@@ -7,5 +7,5 @@ urlpatterns = [
     path("endpoints/<uuid:endpoint_id>/", apis.EndpointDetailApi.as_view(), name="webhook-endpoint"),
     path("endpoints/<uuid:endpoint_id>/test/", apis.EndpointTestApi.as_view(), name="webhook-endpoint-test"),
     path("deliveries/", apis.DeliveryListApi.as_view(), name="webhook-deliveries"),
-    path("deliveries/<uuid:delivery_id>/", apis.DeliveryDetailApi.as_view(), name="webhook-delivery"),
+    path("deliveries/<int:delivery_id>/", apis.DeliveryDetailApi.as_view(), name="webhook-delivery"),
 ]
