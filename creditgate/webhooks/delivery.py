@@ -52,7 +52,9 @@ def delivery_attempt(*, delivery_id) -> str | None:
     if not WebhookDelivery.objects.filter(pk=delivery_id, status=DeliveryStatus.PENDING,
                                           next_attempt_at__lte=now).update(next_attempt_at=now + lease):
         return None
-    delivery = WebhookDelivery.objects.select_related("endpoint").get(pk=delivery_id)
+    delivery = WebhookDelivery.objects.select_related("endpoint").filter(pk=delivery_id).first()
+    if delivery is None:  # its endpoint was removed meanwhile (with its deliveries)
+        return None
     endpoint = delivery.endpoint
     if not endpoint.is_active:
         _finish(delivery, status=DeliveryStatus.FAILED, error="The endpoint was disabled.")
