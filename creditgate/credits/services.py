@@ -13,8 +13,10 @@ On SQLite the IMMEDIATE transaction mode (settings) serializes writers anyway.
 
 Holds leave `active` exactly once through `UPDATE ... WHERE state = 'active'`: capture, release
 and the expiry sweep can race, only the one whose UPDATE matched the row moves credits. Settling
-locks the hold row, then the account row; placing locks the account row, then claims the new
-hold's key; no lock is taken in the other order, so the racers cannot deadlock.
+locks the hold row, then the account row, then the member's (and the API key's) monthly spending
+row; placing locks the account row, claims the new hold's key, then locks the same spending rows
+(the member's cap is one more conditional UPDATE, see "Members' and API keys' monthly spending"
+below); no lock is taken in another order, so the racers cannot deadlock.
 
 Money-moving functions run in `transaction.atomic(durable=True)`: they can never be nested in a
 longer transaction that would keep the account row locked (or, worse, span a provider call).
