@@ -11,7 +11,7 @@ class Migration(migrations.Migration):
     initial = True
 
     dependencies = [
-        ('credits', '0004_teams'),
+        ('credits', '0005_teams'),
         ('generation', '0002_durable_jobs'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]

@@ -21,7 +21,7 @@ def first_members_become_owners(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('credits', '0003_hold_expiry_optional'),
+        ('credits', '0004_shortfall_and_low_balance'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
