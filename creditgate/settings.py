@@ -316,6 +316,9 @@ SPECTACULAR_SETTINGS = {
         "UsageGroupEnum": [("day", "day"), ("tier", "tier")],
         "CheckoutStatusEnum": "creditgate.billing.models.CheckoutStatus",
         "WebhookOutcomeEnum": "creditgate.billing.models.EventOutcome",
+        "WebhookDeliveryStatusEnum": "creditgate.webhooks.models.DeliveryStatus",
+        "WebhookEventTypeEnum": "creditgate.webhooks.models.EventType",
+        "MemberRoleEnum": "creditgate.credits.models.MemberRole",
     },
 }
 

@@ -212,3 +212,26 @@ def test_a_generation_request_over_the_cap_is_a_402_and_one_within_it_is_held_fo
     # The owner is not capped by the writer's cap.
     assert client_for(owner).post("/api/v1/images/generations/", {"prompt": "a fox", "tier": "basic", "count": 3},
                                   format="json").status_code == 202
+
+
+def test_the_schema_declares_the_team_and_webhook_operations_with_their_errors(tmp_path):
+    import yaml
+    from django.core.management import call_command
+
+    out = tmp_path / "schema.yml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    paths = yaml.safe_load(out.read_text())["paths"]
+    expected = {
+        "/api/v1/account/members/": {"get"}, "/api/v1/account/members/{member_id}/": {"get", "patch"},
+        "/api/v1/account/api-keys/": {"get", "post"}, "/api/v1/account/api-keys/{key_id}/": {"get", "patch"},
+        "/api/v1/account/api-keys/{key_id}/revoke/": {"post"},
+        "/api/v1/webhooks/endpoints/": {"get", "post"},
+        "/api/v1/webhooks/endpoints/{endpoint_id}/": {"get", "patch", "delete"},
+        "/api/v1/webhooks/endpoints/{endpoint_id}/test/": {"post"},
+        "/api/v1/webhooks/deliveries/": {"get"}, "/api/v1/webhooks/deliveries/{delivery_id}/": {"get"},
+    }
+    for path, methods in expected.items():
+        assert set(paths[path]) - {"parameters"} == methods, path
+    assert {"201", "400", "403"} <= set(paths["/api/v1/account/api-keys/"]["post"]["responses"])
+    assert "402" in paths["/api/v1/images/generations/"]["post"]["responses"]
+    assert any(p["name"] == "Webhook-Endpoint" for p in paths["/api/v1/images/generations/"]["post"]["parameters"])
