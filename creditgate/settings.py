@@ -3,8 +3,10 @@
 Every variable is documented in README.md and `.env.example`.
 """
 
+import ipaddress
 import logging
 import os
+import zoneinfo
 from pathlib import Path
 
 import environ
@@ -102,6 +104,7 @@ INSTALLED_APPS = [
     "creditgate.legacy",
     "creditgate.audit",
     "creditgate.billing",
+    "creditgate.webhooks",
 ]
 
 MIDDLEWARE = [
@@ -218,6 +221,12 @@ CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS = env.int("CREDITGATE_JOB_QUEUE_TIMEOUT_SEC
 CREDITGATE_JOB_REDISPATCH_SECONDS = env.int("CREDITGATE_JOB_REDISPATCH_SECONDS", default=300)
 # Holds that no job owns (none of the service's own) expire after this; a job's hold never does.
 CREDITGATE_HOLD_TTL_SECONDS = env.int("CREDITGATE_HOLD_TTL_SECONDS", default=15 * 60)
+# Members' monthly caps count calendar months in this time zone (an IANA name).
+CREDITGATE_SPENDING_TIME_ZONE = env.str("CREDITGATE_SPENDING_TIME_ZONE", default="UTC")
+try:
+    zoneinfo.ZoneInfo(CREDITGATE_SPENDING_TIME_ZONE)
+except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    raise ImproperlyConfigured(f"CREDITGATE_SPENDING_TIME_ZONE: unknown time zone {CREDITGATE_SPENDING_TIME_ZONE!r}.") from None
 
 CELERY_BEAT_SCHEDULE = {
     # Recovery of lapsed leases, the outbox, queue timeouts (generation.services.jobs_sweep).
@@ -227,6 +236,9 @@ CELERY_BEAT_SCHEDULE = {
     "audit-ledger": {"task": "creditgate.generation.tasks.audit_ledger", "schedule": 3600.0},
     # Asks the providers which catalog models they still offer (manage.py check_model_lifecycle).
     "check-model-lifecycle": {"task": "creditgate.providers.tasks.check_model_lifecycle", "schedule": 24 * 3600.0},
+    # Webhook deliveries that are due and were not handed over (webhooks.services.deliveries_sweep).
+    "sweep-webhooks": {"task": "creditgate.webhooks.tasks.sweep_deliveries",
+                       "schedule": float(CREDITGATE_JOB_SWEEP_SECONDS or 15)},
 }
 
 # --- Buying credits (creditgate.billing) ---------------------------------------------------
@@ -238,6 +250,19 @@ CELERY_BEAT_SCHEDULE = {
 CREDITGATE_PUBLIC_URL = env.str("CREDITGATE_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 # The sender of the service's emails (low-balance alerts); with Resend, an address of a verified domain.
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="creditgate <alerts@creditgate.example>")
+# Webhooks (creditgate.webhooks): per-attempt timeout, retry backoff (doubling from the base up to
+# the max) for a bounded period after the event, the networks that may receive them although not
+# public (CIDRs; empty: public addresses only). Image URLs in payloads are made absolute with
+# CREDITGATE_PUBLIC_URL (above).
+CREDITGATE_WEBHOOK_TIMEOUT_SECONDS = env.float("CREDITGATE_WEBHOOK_TIMEOUT_SECONDS", default=10)
+CREDITGATE_WEBHOOK_RETRY_BASE_SECONDS = env.float("CREDITGATE_WEBHOOK_RETRY_BASE_SECONDS", default=10)
+CREDITGATE_WEBHOOK_RETRY_MAX_SECONDS = env.float("CREDITGATE_WEBHOOK_RETRY_MAX_SECONDS", default=3600)
+CREDITGATE_WEBHOOK_RETRY_PERIOD_SECONDS = env.int("CREDITGATE_WEBHOOK_RETRY_PERIOD_SECONDS", default=3 * 24 * 3600)
+CREDITGATE_WEBHOOK_ALLOWED_NETWORKS = env.list("CREDITGATE_WEBHOOK_ALLOWED_NETWORKS", default=[])
+try:
+    [ipaddress.ip_network(n, strict=False) for n in CREDITGATE_WEBHOOK_ALLOWED_NETWORKS]
+except ValueError as exc:
+    raise ImproperlyConfigured(f"CREDITGATE_WEBHOOK_ALLOWED_NETWORKS: {exc}") from None
 
 # --- Auth, API ---------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -263,7 +288,9 @@ CREDITGATE_GENERATION_RATE = _rate(env.str("CREDITGATE_GENERATION_RATE", default
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        # Token first: an anonymous API call then answers 401 with WWW-Authenticate, not 403.
+        # Header-based ones first: an anonymous API call then answers 401 with WWW-Authenticate
+        # (the first class's), not 403. Members' API keys, then the legacy per-user DRF tokens.
+        "creditgate.credits.authentication.ApiKeyAuthentication",
         "creditgate.credits.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
@@ -289,6 +316,9 @@ SPECTACULAR_SETTINGS = {
         "UsageGroupEnum": [("day", "day"), ("tier", "tier")],
         "CheckoutStatusEnum": "creditgate.billing.models.CheckoutStatus",
         "WebhookOutcomeEnum": "creditgate.billing.models.EventOutcome",
+        "WebhookDeliveryStatusEnum": "creditgate.webhooks.models.DeliveryStatus",
+        "WebhookEventTypeEnum": "creditgate.webhooks.models.EventType",
+        "MemberRoleEnum": "creditgate.credits.models.MemberRole",
     },
 }
 

@@ -12,6 +12,8 @@ urlpatterns = [
     path("api/v1/system/", include("creditgate.catalog.urls")),
     path("api/v1/credits/", include("creditgate.credits.urls")),
     path("api/v1/", include("creditgate.billing.urls")),
+    path("api/v1/account/", include("creditgate.credits.team_urls")),
+    path("api/v1/webhooks/", include("creditgate.webhooks.urls")),
     path("api/v1/", include("creditgate.generation.urls")),
     path("", include("creditgate.core.urls")),
     path("", include("creditgate.web.urls")),

@@ -59,6 +59,38 @@ class ShortfallOwed(ApplicationError):
         )
 
 
+class CapExceeded(ApplicationError):
+    """A monthly cap (a member's, or an API key's) would be passed: spent this month + held by
+    running jobs + this request > cap. Distinct from insufficient_credits: the account may have
+    the credits; this spender may not use them this month."""
+
+    status_code = 402
+    code = "member_cap_exceeded"
+    whose = "your monthly cap"
+
+    def __init__(self, *, cap: int, spent: int, held: int, required: int, month: str):
+        used = spent + held
+        super().__init__(
+            f"This needs {required} credits, which would pass {self.whose} of {cap} credits: "
+            f"{used} are used this month ({spent} spent, {held} held by running jobs).",
+            details={"cap": cap, "spent": spent, "held": held, "required": required, "month": month})
+
+
+class MemberCapExceeded(CapExceeded):
+    code = "member_cap_exceeded"
+    whose = "your monthly cap"
+
+
+class ApiKeyCapExceeded(CapExceeded):
+    code = "api_key_cap_exceeded"
+    whose = "this API key's monthly cap"
+
+
+class PermissionDenied(ApplicationError):
+    status_code = 403
+    code = "permission_denied"
+
+
 class IdempotencyConflict(ApplicationError):
     status_code = 409
     code = "idempotency_conflict"

@@ -9,6 +9,7 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
@@ -16,7 +17,7 @@ from creditgate.audit import selectors as audit_selectors
 from creditgate.audit.admin import version_url
 from creditgate.core.errors import ApplicationError
 from creditgate.credits import services
-from creditgate.credits.models import Account, AccountMember, EntryKind, Hold, LedgerEntry
+from creditgate.credits.models import Account, AccountMember, ApiKey, EntryKind, Hold, LedgerEntry
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -34,6 +35,7 @@ class AccountMemberInline(admin.TabularInline):
     model = AccountMember
     extra = 0
     raw_id_fields = ["user"]
+    fields = ["user", "role", "monthly_cap", "joined_at"]
     readonly_fields = ["joined_at"]
 
 
@@ -126,10 +128,32 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 
 
+@admin.register(ApiKey)
+class ApiKeyAdmin(ReadOnlyAdmin):
+    """Members' API keys: what they are and when they were used; the key itself is never stored.
+    Revoking (final) is an action; owners do the rest on the team page."""
+
+    list_display = ["name", "hint", "member", "monthly_cap", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix", "member__user__username", "member__account__name"]
+    list_select_related = ["member__user", "member__account"]
+    exclude = ["hashed_key"]
+    actions = ["revoke"]
+
+    @admin.display(description="Key starts with")
+    def hint(self, key: ApiKey) -> str:
+        return f"{services.API_KEY_MARKER}{key.prefix}…"
+
+    @admin.action(description="Revoke the selected keys (final)")
+    def revoke(self, request, queryset):
+        revoked = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {revoked} key(s).", messages.SUCCESS)
+
+
 @admin.register(Hold)
 class HoldAdmin(ReadOnlyAdmin):
-    list_display = ["id", "created_at", "account", "amount", "captured_amount", "state", "reference", "expires_at",
-                    "settled_at"]
+    list_display = ["id", "created_at", "account", "amount", "captured_amount", "state", "user", "api_key",
+                    "spend_month", "reference", "expires_at", "settled_at"]
     list_filter = ["state"]
     search_fields = ["account__name", "reference", "idempotency_key"]
     list_select_related = ["account"]

@@ -10,6 +10,13 @@ UPDATE and DELETE on ledger rows.
 A third counter, `shortfall`, holds credits a refund or a dispute took back beyond what was
 available (they had been spent): it is owed, never a negative balance. It too changes only with
 the entry that explains it (`shortfall_delta`), so it re-derives from the ledger like the others.
+
+Members' monthly spending follows the same rule: a hold placed for a member (and the API key the
+request used) also adds to that member's `MemberSpend` row for the month (and the key's
+`ApiKeySpend`), in the hold's own transaction and with a conditional UPDATE against the cap; its
+settlement moves the amount from held to spent (captured) or drops it (released, expired). So
+`held` is always the sum of the active holds and `spent` the sum of what they captured
+(`check_ledger` verifies both).
 """
 
 from __future__ import annotations
@@ -55,18 +62,78 @@ class Account(models.Model):
         return self.available + self.held
 
 
+class MemberRole(models.TextChoices):
+    OWNER = "owner", "Owner"
+    MEMBER = "member", "Member"
+
+
 class AccountMember(models.Model):
-    """A user's membership: one account per user, several users per account."""
+    """A user's membership: one account per user, several users per account.
+
+    Owners manage the account (members' caps and roles, API keys, webhook endpoints); every member
+    spends its credits, within the member's monthly cap when one is set.
+    """
 
     account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="members")
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="credit_membership")
+    role = models.CharField(max_length=10, choices=MemberRole.choices, default=MemberRole.MEMBER)
+    monthly_cap = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Credits this member may use per calendar month (spent plus held by running jobs); "
+                  "empty: no cap.")
     joined_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         verbose_name = "member"
+        constraints = [
+            models.CheckConstraint(condition=Q(role__in=MemberRole.values), name="member_role_valid"),
+            models.CheckConstraint(condition=Q(monthly_cap__isnull=True) | Q(monthly_cap__gte=0),
+                                   name="member_cap_not_negative"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.user} in {self.account}"
+
+    @property
+    def is_owner(self) -> bool:
+        return self.role == MemberRole.OWNER
+
+
+class ApiKey(models.Model):
+    """A member's named API key (`Authorization: Bearer cg_<prefix>.<secret>`).
+
+    Only a hash of the key is stored (djangorestframework-api-key's SHA-512 key hasher); the key
+    itself is shown once, when it is made. `prefix` finds the row, then the hash is compared in
+    constant time. A revoked key stays (its holds and spending refer to it) and never works again.
+    """
+
+    member = models.ForeignKey(AccountMember, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(max_length=100)
+    prefix = models.CharField(max_length=16, unique=True, editable=False)
+    hashed_key = models.CharField(max_length=200, editable=False)
+    monthly_cap = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Credits requests made with this key may use per calendar month; empty: only the member's cap.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(monthly_cap__isnull=True) | Q(monthly_cap__gte=0),
+                                   name="api_key_cap_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} (cg_{self.prefix}…)"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
 
 
 class HoldState(models.TextChoices):
@@ -87,6 +154,12 @@ class Hold(models.Model):
     fingerprint = models.CharField(max_length=128, blank=True, default="")
     reference = models.CharField(max_length=200, blank=True, default="")
     rate = models.JSONField(null=True, blank=True)
+    # Who spends it: the member (and the API key) whose monthly spending the hold counts in, and
+    # that month (the month it was placed, in CREDITGATE_SPENDING_TIME_ZONE). Empty: nobody's.
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True,
+                             related_name="+")
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, null=True, blank=True, related_name="holds")
+    spend_month = models.DateField(null=True, blank=True)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(null=True, blank=True,
                                       help_text="Empty: the hold's owner (a job) always settles it; it never expires by age.")
@@ -105,11 +178,51 @@ class Hold(models.Model):
             models.CheckConstraint(condition=(Q(state="active") & Q(settled_at__isnull=True))
                                    | (~Q(state="active") & Q(settled_at__isnull=False)),
                                    name="hold_settled_iff_not_active"),
+            models.CheckConstraint(condition=Q(user__isnull=True, spend_month__isnull=True, api_key__isnull=True)
+                                   | Q(user__isnull=False, spend_month__isnull=False),
+                                   name="hold_spender_has_month"),
         ]
         indexes = [models.Index(fields=["state", "expires_at"], name="hold_state_expiry_idx")]
 
     def __str__(self) -> str:
         return f"hold {self.pk} ({self.amount}, {self.state})"
+
+
+class MemberSpend(models.Model):
+    """A member's credits in one calendar month of one account: `held` by its active holds,
+    `spent` by their captures. Changed only with the hold it explains, in the same transaction
+    (credits.services); `manage.py check_ledger` re-derives both from the holds."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    month = models.DateField(help_text="The month's first day.")
+    held = models.BigIntegerField(default=0)
+    spent = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "member's monthly spending"
+        verbose_name_plural = "members' monthly spending"
+        constraints = [
+            models.UniqueConstraint(fields=["account", "user", "month"], name="member_spend_unique"),
+            models.CheckConstraint(condition=Q(held__gte=0) & Q(spent__gte=0), name="member_spend_not_negative"),
+        ]
+
+
+class ApiKeySpend(models.Model):
+    """The same for one API key: what requests made with it hold and spent in a month."""
+
+    api_key = models.ForeignKey(ApiKey, on_delete=models.PROTECT, related_name="+")
+    month = models.DateField(help_text="The month's first day.")
+    held = models.BigIntegerField(default=0)
+    spent = models.BigIntegerField(default=0)
+
+    class Meta:
+        verbose_name = "API key's monthly spending"
+        verbose_name_plural = "API keys' monthly spending"
+        constraints = [
+            models.UniqueConstraint(fields=["api_key", "month"], name="api_key_spend_unique"),
+            models.CheckConstraint(condition=Q(held__gte=0) & Q(spent__gte=0), name="api_key_spend_not_negative"),
+        ]
 
 
 class EntryKind(models.TextChoices):

@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import zoneinfo
 from collections import defaultdict
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import F, Max, Q, QuerySet, Sum, Window
+from django.utils import timezone
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, QualityTier
-from creditgate.core.errors import InvalidRequest, TierUnavailable
+from creditgate.core.errors import InvalidRequest, NotFound, TierUnavailable
 from creditgate.credits import pricing
-from creditgate.credits.models import Account, EntryKind, Hold, HoldState, LedgerEntry
+from creditgate.credits.models import (
+    Account,
+    AccountMember,
+    ApiKey,
+    ApiKeySpend,
+    EntryKind,
+    Hold,
+    HoldState,
+    LedgerEntry,
+    MemberSpend,
+)
 from creditgate.credits.pricing import Price
 
 
@@ -66,6 +81,7 @@ def ledger_check() -> list[str]:
         problems.append(f"{negative} ledger entries record a negative counter")
     problems.extend(_shortfall_check())
     problems.extend(_holds_check())
+    problems.extend(_spending_check())
     return problems
 
 
@@ -104,6 +120,117 @@ def _holds_check() -> list[str]:
             problems.append(f"{label}: its entries charge {seen['charged']}, the hold captured "
                             f"{hold.captured_amount}")
     return problems
+
+
+def _spending_check() -> list[str]:
+    """Every member's and API key's monthly row must equal what its holds say: `held` the sum of
+    its active holds, `spent` the sum of what its captured holds charged."""
+    problems = []
+    scopes = [
+        ("member", MemberSpend.objects.all(), ("account_id", "user_id", "month"), Q(user__isnull=False),
+         ("account_id", "user_id", "spend_month")),
+        ("API key", ApiKeySpend.objects.all(), ("api_key_id", "month"), Q(api_key__isnull=False),
+         ("api_key_id", "spend_month")),
+    ]
+    for label, rows, row_key, holds_filter, hold_key in scopes:
+        expected = {tuple(r[k] for k in hold_key): (r["held"] or 0, r["spent"] or 0) for r in
+                    Hold.objects.filter(holds_filter).values(*hold_key).annotate(
+                        held=Sum("amount", filter=Q(state=HoldState.ACTIVE)),
+                        spent=Sum("captured_amount", filter=Q(state=HoldState.CAPTURED)))}
+        for row in rows.values(*row_key, "held", "spent").iterator():
+            key = tuple(row[k] for k in row_key)
+            held, spent = expected.pop(key, (0, 0))
+            if row["held"] < 0 or row["spent"] < 0 or (row["held"], row["spent"]) != (held, spent):
+                problems.append(f"{label} spending {_spending_label(key)}: held {row['held']}, spent {row['spent']}; "
+                                f"its holds say held {held}, spent {spent}")
+        for key, (held, spent) in expected.items():
+            problems.append(f"{label} spending {_spending_label(key)}: no row, but its holds say held {held}, "
+                            f"spent {spent}")
+    return problems
+
+
+def _spending_label(key: tuple) -> str:
+    *ids, month = key
+    return "/".join(str(i) for i in ids) + f" in {month:%Y-%m}"
+
+
+# --- Members' monthly spending ------------------------------------------------------------
+
+
+def spending_month(*, at: dt.datetime | None = None) -> dt.date:
+    """The calendar month `at` falls in (its first day), in CREDITGATE_SPENDING_TIME_ZONE: the month
+    a hold placed then counts in."""
+    local = timezone.localtime(at or timezone.now(), zoneinfo.ZoneInfo(settings.CREDITGATE_SPENDING_TIME_ZONE))
+    return local.date().replace(day=1)
+
+
+@dataclass(frozen=True)
+class Spending:
+    """What a member (or an API key) used in a month: spent, and held by running jobs."""
+
+    month: dt.date
+    spent: int = 0
+    held: int = 0
+
+    @property
+    def used(self) -> int:
+        return self.spent + self.held
+
+
+def members_list(*, viewer: AccountMember) -> list[tuple[AccountMember, Spending]]:
+    """The viewer's account's members with their spending this month: every member for an owner,
+    only themself for a member."""
+    month = spending_month()
+    members = AccountMember.objects.filter(account_id=viewer.account_id).select_related("user").order_by(
+        "joined_at", "pk")
+    if not viewer.is_owner:
+        members = members.filter(pk=viewer.pk)
+    spends = {row["user_id"]: Spending(month, row["spent"], row["held"]) for row in
+              MemberSpend.objects.filter(account_id=viewer.account_id, month=month).values("user_id", "spent", "held")}
+    return [(m, spends.get(m.user_id, Spending(month))) for m in members]
+
+
+def member_get(*, viewer: AccountMember, member_id) -> AccountMember:
+    """A member of the viewer's account (an owner sees all, a member only themself); 404 otherwise."""
+    member = AccountMember.objects.select_related("user", "account").filter(
+        pk=member_id if isinstance(member_id, int) else None, account_id=viewer.account_id).first()
+    if member is None or not (viewer.is_owner or member.pk == viewer.pk):
+        raise NotFound("No such member.")
+    return member
+
+
+def api_keys_list(*, viewer: AccountMember) -> list[tuple[ApiKey, Spending]]:
+    """The API keys the viewer manages (an owner: the account's; a member: their own), newest
+    first, with what each used this month."""
+    month = spending_month()
+    keys = ApiKey.objects.filter(member__account_id=viewer.account_id).select_related("member__user")
+    if not viewer.is_owner:
+        keys = keys.filter(member=viewer)
+    keys = list(keys.order_by("-created_at", "-pk"))
+    spends = {row["api_key_id"]: Spending(month, row["spent"], row["held"]) for row in
+              ApiKeySpend.objects.filter(api_key__in=keys, month=month).values("api_key_id", "spent", "held")}
+    return [(k, spends.get(k.pk, Spending(month))) for k in keys]
+
+
+def api_key_get(*, viewer: AccountMember, key_id) -> ApiKey:
+    key = ApiKey.objects.select_related("member__user", "member").filter(
+        pk=key_id if isinstance(key_id, int) else None, member__account_id=viewer.account_id).first()
+    if key is None or not (viewer.is_owner or key.member_id == viewer.pk):
+        raise NotFound("No such API key.")
+    return key
+
+
+def api_key_spending(*, api_key: ApiKey) -> Spending:
+    month = spending_month()
+    row = ApiKeySpend.objects.filter(api_key=api_key, month=month).values("spent", "held").first()
+    return Spending(month, row["spent"], row["held"]) if row else Spending(month)
+
+
+def member_spending(*, member: AccountMember) -> Spending:
+    month = spending_month()
+    row = (MemberSpend.objects.filter(account_id=member.account_id, user_id=member.user_id, month=month)
+           .values("spent", "held").first())
+    return Spending(month, row["spent"], row["held"]) if row else Spending(month)
 
 
 # --- Quotes: what a request would hold, priced by the one pricing module -------------------

@@ -10,13 +10,19 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from creditgate.core.schema import error_response
 from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
+from creditgate.credits.authentication import request_api_key
 from creditgate.generation import selectors, services
 from creditgate.generation.models import Job, JobImage
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
     description="Same key and body: the same job, charged once. Same key, other body: 409.")
+WEBHOOK_HEADER = OpenApiParameter(
+    "Webhook-Endpoint", {"type": "string", "format": "uuid"}, OpenApiParameter.HEADER, required=False,
+    description="The id of one of the account's active webhook endpoints: it receives a signed job.finished event "
+                "when the job is final (besides the endpoints that receive every job). Unknown: 400, nothing held.")
 
 
 @extend_schema_serializer(component_name="Job")
@@ -100,12 +106,18 @@ class _GenerationApi(APIView):
     def get_serializer_class(self):  # how drf-spectacular finds the request body of an APIView
         return self.InputSerializer
 
-    @extend_schema(responses={202: JobOutputSerializer}, parameters=[IDEMPOTENCY_HEADER])
+    @extend_schema(responses={202: JobOutputSerializer, 402: error_response(
+        "insufficient_credits (details: required, available); member_cap_exceeded or api_key_cap_exceeded: the "
+        "member's or the API key's monthly cap would be passed (details: cap, spent, held, required, month).")},
+        parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER])
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
+        origin = services.JobOrigin(api_key=request_api_key(request),
+                                    webhook_endpoint=request.headers.get("Webhook-Endpoint"))
         job, created = type(self).create_job(
-            user=request.user, idempotency_key=request.headers.get("Idempotency-Key"), **serializer.validated_data)
+            user=request.user, idempotency_key=request.headers.get("Idempotency-Key"), origin=origin,
+            **serializer.validated_data)
         return _accepted(request, job, created)
 
 

@@ -31,6 +31,9 @@ SWEEP_JOBS = "creditgate.generation.tasks.sweep_jobs"
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _sweeper: threading.Thread | None = None
+# What the in-process sweeper runs each round (Celery beat's schedule has the same tasks); other
+# apps add theirs with sweep_register (webhooks: due deliveries).
+_sweeps: list[str] = [SWEEP_JOBS]
 
 
 def enqueue(job_id) -> bool:
@@ -46,6 +49,32 @@ def enqueue(job_id) -> bool:
     # that handed it over, and nothing a job binds leaks into the next job on the same thread.
     _executor().submit(contextvars.copy_context().run, _run_in_thread, RUN_JOB, str(job_id))
     return True
+
+
+def task_send(task_name: str, *args, countdown: float | None = None) -> bool:
+    """Hand any task to the runner by name, optionally `countdown` seconds from now; False if the
+    broker refused it. In-process, a countdown is a timer thread: lost with the process, so a task
+    sent this way must also be found by a sweep (as a due webhook delivery is)."""
+    if settings.CREDITGATE_JOBS_BACKEND == "celery":
+        try:
+            current_app.send_task(task_name, args=list(args), countdown=countdown)
+        except Exception:  # noqa: BLE001 - kombu raises many kinds; any of them means "not handed over"
+            logger.warning("task %s%s could not be handed to the broker", task_name, args, exc_info=True)
+            return False
+        return True
+    if countdown:
+        timer = threading.Timer(countdown, lambda: _executor().submit(_run_in_thread, task_name, *args))
+        timer.daemon = True
+        timer.start()
+    else:
+        _executor().submit(_run_in_thread, task_name, *args)
+    return True
+
+
+def sweep_register(task_name: str) -> None:
+    """Run this task in every round of the in-process sweeper too."""
+    if task_name not in _sweeps:
+        _sweeps.append(task_name)
 
 
 def inprocess_start(**signal_kwargs) -> None:
@@ -78,7 +107,8 @@ def _run_in_thread(task_name: str, *args) -> None:
 
 def _sweep_forever() -> None:
     while interval := settings.CREDITGATE_JOB_SWEEP_SECONDS:
-        contextvars.copy_context().run(_run_in_thread, SWEEP_JOBS)
+        for task_name in list(_sweeps):
+            contextvars.copy_context().run(_run_in_thread, task_name)
         time.sleep(interval)
 
 

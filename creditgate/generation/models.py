@@ -68,6 +68,9 @@ class Job(models.Model):
                                 related_name="job")
     credits_held = models.PositiveIntegerField(default=0)
     credits_charged = models.PositiveIntegerField(default=0)
+    # The webhook endpoint the request named (Webhook-Endpoint); it hears of the job when it is final.
+    webhook_endpoint = models.ForeignKey("webhooks.WebhookEndpoint", on_delete=models.SET_NULL, null=True,
+                                         blank=True, related_name="+")
 
     # Results.
     text = models.TextField(blank=True, default="")

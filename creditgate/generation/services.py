@@ -41,7 +41,7 @@ from creditgate.core.logging import log_context_bind
 from creditgate.credits import pricing
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
-from creditgate.credits.models import Hold
+from creditgate.credits.models import ApiKey, Hold
 from creditgate.generation import dispatch, leases
 from creditgate.generation import selectors as generation_selectors
 from creditgate.generation.models import (
@@ -64,6 +64,7 @@ from creditgate.providers.base import (
 )
 from creditgate.providers.breaker import breaker_allow, breaker_record
 from creditgate.providers.registry import adapter_for
+from creditgate.webhooks import services as webhook_services
 
 logger = logging.getLogger(__name__)
 
@@ -79,26 +80,26 @@ _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
 # --- Creating a job: validate, price, hold -------------------------------------------------
 
 
-def job_create_images(*, user, prompt: str, tier: str, count: int, idempotency_key: str | None = None
-                      ) -> tuple[Job, bool]:
+def job_create_images(*, user, prompt: str, tier: str, count: int, idempotency_key: str | None = None,
+                      origin: JobOrigin | None = None) -> tuple[Job, bool]:
     routing = catalog_selectors.routing_get()
     prompt = _clean_prompt(prompt, limit=IMAGE_PROMPT_MAX_CHARS)
     model, price = credits_selectors.quote_images(tier=tier, count=count, routing=routing)
     return _job_create(
-        user=user, idempotency_key=idempotency_key, price=price,
+        user=user, idempotency_key=idempotency_key, price=price, origin=origin,
         request={"kind": JobKind.IMAGE, "prompt": prompt, "tier": tier, "count": count},
         fields=dict(kind=JobKind.IMAGE, prompt=prompt, tier=tier, image_count=count,
                     **_image_snapshot(model, style=routing.settings.image_style)),
     )
 
 
-def job_create_text(*, user, prompt: str, max_tokens: int | None = None, idempotency_key: str | None = None
-                    ) -> tuple[Job, bool]:
+def job_create_text(*, user, prompt: str, max_tokens: int | None = None, idempotency_key: str | None = None,
+                    origin: JobOrigin | None = None) -> tuple[Job, bool]:
     routing = catalog_selectors.routing_get()
     prompt = _clean_prompt(prompt, limit=TEXT_PROMPT_MAX_CHARS)
     model, price, max_tokens = credits_selectors.quote_text(prompt=prompt, max_tokens=max_tokens, routing=routing)
     return _job_create(
-        user=user, idempotency_key=idempotency_key, price=price,
+        user=user, idempotency_key=idempotency_key, price=price, origin=origin,
         request={"kind": JobKind.TEXT, "prompt": prompt, "max_tokens": max_tokens},
         fields=dict(kind=JobKind.TEXT, prompt=prompt, max_tokens=max_tokens,
                     **_text_snapshot(model, temperature=routing.settings.temperature)),
@@ -106,7 +107,8 @@ def job_create_text(*, user, prompt: str, max_tokens: int | None = None, idempot
 
 
 def job_create_article(*, user, prompt: str, tier: str, image_count: int | None = None,
-                       max_tokens: int | None = None, idempotency_key: str | None = None) -> tuple[Job, bool]:
+                       max_tokens: int | None = None, idempotency_key: str | None = None,
+                       origin: JobOrigin | None = None) -> tuple[Job, bool]:
     """An article: a text plus up to `max_in_article_images` images of a tier in the global style."""
     routing = catalog_selectors.routing_get()
     gs = routing.settings
@@ -124,7 +126,7 @@ def job_create_article(*, user, prompt: str, tier: str, image_count: int | None 
         image_fields = _image_snapshot(image_model, style=gs.image_style)
     price = pricing.price_total(*parts)
     return _job_create(
-        user=user, idempotency_key=idempotency_key, price=price,
+        user=user, idempotency_key=idempotency_key, price=price, origin=origin,
         request={"kind": JobKind.ARTICLE, "prompt": prompt, "tier": tier, "image_count": image_count,
                  "max_tokens": max_tokens},
         fields=dict(kind=JobKind.ARTICLE, prompt=prompt, tier=tier, image_count=image_count, max_tokens=max_tokens,
@@ -132,11 +134,24 @@ def job_create_article(*, user, prompt: str, tier: str, image_count: int | None 
     )
 
 
-def _job_create(*, user, idempotency_key: str | None, price: pricing.Price, request: dict, fields: dict
-                ) -> tuple[Job, bool]:
+@dataclass(frozen=True)
+class JobOrigin:
+    """How a request came in, beyond its user: the API key it was made with (its monthly cap
+    applies) and the webhook endpoint it named (it hears of the job when the job is final)."""
+
+    api_key: ApiKey | None = None
+    webhook_endpoint: str | None = None
+
+
+def _job_create(*, user, idempotency_key: str | None, price: pricing.Price, request: dict, fields: dict,
+                origin: JobOrigin | None = None) -> tuple[Job, bool]:
     """Hold the job's price and create the job in one transaction; a replayed key returns the
     first job, charged once."""
     account = credits_services.account_for_user(user=user)
+    origin = origin or JobOrigin()
+    if origin.webhook_endpoint is not None:
+        fields = {**fields, "webhook_endpoint": webhook_services.endpoint_for_request(
+            account=account, endpoint_id=origin.webhook_endpoint)}
     key = _check_idempotency_key(idempotency_key)
     fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
     _check_rate(account)
@@ -150,7 +165,8 @@ def _job_create(*, user, idempotency_key: str | None, price: pricing.Price, requ
             # write; a new job is then inserted once, already pointing at its hold.
             hold, created = credits_services.hold_place(
                 account=account, amount=price.credits, idempotency_key=f"job:{key}",
-                fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate, expires=False)
+                fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate, expires=False,
+                user=user, api_key=origin.api_key)
             if created:
                 job.hold = hold
                 job.save(force_insert=True)
@@ -678,7 +694,9 @@ class _Settlement:
     rate: dict | None
 
     def settle_hold(self, job: Job) -> None:
-        """In the settlement's transaction: capture the charge, release the rest."""
+        """In the settlement's transaction: capture the charge, release the rest; and record the
+        job's webhook deliveries (an outbox: committed with the final state, never lost)."""
+        webhook_services.job_events_record(job=job)
         transaction.on_commit(partial(_count_settled, job.kind, job.tier, self.job_fields["status"], self.charge))
         if not job.hold_id:
             return

@@ -23,6 +23,13 @@ class HomeView(LoginRequiredMixin, TemplateView):
     template_name = "web/home.html"
 
 
+# Like the home page, the team page renders no data on the server: team.js reads and changes
+# everything through the same API an integration uses (members, keys, webhooks).
+@method_decorator(ensure_csrf_cookie, name="dispatch")
+class TeamView(LoginRequiredMixin, TemplateView):
+    template_name = "web/team.html"
+
+
 def job_title(job) -> str:
     """"2 <tier label> images", "Text", "Article with 3 <tier label> images": what the user asked for."""
     tier = QualityTier(job.tier).label if job.tier in QualityTier.values else job.tier

@@ -17,15 +17,24 @@ def run(job: dict, go: threading.Event) -> list:
 
     from creditgate.core.errors import ApplicationError
     from creditgate.credits import services
-    from creditgate.credits.models import Account
+    from django.contrib.auth import get_user_model
+
+    from creditgate.credits.models import Account, ApiKey
 
     def one(op):
         go.wait()
+        # Each outcome names its operation and member, so a test can sort a race's outcomes.
+        return {**attempt(op), "op": op["op"], "user_id": op.get("user_id")}
+
+    def attempt(op):
         try:
             if op["op"] == "hold":
                 account = Account(pk=op["account_id"])
+                # A member's hold (user_id), made with an API key (api_key_id): their monthly caps apply.
+                user = get_user_model()(pk=op["user_id"]) if op.get("user_id") else None
+                api_key = ApiKey(pk=op["api_key_id"]) if op.get("api_key_id") else None
                 hold, created = services.hold_place(account=account, amount=op["amount"], idempotency_key=op["key"],
-                                                    fingerprint=op.get("fingerprint", "f"))
+                                                    fingerprint=op.get("fingerprint", "f"), user=user, api_key=api_key)
                 return {"ok": True, "created": created, "hold_id": hold.pk}
             if op["op"] == "capture":
                 return {"ok": services.hold_capture(hold_id=op["hold_id"], amount=op["amount"]),

@@ -4,6 +4,7 @@ several OS processes against one committed database."""
 import datetime as dt
 import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -17,7 +18,7 @@ from django.utils import timezone
 
 from creditgate.core.errors import InsufficientCredits
 from creditgate.credits import selectors, services
-from creditgate.credits.models import Hold, LedgerEntry
+from creditgate.credits.models import Hold, LedgerEntry, MemberSpend
 
 from .conftest import make_user
 
@@ -164,3 +165,79 @@ def test_capture_release_and_expiry_racing_on_the_same_holds_take_effect_once(pg
     assert selectors.balance_get(account=account) == {"balance": 100 - charged, "held": 0,
                                                       "available": 100 - charged}
     call_command("check_ledger")  # exits 1 on any inconsistency
+
+
+def test_a_member_capped_at_20_gets_exactly_20_of_60_concurrent_holds_and_no_one_else_is_affected(pg):
+    """Three processes (and this one) race: a writer capped at 20 sends 60 one-credit holds, an
+    uncapped editor 30, a bot's API key capped at 5 sends 20; then the editor drains the account
+    while the writer's holds are captured and the writer keeps asking."""
+    owner = make_user("owner", credits=100)
+    account = services.account_for_user(user=owner)
+    writer, editor, bot = make_user("writer"), make_user("editor"), make_user("bot")
+    for user in (writer, editor, bot):
+        services.account_member_add(account=account, user=user)
+    services.member_update(actor=owner, member=services.member_for_user(user=writer), monthly_cap=20)
+    bot_key, _ = services.api_key_create(actor=owner, member=services.member_for_user(user=bot), name="bot",
+                                         monthly_cap=5)
+
+    def hold(user, key, **extra):
+        return {"op": "hold", "account_id": account.pk, "amount": 1, "key": key, "user_id": user.pk, **extra}
+
+    def race(ops: list[dict]) -> list[dict]:
+        ops = ops[:]
+        random.Random(7).shuffle(ops)
+        third = len(ops) // 3
+        workers = Workers([{"threads": 8, "ops": ops[:third]}, {"threads": 8, "ops": ops[third:2 * third]}])
+        go = threading.Event()
+        pool, futures = in_threads(_run_op, ops[2 * third:], threads=8, go=go)
+        workers.go()
+        go.set()
+        results = workers.results() + [f.result() for f in futures]
+        pool.shutdown()
+        return results
+
+    first = race([hold(writer, f"w{i}") for i in range(60)] + [hold(editor, f"e{i}") for i in range(30)]
+                 + [hold(bot, f"b{i}", api_key_id=bot_key.pk) for i in range(20)])
+    by_user = {u.pk: [r for r in first if r["user_id"] == u.pk] for u in (writer, editor, bot)}
+    assert sum(r["ok"] for r in by_user[writer.pk]) == 20
+    assert {r["code"] for r in by_user[writer.pk] if not r["ok"]} == {"member_cap_exceeded"}
+    assert sum(r["ok"] for r in by_user[editor.pk]) == 30           # the writer's cap never touched the editor
+    assert sum(r["ok"] for r in by_user[bot.pk]) == 5
+    assert {r["code"] for r in by_user[bot.pk] if not r["ok"]} == {"api_key_cap_exceeded"}
+    assert selectors.balance_get(account=account) == {"balance": 100, "held": 55, "available": 45}
+    call_command("check_ledger")
+
+    writer_holds = list(Hold.objects.filter(user=writer, state="active").values_list("pk", flat=True))
+    second = race([hold(editor, f"e2-{i}") for i in range(60)] + [hold(writer, f"w2-{i}") for i in range(10)]
+                  + [{"op": "capture", "hold_id": pk, "amount": 1, "user_id": writer.pk} for pk in writer_holds])
+    holds, captures = [r for r in second if r["op"] == "hold"], [r for r in second if r["op"] == "capture"]
+    assert sum(r["ok"] for r in holds if r["user_id"] == editor.pk) == 45   # exactly what the account had left
+    assert not [r for r in holds if r["user_id"] == writer.pk and r["ok"]]
+    assert len(captures) == 20 and all(r["ok"] for r in captures)
+    assert selectors.balance_get(account=account) == {"balance": 80, "held": 80, "available": 0}
+    month = selectors.spending_month()
+    assert MemberSpend.objects.get(account=account, user=writer, month=month).spent == 20
+    assert MemberSpend.objects.get(account=account, user=writer, month=month).held == 0
+    assert MemberSpend.objects.get(account=account, user=editor, month=month).held == 75
+    assert selectors.ledger_check() == []
+    call_command("check_ledger")
+
+
+def _run_op(op: dict) -> dict:
+    """One operation from a thread of this process, reported like concurrency_worker's."""
+    from django.contrib.auth import get_user_model
+
+    from creditgate.core.errors import ApplicationError
+    from creditgate.credits.models import Account, ApiKey
+
+    try:
+        if op["op"] == "capture":
+            return {"ok": services.hold_capture(hold_id=op["hold_id"], amount=op["amount"]), "op": "capture",
+                    "user_id": op["user_id"]}
+        user = get_user_model()(pk=op["user_id"])
+        api_key = ApiKey(pk=op["api_key_id"]) if op.get("api_key_id") else None
+        services.hold_place(account=Account(pk=op["account_id"]), amount=op["amount"], idempotency_key=op["key"],
+                            fingerprint="f", user=user, api_key=api_key)
+        return {"ok": True, "op": "hold", "user_id": op["user_id"]}
+    except ApplicationError as exc:
+        return {"ok": False, "code": exc.code, "details": exc.details, "op": op["op"], "user_id": op["user_id"]}

@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+
+
+class WebhooksConfig(AppConfig):
+    name = "creditgate.webhooks"
+    label = "webhooks"
+    verbose_name = "Webhooks"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from creditgate.generation import dispatch
+        from creditgate.webhooks import services, tasks  # noqa: F401 - registers the tasks the runners look up by name
+
+        dispatch.sweep_register(services.SWEEP_DELIVERIES)
