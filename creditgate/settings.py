@@ -240,6 +240,8 @@ CELERY_BEAT_SCHEDULE = {
     # Webhook deliveries that are due and were not handed over (webhooks.services.deliveries_sweep).
     "sweep-webhooks": {"task": "creditgate.webhooks.tasks.sweep_deliveries",
                        "schedule": float(CREDITGATE_JOB_SWEEP_SECONDS or 15)},
+    # The usage report's rollups of closed days (manage.py roll_up_usage).
+    "roll-up-usage": {"task": "creditgate.reports.tasks.roll_up_usage", "schedule": 3600.0},
 }
 
 # --- Buying credits (creditgate.billing) ---------------------------------------------------

@@ -9,7 +9,7 @@ from decimal import Decimal
 from django.contrib.auth import get_user_model
 
 from creditgate.credits import services as credits_services
-from creditgate.generation.models import CallStatus, CostSource, Job, JobImage, JobKind, JobStatus, ProviderCall
+from creditgate.generation.models import Job, JobImage, JobKind, JobStatus, ProviderCall
 
 _counter = itertools.count()
 
@@ -49,5 +49,3 @@ def job(account_user, *, at: dt.datetime, kind=JobKind.IMAGE, tier="basic", mode
                                   for i in range(images)])
     return j
 
-
-OK, FAILED = CallStatus.SUCCEEDED, CallStatus.FAILED
