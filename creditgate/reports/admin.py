@@ -96,6 +96,7 @@ class UsageReportAdmin(admin.ModelAdmin):
                 data_url=f"{reverse('admin:reports_usagereport_data')}?{query}",
                 csv_url=f"{reverse('admin:reports_usagereport_csv')}?{query}",
                 drift_percent=settings.CREDITGATE_COST_DRIFT_PERCENT,
+                credit_value=(f"{report.usd_per_credit.normalize():f}" if report.usd_per_credit is not None else None),
                 settings_url=reverse("admin:catalog_globalintegrationsettings_changelist"))
         return TemplateResponse(request, "admin/reports/usage_report.html", context, status=200 if form.is_valid()
                                 else 400)

@@ -30,6 +30,7 @@ class ReportFilterForm(forms.Form):
                              choices=[("", "All tiers and text"), *USAGE_LABELS.items()])
 
     def __init__(self, *args, **kwargs):
+        kwargs.setdefault("label_suffix", "")
         super().__init__(*args, **kwargs)
         # "from" is a Python keyword: the date fields are added by name, first.
         self.fields = {"from": _date_field("From"), "to": _date_field("To"), **self.fields}

@@ -80,7 +80,7 @@
     var options = baseOptions();
     options.spanGaps = true;
     options.scales = {
-      x: { grid: { display: false }, ticks: { maxRotation: 0, autoSkip: true, maxTicksLimit: 8 } },
+      x: { grid: { display: false }, ticks: { maxRotation: 0, autoSkip: true, autoSkipPadding: 16, maxTicksLimit: 5 } },
       y: { beginAtZero: true, suggestedMax: 0.1, ticks: { callback: function (v) { return Math.round(v * 100) + "%"; } } },
     };
     options.plugins.tooltip = { callbacks: { label: function (ctx) {
