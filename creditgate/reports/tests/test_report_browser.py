@@ -13,7 +13,6 @@ from django.contrib.auth import get_user_model
 from creditgate.catalog.models import GlobalIntegrationSettings
 from creditgate.generation.models import CallStatus, CostSource, JobKind, JobStatus
 from creditgate.reports.tests.factories import job, owner
-from creditgate.web.tests.conftest import browser, page, pytest_runtest_makereport  # noqa: F401 - fixtures, hook
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed").expect
