@@ -11,8 +11,9 @@ from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
-from django.db.models import Sum
+from django.db.models import F, Sum
 
+from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits.models import EntryKind, LedgerEntry
@@ -31,8 +32,7 @@ def env(transactional_db, seeded_catalog, sandbox, settings):
     settings.CREDITGATE_JOBS_BACKEND = "inprocess"
     settings.CREDITGATE_PROVIDER_MAX_RETRIES = 2
     # Catalog prices that differ from what the sandbox bills, so a cost's source shows in its value.
-    AIModelConfig.objects.filter(model_name="runware:97@1").update(usd_per_image=Decimal("0.0100"))
-    AIModelConfig.objects.filter(model_name="google:4@2").update(usd_per_image=Decimal("0.1500"))
+    AIModelConfig.objects.filter(model_type="image").update(usd_per_image=F("usd_per_image") + Decimal("0.0010"))
     GlobalIntegrationSettings.objects.update_or_create(id=1, defaults={"usd_per_credit": Decimal("0.012")})
     yield sandbox
     dispatch.wait_idle()
@@ -79,8 +79,10 @@ def test_a_scripted_run_is_recorded_try_by_try_and_adds_up(env):
     refused = run(text, fail=(1, "content_refusal"))  # a refusal is never retried
     assert refused.error_code == "content_refused"
     assert tries(refused) == [("text", 1, "failed", "ProviderContentRefused", 400)]
-    quota = run(images("quality", 1), fail=(1, "quota"))  # nor is an exhausted quota
-    assert tries(quota) == [("image", 1, "failed", "ProviderQuotaExhausted", 429)]
+    quota = run(images("quality", 1), fail=(1, "quota"))  # nor is an exhausted quota: the tier's backup serves
+    backup = catalog_selectors.routing_get().image_models_ordered["quality"][1]
+    assert tries(quota) == [("image", 1, "failed", "ProviderQuotaExhausted", 429), ("image", 1, "succeeded", "", None)]
+    assert quota.calls.get(status="succeeded").model_name == backup.model_name and quota.status == "succeeded"
     no_cost = run(images("basic", 1), runware_cost=False)  # Runware without its cost: the catalog's
     sandbox.configure(runware_cost=True)
     article = run(lambda: services.job_create_article(user=user, prompt="Foxes", tier="premium", image_count=2,
