@@ -16,9 +16,10 @@ What the columns mean:
 - A row is (period, usage, model): usage is an image tier or `text`, as in the user's usage API.
   Jobs count in the period they were asked for (UTC), and so do their calls and images, so a
   row's revenue and cost are those of the same jobs.
-- jobs, refused, failed: the jobs routed to that model (an article counts once under its tier and
-  once under text; the totals count each job once); refused = failed on a content refusal,
-  failed = failed otherwise.
+- jobs, refused, failed: the jobs priced with that model, the first of their tier when they were
+  asked for (an article counts once under its tier and once under text; the totals count each job
+  once); refused = failed on a content refusal, failed = failed otherwise. Images, calls and costs
+  count under the model that served them, which after a failover is the tier's next model.
 - images: images delivered by that model (each provider request's delivered units); tokens: the
   text's tokens as charged.
 - credits: credits charged: images at the per-image rate their job was held at, a text the rest of
