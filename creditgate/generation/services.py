@@ -42,8 +42,9 @@ from creditgate.credits import pricing
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import ApiKey, Hold
-from creditgate.generation import costs, dispatch, leases
+from creditgate.generation import dispatch, leases
 from creditgate.generation import selectors as generation_selectors
+from creditgate.generation.calls import CALL_OUTCOME_FIELDS, call_ended_unanswered, call_size, call_tries_recorded
 from creditgate.generation.models import (
     FINAL_STATUSES,
     CallStatus,
@@ -454,10 +455,10 @@ class _Run:
                 text = adapter.generate_text(model=model, prompt=job.prompt, max_tokens=job.max_tokens,
                                              temperature=temperature, record=tries.append)
             except ProviderError as exc:
-                rows = _tries_recorded(call, tries, model=model, started=started, error=exc)
+                rows = call_tries_recorded(call, tries, model=model, started=started, error=exc)
                 return _CallResult(call=call, retries=rows[1:], error=(exc.code, exc.message), model_index=index,
                                    failover_units=1 if exc.failover else 0, health=_health(exc))
-            rows = _tries_recorded(call, tries, model=model, started=started, answered=ProviderTry(
+            rows = call_tries_recorded(call, tries, model=model, started=started, answered=ProviderTry(
                 ok=True, latency_ms=None, request_id=text.provider_request_id or "", units=1,
                 prompt_tokens=text.prompt_tokens, completion_tokens=text.completion_tokens,
                 finish_reason=text.finish_reason or ""))
@@ -469,7 +470,7 @@ class _Run:
         job = self.job
         prompt = styled_prompt(job.prompt, job.image_style)
         calls = [self._new_call(model, ModelType.IMAGE, n) for n in adapter.image_call_sizes(model=model, count=units)]
-        size = _default_size(adapter, model)
+        size = call_size(adapter, model)
         for call in calls:
             call.size = size
         presaved = adapter.resumable
@@ -487,7 +488,7 @@ class _Run:
                     outcomes = adapter.generate_image_batch(model=model, prompt=prompt, n=call.units_requested,
                                                             task_id=call.task_id or None, record=tries.append)
                 except ProviderError as exc:
-                    rows = _tries_recorded(call, tries, model=model, started=started, error=exc, task_ids=presaved)
+                    rows = call_tries_recorded(call, tries, model=model, started=started, error=exc, task_ids=presaved)
                     return _CallResult(call=call, presaved=presaved, retries=rows[1:], error=(exc.code, exc.message),
                                        model_index=index, failover_units=call.units_requested if exc.failover else 0,
                                        health=_health(exc))
@@ -519,9 +520,9 @@ class _Run:
                 outcomes = None
             if outcomes is None:
                 if tries and model is not None:  # its tries the provider answered with an error; none delivered
-                    rows = _tries_recorded(call, tries, model=model, started=started, task_ids=True)
+                    rows = call_tries_recorded(call, tries, model=model, started=started, task_ids=True)
                 else:  # nothing to be found: the work is asked for again
-                    _call_done(call, started, status=CallStatus.LOST, error_code="answer_lost")
+                    call_ended_unanswered(call, started, status=CallStatus.LOST, error_code="answer_lost")
                     rows = [call]
                 self.pending.append(_CallResult(call=call, presaved=True, retries=rows[1:]))
                 continue
@@ -590,7 +591,7 @@ class _Run:
         new = [r.call for r in results if not r.presaved] + [row for r in results for row in r.retries]
         for call in sent:
             ProviderCall.objects.filter(pk=call.pk, status=CallStatus.SENT).update(
-                **{f: getattr(call, f) for f in _CALL_OUTCOME_FIELDS})
+                **{f: getattr(call, f) for f in CALL_OUTCOME_FIELDS})
         ProviderCall.objects.bulk_create(new)
         transaction.on_commit(partial(_count_calls, [*sent, *new]))  # every try, retries included
         images = [image for r in results for image in r.images]
@@ -635,11 +636,6 @@ def _named(name: str) -> tuple[AIModelConfig, ...]:
         return ()
 
 
-_CALL_OUTCOME_FIELDS = ("status", "units_delivered", "provider_request_id", "error_class", "error_code",
-                        "provider_status", "provider_error_code", "finish_reason", "latency_ms", "prompt_tokens",
-                        "completion_tokens", "cost_usd", "cost_source", "started_at", "finished_at")
-
-
 def _count_calls(calls: list[ProviderCall]) -> None:
     for call in calls:
         metrics.provider_calls.labels(call.provider_id, call.model_name, call.kind,
@@ -647,62 +643,6 @@ def _count_calls(calls: list[ProviderCall]) -> None:
         if call.latency_ms is not None:
             metrics.provider_call_seconds.labels(call.provider_id, call.model_name, call.kind).observe(
                 call.latency_ms / 1000)
-
-
-def _call_done(call: ProviderCall, started: float, *, status: str, error_code: str = "") -> None:
-    """A call that ended without a try the provider answered (nothing sent, or the answer lost)."""
-    call.status, call.units_delivered, call.error_code = status, 0, error_code
-    call.cost_usd, call.cost_source = None, ""
-    call.latency_ms = int((time.monotonic() - started) * 1000)
-    call.finished_at = timezone.now()
-
-
-def _tries_recorded(call: ProviderCall, tries: list[ProviderTry], *, model: AIModelConfig, started: float,
-                    error: ProviderError | None = None, answered: ProviderTry | None = None,
-                    delivered: int | None = None, task_ids: bool = False) -> list[ProviderCall]:
-    """The rows of one call's tries, in the order they were sent: the first try fills `call`
-    (which may be recorded already, as sent), each retry is a new row pointing at it. `answered`
-    stands in for the tries of an adapter that reported none (so a delivered answer is never
-    missing from the record); `error` is how the call ended if it failed; `delivered` the units
-    the last try delivered (default: what it reported). `task_ids`: the retries' request ids are
-    our task ids at the provider (a resumable provider), kept to look them up."""
-    tries = list(tries)
-    if not tries:
-        if answered is not None:
-            tries = [answered]
-        else:
-            _call_done(call, started, status=CallStatus.FAILED, error_code=error.code if error else "provider_error")
-            if error is not None:
-                call.error_class = type(error).__name__
-                call.provider_status, call.provider_error_code = error.provider_status, (error.provider_code or "")[:100]
-            return [call]
-    elif error is not None and tries[-1].ok:  # the answer came and could not be used
-        tries[-1] = ProviderTry.failed(error, latency_ms=tries[-1].latency_ms, request_id=tries[-1].request_id,
-                                       started_at=tries[-1].started_at)
-    rows = []
-    for number, attempt in enumerate(tries, start=1):
-        row = call if number == 1 else ProviderCall(
-            job_id=call.job_id, attempt=call.attempt, first_try=call, kind=call.kind, provider_id=call.provider_id,
-            model_name=call.model_name, units_requested=call.units_requested, size=call.size,
-            task_id=attempt.request_id if task_ids else "")
-        row.try_number = number
-        units = attempt.units if attempt.ok else 0
-        if number == len(tries) and delivered is not None:
-            units = delivered
-        row.status = CallStatus.SUCCEEDED if attempt.ok else CallStatus.FAILED
-        row.units_delivered = min(units, row.units_requested)
-        row.provider_request_id = attempt.request_id[:200]
-        row.error_class, row.error_code = attempt.error_class, attempt.error_code
-        row.provider_status, row.provider_error_code = attempt.provider_status, attempt.provider_code
-        row.finish_reason = attempt.finish_reason[:30]
-        row.latency_ms = attempt.latency_ms
-        row.prompt_tokens, row.completion_tokens = attempt.prompt_tokens, attempt.completion_tokens
-        row.cost_usd, row.cost_source = costs.try_cost(model=model, attempt=attempt, delivered=row.units_delivered)
-        if attempt.started_at is not None:
-            row.started_at = attempt.started_at
-        row.finished_at = timezone.now()
-        rows.append(row)
-    return rows
 
 
 def _images_result(job: Job, call: ProviderCall, tries: list[ProviderTry], outcomes: list[ImageOutcome], *,
@@ -713,11 +653,11 @@ def _images_result(job: Job, call: ProviderCall, tries: list[ProviderTry], outco
     delivered = [o for o in outcomes if o.ok and o.data]
     failed = [o for o in outcomes if not (o.ok and o.data)]
     costs_reported = [o.cost_usd for o in outcomes if o.cost_usd is not None]
-    rows = _tries_recorded(call, tries, model=model, started=started, delivered=len(delivered), task_ids=presaved,
-                           answered=ProviderTry(
-                               ok=True, latency_ms=None, units=len(delivered),
-                               request_id=next((o.provider_task_id for o in outcomes if o.provider_task_id), "") or "",
-                               cost_usd=sum(costs_reported) if costs_reported else None))
+    rows = call_tries_recorded(
+        call, tries, model=model, started=started, delivered=len(delivered), task_ids=presaved,
+        answered=ProviderTry(ok=True, latency_ms=None, units=len(delivered),
+                             request_id=next((o.provider_task_id for o in outcomes if o.provider_task_id), "") or "",
+                             cost_usd=sum(costs_reported) if costs_reported else None))
     last = rows[-1]
     images = [_image_file_saved(job, last, n, outcome) for n, outcome in enumerate(delivered)]
     if failed:
@@ -728,15 +668,6 @@ def _images_result(job: Job, call: ProviderCall, tries: list[ProviderTry], outco
     lost_to_provider = sum(1 for o in failed if failover_code(o.error_code))
     return _CallResult(call=call, presaved=presaved, retries=rows[1:], images=images, error=error,
                        failover_units=lost_to_provider)
-
-
-def _default_size(adapter, model: AIModelConfig) -> str:
-    """The size a call asks for (the model's first; callers never pick one yet), for the record."""
-    try:
-        width, height = adapter.resolve_size(model=model, size=None)
-    except ProviderError:
-        return ""
-    return f"{width}x{height}"
 
 
 def _image_file_saved(job: Job, call: ProviderCall, n: int, outcome: ImageOutcome) -> JobImage:

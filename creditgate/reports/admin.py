@@ -74,7 +74,8 @@ class UsageReportAdmin(admin.ModelAdmin):
         @wraps(view)
         def guarded(request, *args, **kwargs):
             if not request.user.is_authenticated:
-                return redirect_to_login(request.get_full_path(), reverse("admin:login", current_app=self.admin_site.name))
+                login = reverse("admin:login", current_app=self.admin_site.name)
+                return redirect_to_login(request.get_full_path(), login)
             if not (request.user.is_active and request.user.is_staff and self.has_view_permission(request)):
                 raise PermissionDenied
             return admin_view(request, *args, **kwargs)
