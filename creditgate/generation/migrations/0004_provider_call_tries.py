@@ -9,7 +9,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('credits', '0003_hold_expiry_optional'),
-        ('generation', '0002_durable_jobs'),
+        ('generation', '0003_job_webhook_endpoint'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
