@@ -105,6 +105,7 @@ INSTALLED_APPS = [
     "creditgate.audit",
     "creditgate.billing",
     "creditgate.webhooks",
+    "creditgate.reports",
 ]
 
 MIDDLEWARE = [
@@ -239,6 +240,8 @@ CELERY_BEAT_SCHEDULE = {
     # Webhook deliveries that are due and were not handed over (webhooks.services.deliveries_sweep).
     "sweep-webhooks": {"task": "creditgate.webhooks.tasks.sweep_deliveries",
                        "schedule": float(CREDITGATE_JOB_SWEEP_SECONDS or 15)},
+    # The usage report's rollups of closed days (manage.py roll_up_usage).
+    "roll-up-usage": {"task": "creditgate.reports.tasks.roll_up_usage", "schedule": 3600.0},
 }
 
 # --- Buying credits (creditgate.billing) ---------------------------------------------------
@@ -384,3 +387,9 @@ CREDITGATE_METRICS_TOKEN = env.str("CREDITGATE_METRICS_TOKEN", default="")
 # prometheus_client reads PROMETHEUS_MULTIPROC_DIR itself (README, "Production"); it must exist.
 if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
     Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+
+# --- Reports -------------------------------------------------------------------------------
+# The usage and margin report flags a model whose provider-reported cost per image differs from
+# the catalog's price by more than this percentage, once at least _MIN_UNITS images are behind it.
+CREDITGATE_COST_DRIFT_PERCENT = env.float("CREDITGATE_COST_DRIFT_PERCENT", default=20.0)
+CREDITGATE_COST_DRIFT_MIN_UNITS = env.int("CREDITGATE_COST_DRIFT_MIN_UNITS", default=10)

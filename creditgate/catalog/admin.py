@@ -37,6 +37,7 @@ from creditgate.catalog.models import (
 from creditgate.core.errors import ApplicationError
 from creditgate.providers import breaker
 from creditgate.providers import services as provider_services
+from creditgate.reports import selectors as report_selectors
 
 _INTEGRITY_MESSAGE = ("The change was refused by a database rule (probably a concurrent change): "
                       "nothing was saved. Reload the page and try again.")
@@ -244,7 +245,20 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
                         else f"retires in {(model.retires_on - today).days} days")
                 self.message_user(request, f"{what[0].upper()}{what[1:]} {when} ({model.retires_on}).",
                                   level=messages.WARNING)
+            self._warn_cost_drift(request)
         return super().changelist_view(request, extra_context)
+
+    def _warn_cost_drift(self, request) -> None:
+        """Models whose provider-reported cost per image drifts from the catalog's price (issue 16;
+        the threshold is CREDITGATE_COST_DRIFT_PERCENT)."""
+        for drift in report_selectors.models_cost_drifting():
+            self.message_user(
+                request,
+                f"{drift['display_name']} ({drift['model']}): the provider reported ${drift['recorded_usd_per_unit']} "
+                f"per image over the last {report_selectors.COST_DRIFT_DAYS} days ({drift['units']} images), "
+                f"{drift['drift_pct']:+}% from the catalog's ${drift['catalog_usd_per_unit']}. Update its USD per "
+                f"image, or check the provider's pricing.",
+                level=messages.WARNING)
 
     @admin.action(description="Check the providers' model lists now")
     def check_lifecycle(self, request, queryset):

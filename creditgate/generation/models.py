@@ -99,6 +99,8 @@ class Job(models.Model):
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["status", "lease_expires_at"], name="job_status_lease_idx"),
             models.Index(fields=["status", "run_after"], name="job_status_run_after_idx"),
+            # The usage and margin report reads jobs by the time they were asked for.
+            models.Index(fields=["created_at"], name="job_created_idx"),
         ]
         constraints = [
             models.UniqueConstraint(fields=["account", "idempotency_key"], name="job_idempotency_key_per_account"),
@@ -134,37 +136,61 @@ class CallStatus(models.TextChoices):
     LOST = "lost", "Sent, answer lost"
 
 
-class ProviderCall(models.Model):
-    """One call to a provider made for a job (a text completion, or one batch of images).
+class CostSource(models.TextChoices):
+    """Where a provider call's USD cost comes from (generation.costs decides)."""
 
-    A call to a provider that lets us look a request up afterwards (Runware's task UUID) is
-    recorded as `sent` BEFORE it goes out, so a run that dies waiting can be resumed by fetching
-    the answer instead of paying for the work twice; other calls are recorded when they answer,
-    in the transaction that stores what they delivered.
+    PROVIDER = "provider", "Provider's figure"
+    USAGE = "usage", "Reported tokens × catalog price"
+    CATALOG = "catalog", "Catalog price × images"
+    NONE = "none", "Nothing delivered"
+    UNKNOWN = "unknown", "No price known"
+
+
+class ProviderCall(models.Model):
+    """One request to a provider made for a job: a try of a text completion or of one batch of
+    images. A retry is a row of its own (`try_number` 2, 3, ..., `first_try` pointing at the
+    call's first request), so every request a provider saw, and may bill, is here.
+
+    A call to a provider that lets us look a request up afterwards (Runware's task UUID) has its
+    first try recorded as `sent` BEFORE it goes out, so a run that dies waiting can be resumed by
+    fetching the answer instead of paying for the work twice (the retries' task ids derive from
+    it); every other try is recorded when the call ends, in the transaction that stores what it
+    delivered (or settles the job). Never the key; the prompt only through the job.
     """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     job = models.ForeignKey(Job, on_delete=models.CASCADE, related_name="calls")
     attempt = models.PositiveSmallIntegerField(help_text="The job's run that made this call.")
+    first_try = models.ForeignKey("self", on_delete=models.CASCADE, null=True, blank=True, related_name="retries",
+                                  help_text="The call's first try; empty on the first try itself.")
+    try_number = models.PositiveSmallIntegerField(default=1, help_text="1 for the first request, 2 for its first "
+                                                                       "retry, ...")
     kind = models.CharField(max_length=10, choices=[("text", "Text"), ("image", "Images")])
     provider_id = models.CharField(max_length=32)
     model_name = models.CharField(max_length=100)
     units_requested = models.PositiveSmallIntegerField(help_text="Images asked for; 1 for a text.")
+    size = models.CharField(max_length=20, blank=True, default="", help_text="Image size asked for (WxH).")
     units_delivered = models.PositiveSmallIntegerField(default=0)
     status = models.CharField(max_length=10, choices=CallStatus.choices)
     task_id = models.CharField(max_length=100, blank=True, default="",
                                help_text="Our id of the provider's task, to look it up after a lost answer.")
     provider_request_id = models.CharField(max_length=200, blank=True, default="")
+    error_class = models.CharField(max_length=50, blank=True, default="", help_text="Our error type.")
     error_code = models.CharField(max_length=50, blank=True, default="")
+    provider_status = models.PositiveSmallIntegerField(null=True, blank=True, help_text="The provider's HTTP status.")
+    provider_error_code = models.CharField(max_length=100, blank=True, default="",
+                                           help_text="The provider's own error code.")
+    finish_reason = models.CharField(max_length=30, blank=True, default="")
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     cost_usd = models.DecimalField(max_digits=12, decimal_places=6, null=True, blank=True)
+    cost_source = models.CharField(max_length=10, choices=CostSource.choices, blank=True, default="")
     started_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
-        ordering = ["started_at"]
+        ordering = ["started_at", "try_number"]
         indexes = [models.Index(fields=["job", "status"], name="call_job_status_idx")]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=CallStatus.values), name="call_status_valid"),

@@ -44,6 +44,7 @@ from creditgate.credits import services as credits_services
 from creditgate.credits.models import ApiKey, Hold
 from creditgate.generation import dispatch, leases
 from creditgate.generation import selectors as generation_selectors
+from creditgate.generation.calls import CALL_OUTCOME_FIELDS, call_ended_unanswered, call_size, call_tries_recorded
 from creditgate.generation.models import (
     FINAL_STATUSES,
     CallStatus,
@@ -59,6 +60,7 @@ from creditgate.providers.base import (
     ProviderContentRefused,
     ProviderError,
     ProviderRejectedRequest,
+    ProviderTry,
     TextResult,
     failover_code,
 )
@@ -325,8 +327,9 @@ def _job_claim(job_id) -> Job | None:
 
 @dataclass
 class _CallResult:
-    call: ProviderCall
-    presaved: bool = False  # the call's row exists already (recorded as sent before it went out)
+    call: ProviderCall      # the call's first try
+    presaved: bool = False  # the first try's row exists already (recorded as sent before it went out)
+    retries: list[ProviderCall] = field(default_factory=list)  # its later tries: new rows
     images: list[JobImage] = field(default_factory=list)
     text: TextResult | None = None
     error: tuple[str, str] | None = None  # (code, message safe for users)
@@ -447,18 +450,19 @@ class _Run:
         temperature = float(job.temperature) if job.temperature is not None and model.accepts("temperature") else None
 
         def ask() -> _CallResult:
-            started = time.monotonic()
+            started, tries = time.monotonic(), []
             try:
                 text = adapter.generate_text(model=model, prompt=job.prompt, max_tokens=job.max_tokens,
-                                             temperature=temperature)
+                                             temperature=temperature, record=tries.append)
             except ProviderError as exc:
-                _call_done(call, started, status=CallStatus.FAILED, error_code=exc.code)
-                return _CallResult(call=call, error=(exc.code, exc.message), model_index=index,
+                rows = call_tries_recorded(call, tries, model=model, started=started, error=exc)
+                return _CallResult(call=call, retries=rows[1:], error=(exc.code, exc.message), model_index=index,
                                    failover_units=1 if exc.failover else 0, health=_health(exc))
-            _call_done(call, started, status=CallStatus.SUCCEEDED, delivered=1,
-                       provider_request_id=text.provider_request_id or "", prompt_tokens=text.prompt_tokens,
-                       completion_tokens=text.completion_tokens)
-            return _CallResult(call=call, text=text, model_index=index, health=True)
+            rows = call_tries_recorded(call, tries, model=model, started=started, answered=ProviderTry(
+                ok=True, latency_ms=None, request_id=text.provider_request_id or "", units=1,
+                prompt_tokens=text.prompt_tokens, completion_tokens=text.completion_tokens,
+                finish_reason=text.finish_reason or ""))
+            return _CallResult(call=call, retries=rows[1:], text=text, model_index=index, health=True)
 
         return ask
 
@@ -466,6 +470,9 @@ class _Run:
         job = self.job
         prompt = styled_prompt(job.prompt, job.image_style)
         calls = [self._new_call(model, ModelType.IMAGE, n) for n in adapter.image_call_sizes(model=model, count=units)]
+        size = call_size(adapter, model)
+        for call in calls:
+            call.size = size
         presaved = adapter.resumable
         if presaved:
             # Recorded before they go out: a run that dies waiting leaves the task ids behind, and
@@ -476,15 +483,16 @@ class _Run:
 
         def asker(call: ProviderCall):
             def ask() -> _CallResult:
-                started = time.monotonic()
+                started, tries = time.monotonic(), []
                 try:
                     outcomes = adapter.generate_image_batch(model=model, prompt=prompt, n=call.units_requested,
-                                                            task_id=call.task_id or None)
+                                                            task_id=call.task_id or None, record=tries.append)
                 except ProviderError as exc:
-                    _call_done(call, started, status=CallStatus.FAILED, error_code=exc.code)
-                    return _CallResult(call=call, presaved=presaved, error=(exc.code, exc.message), model_index=index,
-                                       failover_units=call.units_requested if exc.failover else 0, health=_health(exc))
-                result = _images_result(job, call, outcomes, started=started, presaved=presaved)
+                    rows = call_tries_recorded(call, tries, model=model, started=started, error=exc, task_ids=presaved)
+                    return _CallResult(call=call, presaved=presaved, retries=rows[1:], error=(exc.code, exc.message),
+                                       model_index=index, failover_units=call.units_requested if exc.failover else 0,
+                                       health=_health(exc))
+                result = _images_result(job, call, tries, outcomes, model=model, started=started, presaved=presaved)
                 result.model_index, result.health = index, True
                 return result
             return ask
@@ -499,20 +507,26 @@ class _Run:
         for call in self.unanswered:
             if call.kind != ModelType.IMAGE:
                 continue
-            started = time.monotonic()
-            outcomes = None
+            started, tries = time.monotonic(), []
+            outcomes = model = None
             try:
                 adapter = adapter_for(provider_id=call.provider_id)
                 if adapter.resumable and call.task_id:
-                    outcomes = adapter.resume_images(model=_model_for_call(call.model_name), task_id=call.task_id,
-                                                     n=min(call.units_requested, wanted - delivered))
+                    model = _model_for_call(call.model_name)
+                    outcomes = adapter.resume_images(model=model, task_id=call.task_id,
+                                                     n=min(call.units_requested, wanted - delivered),
+                                                     record=tries.append)
             except ProviderError:
                 outcomes = None
             if outcomes is None:
-                _call_done(call, started, status=CallStatus.LOST, error_code="answer_lost")
-                self.pending.append(_CallResult(call=call, presaved=True))
+                if tries and model is not None:  # its tries the provider answered with an error; none delivered
+                    rows = call_tries_recorded(call, tries, model=model, started=started, task_ids=True)
+                else:  # nothing to be found: the work is asked for again
+                    call_ended_unanswered(call, started, status=CallStatus.LOST, error_code="answer_lost")
+                    rows = [call]
+                self.pending.append(_CallResult(call=call, presaved=True, retries=rows[1:]))
                 continue
-            result = _images_result(self.job, call, outcomes, started=started, presaved=True)
+            result = _images_result(self.job, call, tries, outcomes, model=model, started=started, presaved=True)
             result.failover_units = 0  # what the lookup could not deliver is asked for below
             delivered += len(result.images)
             self.pending.append(result)
@@ -573,12 +587,13 @@ class _Run:
                            .exclude(status=CallStatus.SENT).values_list("pk", flat=True))
             results = [r for r in results if r.call.pk not in recorded]
         sent = [r.call for r in results if r.presaved]
-        new = [r.call for r in results if not r.presaved]
+        # First tries before their retries, which point at them.
+        new = [r.call for r in results if not r.presaved] + [row for r in results for row in r.retries]
         for call in sent:
             ProviderCall.objects.filter(pk=call.pk, status=CallStatus.SENT).update(
-                **{f: getattr(call, f) for f in _CALL_OUTCOME_FIELDS})
+                **{f: getattr(call, f) for f in CALL_OUTCOME_FIELDS})
         ProviderCall.objects.bulk_create(new)
-        transaction.on_commit(partial(_count_calls, [r.call for r in results]))
+        transaction.on_commit(partial(_count_calls, [*sent, *new]))  # every try, retries included
         images = [image for r in results for image in r.images]
         for index, image in enumerate(images, start=self.images_stored):
             image.index = index
@@ -621,10 +636,6 @@ def _named(name: str) -> tuple[AIModelConfig, ...]:
         return ()
 
 
-_CALL_OUTCOME_FIELDS = ("status", "units_delivered", "provider_request_id", "error_code", "latency_ms",
-                        "prompt_tokens", "completion_tokens", "cost_usd", "finished_at")
-
-
 def _count_calls(calls: list[ProviderCall]) -> None:
     for call in calls:
         metrics.provider_calls.labels(call.provider_id, call.model_name, call.kind,
@@ -634,32 +645,29 @@ def _count_calls(calls: list[ProviderCall]) -> None:
                 call.latency_ms / 1000)
 
 
-def _call_done(call: ProviderCall, started: float, *, status: str, delivered: int = 0, error_code: str = "",
-               provider_request_id: str = "", prompt_tokens: int | None = None,
-               completion_tokens: int | None = None, cost_usd=None) -> None:
-    call.status, call.units_delivered, call.error_code = status, delivered, error_code
-    call.provider_request_id = provider_request_id[:200]
-    call.prompt_tokens, call.completion_tokens, call.cost_usd = prompt_tokens, completion_tokens, cost_usd
-    call.latency_ms = int((time.monotonic() - started) * 1000)
-    call.finished_at = timezone.now()
-
-
-def _images_result(job: Job, call: ProviderCall, outcomes: list[ImageOutcome], *, started: float,
-                   presaved: bool) -> _CallResult:
+def _images_result(job: Job, call: ProviderCall, tries: list[ProviderTry], outcomes: list[ImageOutcome], *,
+                   model: AIModelConfig, started: float, presaved: bool) -> _CallResult:
     """A call's images written to our storage (files first: a crash before the rows are stored
-    leaves an unreferenced file, never a row without its file), ready to be recorded."""
+    leaves an unreferenced file, never a row without its file), ready to be recorded with the
+    call's tries; the images belong to the try that delivered them, the last."""
     delivered = [o for o in outcomes if o.ok and o.data]
-    images = [_image_file_saved(job, call, n, outcome) for n, outcome in enumerate(delivered)]
     failed = [o for o in outcomes if not (o.ok and o.data)]
+    costs_reported = [o.cost_usd for o in outcomes if o.cost_usd is not None]
+    rows = call_tries_recorded(
+        call, tries, model=model, started=started, delivered=len(delivered), task_ids=presaved,
+        answered=ProviderTry(ok=True, latency_ms=None, units=len(delivered),
+                             request_id=next((o.provider_task_id for o in outcomes if o.provider_task_id), "") or "",
+                             cost_usd=sum(costs_reported) if costs_reported else None))
+    last = rows[-1]
+    images = [_image_file_saved(job, last, n, outcome) for n, outcome in enumerate(delivered)]
+    if failed:
+        last.error_code = last.error_code or failed[0].error_code or "provider_error"
+        last.status = CallStatus.PARTIAL if images else CallStatus.FAILED
     error = ((failed[0].error_code or "provider_error", failed[0].error_message or "An image could not be made.")
              if failed else None)
-    costs = [o.cost_usd for o in delivered if o.cost_usd is not None]
     lost_to_provider = sum(1 for o in failed if failover_code(o.error_code))
-    _call_done(call, started, delivered=len(images), error_code=error[0] if error else "",
-               status=(CallStatus.SUCCEEDED if not failed else CallStatus.PARTIAL if images else CallStatus.FAILED),
-               provider_request_id=next((o.provider_task_id for o in outcomes if o.provider_task_id), "") or "",
-               cost_usd=sum(costs) if costs else None)
-    return _CallResult(call=call, presaved=presaved, images=images, error=error, failover_units=lost_to_provider)
+    return _CallResult(call=call, presaved=presaved, retries=rows[1:], images=images, error=error,
+                       failover_units=lost_to_provider)
 
 
 def _image_file_saved(job: Job, call: ProviderCall, n: int, outcome: ImageOutcome) -> JobImage:

@@ -79,6 +79,38 @@ class ProviderModel:
 
 
 @dataclass(frozen=True)
+class ProviderTry:
+    """One request of a provider call as it went (a retry is another try), reported by the adapter
+    to the caller's recorder as soon as it ends, for the record of provider calls. Never the key,
+    never the prompt."""
+
+    ok: bool                           # the provider answered with work (some images may still be missing)
+    latency_ms: int | None             # None when unknown (an answer fetched later by its task id)
+    request_id: str = ""               # the provider's request id, or our task id at the provider
+    units: int = 0                     # images it returned, or 1 for a text
+    prompt_tokens: int | None = None   # token usage as the provider reported it
+    completion_tokens: int | None = None
+    finish_reason: str = ""
+    cost_usd: Decimal | None = None    # the provider's own figure, when its answer carried one
+    error_class: str = ""              # our error type (ProviderRateLimited, ...)
+    error_code: str = ""               # our error code (provider_rate_limited, ...)
+    provider_status: int | None = None  # the HTTP status the provider answered, if any
+    provider_code: str = ""            # the provider's own error code (rate_limit_exceeded, ...)
+    started_at: dt.datetime | None = None  # when it was sent, if known
+
+    @classmethod
+    def failed(cls, error: ProviderError, *, latency_ms: int | None, request_id: str | None = None,
+               started_at: dt.datetime | None = None) -> ProviderTry:
+        return cls(ok=False, latency_ms=latency_ms, request_id=(request_id or error.request_id or "")[:200],
+                   error_class=type(error).__name__, error_code=error.code, provider_status=error.provider_status,
+                   provider_code=(error.provider_code or "")[:100], started_at=started_at)
+
+
+# Where an adapter reports each try of a call; the job runner passes one in and persists the tries.
+TryRecorder = Callable[[ProviderTry], None]
+
+
+@dataclass(frozen=True)
 class CredentialCheck:
     ok: bool
     message: str  # safe to show an operator: never the key
@@ -98,6 +130,11 @@ class ProviderError(ApplicationError):
     # a request the model cannot take, is not: another model would be asked the same thing.
     failover = True
     default_message = "The AI provider could not complete the request. Please try again later."
+
+    # What the provider said, for the record of calls (set by the adapter that raised it).
+    request_id: str | None = None
+    provider_status: int | None = None
+    provider_code: str | None = None
 
     def __init__(self, message: str | None = None, *, retryable: bool | None = None,
                  retry_after: float | None = None, details: dict | None = None):
@@ -226,23 +263,38 @@ class CallPolicy:
 sleep: Callable[[float], None] = time.sleep
 
 
-def call_with_retries(call: Callable[[], T], *, policy: CallPolicy, what: str) -> T:
+def call_with_retries(call: Callable[[], T], *, policy: CallPolicy, what: str, record: TryRecorder | None = None,
+                      describe: Callable[[T], dict] | None = None) -> T:
     """Run `call`, retrying ProviderErrors marked retryable up to policy.max_retries times.
 
     Only for calls that are safe to send again: a caller whose request may have reached the
     provider without an answer (and may be billed) handles that case itself before raising.
+    `record`, when given, is told of every try as it ends (its latency, and for an answer the
+    ProviderTry fields `describe` reads from the result; for an error, what the error carries).
     """
     attempt = 0
     while True:
+        sent_at, started = dt.datetime.now(dt.UTC), time.monotonic()
         try:
-            return call()
+            result = call()
         except ProviderError as exc:
+            if record is not None:
+                record(ProviderTry.failed(exc, latency_ms=_elapsed_ms(started), started_at=sent_at))
             if not exc.retryable or attempt >= policy.max_retries:
                 raise
             attempt += 1
             delay = policy.delay_before_retry(attempt, exc)
             logger.info("%s: %s, retry %d/%d in %.2fs", what, type(exc).__name__, attempt, policy.max_retries, delay)
             sleep(delay)
+        else:
+            if record is not None:
+                record(ProviderTry(ok=True, latency_ms=_elapsed_ms(started), started_at=sent_at,
+                                   **(describe(result) if describe else {})))
+            return result
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
 
 
 def parse_retry_after(headers) -> float | None:
@@ -346,27 +398,31 @@ class ProviderAdapter(ABC):
         return [min(per_call, count - start) for start in range(0, count, per_call)]
 
     def generate_image_batch(self, *, model: AIModelConfig, prompt: str, n: int, task_id: str | None = None,
-                             size: str | None = None, options: dict | None = None) -> list[ImageOutcome]:
+                             size: str | None = None, options: dict | None = None,
+                             record: TryRecorder | None = None) -> list[ImageOutcome]:
         """ONE provider call for `n` <= model.max_images_per_call images, retries included: `n`
         outcomes in order (an image the provider did not return is a failed outcome). Raises
         ProviderError when the call as a whole failed. `task_id`: our id for the call, which a
-        resumable provider uses so that `resume_images` can find the call's answer later."""
+        resumable provider uses so that `resume_images` can find the call's answer later.
+        `record` is told of each try (request) the call makes, in order."""
         if n < 1:
             raise ProviderRejectedRequest("At least one image must be requested.")
         width, height = self.resolve_size(model=model, size=size)
         params = self.image_params(model=model, options=options)
         outcomes = self._generate_image_call(model=model, prompt=prompt, n=n, width=width, height=height,
-                                             params=params, task_id=task_id)
+                                             params=params, task_id=task_id, record=record)
         return padded_outcomes(outcomes, n)
 
-    def resume_images(self, *, model: AIModelConfig, task_id: str, n: int) -> list[ImageOutcome] | None:
+    def resume_images(self, *, model: AIModelConfig, task_id: str, n: int,
+                      record: TryRecorder | None = None) -> list[ImageOutcome] | None:
         """The images of a call sent earlier under `task_id` whose answer was lost: `n` outcomes,
         or None when the provider has no usable answer for it (never sent, failed, or no way to
-        look it up), so the work has to be asked for again."""
+        look it up), so the work has to be asked for again. `record` is told of each try of that
+        call the provider still knows about, in the order they were sent (latency unknown)."""
         return None
 
     def generate_images(self, *, model: AIModelConfig, prompt: str, count: int, size: str | None = None,
-                        options: dict | None = None) -> list[ImageOutcome]:
+                        options: dict | None = None, record: TryRecorder | None = None) -> list[ImageOutcome]:
         """`count` outcomes, in order, from as many concurrent calls as the model needs. Partial
         failure is expressed as failed outcomes; a ProviderError is raised only when nothing could
         be delivered at all (then every call failed, and the first failure is what the caller is
@@ -377,7 +433,8 @@ class ProviderAdapter(ABC):
 
         def run(n: int) -> list[ImageOutcome] | ProviderError:
             try:
-                return self.generate_image_batch(model=model, prompt=prompt, n=n, size=size, options=options)
+                return self.generate_image_batch(model=model, prompt=prompt, n=n, size=size, options=options,
+                                                 record=record)
             except ProviderError as exc:
                 return exc
 
@@ -398,7 +455,8 @@ class ProviderAdapter(ABC):
 
     @abstractmethod
     def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
-                      temperature: float | None = None) -> TextResult: ...
+                      temperature: float | None = None, record: TryRecorder | None = None) -> TextResult:
+        """One completion, retries included; `record` is told of each try, in order."""
 
     @abstractmethod
     def check_credentials(self) -> CredentialCheck: ...
@@ -412,9 +470,10 @@ class ProviderAdapter(ABC):
 
     @abstractmethod
     def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
-                             params: dict, task_id: str | None = None) -> list[ImageOutcome]:
-        """One provider call for `n` <= model.max_images_per_call images, retries included.
-        Raises ProviderError when the call as a whole failed."""
+                             params: dict, task_id: str | None = None,
+                             record: TryRecorder | None = None) -> list[ImageOutcome]:
+        """One provider call for `n` <= model.max_images_per_call images, retries included, each
+        try reported to `record`. Raises ProviderError when the call as a whole failed."""
 
     # Shared rules.
 

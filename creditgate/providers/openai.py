@@ -39,6 +39,7 @@ from creditgate.providers.base import (
     ProviderServerError,
     ProviderTimeout,
     TextResult,
+    TryRecorder,
     call_with_retries,
     fetch_image,
     parse_retry_after,
@@ -74,56 +75,44 @@ class OpenAIAdapter(ProviderAdapter):
                     timeout=httpx2.Timeout(read_timeout, connect=self.policy.connect_timeout))
             return self._clients[read_timeout]
 
-    def _call(self, fn, *, what: str):
+    def _call(self, fn, *, what: str, record: TryRecorder | None = None, describe=None):
         def attempt():
             try:
                 return fn()
             except openai_sdk.OpenAIError as exc:
                 raise translate_error(exc, what=what) from exc
 
-        return call_with_retries(attempt, policy=self.policy, what=f"openai {what}")
+        return call_with_retries(attempt, policy=self.policy, what=f"openai {what}", record=record,
+                                 describe=describe)
 
     # Text.
 
     def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
-                      temperature: float | None = None) -> TextResult:
+                      temperature: float | None = None, record: TryRecorder | None = None) -> TextResult:
         client = self._client(self.policy.text_timeout)
         send_temperature = temperature is not None and model.accepts("temperature")
 
-        def create(with_temperature: bool):
+        def create(with_temperature: bool) -> TextResult:
             extra = {"temperature": temperature} if with_temperature else {}
-            return client.chat.completions.create(
+            return _text_result(client.chat.completions.create(
                 model=model.model_name, messages=[{"role": "user", "content": prompt}],
-                max_completion_tokens=max_tokens, extra_body={**(model.request_defaults or {}), **extra})
+                max_completion_tokens=max_tokens, extra_body={**(model.request_defaults or {}), **extra}))
 
         try:
-            completion = self._call(lambda: create(send_temperature), what="chat")
+            return self._call(lambda: create(send_temperature), what="chat", record=record, describe=_text_facts)
         except ProviderRejectedRequest as exc:
             # PROVIDERS.md §3: a reasoning setup may refuse a non-default temperature; the text is
             # still worth having without it, so drop it once rather than fail the job.
             if not (send_temperature and getattr(exc.__cause__, "param", None) == "temperature"):
                 raise
             logger.warning("openai chat: %s refused temperature; retrying without it", model.model_name)
-            completion = self._call(lambda: create(False), what="chat")
-
-        usage = getattr(completion, "usage", None)
-        choices = getattr(completion, "choices", None) or []
-        if usage is None or not choices or usage.total_tokens is None:
-            raise ProviderBadResponse("The AI provider's answer carried no text or no token usage.")
-        choice = choices[0]
-        return TextResult(
-            content=(choice.message.content if choice.message else None) or "",
-            prompt_tokens=int(usage.prompt_tokens or 0),
-            completion_tokens=int(usage.completion_tokens or 0),
-            total_tokens=int(usage.total_tokens),
-            finish_reason=choice.finish_reason,
-            provider_request_id=getattr(completion, "_request_id", None),
-        )
+            return self._call(lambda: create(False), what="chat", record=record, describe=_text_facts)
 
     # Images.
 
     def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
-                             params: dict, task_id: str | None = None) -> list[ImageOutcome]:
+                             params: dict, task_id: str | None = None,
+                             record: TryRecorder | None = None) -> list[ImageOutcome]:
         # OpenAI has no way to look a request up afterwards: `task_id` is not sent (not resumable).
         client = self._client(self.policy.image_timeout)
         # No response_format: GPT image models reject it and always answer in base64; older
@@ -131,7 +120,7 @@ class OpenAIAdapter(ProviderAdapter):
         response = self._call(
             lambda: client.images.generate(model=model.model_name, prompt=prompt, n=n, size=f"{width}x{height}",
                                            extra_body=params),
-            what="images")
+            what="images", record=record, describe=_images_facts)
         request_id = getattr(response, "_request_id", None)
         return [self._outcome(item, request_id=request_id) for item in (getattr(response, "data", None) or [])]
 
@@ -195,6 +184,39 @@ def _date_or_none(value) -> dt.date | None:
         return None
 
 
+def _text_result(completion) -> TextResult:
+    usage = getattr(completion, "usage", None)
+    choices = getattr(completion, "choices", None) or []
+    if usage is None or not choices or usage.total_tokens is None:
+        error = ProviderBadResponse("The AI provider's answer carried no text or no token usage.")
+        error.request_id = getattr(completion, "_request_id", None)
+        raise error
+    choice = choices[0]
+    return TextResult(
+        content=(choice.message.content if choice.message else None) or "",
+        prompt_tokens=int(usage.prompt_tokens or 0),
+        completion_tokens=int(usage.completion_tokens or 0),
+        total_tokens=int(usage.total_tokens),
+        finish_reason=choice.finish_reason,
+        provider_request_id=getattr(completion, "_request_id", None),
+    )
+
+
+def _text_facts(text: TextResult) -> dict:
+    """A completion as a try for the record: OpenAI reports usage, not a cost."""
+    return {"request_id": text.provider_request_id or "", "units": 1, "prompt_tokens": text.prompt_tokens,
+            "completion_tokens": text.completion_tokens, "finish_reason": text.finish_reason or ""}
+
+
+def _images_facts(response) -> dict:
+    """An images answer as a try for the record; GPT image models also report token usage."""
+    usage = getattr(response, "usage", None)
+    return {"request_id": getattr(response, "_request_id", None) or "",
+            "units": len(getattr(response, "data", None) or []),
+            "prompt_tokens": getattr(usage, "input_tokens", None) if usage is not None else None,
+            "completion_tokens": getattr(usage, "output_tokens", None) if usage is not None else None}
+
+
 def translate_error(exc: openai_sdk.OpenAIError, *, what: str) -> ProviderError:
     """The SDK's exception as our error. The provider's message stays in the log (it is useful to
     an operator and carries no key of ours; OpenAI masks keys), never in what users see."""
@@ -231,6 +253,7 @@ def translate_error(exc: openai_sdk.OpenAIError, *, what: str) -> ProviderError:
     else:
         error = ProviderRejectedRequest()
 
+    error.request_id, error.provider_status, error.provider_code = exc.request_id, status, str(code or type_ or "")
     should_retry = (headers.get("x-should-retry") or "").lower()
     if should_retry in ("true", "false") and not isinstance(error, ProviderQuotaExhausted):
         error.retryable = should_retry == "true"

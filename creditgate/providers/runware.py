@@ -111,7 +111,8 @@ class RunwareAdapter(ProviderAdapter):
     # Images.
 
     def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
-                             params: dict, task_id: str | None = None) -> list[ImageOutcome]:
+                             params: dict, task_id: str | None = None,
+                             record: base.TryRecorder | None = None) -> list[ImageOutcome]:
         tries = iter(_task_uuids(task_id or str(uuid.uuid4()), self.policy.max_retries))
 
         def attempt() -> list[ImageOutcome]:
@@ -120,17 +121,24 @@ class RunwareAdapter(ProviderAdapter):
                     "taskType": "imageInference", "taskUUID": task_uuid, "model": model.model_name,
                     "positivePrompt": prompt, "width": width, "height": height, "numberResults": n}
             try:
-                status, body, headers = self._post([task], read_timeout=self.policy.image_timeout)
-            except _AmbiguousFailure as exc:
-                status, body, headers = self._look_up(task_uuid, cause=exc)
-            return self._outcomes(status, body, headers, task_uuid=task_uuid, n=n)
+                try:
+                    status, body, headers = self._post([task], read_timeout=self.policy.image_timeout)
+                except _AmbiguousFailure as exc:
+                    status, body, headers = self._look_up(task_uuid, cause=exc)
+                return self._outcomes(status, body, headers, task_uuid=task_uuid, n=n)
+            except ProviderError as exc:
+                exc.request_id = exc.request_id or task_uuid  # the try's task, for the record of calls
+                raise
 
-        return call_with_retries(attempt, policy=self.policy, what="runware imageInference")
+        return call_with_retries(attempt, policy=self.policy, what="runware imageInference", record=record,
+                                 describe=_try_facts)
 
-    def resume_images(self, *, model: AIModelConfig, task_id: str, n: int) -> list[ImageOutcome] | None:
+    def resume_images(self, *, model: AIModelConfig, task_id: str, n: int,
+                      record: base.TryRecorder | None = None) -> list[ImageOutcome] | None:
         """Look up the tasks a call sent under `task_id`, in the order they were sent: a retry is
         only sent after the previous try was answered with an error, so the first task that is not
-        found ends the search. The images of the task that delivered, or None if none did."""
+        found ends the search. The images of the task that delivered, or None if none did. Each
+        task found is reported to `record` as the try it was."""
         for task_uuid in _task_uuids(task_id, self.policy.max_retries):
             try:
                 status, body, headers = self._post([{"taskType": "getResponse", "taskUUID": task_uuid}],
@@ -138,10 +146,16 @@ class RunwareAdapter(ProviderAdapter):
             except ProviderError:
                 return None  # cannot tell now: ask again rather than wait
             if _task_items(body, task_uuid):
-                return padded_outcomes(self._outcomes(status, body, headers, task_uuid=task_uuid, n=n), n)
+                outcomes = self._outcomes(status, body, headers, task_uuid=task_uuid, n=n)
+                if record is not None:
+                    record(base.ProviderTry(ok=True, latency_ms=None, **_try_facts(outcomes)))
+                return padded_outcomes(outcomes, n)
             errors = _task_errors(body, task_uuid)
             if not errors or all(str(e.get("code")) in NOT_FOUND_CODES for e in errors):
                 return None  # never sent: nor was any retry after it
+            if record is not None:  # this try was answered with an error; a retry followed it
+                record(base.ProviderTry.failed(classify(status, errors, retry_after=None), latency_ms=None,
+                                               request_id=task_uuid))
         return None
 
     def _look_up(self, task_uuid: str, *, cause: ProviderError) -> tuple[int, Any, Any]:
@@ -191,7 +205,9 @@ class RunwareAdapter(ProviderAdapter):
                     raise ProviderBadResponse("The AI provider's image is not a PNG, JPEG or WEBP file.")
         except ProviderError as exc:
             logger.warning("runware image %s of task %s: %s", item.get("imageUUID"), task_uuid, exc.message)
-            return ImageOutcome.failed(exc, provider_task_id=task_uuid)
+            # Made (and billed) even though we could not fetch it: its cost stays on the record.
+            return ImageOutcome(ok=False, error_code=exc.code, error_message=exc.message, provider_task_id=task_uuid,
+                                cost_usd=_decimal_or_none(item.get("cost")))
         return ImageOutcome(ok=True, data=data, content_type=content_type, source_url=url,
                             provider_image_id=item.get("imageUUID"), provider_task_id=task_uuid,
                             seed=_int_or_none(item.get("seed")), cost_usd=_decimal_or_none(item.get("cost")))
@@ -259,6 +275,12 @@ def classify(status: int, errors: list[dict], *, retry_after: float | None) -> P
     codes = {str(e.get("code") or "") for e in errors}
     logger.warning("runware: HTTP %s errors=%s", status,
                    [(e.get("code"), e.get("message"), e.get("parameter"), e.get("taskUUID")) for e in errors])
+    error = _classified(status, codes, retry_after=retry_after)
+    error.provider_status, error.provider_code = status, ",".join(sorted(code for code in codes if code))[:100]
+    return error
+
+
+def _classified(status: int, codes: set[str], *, retry_after: float | None) -> ProviderError:
     if status in (401, 403) or codes & AUTH_CODES:
         return ProviderAuthError()
     if status == 402 or any(word in code.lower() for code in codes for word in ("credit", "quota", "balance")):
@@ -276,6 +298,14 @@ def classify(status: int, errors: list[dict], *, retry_after: float | None) -> P
     if status == 200:
         return ProviderBadResponse()
     return ProviderRejectedRequest()
+
+
+def _try_facts(outcomes: list[ImageOutcome]) -> dict:
+    """What one answered try came to, for the record: our task id, the images it delivered, and
+    the cost Runware reported (includeCost) for the images it made, fetched or not."""
+    costs = [o.cost_usd for o in outcomes if o.cost_usd is not None]
+    return {"request_id": next((o.provider_task_id for o in outcomes if o.provider_task_id), "") or "",
+            "units": sum(1 for o in outcomes if o.ok), "cost_usd": sum(costs) if costs else None}
 
 
 def _task_uuids(task_id: str, retries: int) -> list[str]:

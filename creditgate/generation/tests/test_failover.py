@@ -45,8 +45,10 @@ def test_basic_is_served_by_its_backup_while_its_provider_is_down(sandbox, basic
 
     assert (job.status, job.credits_charged) == ("succeeded", 2)  # the tier's price, whoever served it
     assert made_by(job) == {"test-basic-backup": 2}
-    calls = list(job.calls.order_by("started_at").values_list("model_name", "status", "units_delivered"))
-    assert calls == [("runware:97@1", "failed", 0), ("test-basic-backup", "succeeded", 2)]
+    calls = list(job.calls.order_by("started_at", "try_number").values_list("model_name", "status",
+                                                                               "units_delivered"))
+    # Every try is recorded: the primary's first request and its two retries, then the backup.
+    assert calls == [("runware:97@1", "failed", 0)] * 3 + [("test-basic-backup", "succeeded", 2)]
     assert balance(user) == {"balance": 18, "held": 0, "available": 18}
     assert selectors.reconciliation_audit() == []
 

@@ -123,6 +123,9 @@ def handle(state: SandboxState, call: Call, *, base_url: str) -> Reply:
         except TaskError as exc:
             errors.append(exc.as_dict(task))
             status = max(status, exc.status)
+            if kind == "imageInference" and isinstance(task.get("taskUUID"), str) and task["taskUUID"]:
+                # The task ran and failed: getResponse answers with its error, as for any finished task.
+                state.remember_task(task["taskUUID"], {"data": [], "errors": [exc.as_dict(task)]})
     if data:
         status = 200  # errors scoped to tasks travel beside the other tasks' results
     reply = Reply(status, {"data": data, **({"errors": errors} if errors else {})} if data else _envelope(state, errors))
@@ -201,7 +204,7 @@ def _image_inference(state: SandboxState, task: dict, fault: str | None, *, base
                                                   seed=image_seed)).decode()
             key = "imageBase64Data" if output_type == "base64Data" else "imageDataURI"
             item[key] = encoded if output_type == "base64Data" else f"data:image/png;base64,{encoded}"
-        if task.get("includeCost"):
+        if task.get("includeCost") and state.knobs.runware_cost:
             item["cost"] = cost
         items.append(item)
     for _ in range(failed):

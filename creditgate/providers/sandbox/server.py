@@ -25,6 +25,13 @@ from creditgate.providers.sandbox.wire import Call, Reply
 
 logger = logging.getLogger("creditgate.providers.sandbox")
 
+# Provider endpoints: path -> (the route their answers are logged under, the emulator).
+PROVIDER_ROUTES = {
+    "/openai/v1/chat/completions": ("openai.chat.completions",
+                                    lambda state, call, base_url: openai_api.chat_completions(state, call)),
+    "/openai/v1/images/generations": ("openai.images.generations", openai_api.images_generations),
+    "/runware/v1": ("runware", runware_api.handle),
+}
 IMAGE_PATH = re.compile(r"^/(openai|runware)/images/([0-9a-fA-F-]{8,64})\.png$")
 
 
@@ -96,6 +103,11 @@ class SandboxServer:
         """The JSON bodies (or Runware tasks) last received on a route, oldest first."""
         return self.state.recorded(route)
 
+    def answers(self, route: str) -> list[dict]:
+        """What each request on a provider route was answered, oldest first: {"status", "request_id"}
+        (OpenAI's x-request-id; Runware's request ids are the taskUUIDs in `requests`)."""
+        return self.state.answered(route)
+
     def last_request(self, route: str) -> Any:
         bodies = self.requests(route)
         return bodies[-1] if bodies else None
@@ -114,12 +126,11 @@ class SandboxServer:
             if reply is not None:
                 return reply
         if call.method == "POST":
-            if path == "/openai/v1/chat/completions":
-                return openai_api.chat_completions(self.state, call)
-            if path == "/openai/v1/images/generations":
-                return openai_api.images_generations(self.state, call, base_url=base)
-            if path == "/runware/v1":
-                return runware_api.handle(self.state, call, base_url=base)
+            if path in PROVIDER_ROUTES:
+                route, handler = PROVIDER_ROUTES[path]
+                reply = handler(self.state, call, base_url=base)
+                self.state.record_answer(route, reply.status, reply.headers.get("x-request-id"))
+                return reply
             if path.startswith("/_sandbox/"):
                 return self._control(path, call)
         if call.method == "GET":
@@ -127,7 +138,8 @@ class SandboxServer:
                 return openai_api.models_list(self.state, call)
             if path == "/_sandbox/stats":
                 return Reply(200, {"counts": self.stats, "knobs": vars(self.knobs),
-                                   "requests": {route: self.requests(route) for route in self.state.bodies}},
+                                   "requests": {route: self.requests(route) for route in self.state.bodies},
+                                   "answers": {route: self.answers(route) for route in self.state.answers}},
                              slow=False)
             match = IMAGE_PATH.match(path)
             if match:

@@ -32,6 +32,7 @@ class Knobs:
     # {model: "YYYY-MM-DD"}: a retirement the provider announces (OpenAI's shutdown_date; Runware,
     # whose search has no date, marks the model "deprecated").
     retiring_models: dict = field(default_factory=dict)
+    runware_cost: bool = True          # Runware reports each image's cost when a task asks (includeCost)
 
     def validated(self) -> Knobs:
         if self.error_kind not in ERROR_KINDS:
@@ -40,6 +41,8 @@ class Knobs:
             raise ValueError("error_rate must be between 0 and 1")
         if int(self.latency_ms) < 0 or float(self.retry_after_s) < 0 or float(self.hang_s) < 0:
             raise ValueError("latency_ms, retry_after_s and hang_s must not be negative")
+        if not isinstance(self.runware_cost, bool):
+            raise ValueError("runware_cost must be true or false")
         if self.runware_error_envelope not in RUNWARE_ENVELOPES:
             raise ValueError(f"runware_error_envelope must be one of {', '.join(RUNWARE_ENVELOPES)}")
         if not isinstance(self.outages, dict) or any(
@@ -81,6 +84,7 @@ class SandboxState:
     scripts: dict = field(default_factory=dict)  # provider -> its own script, drawn before the shared one
     counts: Counter = field(default_factory=Counter)
     bodies: dict = field(default_factory=dict)
+    answers: dict = field(default_factory=dict)  # route -> the status and request id of each reply
     images: OrderedDict = field(default_factory=OrderedDict)
     tasks: dict = field(default_factory=dict)   # Runware taskUUID -> the items and errors it produced
     partial_calls: int = 0
@@ -110,6 +114,7 @@ class SandboxState:
             self.scripts.clear()
             self.counts.clear()
             self.bodies.clear()
+            self.answers.clear()
             self.images.clear()
             self.tasks.clear()
             self.partial_calls = 0
@@ -159,6 +164,17 @@ class SandboxState:
             self.counts[route] += 1
             if body is not None:
                 self.bodies.setdefault(route, deque(maxlen=self.MAX_BODIES)).append(body)
+
+    MAX_ANSWERS = 1000
+
+    def record_answer(self, route: str, status: int, request_id: str | None) -> None:
+        with self.lock:
+            self.answers.setdefault(route, deque(maxlen=self.MAX_ANSWERS)).append(
+                {"status": status, "request_id": request_id})
+
+    def answered(self, route: str) -> list[dict]:
+        with self.lock:
+            return list(self.answers.get(route, ()))
 
     def remember_image(self, image_id: str, spec: ImageSpec) -> None:
         with self.lock:

@@ -32,7 +32,7 @@ class FakeAdapter(ProviderAdapter):
         self.calls: list[int] = []
         self.lock = threading.Lock()
 
-    def _generate_image_call(self, *, model, prompt, n, width, height, params, task_id=None):
+    def _generate_image_call(self, *, model, prompt, n, width, height, params, task_id=None, record=None):
         with self.lock:
             self.calls.append(n)
         return self.behaviour(n)

@@ -136,3 +136,32 @@ def test_management_command_runs_the_sandbox_alone(tmp_path):
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
+
+
+def test_runware_reports_each_images_cost_when_a_task_asks(sandbox):
+    def costs(**fields):
+        answer = requests.post(f"{sandbox.url}/runware/v1", json=[runware_task(numberResults=2, **fields)],
+                               headers=AUTH, timeout=5).json()
+        return [item.get("cost") for item in answer["data"]]
+
+    assert costs() == [None, None]
+    assert costs(includeCost=True, width=1024, height=1024, steps=30) == [0.009, 0.009]
+    assert costs(includeCost=True, model="google:4@2", width=1024, height=1024) == [0.138, 0.138]
+    sandbox.configure(runware_cost=False)  # a model whose price Runware does not report
+    assert costs(includeCost=True) == [None, None]
+
+
+def test_the_sandbox_logs_each_answer_and_a_failed_task_can_be_looked_up(sandbox):
+    sandbox.fail_next(1, "rate_limit")
+    for _ in range(2):
+        requests.post(f"{sandbox.url}/openai/v1/chat/completions", headers=AUTH, timeout=5,
+                      json={"model": "gpt-5.1", "messages": [{"role": "user", "content": "hi"}]})
+    answers = sandbox.answers("openai.chat.completions")
+    assert [a["status"] for a in answers] == [429, 200] and all(a["request_id"].startswith("req_") for a in answers)
+
+    refused = runware_task(positivePrompt="x")  # too short: the task fails
+    requests.post(f"{sandbox.url}/runware/v1", json=[refused], headers=AUTH, timeout=5)
+    lookup = requests.post(f"{sandbox.url}/runware/v1", headers=AUTH, timeout=5,
+                           json=[{"taskType": "getResponse", "taskUUID": refused["taskUUID"]}]).json()
+    assert [e["code"] for e in lookup["errors"]] == ["invalidPositivePrompt"]
+    assert [a["status"] for a in sandbox.answers("runware")] == [400, 200]

@@ -39,13 +39,14 @@ class Command(BaseCommand):
                                    dropped_models=options["drop_model"])
         except (OSError, ValueError) as exc:
             raise CommandError(f"Could not start the sandbox: {exc}") from exc
+        # The handlers before the line that says the sandbox is up: whoever reads that line may stop it at once.
+        stopped = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stopped.set())
         server.start()
         self.stdout.write(f"Provider sandbox on {server.url} (OpenAI at {server.url}/openai/v1, "
                           f"Runware at {server.url}/runware/v1); knobs: POST {server.url}/_sandbox/config. "
                           "Ctrl-C to stop.")
-        stopped = threading.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stopped.set())
         stopped.wait()
         server.stop()
         self.stdout.write("Sandbox stopped.")

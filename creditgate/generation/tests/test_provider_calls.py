@@ -1,0 +1,81 @@
+"""The record of provider calls through the job runner: one row per try, written with what the
+call delivered, and the resumption of a Runware call kept intact (its first try is the row
+recorded before it went out; a later run finds its retries by the task ids derived from it)."""
+
+from decimal import Decimal
+
+import pytest
+
+from creditgate.catalog.models import AIModelConfig
+from creditgate.generation import dispatch, services
+from creditgate.generation.models import CallStatus, CostSource, Job, ProviderCall
+from creditgate.generation.tests.conftest import balance, make_user
+from creditgate.generation.tests.test_jobs_lifecycle import (  # noqa: F401 - fixtures
+    _quick_retries,
+    crash_at,
+    lapse,
+    recover,
+    run_until_crash,
+    workers,
+)
+from creditgate.providers import runware
+
+pytestmark = pytest.mark.usefixtures("gen_env")
+
+
+def rows(job: Job) -> list[tuple]:
+    return [(c.attempt, c.try_number, c.status, c.units_delivered, c.error_code, c.cost_source)
+            for c in job.calls.order_by("attempt", "try_number")]
+
+
+def test_a_resumed_call_records_the_tries_its_lookup_found(sandbox, crash_at, workers):  # noqa: F811
+    user = make_user(credits=20)
+    sandbox.fail_next(1, "partial")  # one image: the first task fails as a whole (a 500), its retry delivers
+    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=1)
+    crash_at("answered")
+    run_until_crash(job)  # both tries went out; the run died before storing anything
+    first = ProviderCall.objects.get(job=job)
+    assert (first.status, first.task_id) == (CallStatus.SENT, str(first.pk))
+
+    lapse(job)
+    recover(workers)
+    job.refresh_from_db()
+    assert (job.status, job.credits_charged, job.images.count()) == ("succeeded", 1, 1)
+    assert sandbox.stats["runware.imageInference"] == 2 and sandbox.stats["runware.getResponse"] == 2
+    assert rows(job) == [(1, 1, "failed", 0, "provider_unavailable", CostSource.NONE),
+                         (1, 2, "succeeded", 1, "", CostSource.PROVIDER)]
+    retry = job.calls.get(try_number=2)
+    assert retry.first_try_id == first.pk
+    assert retry.task_id == retry.provider_request_id == runware._task_uuids(str(first.pk), 2)[1]
+    assert (retry.latency_ms, retry.cost_usd) == (None, Decimal("0.009"))  # found later: latency unknown
+    assert job.images.get().call_id == retry.pk  # the image belongs to the try that made it
+    assert balance(user)["available"] == 19
+
+
+def test_a_call_refused_before_it_was_sent_is_one_failed_row(sandbox):
+    AIModelConfig.objects.filter(model_name="runware:97@1").update(sizes=[])
+    user = make_user(credits=20)
+    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    dispatch.wait_idle()
+    job.refresh_from_db()
+    assert job.status == "failed" and "runware.imageInference" not in sandbox.stats
+    call = job.calls.get()
+    assert (call.status, call.error_class, call.provider_request_id, call.provider_status, call.cost_usd) == (
+        CallStatus.FAILED, "ProviderRejectedRequest", "", None, None)
+
+
+def test_retries_of_a_fan_out_point_at_their_own_first_try(sandbox, settings):
+    AIModelConfig.objects.filter(model_name="gpt-image-2").update(max_images_per_call=1)
+    settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS = 1  # one call after the other: the failure hits the first
+    sandbox.fail_next(1, "server_error")
+    user = make_user(credits=50)
+    job, _ = services.job_create_images(user=user, prompt="foxes", tier="quality", count=2)
+    dispatch.wait_idle()
+    job.refresh_from_db()
+    assert job.status == "succeeded" and job.calls.count() == 3 == sandbox.stats["openai.images.generations"]
+    retry = job.calls.get(try_number=2)
+    assert retry.first_try.status == CallStatus.FAILED and retry.first_try.provider_status == 500
+    assert retry.size == retry.first_try.size == "1024x1024"
+    assert [c.cost_source for c in job.calls.filter(units_delivered=1)] == [CostSource.CATALOG] * 2
+    assert sorted(i.call_id for i in job.images.all()) == sorted(
+        job.calls.filter(units_delivered=1).values_list("pk", flat=True))
