@@ -115,6 +115,8 @@ MIDDLEWARE = [
     # Serves /static/ from STATIC_ROOT (collectstatic), before anything that touches the database.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "creditgate.core.middleware.RequestIdMiddleware",
+    # Under /api/, an error page that is not JSON (Django's debug pages) becomes the API's error shape.
+    "creditgate.core.middleware.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -299,7 +301,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser with a bound on nesting: a deep body is a 400, not a RecursionError.
+    "DEFAULT_PARSER_CLASSES": ["creditgate.core.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "creditgate.core.exception_handler.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
