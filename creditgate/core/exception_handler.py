@@ -20,7 +20,11 @@ import logging
 import kombu.exceptions
 import redis.exceptions
 from django import db
-from django.core.exceptions import PermissionDenied, RequestDataTooBig, SuspiciousOperation
+from django.core.exceptions import (
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+)
 from django.core.signals import got_request_exception
 from django.http import Http404, HttpRequest, JsonResponse
 from rest_framework import exceptions, status
@@ -28,7 +32,12 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 from rest_framework.views import set_rollback
 
-from creditgate.core.errors import ApplicationError, PayloadTooLarge, RateLimited, ServiceUnavailable
+from creditgate.core.errors import (
+    ApplicationError,
+    PayloadTooLarge,
+    RateLimited,
+    ServiceUnavailable,
+)
 from creditgate.core.logging import request_id_current
 
 logger = logging.getLogger(__name__)

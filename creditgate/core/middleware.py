@@ -10,7 +10,11 @@ import uuid
 
 import structlog
 
-from creditgate.core.exception_handler import api_error_for_status, is_api_request, json_error_response
+from creditgate.core.exception_handler import (
+    api_error_for_status,
+    is_api_request,
+    json_error_response,
+)
 
 # An id, not free text: a header is attacker-controlled and ends up on every log line.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
