@@ -93,6 +93,8 @@ def main() -> None:
         "DJANGO_SETTINGS_MODULE": "bench.ai_config_settings",
         "CREDITGATE_VAR_DIR": var_dir,
         "DEBUG": "false",  # as in production: no debug toolbar of queries, no debug pages
+        "CREDITGATE_SECURE_SSL_REDIRECT": "false",  # plain http on loopback: no redirect to https
+        "CREDITGATE_SECURE_COOKIES": "false",
         "SECRET_KEY": "bench-only",
         "ALLOWED_HOSTS": "127.0.0.1",
         "CREDITGATE_ENCRYPTION_KEYS": os.environ.get("CREDITGATE_ENCRYPTION_KEYS",

@@ -175,6 +175,8 @@ def main() -> None:
     # DEBUG off, as deployed: with it on, Django records every query, which is not what production pays.
     env = {**os.environ, "CREDITGATE_VAR_DIR": var_dir, "DJANGO_SETTINGS_MODULE": "creditgate.settings",
            "DEBUG": "false", "SECRET_KEY": "bench-only", "ALLOWED_HOSTS": "127.0.0.1,localhost",
+           # Plain http on loopback: no redirect to https, cookies over http.
+           "CREDITGATE_SECURE_SSL_REDIRECT": "false", "CREDITGATE_SECURE_COOKIES": "false",
            "CREDITGATE_ENCRYPTION_KEYS": "Zm9yLWJlbmNobWFya3Mtb25seS0zMi1ieXRlcy1rZXk=",
            "CREDITGATE_SANDBOX": "true", "LOG_LEVEL": "WARNING",
            "CREDITGATE_JOBS_BACKEND": "inprocess", "CREDITGATE_GENERATION_RATE": "1000000/min"}

@@ -6,6 +6,7 @@ Every variable is documented in README.md and `.env.example`.
 import ipaddress
 import logging
 import os
+import re
 import zoneinfo
 from pathlib import Path
 
@@ -31,6 +32,25 @@ else:
     if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off.")
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[])
+
+# --- HTTPS ---------------------------------------------------------------------------------
+# Production (DEBUG=false) is HTTPS-only by default: plain http is redirected, cookies are sent
+# over HTTPS only, and browsers are told (HSTS) to use nothing else for a year. Behind a
+# TLS-terminating proxy, name the header it sets (X-Forwarded-Proto) so a request it forwarded
+# counts as HTTPS; trust it only when every request comes through that proxy, which must set it.
+SECURE_SSL_REDIRECT = env.bool("CREDITGATE_SECURE_SSL_REDIRECT", default=not DEBUG)
+# Probes and the scraper reach a process directly, over plain http (paths without the leading "/").
+SECURE_REDIRECT_EXEMPT = [r"^health/$", r"^ready/$", r"^metrics$"]
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("CREDITGATE_SECURE_COOKIES", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("CREDITGATE_HSTS_SECONDS", default=0 if DEBUG else 365 * 24 * 3600)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("CREDITGATE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+# Opt-in: asking to be on the browsers' preload list binds the whole domain for a long time.
+SECURE_HSTS_PRELOAD = env.bool("CREDITGATE_HSTS_PRELOAD", default=False)
+_proxy_ssl_header = env.str("CREDITGATE_SECURE_PROXY_SSL_HEADER", default="").strip()
+if _proxy_ssl_header:
+    if not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
+        raise ImproperlyConfigured("CREDITGATE_SECURE_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto.")
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
 
 # --- Provider keys at rest -------------------------------------------------------------
 # Comma-separated Fernet keys, newest first. The first encrypts; all of them decrypt, so an
@@ -115,6 +135,8 @@ MIDDLEWARE = [
     # Serves /static/ from STATIC_ROOT (collectstatic), before anything that touches the database.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "creditgate.core.middleware.RequestIdMiddleware",
+    # Under /api/, an error page that is not JSON (Django's debug pages) becomes the API's error shape.
+    "creditgate.core.middleware.ApiErrorMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -299,7 +321,8 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # DRF's JSON parser with a bound on nesting: a deep body is a 400, not a RecursionError.
+    "DEFAULT_PARSER_CLASSES": ["creditgate.core.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "creditgate.core.exception_handler.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",

@@ -18,3 +18,9 @@ urlpatterns = [
     path("", include("creditgate.core.urls")),
     path("", include("creditgate.web.urls")),
 ]
+
+# Under /api/ in the API's JSON error shape, elsewhere Django's HTML pages (creditgate.core.views).
+handler400 = "creditgate.core.views.error_400"
+handler403 = "creditgate.core.views.error_403"
+handler404 = "creditgate.core.views.error_404"
+handler500 = "creditgate.core.views.error_500"

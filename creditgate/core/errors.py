@@ -34,6 +34,26 @@ class NotFound(ApplicationError):
     code = "not_found"
 
 
+class PayloadTooLarge(ApplicationError):
+    status_code = 413
+    code = "payload_too_large"
+
+    def __init__(self, *, limit_bytes: int):
+        super().__init__(f"The request body is larger than the limit of {limit_bytes} bytes.",
+                         details={"limit_bytes": limit_bytes})
+
+
+class ServiceUnavailable(ApplicationError):
+    """A transient fault of the database or the broker: nothing is wrong with the request, retry it."""
+
+    status_code = 503
+    code = "service_unavailable"
+
+    def __init__(self, *, retry_after: int):
+        super().__init__(f"The service is briefly unavailable; try again in {retry_after} seconds.",
+                         details={"retry_after": retry_after})
+
+
 class InsufficientCredits(ApplicationError):
     status_code = 402
     code = "insufficient_credits"

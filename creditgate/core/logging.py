@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 
 # Fields every line gets, for our own events and for the standard library's records alike.
 _SHARED_PROCESSORS: list[Any] = [
@@ -74,7 +75,10 @@ def logging_config(*, fmt: str, level: str) -> dict[str, Any]:
         raise ImproperlyConfigured(f"CREDITGATE_LOG_FORMAT must be one of {LOG_FORMATS}, not {fmt!r}.")
     renderer: list[Any]
     if fmt == "json":
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        # A traceback as a dict, without each frame's local variables: those hold prompts, API
+        # keys and tokens (structlog's `dict_tracebacks` shows them).
+        renderer = [structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False)),
+                    structlog.processors.JSONRenderer()]
     else:
         renderer = [structlog.dev.ConsoleRenderer(colors=False)]
     return {

@@ -8,6 +8,14 @@ so every log line of the request carries it and `core.logging.request_id_current
 import re
 import uuid
 
+import structlog
+
+from creditgate.core.exception_handler import (
+    api_error_for_status,
+    is_api_request,
+    json_error_response,
+)
+
 # An id, not free text: a header is attacker-controlled and ends up on every log line.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -22,6 +30,35 @@ class RequestIdMiddleware:
             request_id = uuid.uuid4().hex
             request.META["HTTP_X_REQUEST_ID"] = request_id
             request.__dict__.pop("headers", None)  # `request.headers` is cached from META
-        response = self.get_response(request)
+        # Bound here too (django-structlog binds it again further in): a line logged by the
+        # middlewares in between, e.g. about an exception in one of them, carries it as well.
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            response = self.get_response(request)
         response["X-Request-ID"] = request_id
         return response
+
+
+class ApiErrorMiddleware:
+    """The last line of the API's error shape: an error response under /api/ that is not JSON
+    (Django's debug pages with DEBUG on, where handler404/500 are not used; any HTML error page a
+    library returns) is replaced by the contract's JSON for its status. With DEBUG off, the DRF
+    exception handler and the error views (core.views.error_*) have already answered in JSON.
+    Right after RequestIdMiddleware, so it sees what every later middleware answers."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if response.status_code >= 400 and is_api_request(request) and not _is_json(response):
+            replacement = json_error_response(*api_error_for_status(response.status_code, request))
+            for header in ("Allow", "Retry-After", "WWW-Authenticate"):
+                if header in response:
+                    replacement[header] = response[header]
+            return replacement
+        return response
+
+
+def _is_json(response) -> bool:
+    content_type = response.get("Content-Type", "").split(";")[0].strip().lower()
+    return content_type == "application/json" or content_type.endswith("+json")

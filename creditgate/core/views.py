@@ -1,17 +1,67 @@
 """Operations endpoints: liveness, readiness, Prometheus metrics. Plain Django views (not under
-/api/): a load balancer, an orchestrator and Prometheus call them, not users."""
+/api/): a load balancer, an orchestrator and Prometheus call them, not users.
+
+Also Django's error views (handler400/403/404/500 in creditgate/urls.py): what fails outside a view
+(no route matches, a malformed id in the path, a body too large read by a middleware, an exception
+in a middleware) answers in the API's JSON error shape under /api/, and Django's HTML pages elsewhere
+(the page, the admin)."""
 
 import asyncio
 import dataclasses
 import datetime
 import hmac
+import sys
 
 from django.conf import settings
 from django.http import Http404, HttpResponse, JsonResponse
+from django.views import defaults
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import requires_csrf_token
 from django_prometheus.exports import ExportToDjangoView
 from health_check import Cache, Database, HealthCheck, Storage
 from health_check.exceptions import ServiceUnavailable
+
+from creditgate.core.exception_handler import (
+    api_error_for_exception,
+    api_error_for_status,
+    is_api_request,
+    json_error_response,
+)
+
+
+@requires_csrf_token
+def error_400(request, exception=None):
+    if is_api_request(request):
+        if exception is None:
+            return json_error_response(*api_error_for_status(400, request))
+        return json_error_response(*api_error_for_exception(exception, request))
+    return defaults.bad_request(request, exception)
+
+
+@requires_csrf_token
+def error_403(request, exception=None):
+    if is_api_request(request):
+        return json_error_response(*api_error_for_status(403, request))
+    return defaults.permission_denied(request, exception)
+
+
+@requires_csrf_token
+def error_404(request, exception=None):
+    if is_api_request(request):
+        return json_error_response(*api_error_for_status(404, request))
+    return defaults.page_not_found(request, exception)
+
+
+@requires_csrf_token
+def error_500(request):
+    """Django calls it while handling the exception (already logged, with the request id), so
+    the exception is at hand: a transient one is a 503 with Retry-After."""
+    if is_api_request(request):
+        exception = sys.exc_info()[1]
+        if exception is None:
+            return json_error_response(*api_error_for_status(500, request))
+        return json_error_response(*api_error_for_exception(exception, request))
+    return defaults.server_error(request)
 
 
 @never_cache

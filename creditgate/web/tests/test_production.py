@@ -124,6 +124,9 @@ def production_env(django_db_setup, django_db_blocker, sandbox_server, s3, tmp_p
     env = {
         **os.environ,
         "DEBUG": "false",
+        # Plain http on loopback, no TLS proxy in front: the README's try-out settings.
+        "CREDITGATE_SECURE_SSL_REDIRECT": "false",
+        "CREDITGATE_SECURE_COOKIES": "false",
         "SECRET_KEY": "production-test-" + uuid.uuid4().hex,
         "ALLOWED_HOSTS": "127.0.0.1",
         "DATABASE_URL": database_url(),
