@@ -150,7 +150,8 @@ def main() -> None:
     cache = "redis" if os.environ.get("REDIS_URL") else "file cache"
     db = "DATABASE_URL" if os.environ.get("DATABASE_URL") else "SQLite"
     print(f"workers={args.workers} (sync)  connections={args.connections}  db={db}  cache={cache}")
-    print(f"ratio (median of {len(ratios)}): {ratio:.3f}   target >= 0.85   {'OK' if ratio >= 0.85 else 'BELOW TARGET'}")
+    verdict = "OK" if ratio >= 0.85 else "BELOW TARGET"
+    print(f"ratio (median of {len(ratios)}): {ratio:.3f}   target >= 0.85   {verdict}")
     # On a machine shared with other work, wall-clock req/s swings with the neighbours' load; the
     # requests served per worker CPU-second do not, and show the cost of the view itself.
     print(f"ratio by worker CPU (median): {cpu_ratio:.3f}   (requests per CPU-second of the workers; "

@@ -110,7 +110,7 @@ def wrk_rate(url: str, seconds: float, headers: list[str], script: str | None = 
         cmd += ["-H", header]
     if script:
         cmd += ["-s", script]
-    out = subprocess.run(cmd + [url], check=True, capture_output=True, text=True).stdout
+    out = subprocess.run([*cmd, url], check=True, capture_output=True, text=True).stdout
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"{url}: {errors.group(1)} error responses\n{out}")
@@ -139,7 +139,7 @@ def request_overhead(env: dict, rounds: int, seconds: float, workers: int) -> fl
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
             f.write(POST_LUA)
         auth = [f"Authorization: Token {token}"]
-        post_headers = auth + ["Content-Type: application/json"]
+        post_headers = [*auth, "Content-Type: application/json"]
         wrk_rate(base + "/api/v1/system/ai-config/", 1, [])  # warm-up
         wrk_rate(base + "/api/v1/images/generations/", 1, post_headers, f.name)
         ratios, context = [], []

@@ -162,9 +162,9 @@ def start_litellm(binary: str, fake: Server, workdir: Path) -> Server:
         f"      api_base: http://127.0.0.1:{fake.port}/v1\n      api_key: bench\n")
     # A master key (no database: it is checked in memory), as LiteLLM refuses to start without one.
     env = {**os.environ, "LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False", "LITELLM_MASTER_KEY": LITELLM_KEY}
-    log = open(workdir / "litellm.log", "w")
-    proc = subprocess.Popen([binary, "--config", str(config), "--port", str(port), "--num_workers", "1"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
+    with open(workdir / "litellm.log", "w") as log:
+        proc = subprocess.Popen([binary, "--config", str(config), "--port", str(port), "--num_workers", "1"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
     wait_for_port(port, timeout=180)
     return Server("litellm", port, [proc])
 
@@ -221,15 +221,16 @@ def start_creditgate(fake: Server, workdir: Path, *, full: bool) -> Server:
                          check=True, capture_output=True, text=True).stdout
     token = next(line.split()[1] for line in out.splitlines() if line.startswith("TOKEN"))
     port = free_port()
-    log = open(workdir / "server.log", "w")
     workers = ["-w", "2"] if full else ["-w", "1"]
-    procs = [subprocess.Popen([PYTHON, "-m", "gunicorn", "creditgate.wsgi", *workers, "-k", "gthread", "--threads", "8",
-                               "-b", f"127.0.0.1:{port}", "--keep-alive", "30"],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)]
-    if full:
-        procs.append(subprocess.Popen([PYTHON, "-m", "celery", "-A", "creditgate", "worker", "--concurrency=4",
-                                       "--loglevel=WARNING", "--without-heartbeat", "--without-gossip",
-                                       "--without-mingle"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT))
+    with open(workdir / "server.log", "w") as log:  # each child keeps its own copy of the descriptor
+        procs = [subprocess.Popen([PYTHON, "-m", "gunicorn", "creditgate.wsgi", *workers, "-k", "gthread",
+                                   "--threads", "8", "-b", f"127.0.0.1:{port}", "--keep-alive", "30"],
+                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)]
+        if full:
+            procs.append(subprocess.Popen([PYTHON, "-m", "celery", "-A", "creditgate", "worker", "--concurrency=4",
+                                           "--loglevel=WARNING", "--without-heartbeat", "--without-gossip",
+                                           "--without-mingle"], cwd=ROOT, env=env, stdout=log,
+                                          stderr=subprocess.STDOUT))
     wait_for_port(port)
     server = Server(name, port, procs, token)
     # Warm up every worker process (imports, connections) before anything is measured.
@@ -383,14 +384,16 @@ def main() -> int:
                 for label, server, operation in cases:
                     sample = measure(server, operation, clients, args.seconds)
                     results.setdefault((label, clients), []).append(sample)
-                    print(f"  round {round_} c={clients} {label:18} {sample.rate:8.1f}/s  median {sample.median_ms:7.2f} ms"
-                          f"  p95 {sample.p95_ms:7.2f} ms  cpu {sample.cpu_ms:6.2f} ms/op", flush=True)
+                    print(f"  round {round_} c={clients} {label:18} {sample.rate:8.1f}/s"
+                          f"  median {sample.median_ms:7.2f} ms  p95 {sample.p95_ms:7.2f} ms"
+                          f"  cpu {sample.cpu_ms:6.2f} ms/op", flush=True)
 
         print(f"\nmin/median/max over {args.rounds} rounds (load now {os.getloadavg()[0]:.2f}):")
         print(f"{'case':22} {'ops/s':>22} {'median ms':>20} {'p95 ms':>20} {'server cpu ms/op':>20}")
         for (label, clients), samples in results.items():
             print(f"{label + f' c={clients}':22} {spread([s.rate for s in samples]):>22} "
-                  f"{spread([s.median_ms for s in samples], '{:.2f}'):>20} {spread([s.p95_ms for s in samples], '{:.2f}'):>20} "
+                  f"{spread([s.median_ms for s in samples], '{:.2f}'):>20} "
+                  f"{spread([s.p95_ms for s in samples], '{:.2f}'):>20} "
                   f"{spread([s.cpu_ms for s in samples], '{:.2f}'):>20}")
 
         def med(label: str, clients: int, attr: str) -> float | None:

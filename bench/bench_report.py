@@ -159,7 +159,7 @@ def seed(*, calls: int, days: int = 365, end: dt.date | None = None, users: int 
         growth = 0.6 + 0.8 * day_index / days          # traffic grows over the year
         weekday = 0.75 if day.weekday() >= 5 else 1.1  # quieter weekends
         for _ in range(max(1, int(rng.gauss(per_day * growth * weekday, per_day * 0.05)))):
-            share, kind, tier, counts, latency = rng.choices(MIX, weights=[m[0] for m in MIX])[0]
+            _share, kind, tier, counts, latency = rng.choices(MIX, weights=[m[0] for m in MIX])[0]
             at = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC) + dt.timedelta(seconds=rng.randrange(86400))
             user, account = rng.choice(owners)
             roll = rng.random()

@@ -122,7 +122,7 @@ def pytest_runtest_makereport(item, call):
     try:
         tab.screenshot(path=str(path), full_page=True)
         note = f"screenshot of the page: {path}"
-    except Exception as exc:  # the page may be what broke; the original failure matters more
+    except Exception as exc:  # noqa: BLE001 - the page may be what broke; the original failure matters more
         note = f"no screenshot ({exc})"
     report.sections.append(("browser", note))
     crash = getattr(report.longrepr, "reprcrash", None)

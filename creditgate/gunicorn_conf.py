@@ -7,7 +7,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "creditgate.settings")
 
-from django.conf import settings  # noqa: E402  (needs DJANGO_SETTINGS_MODULE)
+from django.conf import settings  # needs DJANGO_SETTINGS_MODULE
 
 # gunicorn's own lines (start, worker boot, timeouts) in the service's format, JSON in production.
 # Requests are logged once, by django-structlog, with their request id: no separate access log.

@@ -61,7 +61,8 @@ if not CREDITGATE_ENCRYPTION_KEYS:
     if not DEBUG:
         raise ImproperlyConfigured(
             "CREDITGATE_ENCRYPTION_KEYS must be set when DEBUG is off "
-            "(generate one with: python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
+            "(generate one with: "
+            "python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())')."
         )
     from cryptography.fernet import Fernet
 
@@ -249,7 +250,8 @@ CREDITGATE_SPENDING_TIME_ZONE = env.str("CREDITGATE_SPENDING_TIME_ZONE", default
 try:
     zoneinfo.ZoneInfo(CREDITGATE_SPENDING_TIME_ZONE)
 except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-    raise ImproperlyConfigured(f"CREDITGATE_SPENDING_TIME_ZONE: unknown time zone {CREDITGATE_SPENDING_TIME_ZONE!r}.") from None
+    raise ImproperlyConfigured(
+        f"CREDITGATE_SPENDING_TIME_ZONE: unknown time zone {CREDITGATE_SPENDING_TIME_ZONE!r}.") from None
 
 CELERY_BEAT_SCHEDULE = {
     # Recovery of lapsed leases, the outbox, queue timeouts (generation.services.jobs_sweep).

@@ -9,8 +9,16 @@ from django.utils.http import urlencode
 from simple_history.admin import SimpleHistoryAdmin
 
 from creditgate.billing import dispatch
-from creditgate.billing.models import (CheckoutSession, CreditPack, EventOutcome, LowBalanceEmail, Payment, Shortfall,
-                                       StripeEvent, money_display)
+from creditgate.billing.models import (
+    CheckoutSession,
+    CreditPack,
+    EventOutcome,
+    LowBalanceEmail,
+    Payment,
+    Shortfall,
+    StripeEvent,
+    money_display,
+)
 from creditgate.credits.admin import ReadOnlyAdmin
 from creditgate.credits.models import EntryKind
 

@@ -138,8 +138,9 @@ class StripeWebhookApi(APIView):
 
     @extend_schema(
         request={"application/json": OpenApiTypes.OBJECT},
-        parameters=[OpenApiParameter("Stripe-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
-                                     description="t=<unix time>,v1=<HMAC-SHA256 of `t.body` under the signing secret>")],
+        parameters=[OpenApiParameter(
+            "Stripe-Signature", OpenApiTypes.STR, OpenApiParameter.HEADER, required=True,
+            description="t=<unix time>,v1=<HMAC-SHA256 of `t.body` under the signing secret>")],
         responses={200: OutputSerializer,
                    400: error_response("invalid_signature: no, a wrong or a stale Stripe-Signature; nothing written."),
                    503: error_response("payments_unavailable: Stripe is not configured here.")},

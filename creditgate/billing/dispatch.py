@@ -26,7 +26,7 @@ def send(task_name: str, *args) -> bool:
     if settings.CREDITGATE_JOBS_BACKEND == "celery":
         try:
             current_app.send_task(task_name, args=list(args))
-        except Exception:  # noqa: BLE001 - kombu raises many kinds; any of them means "not handed over"
+        except Exception:  # kombu raises many kinds; any of them means "not handed over"
             logger.warning("task %s%s could not be handed to the broker", task_name, args, exc_info=True)
             return False
         return True
@@ -45,7 +45,7 @@ def _run_in_thread(task_name: str, *args) -> None:
         result = current_app.tasks[task_name].apply(args=args, throw=False)
         if result.failed():
             logger.error("in-process task %s%s failed: %r", task_name, args, result.result)
-    except Exception:  # noqa: BLE001 - a background thread has nobody else to tell
+    except Exception:  # a background thread has nobody else to tell
         logger.exception("in-process task %s%s failed", task_name, args)
     finally:
         connections.close_all()

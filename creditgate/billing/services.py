@@ -39,8 +39,15 @@ from django.utils import timezone
 
 from creditgate.billing import dispatch, emails, selectors, stripe_gateway
 from creditgate.billing.errors import PaymentsUnavailable
-from creditgate.billing.models import (CheckoutSession, CheckoutStatus, EventOutcome, LowBalanceEmail, Payment,
-                                       StripeEvent, payment_reference)
+from creditgate.billing.models import (
+    CheckoutSession,
+    CheckoutStatus,
+    EventOutcome,
+    LowBalanceEmail,
+    Payment,
+    StripeEvent,
+    payment_reference,
+)
 from creditgate.core.errors import InvalidRequest
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Account
@@ -157,7 +164,8 @@ def _checkout_for(session: dict) -> CheckoutSession | None:
         return None
     CheckoutSession.objects.filter(pk=ours, stripe_session_id__isnull=True).update(
         stripe_session_id=session_id[:255], url=str(session.get("url") or "")[:2000])
-    return CheckoutSession.objects.select_related("pack", "account").filter(pk=ours, stripe_session_id=session_id).first()
+    return (CheckoutSession.objects.select_related("pack", "account")
+            .filter(pk=ours, stripe_session_id=session_id).first())
 
 
 def _session_paid(record: StripeEvent, session: dict) -> None:
@@ -176,8 +184,9 @@ def _session_paid(record: StripeEvent, session: dict) -> None:
         return _report(record, "currency_mismatch", f"Paid in {currency or 'no currency'!s}, but the checkout is in "
                                                     f"{checkout.currency}; nothing was granted.")
     if session.get("amount_total") != checkout.amount:
-        return _report(record, "amount_mismatch", f"Paid {session.get('amount_total')!r}, but the checkout costs "
-                                                  f"{checkout.amount} ({checkout.amount_display}); nothing was granted.")
+        return _report(record, "amount_mismatch",
+                       f"Paid {session.get('amount_total')!r}, but the checkout costs "
+                       f"{checkout.amount} ({checkout.amount_display}); nothing was granted.")
     _fulfil(record, checkout, payment_intent=record.payment_intent or None)
 
 
@@ -185,8 +194,9 @@ def _fulfil(record: StripeEvent, checkout: CheckoutSession, *, payment_intent: s
     now = timezone.now()
     try:
         with transaction.atomic():  # the exactly-once gate: one payment row per session
-            payment = Payment.objects.create(checkout=checkout, account_id=checkout.account_id, credits=checkout.credits,
-                                             amount=checkout.amount, currency=checkout.currency,
+            payment = Payment.objects.create(checkout=checkout, account_id=checkout.account_id,
+                                             credits=checkout.credits, amount=checkout.amount,
+                                             currency=checkout.currency,
                                              stripe_payment_intent_id=payment_intent, paid_at=now)
     except IntegrityError:
         record.outcome = EventOutcome.ALREADY_FULFILLED
@@ -203,7 +213,8 @@ def _fulfil(record: StripeEvent, checkout: CheckoutSession, *, payment_intent: s
     record.message = f"Granted {checkout.credits} credits for {checkout.amount_display}."
     if payment_intent:
         # Refunds or disputes of this payment that arrived before it did.
-        for early in StripeEvent.objects.filter(outcome=EventOutcome.PENDING, payment_intent=payment_intent).order_by("id"):
+        early_events = StripeEvent.objects.filter(outcome=EventOutcome.PENDING, payment_intent=payment_intent)
+        for early in early_events.order_by("id"):
             _REVERSALS[early.type](early, early.data, payment=payment)
             early.save()
 
@@ -227,7 +238,8 @@ def _payment_intent_lock(payment_intent: str) -> None:
     ever. A PostgreSQL transaction-scoped advisory lock; SQLite runs one writer at a time anyway."""
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"creditgate-payment-intent:{payment_intent}"])
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                           [f"creditgate-payment-intent:{payment_intent}"])
 
 
 def _payment_of(record: StripeEvent, obj: dict, payment: Payment | None) -> Payment | None:
@@ -288,8 +300,9 @@ def _reverse(record: StripeEvent, payment: Payment, *, currency, charge_id: str,
     take = target - payment.credits_reversed
     if take > 0:
         entry = credits_services.credits_take_back(
-            account=Account(pk=payment.account_id), amount=take, reference=payment_reference(
-                payment.checkout.stripe_session_id), reason=f"{what[0].upper()}{what[1:]} ({payment.amount_display} paid)")
+            account=Account(pk=payment.account_id), amount=take,
+            reference=payment_reference(payment.checkout.stripe_session_id),
+            reason=f"{what[0].upper()}{what[1:]} ({payment.amount_display} paid)")
         payment.credits_reversed = target
         owed = entry.shortfall_delta
         record.outcome = EventOutcome.REVERSED

@@ -360,7 +360,8 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # The primary key: changing it would create another provider, not rename this one.
-        return ["stored_key", "stored_signing_secret", "provider_id"] if obj else ["stored_key", "stored_signing_secret"]
+        stored = ["stored_key", "stored_signing_secret"]
+        return [*stored, "provider_id"] if obj else stored
 
     @admin.display(description="Circuit breaker")
     def breaker_state(self, obj: IntegrationProvider) -> str:

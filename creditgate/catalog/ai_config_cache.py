@@ -230,8 +230,8 @@ def _bump_version() -> None:
     try:
         cache.set(_VERSION_KEY, uuid.uuid4().hex, timeout=None)
     except Exception:
-        logger.error("ai-config: could not invalidate the shared cache; stale for up to %s s",
-                     MAX_AGE_SECONDS, exc_info=True)
+        logger.exception("ai-config: could not invalidate the shared cache; stale for up to %s s",
+                         MAX_AGE_SECONDS)
 
 
 def ai_config_invalidate() -> None:

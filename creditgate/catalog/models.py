@@ -15,8 +15,13 @@ from __future__ import annotations
 from django.db import models
 from django.db.models import Q
 
-from creditgate.audit.tracking import (KeyChange, KeyChangeFields, SigningSecretChange, SigningSecretChangeFields,
-                                      config_history)
+from creditgate.audit.tracking import (
+    KeyChange,
+    KeyChangeFields,
+    SigningSecretChange,
+    SigningSecretChangeFields,
+    config_history,
+)
 from creditgate.catalog import crypto
 
 
@@ -93,6 +98,10 @@ class IntegrationProvider(models.Model):
     def __str__(self) -> str:
         return self.display_name or self.provider_id
 
+    def __repr__(self) -> str:  # never leak the ciphertext or key through a repr in a log
+        key = "set" if self.has_key else "none"
+        return f"<IntegrationProvider {self.provider_id} active={self.is_active} key={key}>"
+
     @property
     def has_key(self) -> bool:
         return bool(self.api_key_encrypted)
@@ -120,9 +129,6 @@ class IntegrationProvider(models.Model):
 
     def get_signing_secret(self) -> str:
         return crypto.decrypt(self.signing_secret_encrypted) if self.signing_secret_encrypted else ""
-
-    def __repr__(self) -> str:  # never leak the ciphertext or key through a repr in a log
-        return f"<IntegrationProvider {self.provider_id} active={self.is_active} key={'set' if self.has_key else 'none'}>"
 
 
 class AIModelConfig(models.Model):

@@ -135,7 +135,8 @@ def model_next_retirement() -> dt.date | None:
 
 def providers_with_stored_key() -> QuerySet[IntegrationProvider]:
     """Providers with a stored API key or signing secret (what key rotation re-encrypts)."""
-    return IntegrationProvider.objects.exclude(api_key_encrypted="", signing_secret_encrypted="").order_by("provider_id")
+    return (IntegrationProvider.objects.exclude(api_key_encrypted="", signing_secret_encrypted="")
+            .order_by("provider_id"))
 
 
 # --- Model lifecycle: what the providers said, and what it means for the tiers -------------------

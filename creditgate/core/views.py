@@ -128,7 +128,7 @@ async def ready(request):
     are django-health-check's short ones (no address, no credential)."""
     checks = readiness_checks()
     results = await asyncio.gather(*(check.get_result() for check in checks.values()))
-    states = {name: str(result.error) if result.error else "ok" for name, result in zip(checks, results)}
+    states = {name: str(result.error) if result.error else "ok" for name, result in zip(checks, results, strict=True)}
     ok = all(state == "ok" for state in states.values())
     return JsonResponse({"status": "ok" if ok else "unavailable", "checks": states}, status=200 if ok else 503)
 

@@ -67,7 +67,7 @@ class AccountAdmin(admin.ModelAdmin):
 
     def get_urls(self):
         return [path("<int:account_id>/grant/", self.admin_site.admin_view(self.grant_view),
-                     name="credits_account_grant")] + super().get_urls()
+                     name="credits_account_grant"), *super().get_urls()]
 
     def grant_view(self, request, account_id):
         if not self.has_change_permission(request):

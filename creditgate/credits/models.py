@@ -162,7 +162,8 @@ class Hold(models.Model):
     spend_month = models.DateField(null=True, blank=True)
     created_at = models.DateTimeField()
     expires_at = models.DateTimeField(null=True, blank=True,
-                                      help_text="Empty: the hold's owner (a job) always settles it; it never expires by age.")
+                                      help_text="Empty: the hold's owner (a job) always settles it; "
+                                                "it never expires by age.")
     settled_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
@@ -207,6 +208,9 @@ class MemberSpend(models.Model):
             models.CheckConstraint(condition=Q(held__gte=0) & Q(spent__gte=0), name="member_spend_not_negative"),
         ]
 
+    def __str__(self) -> str:
+        return f"account {self.account_id}, user {self.user_id}, {self.month:%Y-%m}"
+
 
 class ApiKeySpend(models.Model):
     """The same for one API key: what requests made with it hold and spent in a month."""
@@ -223,6 +227,9 @@ class ApiKeySpend(models.Model):
             models.UniqueConstraint(fields=["api_key", "month"], name="api_key_spend_unique"),
             models.CheckConstraint(condition=Q(held__gte=0) & Q(spent__gte=0), name="api_key_spend_not_negative"),
         ]
+
+    def __str__(self) -> str:
+        return f"API key {self.api_key_id}, {self.month:%Y-%m}"
 
 
 class EntryKind(models.TextChoices):

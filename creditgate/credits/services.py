@@ -51,7 +51,6 @@ import time
 from functools import partial
 
 import psycopg
-
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
@@ -132,7 +131,8 @@ _HOLD_INSERT_SQL = (f"INSERT INTO {_HOLD} (account_id, amount, captured_amount, 
 _HOLD_SETTLE_SQL = (f"UPDATE {_HOLD} SET state = %s, captured_amount = %s, settled_at = %s "
                     f"WHERE id = %s AND state = %s AND amount >= %s "
                     f"RETURNING account_id, amount, reference, rate, user_id, api_key_id, spend_month")
-_ENTRY_INSERT_SQL = f"INSERT INTO {_ENTRY} ({_ENTRY_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s)"
+_ENTRY_INSERT_SQL = (f"INSERT INTO {_ENTRY} ({_ENTRY_COLUMNS}) "
+                     "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s)")
 _ENTRY_INSERT_2_SQL = _ENTRY_INSERT_SQL + ", (%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s)"
 
 
@@ -421,7 +421,7 @@ def credits_grant_within(*, account: Account, amount: int, actor=None, reason: s
     after = _execute(_GRANT_COUNTERS_MOVE_SQL, [amount, amount > 0, amount, True, account.pk, amount])
     if after is None:
         # The account owes a shortfall, or an adjustment removes more than is available.
-        available, held, shortfall, threshold = (Account.objects.select_for_update().filter(pk=account.pk)
+        available, _held, shortfall, threshold = (Account.objects.select_for_update().filter(pk=account.pk)
                                                  .values_list("available", "held", "shortfall",
                                                               "low_balance_threshold").get())
         if available + amount < 0:
@@ -507,9 +507,10 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
 
     The same key with the same fingerprint returns the first hold and charges nothing again;
     the same key with another fingerprint is a conflict. Short of credits: InsufficientCredits;
-    a refund's shortfall owed: ShortfallOwed; either way nothing written (inside a caller's transaction, the attempt runs in a savepoint, so a replayed
-    key leaves the caller's transaction usable). `expires=False`: the hold belongs to an owner that always settles it (a
-    generation job, whose recovery acts on the job's lease), so no age ever expires it; otherwise
+    a refund's shortfall owed: ShortfallOwed; either way nothing written (inside a caller's
+    transaction, the attempt runs in a savepoint, so a replayed key leaves the caller's transaction
+    usable). `expires=False`: the hold belongs to an owner that always settles it (a generation
+    job, whose recovery acts on the job's lease), so no age ever expires it; otherwise
     the sweep expires it after CREDITGATE_HOLD_TTL_SECONDS.
     """
     amount = _check_amount(amount)
@@ -655,19 +656,19 @@ _KEY_SPEND = ApiKeySpend._meta.db_table
 
 # (the UPDATE that holds within the cap, the INSERT of the month's row, the UPDATE that settles)
 _MEMBER_SPEND_SQL = (
-    f"UPDATE {_MEMBER_SPEND} SET held = held + %s WHERE account_id = %s AND user_id = %s AND month = %s AND "
+    (f"UPDATE {_MEMBER_SPEND} SET held = held + %s WHERE account_id = %s AND user_id = %s AND month = %s AND "
     f"COALESCE(held + spent + %s <= (SELECT monthly_cap FROM {_MEMBER} WHERE account_id = %s AND user_id = %s), "
-    f"TRUE) RETURNING held",
-    f"INSERT INTO {_MEMBER_SPEND} (account_id, user_id, month, held, spent) VALUES (%s, %s, %s, 0, 0) "
-    f"ON CONFLICT (account_id, user_id, month) DO NOTHING",
-    f"UPDATE {_MEMBER_SPEND} SET held = held - %s, spent = spent + %s "
-    f"WHERE account_id = %s AND user_id = %s AND month = %s RETURNING held",
+    f"TRUE) RETURNING held"),
+    (f"INSERT INTO {_MEMBER_SPEND} (account_id, user_id, month, held, spent) VALUES (%s, %s, %s, 0, 0) "
+    f"ON CONFLICT (account_id, user_id, month) DO NOTHING"),
+    (f"UPDATE {_MEMBER_SPEND} SET held = held - %s, spent = spent + %s "
+    f"WHERE account_id = %s AND user_id = %s AND month = %s RETURNING held"),
 )
 _KEY_SPEND_SQL = (
-    f"UPDATE {_KEY_SPEND} SET held = held + %s WHERE api_key_id = %s AND month = %s AND "
-    f"COALESCE(held + spent + %s <= (SELECT monthly_cap FROM {_API_KEY} WHERE id = %s), TRUE) RETURNING held",
-    f"INSERT INTO {_KEY_SPEND} (api_key_id, month, held, spent) VALUES (%s, %s, 0, 0) "
-    f"ON CONFLICT (api_key_id, month) DO NOTHING",
+    (f"UPDATE {_KEY_SPEND} SET held = held + %s WHERE api_key_id = %s AND month = %s AND "
+    f"COALESCE(held + spent + %s <= (SELECT monthly_cap FROM {_API_KEY} WHERE id = %s), TRUE) RETURNING held"),
+    (f"INSERT INTO {_KEY_SPEND} (api_key_id, month, held, spent) VALUES (%s, %s, 0, 0) "
+    f"ON CONFLICT (api_key_id, month) DO NOTHING"),
     f"UPDATE {_KEY_SPEND} SET held = held - %s, spent = spent + %s WHERE api_key_id = %s AND month = %s RETURNING held",
 )
 

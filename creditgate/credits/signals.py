@@ -1,9 +1,9 @@
 """Every user gets a personal account when created, whichever way the user was made (sign-up,
 admin, createsuperuser, a shell)."""
 
+from django.contrib.auth import get_user_model
 from django.db.models.signals import post_save
 from django.dispatch import receiver
-from django.contrib.auth import get_user_model
 
 from creditgate.credits import services
 

@@ -92,8 +92,8 @@ def _usage_body(*, start: dt.date, end: dt.date, group: str, usage: dict[tuple, 
             rows.append({"date": day.isoformat(), "credits": sum(by_tier.values()), "by_tier": by_tier})
     else:
         rows = [{"tier": key, "label": USAGE_LABELS[key], "credits": usage[(key,)]} for key in keys]
-    return {"from": start.isoformat(), "to": end.isoformat(), "group": group, "timezone": "UTC", "total": sum(usage.values()),
-            "labels": {key: USAGE_LABELS[key] for key in keys}, "rows": rows}
+    return {"from": start.isoformat(), "to": end.isoformat(), "group": group, "timezone": "UTC",
+            "total": sum(usage.values()), "labels": {key: USAGE_LABELS[key] for key in keys}, "rows": rows}
 
 
 class UsageApi(APIView):

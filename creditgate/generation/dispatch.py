@@ -41,7 +41,7 @@ def enqueue(job_id) -> bool:
     if settings.CREDITGATE_JOBS_BACKEND == "celery":
         try:
             current_app.send_task(RUN_JOB, args=[str(job_id)])
-        except Exception:  # noqa: BLE001 - kombu raises many kinds; any of them means "not handed over"
+        except Exception:  # kombu raises many kinds; any of them means "not handed over"
             logger.warning("job %s could not be handed to the broker; the sweep will retry", job_id, exc_info=True)
             return False
         return True
@@ -58,7 +58,7 @@ def task_send(task_name: str, *args, countdown: float | None = None) -> bool:
     if settings.CREDITGATE_JOBS_BACKEND == "celery":
         try:
             current_app.send_task(task_name, args=list(args), countdown=countdown)
-        except Exception:  # noqa: BLE001 - kombu raises many kinds; any of them means "not handed over"
+        except Exception:  # kombu raises many kinds; any of them means "not handed over"
             logger.warning("task %s%s could not be handed to the broker", task_name, args, exc_info=True)
             return False
         return True
@@ -99,7 +99,7 @@ def _run_in_thread(task_name: str, *args) -> None:
     close_old_connections()
     try:
         current_app.tasks[task_name].apply(args=args, throw=True)
-    except Exception:  # noqa: BLE001 - a background thread has nobody else to tell
+    except Exception:  # a background thread has nobody else to tell
         logger.exception("in-process task %s%s crashed", task_name, args)
     finally:
         connections.close_all()
@@ -107,7 +107,7 @@ def _run_in_thread(task_name: str, *args) -> None:
 
 def _sweep_forever() -> None:
     while interval := settings.CREDITGATE_JOB_SWEEP_SECONDS:
-        for task_name in list(_sweeps):
+        for task_name in _sweeps:
             contextvars.copy_context().run(_run_in_thread, task_name)
         time.sleep(interval)
 

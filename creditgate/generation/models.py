@@ -202,7 +202,7 @@ class ProviderCall(models.Model):
         return f"{self.kind} call to {self.provider_id}/{self.model_name} ({self.status})"
 
 
-def _image_path(instance: "JobImage", filename: str) -> str:
+def _image_path(instance: JobImage, filename: str) -> str:
     return f"jobs/{instance.job_id}/{filename}"
 
 
@@ -225,3 +225,6 @@ class JobImage(models.Model):
     class Meta:
         ordering = ["job", "index"]
         constraints = [models.UniqueConstraint(fields=["job", "index"], name="job_image_index_unique")]
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} image {self.index}"

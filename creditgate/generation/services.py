@@ -272,8 +272,8 @@ def job_run(*, job_id) -> float | None:
         _step(job, "claimed")
         if job.attempts > settings.CREDITGATE_JOB_MAX_ATTEMPTS:
             # Its earlier runs kept dying: settle it with what they delivered.
-            run.errors.append(("job_interrupted", f"The job was interrupted {job.attempts - 1} times and could "
-                                                  f"not be finished."))
+            run.errors.append(("job_interrupted", (f"The job was interrupted {job.attempts - 1} times and could "
+                                                  f"not be finished.")))
             _db_retry(run.load_progress, what=f"job {job_id}: load progress")
         else:
             run.call_providers()
@@ -285,13 +285,13 @@ def job_run(*, job_id) -> float | None:
     except _TRANSIENT_DB_ERRORS:
         logger.warning("job %s: the database stayed unreachable; the job is recovered when its lease lapses",
                        job_id, exc_info=True)
-    except Exception:  # noqa: BLE001 - a bug: charge what was delivered, nothing more, and say so
+    except Exception:  # a bug: charge what was delivered, nothing more, and say so
         logger.exception("job %s failed unexpectedly", job_id)
         try:
             run.pending.clear()
             run.errors.insert(0, ("internal_error", "Something went wrong on our side."))
             _db_retry(run.settle, what=f"job {job_id}: settle after an error")
-        except Exception:  # noqa: BLE001 - then recovery settles it when the lease lapses
+        except Exception:  # then recovery settles it when the lease lapses
             logger.exception("job %s could not be settled; recovery will", job_id)
     finally:
         leases.release(lease)
@@ -543,8 +543,8 @@ class _Run:
     def store(self, retrying: bool = False) -> None:
         """Store the answers received so far, while other calls are still out (own transaction)."""
         with transaction.atomic(durable=True):
-            updates = dict(lease_expires_at=timezone.now() + dt.timedelta(seconds=settings.CREDITGATE_JOB_LEASE_SECONDS),
-                           **self._text_fields())
+            lease = dt.timedelta(seconds=settings.CREDITGATE_JOB_LEASE_SECONDS)
+            updates = dict(lease_expires_at=timezone.now() + lease, **self._text_fields())
             if not Job.objects.filter(pk=self.job.pk, lease_token=self.lease.token,
                                       status=JobStatus.RUNNING).update(**updates):
                 raise LeaseLost()
@@ -786,13 +786,15 @@ def jobs_sweep(*, now: dt.datetime | None = None) -> Swept:
     """
     now = now or timezone.now()
     counts = dict(requeued=0, settled=0, expired=0, dispatched=0)
-    for job in Job.objects.filter(status=JobStatus.RUNNING, lease_expires_at__lt=now).order_by("lease_expires_at")[:500]:
+    lapsed = Job.objects.filter(status=JobStatus.RUNNING, lease_expires_at__lt=now).order_by("lease_expires_at")
+    for job in lapsed[:500]:
         outcome = _isolated(lambda retrying, job=job: _job_recover(job, now=now), what=f"job {job.pk}: recover")
         if outcome:
             counts[outcome] += 1
     timeout = now - dt.timedelta(seconds=settings.CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS)
     for job in Job.objects.filter(status=JobStatus.QUEUED, created_at__lt=timeout).order_by("created_at")[:500]:
-        if _isolated(lambda retrying, job=job: _job_expire(job, now=now, timeout=timeout), what=f"job {job.pk}: expire"):
+        if _isolated(lambda retrying, job=job: _job_expire(job, now=now, timeout=timeout),
+                     what=f"job {job.pk}: expire"):
             counts["expired"] += 1
     counts["dispatched"] = _outbox_dispatch(now=now)
     holds_expired = credits_services.holds_release_stale(now=now)
@@ -809,7 +811,7 @@ def _isolated(write, *, what: str):
     """One job's recovery step: a bug in one job must not stop the sweep for the others."""
     try:
         return _db_retry(write, what=what)
-    except Exception:  # noqa: BLE001 - logged; the job stays as it is and the audit reports it
+    except Exception:  # logged; the job stays as it is and the audit reports it
         logger.exception("%s failed", what)
         return None
 
@@ -831,8 +833,8 @@ def _job_recover(job: Job, *, now: dt.datetime) -> str | None:
                 logger.warning("job %s: its worker was lost during attempt %d; queued again in %ss",
                                job.pk, job.attempts, backoff)
             return "requeued" if taken else None
-        errors = [] if complete else [("job_interrupted", f"The job was interrupted {job.attempts} times and could "
-                                                          f"not be finished.")]
+        errors = [] if complete else [("job_interrupted", (f"The job was interrupted {job.attempts} times and could "
+                                                          f"not be finished."))]
         outcome = _settlement(job, images=images, text_tokens=text_tokens, errors=errors)
         if not Job.objects.filter(lapsed).update(**outcome.job_fields):
             return None
@@ -853,7 +855,8 @@ def _job_expire(job: Job, *, now: dt.datetime, timeout: dt.datetime) -> bool:
                 **outcome.job_fields):
             return False
         outcome.settle_hold(job)
-    logger.warning("job %s: waited in the queue past %ss; settled", job.pk, settings.CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS)
+    logger.warning("job %s: waited in the queue past %ss; settled", job.pk,
+                   settings.CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS)
     return True
 
 

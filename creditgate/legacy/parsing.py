@@ -338,7 +338,7 @@ def _parse_model(check: _Checker, entry: Any, path: str, model_type: str, allowe
             fields["credits_per_image"] = check.positive_int(obj["credits_per_image"], f"{path}.credits_per_image")
         if obj.get("usd_per_image") is not None:
             fields["usd_per_image"] = check.decimal(obj["usd_per_image"], f"{path}.usd_per_image",
-                                                    low=Decimal(0), high=Decimal("999999"), places=4)
+                                                    low=Decimal(0), high=Decimal(999999), places=4)
         if obj.get("quality_tier") is not None:
             tier = obj["quality_tier"]
             if tier not in QualityTier.values:
@@ -348,7 +348,7 @@ def _parse_model(check: _Checker, entry: Any, path: str, model_type: str, allowe
     else:
         for price in ("input_usd_per_1m_tokens", "output_usd_per_1m_tokens"):
             if obj.get(price) is not None:
-                fields[price] = check.decimal(obj[price], f"{path}.{price}", low=Decimal(0), high=Decimal("999999"),
+                fields[price] = check.decimal(obj[price], f"{path}.{price}", low=Decimal(0), high=Decimal(999999),
                                               places=4)
     if len(check.errors) > errors_before or not name or not provider:
         return None

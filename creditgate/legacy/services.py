@@ -301,14 +301,14 @@ def _model_target(legacy: LegacyModel, row: AIModelConfig | None, tier_holders: 
         target["quality_tier_id"] = tier
     target["is_active"] = active
     if legacy.is_active and retired:
-        report.warnings.append(f"{legacy.model_name} {'stays' if row else 'is imported'} inactive: its provider retired it on "
-                               f"{retires_on.isoformat()}."
+        report.warnings.append(f"{legacy.model_name} {'stays' if row else 'is imported'} inactive: "
+                               f"its provider retired it on {retires_on.isoformat()}."
                                + (f" Tier {tier} stays with {holder}." if holder else
                                   f" Tier {tier} has no active model: choose one in the admin." if tier else ""))
     elif legacy.is_active and holder is not None:
-        report.warnings.append(f"{legacy.model_name} {'stays' if row else 'is imported'} inactive: tier {tier} is served by {holder}, and "
-                               f"the import does not change who serves a tier. Activate it in the admin (as a backup, "
-                               f"or first by priority) if you want it.")
+        report.warnings.append(f"{legacy.model_name} {'stays' if row else 'is imported'} inactive: "
+                               f"tier {tier} is served by {holder}, and the import does not change who serves a tier. "
+                               f"Activate it in the admin (as a backup, or first by priority) if you want it.")
     return target
 
 

@@ -449,7 +449,7 @@ class ProviderAdapter(ABC):
         if len(errors) == len(results):
             raise errors[0]
         outcomes: list[ImageOutcome] = []
-        for n, result in zip(chunks, results):
+        for n, result in zip(chunks, results, strict=True):
             outcomes.extend([ImageOutcome.failed(result)] * n if isinstance(result, ProviderError) else result)
         return outcomes
 

@@ -160,7 +160,7 @@ return 1
 
     def read(self, keys: list[str]) -> dict[str, str]:
         values = self.client.mget([self.prefix + k for k in keys])
-        return {k: (v.decode() if v else "") for k, v in zip(keys, values)}
+        return {k: (v.decode() if v else "") for k, v in zip(keys, values, strict=True)}
 
     def swap(self, key: str, expected: str, new: str, *, cfg: BreakerConfig) -> bool:
         # A key outlives anything it can still mean (a counted failure, a cool-down, a trial's

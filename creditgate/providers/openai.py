@@ -31,8 +31,8 @@ from creditgate.providers.base import (
     ProviderBadResponse,
     ProviderContentRefused,
     ProviderError,
-    ProviderModelGone,
     ProviderModel,
+    ProviderModelGone,
     ProviderQuotaExhausted,
     ProviderRateLimited,
     ProviderRejectedRequest,
@@ -137,7 +137,8 @@ class OpenAIAdapter(ProviderAdapter):
                 url = None
             elif getattr(item, "url", None):
                 url = item.url
-                data, content_type = fetch_image(url, policy=self.policy, what="openai image download", session=self.http)
+                data, content_type = fetch_image(url, policy=self.policy, what="openai image download",
+                                                 session=self.http)
             else:
                 raise ProviderBadResponse("The AI provider's answer carried no image.")
         except ProviderError as exc:

@@ -34,8 +34,8 @@ from creditgate.providers.base import (
     ProviderBadResponse,
     ProviderContentRefused,
     ProviderError,
-    ProviderModelGone,
     ProviderModel,
+    ProviderModelGone,
     ProviderQuotaExhausted,
     ProviderRateLimited,
     ProviderRejectedRequest,
@@ -193,7 +193,8 @@ class RunwareAdapter(ProviderAdapter):
         url = item.get("imageURL")
         try:
             if url:
-                data, content_type = fetch_image(url, policy=self.policy, what="runware image download", session=self.http)
+                data, content_type = fetch_image(url, policy=self.policy, what="runware image download",
+                                                 session=self.http)
             else:
                 encoded = item.get("imageBase64Data") or str(item.get("imageDataURI") or "").partition(",")[2]
                 try:
@@ -257,7 +258,7 @@ class RunwareAdapter(ProviderAdapter):
 
     def check_credentials(self) -> CredentialCheck:
         try:
-            status, body, headers = self._post([{"taskType": "authentication", "apiKey": self.api_key}],
+            status, body, _headers = self._post([{"taskType": "authentication", "apiKey": self.api_key}],
                                                read_timeout=15.0)
         except ProviderError as exc:
             return CredentialCheck(ok=False, message=f"The key could not be checked: {exc.message}")

@@ -73,7 +73,8 @@ def model_lifecycle_check() -> LifecycleReport:
                 deprecated=offered.deprecated if offered else False)
             if row.status != ProviderListing.LISTED:
                 when = f" on {row.shutdown_on}" if row.shutdown_on else ""
-                report.flagged.append(f"{model.model_name} ({provider_id}, {'active' if model.is_active else 'inactive'})"
+                state = "active" if model.is_active else "inactive"
+                report.flagged.append(f"{model.model_name} ({provider_id}, {state})"
                                       f": {row.get_status_display()}{when}, since {row.since}")
     report.risks = catalog_selectors.services_at_risk(within_days=settings.CREDITGATE_RETIREMENT_WARNING_DAYS)
     return report

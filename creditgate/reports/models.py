@@ -24,6 +24,9 @@ class UsageReport(models.Model):
         verbose_name = "usage and margin report"
         verbose_name_plural = "usage and margin report"
 
+    def __str__(self) -> str:
+        return "usage and margin report"
+
 
 class PeriodGroup(models.TextChoices):
     DAY = "day", "Day"

@@ -42,13 +42,13 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import (
     Case,
-    Max,
     CharField,
     Count,
     DateField,
     DecimalField,
     F,
     IntegerField,
+    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -56,7 +56,7 @@ from django.db.models import (
     Sum,
     Value,
     When,
-    )
+)
 from django.db.models.functions import Coalesce, TruncDate, TruncWeek
 
 from creditgate.catalog import selectors as catalog_selectors
@@ -269,7 +269,7 @@ def chart_series(report: Report) -> dict:
                              "margin_pct": v["margin_pct"], "cost_usd": _usd(v["cost_usd"]), "credits": v["credits"]}
                             for u, v in sorted(by_usage.items(), key=lambda item: _usage_order(item[0]))],
         "failure_rate_by_provider": {
-            provider: [round(f / c, 4) if c else None for f, c in zip(failed[provider], counts)]
+            provider: [round(f / c, 4) if c else None for f, c in zip(failed[provider], counts, strict=True)]
             for provider, counts in sorted(calls.items())},
     }
 

@@ -66,11 +66,11 @@ def _roll_up(group: str, first: dt.date, last: dt.date, *, now: dt.datetime) -> 
                                  ranges=[(first, last)])
     rows = [UsageRollup(group=group, period=period, usage="", model_name="", **counts)
             for period, counts in tally.jobs.items()]
-    for row in tally.rows.values():
-        rows.append(UsageRollup(
-            group=group, period=row["period"], usage=row["usage"], model_name=row["model"],
-            **{name: row.get(name) or 0 for name in ("jobs", "refused", "failed", "images", "tokens", "credits",
-                                                      "calls", "failed_calls", "cost_usd", "provider_units")},
-            provider_cost_usd=row.get("provider_cost") or 0, p50_ms=row.get("p50_ms"), p95_ms=row.get("p95_ms")))
+    rows.extend(UsageRollup(
+        group=group, period=row["period"], usage=row["usage"], model_name=row["model"],
+        **{name: row.get(name) or 0 for name in ("jobs", "refused", "failed", "images", "tokens", "credits",
+                                                  "calls", "failed_calls", "cost_usd", "provider_units")},
+        provider_cost_usd=row.get("provider_cost") or 0, p50_ms=row.get("p50_ms"), p95_ms=row.get("p95_ms"))
+        for row in tally.rows.values())
     ClosedPeriod.objects.create(group=group, period=first, rolled_up_at=now)
     UsageRollup.objects.bulk_create(rows)

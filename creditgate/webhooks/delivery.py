@@ -73,7 +73,7 @@ def delivery_attempt(*, delivery_id) -> str | None:
     except requests.RequestException as exc:
         reason = egress.refusal_reason(exc)
         error = f"Refused: {reason}." if reason else _network_error(exc)
-    except Exception as exc:  # noqa: BLE001 - e.g. an undecryptable secret: logged, retried like any failure
+    except Exception as exc:  # e.g. an undecryptable secret: logged, retried like any failure
         logger.exception("webhook delivery %s: the attempt failed", delivery.pk)
         error = f"Could not send: {type(exc).__name__}."
     duration_ms = int((time.monotonic() - clock) * 1000)

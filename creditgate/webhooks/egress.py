@@ -74,7 +74,8 @@ def url_clean(url) -> str:
     """A webhook URL fit to register: http(s), a host, no credentials, and a host whose every
     address we may send to. InvalidRequest (400) otherwise."""
     if not isinstance(url, str) or not url.strip() or len(url.strip()) > 2000:
-        raise InvalidRequest("The URL must be 1 to 2000 characters.", details={"url": ["Must be 1 to 2000 characters."]})
+        raise InvalidRequest("The URL must be 1 to 2000 characters.",
+                             details={"url": ["Must be 1 to 2000 characters."]})
     url = url.strip()
     try:
         parts = urlsplit(url)
@@ -118,7 +119,7 @@ class _GuardedConnectionMixin:
                     sock.settimeout(self.timeout)
                 sock.connect(sockaddr)
                 return sock
-            except socket.timeout as exc:
+            except TimeoutError as exc:
                 sock.close()
                 error = ConnectTimeoutError(self, f"Connection to {self.host} timed out.")
                 error.__cause__ = exc

@@ -141,6 +141,7 @@ def test_unsent_emails_can_be_sent_again_from_the_admin(admin_client, sandbox, m
     LowBalanceEmail.objects.create(account=account, to="a@example.com", available=3, threshold=10,
                                    sent_at="2026-01-01T00:00:00Z")
     response = admin_client.post("/admin/billing/lowbalanceemail/", {
-        "action": "send_again", "_selected_action": [str(pk) for pk in LowBalanceEmail.objects.values_list("pk", flat=True)]})
+        "action": "send_again",
+        "_selected_action": [str(pk) for pk in LowBalanceEmail.objects.values_list("pk", flat=True)]})
     assert response.status_code == 302
     assert sent == [(unsent.pk,)]

@@ -51,8 +51,9 @@ def test_a_checkout_is_a_stripe_session_for_the_packs_price_and_grants_nothing_y
     assert body["url"].startswith(f"{sandbox.url}/stripe/pay/cs_test_")
     sent = sandbox.last_request("stripe.checkout.sessions.create")
     assert sent["mode"] == "payment" and sent["customer_email"] == "alice@example.com"
-    assert sent["line_items"] == [{"quantity": "1", "price_data": {"currency": "usd", "unit_amount": "1200", "product_data": {
-        "name": "Test pack", "description": "250 creditgate credits"}}}]
+    assert sent["line_items"] == [{"quantity": "1", "price_data": {
+        "currency": "usd", "unit_amount": "1200",
+        "product_data": {"name": "Test pack", "description": "250 creditgate credits"}}}]
     assert sent["metadata"]["creditgate_checkout"] == body["id"]
     assert sent["success_url"] == f"http://testserver/?checkout={body['id']}"
     checkout = CheckoutSession.objects.get(pk=body["id"])

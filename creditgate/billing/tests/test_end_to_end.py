@@ -37,7 +37,7 @@ def session_of(checkout: dict) -> str:
 
 
 def test_paying_with_five_concurrent_deliveries_grants_once(live, sandbox):
-    live_server, stripe, pack, user, http = live
+    live_server, stripe, pack, _user, http = live
     checkout = start(live_server, http, pack)
     stripe.configure(copies=5)
     stripe.pay(session_of(checkout))  # delivers before returning, as the page's redirect waits for it
@@ -45,7 +45,8 @@ def test_paying_with_five_concurrent_deliveries_grants_once(live, sandbox):
     assert len(deliveries) == 5 and {d["status"] for d in deliveries} == {200}
     assert deliveries[0]["url"] == f"{live_server.url}/api/v1/webhooks/stripe/"
     assert http.get(f"{live_server.url}/api/v1/credits/balance/", timeout=30).json()["available"] == 300
-    assert http.get(f"{live_server.url}/api/v1/credits/checkout/{checkout['id']}/", timeout=30).json()["status"] == "paid"
+    assert http.get(f"{live_server.url}/api/v1/credits/checkout/{checkout['id']}/",
+                    timeout=30).json()["status"] == "paid"
     assert credits_selectors.ledger_check() == []
 
 
@@ -67,9 +68,11 @@ def test_a_late_webhook_leaves_the_checkout_open_until_it_arrives(live, sandbox)
     checkout = start(live_server, http, pack)
     stripe.configure(delay_ms=400)
     stripe.pay(session_of(checkout))
-    assert http.get(f"{live_server.url}/api/v1/credits/checkout/{checkout['id']}/", timeout=30).json()["status"] == "open"
+    assert http.get(f"{live_server.url}/api/v1/credits/checkout/{checkout['id']}/",
+                    timeout=30).json()["status"] == "open"
     stripe.wait_deliveries()
-    assert http.get(f"{live_server.url}/api/v1/credits/checkout/{checkout['id']}/", timeout=30).json()["status"] == "paid"
+    assert http.get(f"{live_server.url}/api/v1/credits/checkout/{checkout['id']}/",
+                    timeout=30).json()["status"] == "paid"
     assert account_of(user).available == 300
 
 

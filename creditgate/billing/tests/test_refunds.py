@@ -4,12 +4,13 @@ new work with a 402 until a purchase pays it, and the audits stay clean througho
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from django.core.management import call_command
 
 from creditgate.billing import selectors
 from creditgate.billing.models import EventOutcome, Payment, StripeEvent
-from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import LedgerEntry
 from creditgate.generation import selectors as generation_selectors
@@ -21,7 +22,7 @@ pytestmark = pytest.mark.django_db
 
 def clean() -> None:
     assert generation_selectors.reconciliation_audit() == []
-    call_command("check_ledger", stdout=open("/dev/null", "w"))  # exits 1 on any problem
+    call_command("check_ledger", stdout=io.StringIO())  # exits 1 on any problem
 
 
 def paid(stripe, pack, user):

@@ -228,8 +228,8 @@ def test_an_invalidation_by_a_real_other_process_is_seen(client):
     assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 1
     subprocess.run(
         [sys.executable, "-c",
-         "import django; django.setup(); "
-         "from creditgate.catalog.ai_config_cache import ai_config_invalidate; ai_config_invalidate()"],
+         ("import django; django.setup(); "
+         "from creditgate.catalog.ai_config_cache import ai_config_invalidate; ai_config_invalidate()")],
         # It shares the cache; its database (the test database exists only in this process's
         # connection settings) is irrelevant to the invalidation, so it gets the default one.
         env={**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},

@@ -36,6 +36,6 @@ def test_a_negative_value_is_a_form_error_and_changes_nothing(admin_client):
 
 def test_the_database_refuses_a_negative_value_whoever_writes_it():
     with pytest.raises(IntegrityError), transaction.atomic():
-        GlobalIntegrationSettings.objects.filter(pk=1).update(usd_per_credit=Decimal("-1"))
-    GlobalIntegrationSettings.objects.filter(pk=1).update(usd_per_credit=Decimal("0"))  # free credits are allowed
+        GlobalIntegrationSettings.objects.filter(pk=1).update(usd_per_credit=Decimal(-1))
+    GlobalIntegrationSettings.objects.filter(pk=1).update(usd_per_credit=Decimal(0))  # free credits are allowed
     assert GlobalIntegrationSettings.objects.get().usd_per_credit == 0

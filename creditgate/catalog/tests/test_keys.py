@@ -1,5 +1,6 @@
 """Provider API keys: encrypted at rest, rotatable, and never shown back."""
 
+import io
 import logging
 
 import pytest
@@ -101,7 +102,7 @@ def test_rotation_reencrypts_every_key_under_the_newest(stored, runware, setting
     before = _raw_column("openai")
 
     settings.CREDITGATE_ENCRYPTION_KEYS = [new_key, old_key]
-    call_command("rotate_encryption_keys", stdout=open("/dev/null", "w"))
+    call_command("rotate_encryption_keys", stdout=io.StringIO())
     assert _raw_column("openai") != before
 
     settings.CREDITGATE_ENCRYPTION_KEYS = [new_key]  # the old key is gone

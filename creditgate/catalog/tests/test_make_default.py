@@ -65,7 +65,7 @@ def test_two_concurrent_swaps_leave_exactly_one_default(postgres_only, transacti
         barrier = threading.Barrier(len(candidates))
         errors: list[BaseException] = []
 
-        def swap(model):
+        def swap(model, barrier=barrier, errors=errors):
             try:
                 barrier.wait()
                 services.model_make_default(model=AIModelConfig.objects.get(pk=model.pk))

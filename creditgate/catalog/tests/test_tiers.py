@@ -142,6 +142,6 @@ def test_the_migration_moves_each_tiers_current_price_to_the_tier(seeded_catalog
 
     assert dict(ImageTier.objects.values_list("tier", "credits_per_image")) == {
         "basic": 2, "quality": 5, "premium": 15}
-    routing_quality = [m for m in AIModelConfig.objects.filter(quality_tier="quality", is_active=True)
-                       .order_by("priority")]
+    routing_quality = list(AIModelConfig.objects.filter(quality_tier="quality", is_active=True)
+                       .order_by("priority"))
     assert [(m.model_name, m.priority) for m in routing_quality] == [("gpt-image-2", 1), ("google:2@1", 2)]

@@ -52,7 +52,6 @@ def test_log_context_bind_takes_ids_only():
 
 
 def format_record(fmt: str, record: logging.LogRecord) -> str:
-    import logging.config
 
     config = logging_config(fmt=fmt, level="INFO")
     formatter_spec = dict(config["formatters"]["structlog"])

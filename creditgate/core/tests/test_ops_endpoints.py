@@ -66,8 +66,8 @@ def test_serve_metrics_adds_up_the_processes_of_its_host(tmp_path):
 
     repo = Path(__file__).resolve().parents[3]
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "-c", "from creditgate.core import metrics; "
-                    "metrics.provider_calls.labels(provider='openai', model='m', kind='image', outcome='timeout').inc(2)"],
+    subprocess.run([sys.executable, "-c", ("from creditgate.core import metrics; metrics.provider_calls"
+                    ".labels(provider='openai', model='m', kind='image', outcome='timeout').inc(2)")],
                    cwd=repo, env=env, check=True, timeout=60)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,12 +13,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 def run(job: dict, go: threading.Event) -> list:
+    from django.contrib.auth import get_user_model
     from django.db import connection
 
     from creditgate.core.errors import ApplicationError
     from creditgate.credits import services
-    from django.contrib.auth import get_user_model
-
     from creditgate.credits.models import Account, ApiKey
 
     def one(op):

@@ -135,8 +135,8 @@ class LedgerMachine(RuleBasedStateMachine):
     @invariant()
     def counters_match_the_model_and_the_ledger(self):
         ids = list(self.available)
-        stored = dict((pk, (a, h)) for pk, a, h in Account.objects.filter(pk__in=ids)
-                      .values_list("pk", "available", "held"))
+        stored = {pk: (a, h) for pk, a, h in Account.objects.filter(pk__in=ids)
+                      .values_list("pk", "available", "held")}
         sums = {row["account_id"]: (row["a"], row["h"]) for row in LedgerEntry.objects.filter(account_id__in=ids)
                 .values("account_id").annotate(a=Sum("available_delta"), h=Sum("held_delta"))}
         for pk in ids:

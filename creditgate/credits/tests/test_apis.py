@@ -124,7 +124,7 @@ def test_a_tier_with_no_servable_model_is_422(api):
 
 
 def test_a_price_change_moves_estimates_but_not_history(api, account):
-    hold, _ = services.hold_place(account=account, amount=5, idempotency_key="k", fingerprint="f",
+    _hold, _ = services.hold_place(account=account, amount=5, idempotency_key="k", fingerprint="f",
                                   rate={"credits_per_image": 5})
     ImageTier.objects.filter(tier="quality").update(credits_per_image=7)
     estimate = api.post("/api/v1/credits/estimate/", {"kind": "image", "tier": "quality", "count": 2}, format="json")

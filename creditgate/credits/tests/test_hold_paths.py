@@ -126,7 +126,7 @@ def test_a_replayed_key_inside_the_callers_transaction_leaves_it_usable():
     first, _ = services.hold_place(account=account, amount=5, idempotency_key="k", fingerprint="f")
     with transaction.atomic():
         again, created = services.hold_place(account=account, amount=5, idempotency_key="k", fingerprint="f")
-        second, _ = services.hold_place(account=account, amount=5, idempotency_key="k2", fingerprint="f")
+        _second, _ = services.hold_place(account=account, amount=5, idempotency_key="k2", fingerprint="f")
         with pytest.raises(InsufficientCredits):
             services.hold_place(account=account, amount=50, idempotency_key="k3", fingerprint="f")
         assert Hold.objects.count() == 2  # the caller's transaction still answers queries

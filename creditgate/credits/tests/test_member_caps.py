@@ -118,13 +118,13 @@ def test_removing_or_raising_a_cap_applies_to_the_next_hold(team):
 
 
 def test_a_month_is_a_calendar_month_in_the_configured_time_zone(settings):
-    at = dt.datetime(2026, 3, 31, 23, 30, tzinfo=dt.timezone.utc)
+    at = dt.datetime(2026, 3, 31, 23, 30, tzinfo=dt.UTC)
     settings.CREDITGATE_SPENDING_TIME_ZONE = "UTC"
     assert selectors.spending_month(at=at) == dt.date(2026, 3, 1)
     settings.CREDITGATE_SPENDING_TIME_ZONE = "Europe/Berlin"   # already April 1st, 01:30 there
     assert selectors.spending_month(at=at) == dt.date(2026, 4, 1)
     settings.CREDITGATE_SPENDING_TIME_ZONE = "America/New_York"
-    assert selectors.spending_month(at=dt.datetime(2026, 4, 1, 3, 0, tzinfo=dt.timezone.utc)) == dt.date(2026, 3, 1)
+    assert selectors.spending_month(at=dt.datetime(2026, 4, 1, 3, 0, tzinfo=dt.UTC)) == dt.date(2026, 3, 1)
 
 
 def test_last_months_spending_does_not_count_against_this_month(team):
@@ -162,7 +162,7 @@ def test_an_api_keys_cap_is_checked_besides_the_members(team):
 
 
 def test_only_an_owner_sets_caps_and_the_last_owner_stays_one(team):
-    owner, writer, account = team
+    owner, writer, _account = team
     with pytest.raises(PermissionDenied):
         services.member_update(actor=writer, member=member(writer), monthly_cap=None)
     with pytest.raises(services.InvalidRequest):
@@ -184,7 +184,7 @@ def test_a_bad_cap_is_a_400(team):
 
 
 def test_the_audit_finds_spending_rows_that_disagree_with_the_holds(team, capsys):
-    owner, writer, account = team
+    _owner, writer, account = team
     place(account, writer, 4, "a")
     MemberSpend.objects.filter(account=account, user=writer).update(held=3)
     problems = selectors.ledger_check()

@@ -182,7 +182,7 @@ def test_hold_place_inside_the_callers_transaction(account):
     from django.db import transaction
 
     with transaction.atomic():
-        hold, _ = place(account, 10)
+        _hold, _ = place(account, 10)
         with pytest.raises(InsufficientCredits):
             place(account, 1000, key="too-much")
         # The refused hold wrote nothing; the caller's work and first hold stand.

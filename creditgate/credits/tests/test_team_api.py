@@ -79,7 +79,7 @@ def test_bad_cap_input_is_a_400_and_changes_nothing(team):
 
 
 def test_an_api_key_is_shown_once_stored_hashed_used_and_then_revoked(team):
-    owner, writer, account = team
+    owner, writer, _account = team
     writer_id = services.member_for_user(user=writer).pk
     api = client_for(owner)
     created = api.post("/api/v1/account/api-keys/", {"name": "CMS plugin", "member": writer_id, "monthly_cap": 50},

@@ -67,11 +67,13 @@ class CeleryWorker:
     def __init__(self, sandbox, log: Path, *, crash_at: str | None = None, once: Path | None = None,
                  pool: str = "threads"):
         self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "creditgate.generation.tests.crash_worker", "celery", f"--pool={pool}",
-             "--concurrency=2", "--loglevel=WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=worker_env(sandbox, crash_at=crash_at, once=once, backend="celery"),
-            stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        with open(log, "w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "creditgate.generation.tests.crash_worker", "celery", f"--pool={pool}",
+                 "--concurrency=2", "--loglevel=WARNING", "--without-heartbeat", "--without-gossip",
+                 "--without-mingle"],
+                cwd=ROOT, env=worker_env(sandbox, crash_at=crash_at, once=once, backend="celery"),
+                stdout=out, stderr=subprocess.STDOUT)
 
     def output(self) -> str:
         return self.log.read_text()[-3000:]

@@ -78,8 +78,9 @@ def test_broker_down_at_the_post_the_job_is_accepted_and_runs_when_the_broker_is
     broker = Broker(tmp_path)
     env = {**worker_env(sandbox, backend="celery"), "REDIS_URL": broker.url, "DEBUG": "true"}
     port = free_port()
-    web = subprocess.Popen([sys.executable, "-m", "gunicorn", "creditgate.wsgi", "-w", "2", "-b", f"127.0.0.1:{port}"],
-                           cwd=ROOT, env=env, stdout=open(tmp_path / "web.log", "w"), stderr=subprocess.STDOUT)
+    with open(tmp_path / "web.log", "w") as out:
+        web = subprocess.Popen([sys.executable, "-m", "gunicorn", "creditgate.wsgi", "-w", "2",
+                                "-b", f"127.0.0.1:{port}"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     worker = None
     try:
         wait_for_port(port)
@@ -106,10 +107,11 @@ def test_broker_down_at_the_post_the_job_is_accepted_and_runs_when_the_broker_is
         assert Job.objects.count() == 1 and balance(user)["held"] == 2  # no second job, no second hold
 
         broker.start()
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "creditgate", "worker", "--pool=threads", "--concurrency=2",
-             "--loglevel=WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle"],
-            cwd=ROOT, env=env, stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT)
+        with open(tmp_path / "worker.log", "w") as out:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "creditgate", "worker", "--pool=threads", "--concurrency=2",
+                 "--loglevel=WARNING", "--without-heartbeat", "--without-gossip", "--without-mingle"],
+                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
         # The sweep, as beat runs it, in its own process against the same broker.
         sweep = subprocess.run([sys.executable, "manage.py", "release_stale_holds"], cwd=ROOT, env=env,
                                capture_output=True, text=True, timeout=60)

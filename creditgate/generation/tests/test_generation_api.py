@@ -52,7 +52,8 @@ def test_article_charges_the_sum_of_both_rules(api, user):
 
     assert job["status"] == "succeeded", job
     assert len(job["images"]) == 3 and job["text"]
-    expected = 3 * 1 + math.ceil(job["tokens"]["total"] / AIModelConfig.objects.get(model_type="text", is_default=True).tokens_per_credit)
+    default_text = AIModelConfig.objects.get(model_type="text", is_default=True)
+    expected = 3 * 1 + math.ceil(job["tokens"]["total"] / default_text.tokens_per_credit)
     assert job["credits_charged"] == expected
     assert balance(user)["available"] == START_CREDITS - expected
 
@@ -67,7 +68,8 @@ def test_partial_batch_charges_only_delivered_images(api, user, sandbox):
     assert job["status"] == "partial"
     assert job["credits_charged"] == 15 * delivered
     assert f"Delivered {delivered} of 4 images" in job["error"]["message"]
-    assert balance(user) == {"balance": START_CREDITS - 15 * delivered, "held": 0, "available": START_CREDITS - 15 * delivered}
+    left = START_CREDITS - 15 * delivered
+    assert balance(user) == {"balance": left, "held": 0, "available": left}
 
 
 @pytest.mark.parametrize("kind", ["server_error", "content_refusal"])

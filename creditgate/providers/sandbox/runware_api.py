@@ -128,7 +128,8 @@ def handle(state: SandboxState, call: Call, *, base_url: str) -> Reply:
                 state.remember_task(task["taskUUID"], {"data": [], "errors": [exc.as_dict(task)]})
     if data:
         status = 200  # errors scoped to tasks travel beside the other tasks' results
-    reply = Reply(status, {"data": data, **({"errors": errors} if errors else {})} if data else _envelope(state, errors))
+    body = {"data": data, **({"errors": errors} if errors else {})} if data else _envelope(state, errors)
+    reply = Reply(status, body)
     reply.hang = fault == "timeout"
     return reply
 
@@ -207,8 +208,8 @@ def _image_inference(state: SandboxState, task: dict, fault: str | None, *, base
         if task.get("includeCost") and state.knobs.runware_cost:
             item["cost"] = cost
         items.append(item)
-    for _ in range(failed):
-        errors.append(TaskError(500, "inferenceError", "Inference failed for this image.").as_dict(task))
+    errors.extend(TaskError(500, "inferenceError", "Inference failed for this image.").as_dict(task)
+                  for _ in range(failed))
     state.remember_task(task_uuid, {"data": items, "errors": errors})
     return items, errors
 

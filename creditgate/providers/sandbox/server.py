@@ -17,8 +17,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from creditgate.providers.sandbox import openai_api, runware_api
-from creditgate.providers.sandbox.resend_api import ResendSandbox
 from creditgate.providers.sandbox.render import render_png
+from creditgate.providers.sandbox.resend_api import ResendSandbox
 from creditgate.providers.sandbox.state import Knobs, SandboxState
 from creditgate.providers.sandbox.stripe_api import StripeSandbox
 from creditgate.providers.sandbox.wire import Call, Reply
@@ -200,7 +200,7 @@ class _Handler(BaseHTTPRequestHandler):
         sandbox = self.server.sandbox
         try:
             reply = sandbox.dispatch(call)
-        except Exception:  # noqa: BLE001 - an emulator bug must look like a provider 500, not a hung client
+        except Exception:  # an emulator bug must look like a provider 500, not a hung client
             logger.exception("sandbox: %s %s failed", method, self.path)
             reply = Reply(500, {"error": {"message": "Sandbox internal error.", "type": "server_error",
                                           "param": None, "code": None}})
@@ -221,5 +221,5 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client gave up (a "timeout"): exactly what was being emulated
 
     def log_message(self, format: str, *args) -> None:
-        logger.debug("sandbox: " + format, *args)
+        logger.debug("sandbox: %s", format % args)
 

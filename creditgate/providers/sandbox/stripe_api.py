@@ -23,6 +23,7 @@ take like a user or Stripe would: `POST /_sandbox/stripe/pay {"session", "paymen
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import html
@@ -76,7 +77,7 @@ def parse_form(raw: bytes) -> dict:
     for key, value in parse_qsl(raw.decode("utf-8"), keep_blank_values=True):
         parts = key.replace("]", "").split("[")
         node = root
-        for part, nxt in zip(parts, parts[1:]):
+        for part in parts[:-1]:
             node = node.setdefault(part, {})
         node[parts[-1]] = value
     return _lists(root)
@@ -228,7 +229,8 @@ background:#635bff;color:#fff;border:0;border-radius:6px;cursor:pointer}}.muted{
 <h1>{html.escape(item["name"])}</h1><p>{html.escape(item["description"])}</p>
 <p>Total: <strong data-testid="checkout-total">{html.escape(price)}</strong></p>
 {"<p>This checkout is " + html.escape(session["status"]) + ".</p>" if done else
- f'<form method="post" action="/stripe/pay/{html.escape(session_id)}"><button type="submit">Pay {html.escape(price)}</button></form>'}
+ f'<form method="post" action="/stripe/pay/{html.escape(session_id)}">'
+ f'<button type="submit">Pay {html.escape(price)}</button></form>'}
 <p><a href="{html.escape(session["cancel_url"])}">Cancel and go back</a></p></div></body></html>"""
         return Reply(200, page.encode(), content_type="text/html; charset=utf-8", slow=False)
 
@@ -371,10 +373,8 @@ background:#635bff;color:#fff;border:0;border-radius:6px;cursor:pointer}}.muted{
         start = threading.Barrier(copies)
 
         def post() -> None:
-            try:
+            with contextlib.suppress(threading.BrokenBarrierError):
                 start.wait(timeout=5)
-            except threading.BrokenBarrierError:
-                pass
             try:
                 response = requests.post(url, data=body, timeout=30, headers={
                     "Content-Type": "application/json; charset=utf-8", "Stripe-Signature": signature,

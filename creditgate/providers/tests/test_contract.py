@@ -206,7 +206,7 @@ def test_runware_request_matches_the_documented_task(replay):
     assert set(task) <= set(documented)  # no field the docs do not name
     assert {k: type(v) for k, v in task.items()} == {k: type(documented[k]) for k in task}
     assert {k: task[k] for k in task if k != "taskUUID"} == {
-        k: documented[k] for k in task if k not in ("taskUUID",)}
+        k: documented[k] for k in task if k != "taskUUID"}
     assert len(task["taskUUID"]) == 36
 
 

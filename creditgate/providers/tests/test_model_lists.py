@@ -37,7 +37,8 @@ def test_runware_model_search_is_shaped_like_runwares_task(sandbox):
     assert (first["taskType"], first["taskUUID"], first["totalResults"]) == (
         "modelSearch", tasks[0]["taskUUID"], 1)
     card = first["results"][0]
-    assert {"air", "name", "version", "category", "architecture", "tags", "heroImage", "private", "comment"} <= set(card)
+    assert {"air", "name", "version", "category", "architecture", "tags", "heroImage", "private",
+            "comment"} <= set(card)
     assert (card["air"], card["status"]) == ("google:4@2", "deprecated")
     assert [c["air"] for c in second["results"]] == ["runware:97@1", "runware:97@2"]  # 97@3 was dropped
     refused = requests.post(f"{sandbox.url}/runware/v1", headers={"Authorization": "Bearer sandbox"}, json=[

@@ -86,7 +86,8 @@ def test_openai_reports_request_ids_statuses_and_usage(openai_adapter, sandbox):
     result = openai_adapter.generate_text(model=text_model(), prompt="Write about foxes.", max_tokens=50,
                                           temperature=0.7, record=tries.append)
     answers = sandbox.answers("openai.chat.completions")
-    assert [(a["status"], a["request_id"]) for a in answers] == [(t.provider_status or 200, t.request_id) for t in tries]
+    assert ([(a["status"], a["request_id"]) for a in answers]
+            == [(t.provider_status or 200, t.request_id) for t in tries])
     failed, ok = tries
     assert (failed.error_class, failed.provider_code) == ("ProviderRateLimited", "rate_limit_exceeded")
     assert (ok.units, ok.prompt_tokens, ok.completion_tokens, ok.finish_reason, ok.cost_usd) == (

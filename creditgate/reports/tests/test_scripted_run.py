@@ -17,7 +17,8 @@ from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits.models import EntryKind, LedgerEntry
-from creditgate.generation import dispatch, selectors as generation_selectors, services
+from creditgate.generation import dispatch, services
+from creditgate.generation import selectors as generation_selectors
 from creditgate.generation.models import CallStatus, CostSource, Job, JobImage, ProviderCall
 from creditgate.generation.tests.conftest import make_user
 from creditgate.providers import runware
@@ -75,7 +76,8 @@ def test_a_scripted_run_is_recorded_try_by_try_and_adds_up(env):
     assert premium_failed.status == "failed" and premium_failed.credits_charged == 0
     assert [t[2] for t in tries(premium_failed)] == ["failed"] * 3
     text_retried = run(text, fail=(1, "server_error"))
-    assert tries(text_retried) == [("text", 1, "failed", "ProviderServerError", 500), ("text", 2, "succeeded", "", None)]
+    assert tries(text_retried) == [("text", 1, "failed", "ProviderServerError", 500),
+                                   ("text", 2, "succeeded", "", None)]
     refused = run(text, fail=(1, "content_refusal"))  # a refusal is never retried
     assert refused.error_code == "content_refused"
     assert tries(refused) == [("text", 1, "failed", "ProviderContentRefused", 400)]
@@ -152,7 +154,8 @@ def test_a_scripted_run_is_recorded_try_by_try_and_adds_up(env):
         else:  # OpenAI reports tokens: priced at the catalog's per-1M prices
             usd = (call.prompt_tokens * model.input_usd_per_1m_tokens
                    + call.completion_tokens * model.output_usd_per_1m_tokens) / MILLION
-            assert call.cost_source == CostSource.USAGE and call.cost_usd == usd.quantize(Decimal("0.000001"), ROUND_HALF_UP)
+            assert call.cost_source == CostSource.USAGE
+            assert call.cost_usd == usd.quantize(Decimal("0.000001"), ROUND_HALF_UP)
             assert call.finish_reason
     assert no_cost.calls.get().cost_source == CostSource.CATALOG
 

@@ -51,7 +51,7 @@ def log_in(page, live_server, username: str, credits: int):
 
 
 def test_buying_a_pack_through_the_checkout_page_grows_the_balance_and_pays_for_images(shop, page, sandbox):
-    live_server, small, big = shop
+    live_server, _small, _big = shop
     account = log_in(page, live_server, "bea", 0)
     packs = page.locator("#packs li")
     expect(packs).to_have_count(2)
@@ -83,7 +83,7 @@ def test_buying_a_pack_through_the_checkout_page_grows_the_balance_and_pays_for_
 
 
 def test_cancelling_on_the_checkout_page_changes_nothing(shop, page, sandbox):
-    live_server, small, _ = shop
+    live_server, _small, _ = shop
     account = log_in(page, live_server, "cal", 5)
     page.get_by_role("button", name="Buy Handful: 40 credits for 3.00 USD").click()
     page.wait_for_url(re.compile(re.escape(sandbox.url) + r"/stripe/pay/"))

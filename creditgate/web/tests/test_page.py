@@ -3,6 +3,7 @@
 
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -120,7 +121,7 @@ def test_static_script_and_styles_name_no_model_or_tier():
     for asset in ("web/app.js", "web/app.css"):
         path = finders.find(asset)
         assert path, f"{asset} is not found by the static files finders"
-        source = open(path, encoding="utf-8").read()
+        source = Path(path).read_text(encoding="utf-8")
         for word in catalog_words():
             assert not re.search(rf"\b{re.escape(word)}\b", source), f"{word!r} is written into {asset}"
         for tier in QualityTier.values:

@@ -118,7 +118,8 @@ def test_changing_tier_and_count_updates_the_total(page_env, page):
             total = quality["credits_per_image"] * count
             # Priced by the server's estimate endpoint, so wait for its answer.
             expect(page.locator("#total")).to_have_text(credits_words(total))
-            covered = "Your available credits cover this." if total <= 10 else f"This needs {total} credits; you have 10."
+            covered = ("Your available credits cover this." if total <= 10
+                       else f"This needs {total} credits; you have 10.")
             expect(page.locator("#coverage")).to_have_text(covered)
 
 
@@ -493,7 +494,7 @@ def test_the_admin_models_list_shows_every_column_at_1400px(page_env, browser, a
                     page: document.documentElement.scrollWidth, viewport: document.documentElement.clientWidth}; }""")
         assert sizes["table"] <= sizes["box"] and sizes["page"] <= sizes["viewport"], sizes
         for header in ("Active", "Retirement"):
-            cell = page.locator("#result_list thead th", has_text=re.compile(rf"^\s*{header}\s*$", re.I))
+            cell = page.locator("#result_list thead th", has_text=re.compile(rf"^\s*{header}\s*$", re.IGNORECASE))
             box = cell.bounding_box()
             assert box and box["x"] + box["width"] <= sizes["viewport"], (header, box)
         expect(page.locator("#result_list")).to_contain_text("retires in 12 days")

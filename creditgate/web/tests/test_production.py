@@ -62,11 +62,7 @@ class Server:
     def log_lines(self, *, worker: bool = False) -> list[dict]:
         """The JSON lines this server (or its Celery worker) has written so far."""
         path = self.extra[0][1] if worker else self.log
-        lines = []
-        for raw in path.read_text().splitlines():
-            if raw.startswith("{"):
-                lines.append(json.loads(raw))
-        return lines
+        return [json.loads(raw) for raw in path.read_text().splitlines() if raw.startswith("{")]
 
     def stop(self) -> None:
         for proc in [self.process, *(p for p, _ in self.extra)]:
@@ -80,10 +76,11 @@ class Server:
 
 def start_gunicorn(env: dict, log: Path, *, workers: int = 2) -> Server:
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "python:creditgate.gunicorn_conf", "creditgate.wsgi",
-         "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "60"],
-        cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:creditgate.gunicorn_conf", "creditgate.wsgi",
+             "-w", str(workers), "-b", f"127.0.0.1:{port}", "--timeout", "60"],
+            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     server = Server(url=f"http://127.0.0.1:{port}", env=env, process=proc, log=log)
     deadline = time.monotonic() + 60  # a loaded 2-core machine boots a worker slowly
     while True:
@@ -162,10 +159,11 @@ def server(production_env):
     try:  # never leave a server running after the session, whatever fails
         if with_celery():
             log = tmp / "worker.log"
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "creditgate", "worker", "--pool=threads", "--concurrency=2",
-                 "--without-heartbeat", "--without-gossip", "--without-mingle"],
-                cwd=REPO, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+            with open(log, "w") as out:
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "celery", "-A", "creditgate", "worker", "--pool=threads", "--concurrency=2",
+                     "--without-heartbeat", "--without-gossip", "--without-mingle"],
+                    cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
             web.extra.append((worker, log))
         yield web
     finally:
@@ -253,7 +251,7 @@ def test_health_and_readiness_answer_json_without_secrets(served):
     ready = wait_ready(served)
     assert ready.status_code == 200, ready.text
     expected = {"database", "cache", "storage"} | ({"broker", "workers"} if with_celery() else set())
-    assert ready.json() == {"status": "ok", "checks": {name: "ok" for name in expected}}
+    assert ready.json() == {"status": "ok", "checks": dict.fromkeys(expected, "ok")}
     assert ready.headers["Content-Type"] == "application/json"
     assert "no-cache" in ready.headers["Cache-Control"]
 
@@ -305,8 +303,8 @@ def test_metrics_need_the_token_and_add_up_every_process(served):
     # A business counter incremented in another process (as a Celery worker would) is in the total.
     labels = 'outcome="placed"'
     before = metric_value(scrape(), "creditgate_holds_total", labels)
-    subprocess.run([sys.executable, "-c", "from creditgate.core import metrics; "
-                    "metrics.holds.labels(outcome='placed').inc(3)"],
+    subprocess.run([sys.executable, "-c", ("from creditgate.core import metrics; "
+                    "metrics.holds.labels(outcome='placed').inc(3)")],
                    cwd=REPO, env=served.env,
                    check=True, capture_output=True, timeout=60)
     assert metric_value(scrape(), "creditgate_holds_total", labels) == before + 3

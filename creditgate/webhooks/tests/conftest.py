@@ -31,7 +31,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - http.server's naming
+            def do_POST(self):  # http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver._lock:
                     receiver.requests.append({"headers": {k.lower(): v for k, v in self.headers.items()},
@@ -106,10 +106,10 @@ def member_of(owner, username: str):
 def readme_verify():
     """The verification snippet exactly as the README documents it."""
     text = README.read_text()
-    block = re.search(r"<!-- webhook-verify -->\s*```python\n(.*?)```", text, re.S)
+    block = re.search(r"<!-- webhook-verify -->\s*```python\n(.*?)```", text, re.DOTALL)
     assert block, "the README's webhook verification snippet is missing"
     namespace: dict = {}
-    exec(compile(block.group(1), "README.md (webhook-verify)", "exec"), namespace)  # noqa: S102 - our own doc
+    exec(compile(block.group(1), "README.md (webhook-verify)", "exec"), namespace)  # our own doc
     return namespace["verify"]
 
 

@@ -3,8 +3,9 @@ neither the key nor its hash is ever shown."""
 
 import pytest
 from django.contrib.auth import get_user_model
+
 from creditgate.credits import services
-from creditgate.credits.models import ApiKey
+
 
 @pytest.mark.django_db
 def test_the_admin_shows_keys_endpoints_and_deliveries_and_revokes_keys(client, settings):
@@ -18,11 +19,12 @@ def test_the_admin_shows_keys_endpoints_and_deliveries_and_revokes_keys(client, 
     client.force_login(admin)
     for url in ["/admin/credits/apikey/", f"/admin/credits/apikey/{key.pk}/change/", "/admin/webhooks/webhookendpoint/",
                 f"/admin/webhooks/webhookendpoint/{ep.pk}/change/", "/admin/webhooks/webhookdelivery/",
-                f"/admin/webhooks/webhookdelivery/{d.pk}/change/", f"/admin/credits/account/{member.account_id}/change/",
-                "/admin/credits/hold/"]:
+                f"/admin/webhooks/webhookdelivery/{d.pk}/change/",
+                f"/admin/credits/account/{member.account_id}/change/", "/admin/credits/hold/"]:
         r = client.get(url)
         assert r.status_code == 200, (url, r.status_code)
     r = client.post("/admin/credits/apikey/", {"action": "revoke", "_selected_action": [key.pk]})
     assert r.status_code == 302
-    key.refresh_from_db(); assert key.revoked_at
+    key.refresh_from_db()
+    assert key.revoked_at
     assert b"hashed" not in client.get(f"/admin/credits/apikey/{key.pk}/change/").content

@@ -29,7 +29,7 @@ class Command(BaseCommand):
         else:
             registry = REGISTRY  # this process only: useful for nothing but a try-out
             self.stderr.write("PROMETHEUS_MULTIPROC_DIR is not set: only this process's metrics are served.")
-        server, thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+        server, _thread = start_http_server(int(port), addr=host.strip("[]"), registry=registry)
         self.stdout.write(f"Serving metrics on http://{bind}/metrics")
         try:
             threading.Event().wait()

@@ -6,8 +6,8 @@ from creditgate.generation import selectors
 
 
 class Command(BaseCommand):
-    help = ("The reconciliation audit. The ledger against itself: stored counters (and shortfalls) = ledger sums, holds "
-            "consistent, nothing negative. The jobs against the ledger: every final job charged exactly what "
+    help = ("The reconciliation audit. The ledger against itself: stored counters (and shortfalls) = ledger sums, "
+            "holds consistent, nothing negative. The jobs against the ledger: every final job charged exactly what "
             "it delivered at the rates it was held at, no final job with an active hold, no active hold "
             "without an unfinished job, no lapsed lease or owed hand-off left behind by the sweep. "
             "Exit 1 with a report on any break.")
