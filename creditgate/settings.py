@@ -49,7 +49,8 @@ SECURE_HSTS_PRELOAD = env.bool("CREDITGATE_HSTS_PRELOAD", default=False)
 _proxy_ssl_header = env.str("CREDITGATE_SECURE_PROXY_SSL_HEADER", default="").strip()
 if _proxy_ssl_header:
     if not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
-        raise ImproperlyConfigured("CREDITGATE_SECURE_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto.")
+        raise ImproperlyConfigured(
+            "CREDITGATE_SECURE_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto.")
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
 
 # --- Provider keys at rest -------------------------------------------------------------
