@@ -1,7 +1,9 @@
 """Where a job runs: on a Celery worker when a broker is configured, else in this process.
 
-Jobs are handed over by task name (generation.tasks registers them), so this module needs
-neither the tasks nor the services. A hand-off may fail (the broker is down): `enqueue` then
+This module knows no task: generation.tasks registers the task that runs a job (`job_runner_set`)
+and its sweep (`sweep_register`) when it is imported (AppConfig.ready, or Celery's autodiscovery
+in a worker), so the dependencies point one way (tasks -> services -> dispatch), with no task name
+here that would loop back to the tasks. A hand-off may fail (the broker is down): `enqueue` then
 says so and the job stays in the outbox (`Job.dispatched_at` empty) for the sweep to hand over
 later; the job is durable either way.
 
@@ -25,29 +27,36 @@ from django.db import close_old_connections, connections
 
 logger = logging.getLogger(__name__)
 
-RUN_JOB = "creditgate.generation.tasks.run_job"
-SWEEP_JOBS = "creditgate.generation.tasks.sweep_jobs"
-
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _sweeper: threading.Thread | None = None
-# What the in-process sweeper runs each round (Celery beat's schedule has the same tasks); other
-# apps add theirs with sweep_register (webhooks: due deliveries).
-_sweeps: list[str] = [SWEEP_JOBS]
+# What the in-process sweeper runs each round (Celery beat's schedule has the same tasks); apps
+# add theirs with sweep_register (generation: the jobs' sweep; webhooks: due deliveries).
+_sweeps: list[str] = []
+# The task that runs a job, by name (generation.tasks sets it).
+_job_runner: str | None = None
+
+
+def job_runner_set(task_name: str) -> None:
+    """The task `enqueue` hands jobs to (called by generation.tasks when it is imported)."""
+    global _job_runner
+    _job_runner = task_name
 
 
 def enqueue(job_id) -> bool:
     """Hand a job to its runner; False if that failed (the sweep hands it over later)."""
+    if _job_runner is None:
+        raise RuntimeError("No job runner is registered: creditgate.generation.tasks was not imported.")
     if settings.CREDITGATE_JOBS_BACKEND == "celery":
         try:
-            current_app.send_task(RUN_JOB, args=[str(job_id)])
+            current_app.send_task(_job_runner, args=[str(job_id)])
         except Exception:  # kombu raises many kinds; any of them means "not handed over"
             logger.warning("job %s could not be handed to the broker; the sweep will retry", job_id, exc_info=True)
             return False
         return True
     # In a copy of the caller's context: the job's log lines carry the request id of the request
     # that handed it over, and nothing a job binds leaks into the next job on the same thread.
-    _executor().submit(contextvars.copy_context().run, _run_in_thread, RUN_JOB, str(job_id))
+    _executor().submit(contextvars.copy_context().run, _run_in_thread, _job_runner, str(job_id))
     return True
 
 

@@ -4,7 +4,7 @@ the tier's one price; a provider that keeps failing is skipped by its circuit br
 import pytest
 
 from creditgate.catalog.models import AIModelConfig, IntegrationProvider
-from creditgate.generation import dispatch, selectors, services
+from creditgate.generation import dispatch, intake, selectors
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import balance, make_user
 from creditgate.providers import breaker
@@ -25,7 +25,7 @@ def basic_backup_on_openai():
 
 
 def run_images(user, tier: str, count: int) -> Job:
-    job, _ = services.job_create_images(user=user, prompt="a red fox", tier=tier, count=count)
+    job, _ = intake.job_create_images(user=user, prompt="a red fox", tier=tier, count=count)
     dispatch.wait_idle()
     job.refresh_from_db()
     return job
