@@ -6,10 +6,10 @@ from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from creditgate.core.pagination import PageNumberPagination
 from creditgate.core.schema import error_response
 from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
 from creditgate.credits.authentication import request_api_key
@@ -152,9 +152,12 @@ class ArticleGenerationApi(_GenerationApi):
 
 
 class JobListApi(APIView):
+    pagination_class = PageNumberPagination  # read by drf-spectacular too: the schema declares the page
+
     @extend_schema(responses={200: JobOutputSerializer(many=True)})
     def get(self, request):
-        paginator = PageNumberPagination()
+        """Your jobs, newest first, paginated."""
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.job_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(JobOutputSerializer(page, many=True, context={"request": request}).data)
 

@@ -3,9 +3,9 @@ events; every member of the account sees the endpoints and every delivery with i
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
+from creditgate.core.pagination import LargePagesPagination
 from creditgate.core.schema import error_response
 from creditgate.core.serializer_fields import StrictCharField
 from creditgate.credits import services as credits_services
@@ -130,27 +130,21 @@ class EndpointTestApi(_WebhooksApi):
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
 
-class DeliveriesPagination(PageNumberPagination):
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
-
-
 class DeliveryListApi(_WebhooksApi):
+    pagination_class = LargePagesPagination  # read by drf-spectacular too: the schema declares the page
+
     @extend_schema(
         parameters=[OpenApiParameter("endpoint", {"type": "string", "format": "uuid"}, required=False,
                                      description="Only this endpoint's deliveries."),
                     OpenApiParameter("job", {"type": "string", "format": "uuid"}, required=False,
-                                     description="Only this job's deliveries."),
-                    OpenApiParameter("page", int, required=False),
-                    OpenApiParameter("page_size", int, required=False)],
+                                     description="Only this job's deliveries.")],
         responses={200: DeliverySerializer(many=True), 400: INVALID})
     def get(self, request):
         """The account's deliveries, newest first, paginated."""
         deliveries = selectors.deliveries_list(account=self.account(request),
                                                endpoint_id=request.query_params.get("endpoint"),
                                                job_id=request.query_params.get("job"))
-        paginator = DeliveriesPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(deliveries, request, view=self)
         return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 
