@@ -10,6 +10,7 @@ for 413, 500 and 503)."""
 
 from __future__ import annotations
 
+from django.core.validators import RegexValidator
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
 from drf_spectacular.utils import OpenApiResponse, extend_schema_serializer
 from rest_framework import permissions, serializers
@@ -56,7 +57,21 @@ _UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 
 
 class AutoSchema(SpectacularAutoSchema):
-    """drf-spectacular's AutoSchema plus every operation's error responses (the Error component)."""
+    """drf-spectacular's AutoSchema plus every operation's error responses (the Error component),
+    and request text fields declared as DRF validates them."""
+
+    def _get_serializer_field_meta(self, field, direction):
+        meta = super()._get_serializer_field_meta(field, direction)
+        # DRF refuses a blank string in a CharField unless allow_blank, after trimming it unless
+        # trim_whitespace=False: "" and "   " are both "This field may not be blank.". Requests
+        # only: an answer's text is not validated, and drf-spectacular's own switches for this
+        # (COMPONENT_SPLIT_REQUEST, ENFORCE_NON_BLANK_FIELDS) rename components or touch answers.
+        if (direction == "request" and isinstance(field, serializers.CharField) and not field.allow_blank
+                and not field.read_only):
+            meta.setdefault("minLength", 1)
+            if field.trim_whitespace and not any(isinstance(v, RegexValidator) for v in field.validators):
+                meta["pattern"] = r"\S"  # at least one character that is not white space
+        return meta
 
     def _get_response_bodies(self, direction="response"):
         responses = super()._get_response_bodies(direction)

@@ -112,7 +112,9 @@ class UsageApi(APIView):
                                        "parameter."),
                    401: error_response("not_authenticated")})
     def get(self, request):
-        query = UsageQuerySerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads an empty value in form-like data as "absent"
+        # (?to= would mean today), where the schema, and so a client, calls it an invalid date.
+        query = UsageQuerySerializer(data=request.query_params.dict())
         query.is_valid(raise_exception=True)
         start, end, group = query.validated_data["start"], query.validated_data["end"], query.validated_data["group"]
         account = services.account_for_user(user=request.user)

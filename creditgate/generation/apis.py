@@ -25,6 +25,13 @@ WEBHOOK_HEADER = OpenApiParameter(
                 "when the job is final (besides the endpoints that receive every job). Unknown: 400, nothing held.")
 
 
+ACCEPTED_HEADERS = [
+    OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[202], required=True,
+                     description="The job's URL: poll it (GET) until its status is final."),
+    OpenApiParameter("Idempotent-Replayed", str, OpenApiParameter.HEADER, response=[202], enum=["true"],
+                     description="Present on a replay: this is the job the key's first request started.")]
+
+
 @extend_schema_serializer(component_name="Job")
 class JobOutputSerializer(serializers.Serializer):
     # A plain Serializer, not a ModelSerializer: it is on every POST's path to the 202, and
@@ -108,8 +115,14 @@ class _GenerationApi(APIView):
 
     @extend_schema(responses={202: JobOutputSerializer, 402: error_response(
         "insufficient_credits (details: required, available); member_cap_exceeded or api_key_cap_exceeded: the "
-        "member's or the API key's monthly cap would be passed (details: cap, spent, held, required, month).")},
-        parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER])
+        "member's or the API key's monthly cap would be passed (details: cap, spent, held, required, month); "
+        "shortfall_owed: a refund or dispute left credits owed (details: shortfall, available)."),
+        409: error_response("idempotency_conflict: this Idempotency-Key was used with another request."),
+        422: error_response("tier_unavailable: the tier (or text generation) cannot be served right now "
+                            "(details name it); nothing was held."),
+        429: error_response("rate_limited: too many jobs started in the period; details.retry_after (also the "
+                            "Retry-After header) says when the next one may start. A replay is never refused.")},
+        parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER, *ACCEPTED_HEADERS])
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
