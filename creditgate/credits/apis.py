@@ -4,10 +4,10 @@ reach another account's data."""
 
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from creditgate.core.pagination import LargePagesPagination
 from creditgate.credits import selectors, services
 from creditgate.credits.models import LedgerEntry
 
@@ -25,12 +25,6 @@ class BalanceApi(APIView):
         return Response(self.OutputSerializer(selectors.balance_get(account=account)).data)
 
 
-class TransactionsPagination(PageNumberPagination):
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
-
-
 class TransactionListApi(APIView):
     @extend_schema_serializer(component_name="LedgerEntry")
     class OutputSerializer(serializers.ModelSerializer):
@@ -44,9 +38,12 @@ class TransactionListApi(APIView):
         def get_balance_after(self, entry) -> int:
             return entry.available_after + entry.held_after
 
+    pagination_class = LargePagesPagination  # read by drf-spectacular too: the schema declares the page
+
     @extend_schema(responses=OutputSerializer(many=True))
     def get(self, request):
+        """Your account's ledger, newest first, paginated."""
         account = services.account_for_user(user=request.user)
-        paginator = TransactionsPagination()
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.ledger_list(account=account), request, view=self)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)

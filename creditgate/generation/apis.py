@@ -5,10 +5,10 @@ from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from creditgate.core.pagination import PageNumberPagination
 from creditgate.core.schema import error_response
 from creditgate.credits.authentication import request_api_key
 from creditgate.generation import intake, selectors
@@ -21,6 +21,13 @@ WEBHOOK_HEADER = OpenApiParameter(
     "Webhook-Endpoint", {"type": "string", "format": "uuid"}, OpenApiParameter.HEADER, required=False,
     description="The id of one of the account's active webhook endpoints: it receives a signed job.finished event "
                 "when the job is final (besides the endpoints that receive every job). Unknown: 400, nothing held.")
+
+
+ACCEPTED_HEADERS = [
+    OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[202], required=True,
+                     description="The job's URL: poll it (GET) until its status is final."),
+    OpenApiParameter("Idempotent-Replayed", str, OpenApiParameter.HEADER, response=[202], enum=["true"],
+                     description="Present on a replay: this is the job the key's first request started.")]
 
 
 @extend_schema_serializer(component_name="Job")
@@ -105,8 +112,14 @@ class _GenerationApi(APIView):
 
     @extend_schema(responses={202: JobOutputSerializer, 402: error_response(
         "insufficient_credits (details: required, available); member_cap_exceeded or api_key_cap_exceeded: the "
-        "member's or the API key's monthly cap would be passed (details: cap, spent, held, required, month).")},
-        parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER])
+        "member's or the API key's monthly cap would be passed (details: cap, spent, held, required, month); "
+        "shortfall_owed: a refund or dispute left credits owed (details: shortfall, available)."),
+        409: error_response("idempotency_conflict: this Idempotency-Key was used with another request."),
+        422: error_response("tier_unavailable: the tier (or text generation) cannot be served right now "
+                            "(details name it); nothing was held."),
+        429: error_response("rate_limited: too many jobs started in the period; details.retry_after (also the "
+                            "Retry-After header) says when the next one may start. A replay is never refused.")},
+        parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER, *ACCEPTED_HEADERS])
     def post(self, request):
         origin = intake.JobOrigin(api_key=request_api_key(request),
                                   webhook_endpoint=request.headers.get("Webhook-Endpoint"))
@@ -169,9 +182,12 @@ class EstimateApi(APIView):
 
 
 class JobListApi(APIView):
+    pagination_class = PageNumberPagination  # read by drf-spectacular too: the schema declares the page
+
     @extend_schema(responses={200: JobOutputSerializer(many=True)})
     def get(self, request):
-        paginator = PageNumberPagination()
+        """Your jobs, newest first, paginated."""
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.job_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(JobOutputSerializer(page, many=True, context={"request": request}).data)
 
