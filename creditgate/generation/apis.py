@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from django.http import FileResponse
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -23,6 +23,19 @@ WEBHOOK_HEADER = OpenApiParameter(
     "Webhook-Endpoint", {"type": "string", "format": "uuid"}, OpenApiParameter.HEADER, required=False,
     description="The id of one of the account's active webhook endpoints: it receives a signed job.finished event "
                 "when the job is final (besides the endpoints that receive every job). Unknown: 400, nothing held.")
+
+
+@extend_schema_serializer(component_name="JobImage")
+class JobImageOutputSerializer(serializers.Serializer):
+    """One delivered image, as JobOutputSerializer.get_images writes it (declared for the schema)."""
+
+    id = serializers.IntegerField()
+    url = serializers.URLField(help_text="The stored file, to its owner only.")
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    content_type = serializers.CharField()
+    model = serializers.CharField(help_text="The model that made this image: a batch may be served by two "
+                                            "models of its tier (failover), at the tier's one price.")
 
 
 @extend_schema_serializer(component_name="Job")
@@ -58,13 +71,16 @@ class JobOutputSerializer(serializers.Serializer):
     def get_images_delivered(self, job) -> int:
         return len(job.images.all())
 
+    @extend_schema_field(JobImageOutputSerializer(many=True))
     def get_images(self, job) -> list[dict]:
         request = self.context.get("request")
         out = []
         for image in job.images.all():
             url = reverse("job-image", kwargs={"job_id": job.id, "index": image.index})
             out.append({"id": image.id, "url": request.build_absolute_uri(url) if request else url,
-                        "width": image.width, "height": image.height, "content_type": image.content_type})
+                        "width": image.width, "height": image.height, "content_type": image.content_type,
+                        # Images kept before the per-image model was recorded came from the job's one model.
+                        "model": image.model_name or job.image_model_name})
         return out
 
     def get_text(self, job) -> str | None:
