@@ -229,6 +229,10 @@ try:
 except (zoneinfo.ZoneInfoNotFoundError, ValueError):
     raise ImproperlyConfigured(f"CREDITGATE_SPENDING_TIME_ZONE: unknown time zone {CREDITGATE_SPENDING_TIME_ZONE!r}.") from None
 
+# How often the usage report's closed days are rolled up (at most 31 days a run): by Celery beat, or
+# by the in-process sweeper's thread without a broker.
+CREDITGATE_USAGE_ROLLUP_SECONDS = env.float("CREDITGATE_USAGE_ROLLUP_SECONDS", default=3600)
+
 CELERY_BEAT_SCHEDULE = {
     # Recovery of lapsed leases, the outbox, queue timeouts (generation.services.jobs_sweep).
     "sweep-jobs": {"task": "creditgate.generation.tasks.sweep_jobs",
@@ -241,7 +245,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-webhooks": {"task": "creditgate.webhooks.tasks.sweep_deliveries",
                        "schedule": float(CREDITGATE_JOB_SWEEP_SECONDS or 15)},
     # The usage report's rollups of closed days (manage.py roll_up_usage).
-    "roll-up-usage": {"task": "creditgate.reports.tasks.roll_up_usage", "schedule": 3600.0},
+    "roll-up-usage": {"task": "creditgate.reports.tasks.roll_up_usage",
+                      "schedule": float(CREDITGATE_USAGE_ROLLUP_SECONDS or 3600)},
 }
 
 # --- Buying credits (creditgate.billing) ---------------------------------------------------
