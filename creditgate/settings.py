@@ -258,6 +258,13 @@ CELERY_BEAT_SCHEDULE = {
 CREDITGATE_PUBLIC_URL = env.str("CREDITGATE_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 # The sender of the service's emails (low-balance alerts); with Resend, an address of a verified domain.
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="creditgate <alerts@creditgate.example>")
+# A low-balance email Resend did not take (after its task's own retries) is tried again this often
+# (Celery beat, or the in-process sweeper), until it has been tried this many times in all.
+CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS = env.float("CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS", default=600)
+CREDITGATE_LOW_BALANCE_EMAIL_MAX_ATTEMPTS = env.int("CREDITGATE_LOW_BALANCE_EMAIL_MAX_ATTEMPTS", default=20)
+CELERY_BEAT_SCHEDULE["retry-low-balance-emails"] = {
+    "task": "creditgate.billing.tasks.retry_low_balance_emails",
+    "schedule": float(CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS or 600)}
 # Webhooks (creditgate.webhooks): per-attempt timeout, retry backoff (doubling from the base up to
 # the max) for a bounded period after the event, the networks that may receive them although not
 # public (CIDRs; empty: public addresses only). Image URLs in payloads are made absolute with

@@ -96,7 +96,8 @@ class StripeEventAdmin(ReadOnlyAdmin):
 
 @admin.register(LowBalanceEmail)
 class LowBalanceEmailAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "account", "to", "available", "threshold", "sent_at", "attempts", "last_error"]
+    list_display = ["created_at", "account", "to", "available", "threshold", "sent_at", "attempts", "last_attempt_at",
+                    "last_error"]
     list_filter = [("sent_at", admin.EmptyFieldListFilter)]
     search_fields = ["to", "account__name", "message_id"]
     list_select_related = ["account"]

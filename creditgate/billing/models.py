@@ -215,7 +215,8 @@ class StripeEvent(models.Model):
 
 class LowBalanceEmail(models.Model):
     """One low-balance email: written when a capture crossed the account's threshold (one per
-    crossing: credits.services), sent by a task through Resend."""
+    crossing: credits.services), sent by a task through Resend; one that Resend did not take is
+    tried again by a periodic task, a bounded number of times (services.low_balance_emails_retry)."""
 
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="low_balance_emails")
     to = models.EmailField()
@@ -224,12 +225,18 @@ class LowBalanceEmail(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # When it was last tried or handed to the sender for another try: the periodic retry
+    # (services.low_balance_emails_retry) waits CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS after it.
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
     message_id = models.CharField(max_length=255, blank=True, default="", help_text="Resend's id for the email.")
     last_error = models.TextField(blank=True, default="")
 
     class Meta:
         verbose_name = "low-balance email"
         ordering = ["-created_at", "-id"]
+        # The periodic retry's search: the few unsent ones.
+        indexes = [models.Index(fields=["created_at"], condition=Q(sent_at__isnull=True),
+                                name="low_balance_email_unsent_idx")]
 
     def __str__(self) -> str:
         return f"low-balance email to {self.to} ({'sent' if self.sent_at else 'not sent'})"

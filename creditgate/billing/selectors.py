@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, F, Q, QuerySet, Sum
+import datetime as dt
+
+from django.conf import settings
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
 
 from creditgate.billing import stripe_gateway
 from creditgate.billing.errors import PaymentsUnavailable
-from creditgate.billing.models import CheckoutSession, CheckoutStatus, CreditPack, Payment, payment_reference
+from creditgate.billing.models import (CheckoutSession, CheckoutStatus, CreditPack, LowBalanceEmail, Payment,
+                                       payment_reference)
 from creditgate.core.errors import InvalidRequest, NotFound
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Account, EntryKind, LedgerEntry
@@ -86,3 +91,20 @@ def payments_audit() -> list[str]:
         if reference not in seen and row["grants"]:
             problems.append(f"{reference}: {row['granted']} credits granted for a Stripe session with no payment")
     return problems
+
+
+def low_balance_emails_owed(*, now: dt.datetime) -> QuerySet[LowBalanceEmail]:
+    """Low-balance emails to try again now (services.low_balance_emails_retry), oldest first: not
+    sent, tried fewer than CREDITGATE_LOW_BALANCE_EMAIL_MAX_ATTEMPTS times, not tried (nor written)
+    in the last CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS, and still true: the account's alert is on
+    and not re-armed (a top-up above the threshold since makes the email wrong), and no later
+    crossing of the account has its own email."""
+    since = now - dt.timedelta(seconds=settings.CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS)
+    later = LowBalanceEmail.objects.filter(account_id=OuterRef("account_id"), pk__gt=OuterRef("pk"))
+    return (LowBalanceEmail.objects
+            .filter(sent_at__isnull=True, attempts__lt=settings.CREDITGATE_LOW_BALANCE_EMAIL_MAX_ATTEMPTS,
+                    account__low_balance_threshold__isnull=False, account__low_balance_armed=False)
+            .alias(tried=Coalesce("last_attempt_at", "created_at"))
+            .filter(tried__lte=since)
+            .exclude(Exists(later))
+            .order_by("created_at", "id"))

@@ -344,6 +344,7 @@ def low_balance_email_send(*, email_id: int) -> bool:
         if row.sent_at:
             return False
         row.attempts += 1
+        row.last_attempt_at = timezone.now()
         try:
             row.message_id = emails.email_send(to=row.to, subject=_low_balance_subject(row),
                                                body=_low_balance_body(row))[:255]
@@ -352,11 +353,38 @@ def low_balance_email_send(*, email_id: int) -> bool:
             row.last_error, failure = exc.message, exc
             logger.warning("low-balance email %s to account %s not sent (attempt %d): %s", row.pk, row.account_id,
                            row.attempts, exc.message)
-        row.save(update_fields=["attempts", "message_id", "sent_at", "last_error"])
+        row.save(update_fields=["attempts", "last_attempt_at", "message_id", "sent_at", "last_error"])
     if failure is not None:
         raise failure
     logger.info("low-balance email %s sent to account %s", row.pk, row.account_id)
     return True
+
+
+# How many owed emails one run of the periodic retry hands over (each is then one try on the sender).
+LOW_BALANCE_RETRY_BATCH = 50
+
+
+def low_balance_emails_retry(*, now: dt.datetime | None = None) -> int:
+    """Hand the low-balance emails still owed to the sender for one more try each; returns how many.
+
+    Owed (selectors.low_balance_emails_owed): not sent, tried fewer than
+    CREDITGATE_LOW_BALANCE_EMAIL_MAX_ATTEMPTS times, last tried (or written) at least
+    CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS ago, and still true: the account's alert is on and
+    not re-armed by a top-up since, and no later crossing has its own email. Each is claimed by a
+    conditional UPDATE of `last_attempt_at` before it is handed over, so concurrent runs (several
+    processes' sweepers, beat) hand it over once per turn; the send itself locks the row and sends
+    nothing that is sent already, so one crossing is never emailed twice.
+    """
+    now = now or timezone.now()
+    handed = 0
+    owed = list(selectors.low_balance_emails_owed(now=now).values_list("pk", flat=True)[:LOW_BALANCE_RETRY_BATCH])
+    for email_id in owed:
+        claimed = selectors.low_balance_emails_owed(now=now).filter(pk=email_id).update(last_attempt_at=now)
+        if claimed and dispatch.send(dispatch.RETRY_LOW_BALANCE_EMAIL, email_id):
+            handed += 1
+    if handed:
+        logger.info("low-balance emails: %d handed to the sender again", handed)
+    return handed
 
 
 def _low_balance_subject(row: LowBalanceEmail) -> str:
