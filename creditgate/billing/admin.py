@@ -66,6 +66,9 @@ class PaymentAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Disputed")
     def disputed(self, obj: Payment) -> str:
+        if obj.dispute_outcome:  # closed: won (given back, nothing disputed any more) or lost
+            amount = money_display(obj.amount_disputed, obj.currency) + ", " if obj.amount_disputed else ""
+            return f"{amount}{obj.get_dispute_outcome_display().lower()}"
         return money_display(obj.amount_disputed, obj.currency) if obj.amount_disputed else "—"
 
     @admin.display(description="Ledger")

@@ -117,6 +117,11 @@ class CheckoutSession(models.Model):
         return money_display(self.amount, self.currency)
 
 
+class DisputeOutcome(models.TextChoices):
+    WON = "won", "Won: credits given back"
+    LOST = "lost", "Lost"
+
+
 class Payment(models.Model):
     """Money received for a Checkout Session, and what refunds and disputes later took back.
 
@@ -137,6 +142,9 @@ class Payment(models.Model):
     amount_disputed = models.BigIntegerField(default=0)
     # Credits taken back so far for refunds and disputes: the refunded share of `credits`.
     credits_reversed = models.BigIntegerField(default=0)
+    # How the charge's dispute closed (a charge has at most one): won gives back what it took
+    # (`amount_disputed` back to 0, for good: a late or repeated event of it changes nothing).
+    dispute_outcome = models.CharField(max_length=4, choices=DisputeOutcome.choices, blank=True, default="")
     paid_at = models.DateTimeField()
 
     class Meta:
@@ -148,6 +156,10 @@ class Payment(models.Model):
                                    name="payment_reversals_within_amount"),
             models.CheckConstraint(condition=Q(credits_reversed__gte=0) & Q(credits_reversed__lte=F("credits")),
                                    name="payment_credits_reversed_within_credits"),
+            models.CheckConstraint(condition=Q(dispute_outcome__in=["", *DisputeOutcome.values]),
+                                   name="payment_dispute_outcome_valid"),
+            models.CheckConstraint(condition=~Q(dispute_outcome=DisputeOutcome.WON) | Q(amount_disputed=0),
+                                   name="payment_dispute_won_takes_nothing"),
         ]
 
     def __str__(self) -> str:
@@ -171,6 +183,7 @@ class EventOutcome(models.TextChoices):
     FULFILLED = "fulfilled", "Credits granted"
     ALREADY_FULFILLED = "already_fulfilled", "Already granted by another delivery"
     REVERSED = "reversed", "Credits taken back"
+    RESTORED = "restored", "Credits given back"
     NO_CHANGE = "no_change", "Nothing left to change"
     PENDING = "pending", "Waiting for its payment"
     CLOSED = "closed", "Session closed unpaid"

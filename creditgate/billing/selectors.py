@@ -65,26 +65,30 @@ def low_balance_alert_get(*, user) -> dict:
 
 def payments_audit() -> list[str]:
     """Payments against the ledger: each payment's credits granted exactly once under its
-    reference, its take-backs (taken + owed) equal to what it records as reversed, its checkout
+    reference, its take-backs (taken + owed, less what a won dispute gave back) equal to what it
+    records as reversed, its checkout
     paid; and no Stripe grant without a payment. Empty == clean."""
     problems = []
     entries = {row["reference"]: row for row in LedgerEntry.objects.filter(reference__startswith="stripe:")
                .values("reference").annotate(
                    grants=Count("id", filter=Q(kind=EntryKind.GRANT)),
                    granted=Sum("amount", filter=Q(kind=EntryKind.GRANT)),
-                   reversed=Sum(F("shortfall_delta") - F("amount"), filter=Q(kind=EntryKind.CLAWBACK)))}
+                   reversed=Sum(F("shortfall_delta") - F("amount"), filter=Q(kind=EntryKind.CLAWBACK)),
+                   given_back=Sum("amount", filter=Q(kind=EntryKind.REFUND)))}
     seen = set()
     for payment in Payment.objects.select_related("checkout").order_by("pk").iterator():
         reference = payment_reference(payment.checkout.stripe_session_id)
         seen.add(reference)
-        row = entries.get(reference, {"grants": 0, "granted": 0, "reversed": 0})
+        row = entries.get(reference, {"grants": 0, "granted": 0, "reversed": 0, "given_back": 0})
         label = f"payment {payment.pk} ({reference})"
         if row["grants"] != 1 or (row["granted"] or 0) != payment.credits:
             problems.append(f"{label}: {row['grants']} grant entries for {row['granted'] or 0} credits; "
                             f"expected one for {payment.credits}")
-        if (row["reversed"] or 0) != payment.credits_reversed:
-            problems.append(f"{label}: its take-backs total {row['reversed'] or 0} credits; the payment records "
-                            f"{payment.credits_reversed}")
+        # What its disputes won gave back (kind refund) undoes part of its take-backs.
+        reversed_net = (row["reversed"] or 0) - (row["given_back"] or 0)
+        if reversed_net != payment.credits_reversed:
+            problems.append(f"{label}: its take-backs net of what was given back total {reversed_net} credits; the "
+                            f"payment records {payment.credits_reversed}")
         if payment.checkout.status != CheckoutStatus.PAID:
             problems.append(f"{label}: its checkout is {payment.checkout.status}, not paid")
     for reference, row in entries.items():

@@ -20,6 +20,13 @@ account's shortfall (credits.services.credits_take_back): no counter goes negati
 is placed while it is owed, and the next purchase pays it first. A refund or dispute that arrives
 before its payment waits (`pending`) and is applied in the payment's own transaction.
 
+A dispute closed in our favour (`charge.dispute.closed`, status `won`, or an inquiry's
+`warning_closed`) gives back what it took: `amount_disputed` returns to 0 for good (the payment's
+`dispute_outcome`), and the difference from what was taken back is granted (ledger kind `refund`,
+the payment's reference), which pays first any shortfall the dispute left. A repeated or late
+`charge.dispute.created` then takes nothing; one closed as lost takes what its opening would have
+and nothing more.
+
 **Reports**: a signed event that should have brought money and cannot (an unknown session, an
 amount or currency that does not match, an unpaid session) grants nothing, is logged as a warning
 and kept as a `StripeEvent` row with its `problem` for the admin.
@@ -39,11 +46,11 @@ from django.utils import timezone
 
 from creditgate.billing import dispatch, emails, selectors, stripe_gateway
 from creditgate.billing.errors import PaymentsUnavailable
-from creditgate.billing.models import (CheckoutSession, CheckoutStatus, EventOutcome, LowBalanceEmail, Payment,
-                                       StripeEvent, payment_reference)
+from creditgate.billing.models import (CheckoutSession, CheckoutStatus, DisputeOutcome, EventOutcome, LowBalanceEmail,
+                                       Payment, StripeEvent, payment_reference)
 from creditgate.core.errors import InvalidRequest
 from creditgate.credits import services as credits_services
-from creditgate.credits.models import Account
+from creditgate.credits.models import Account, EntryKind
 
 logger = logging.getLogger(__name__)
 
@@ -257,11 +264,61 @@ def _dispute_created(record: StripeEvent, dispute: dict, *, payment: Payment | N
     payment = _payment_of(record, dispute, payment)
     if payment is None:
         return _wait_for_payment(record)
+    if payment.dispute_outcome == DisputeOutcome.WON:  # its closing came first (or again): nothing to take
+        record.payment, record.outcome = payment, EventOutcome.NO_CHANGE
+        record.message = "The dispute was already closed in our favour: nothing taken back."
+        return
     disputed = dispute.get("amount")
     if not isinstance(disputed, int) or disputed < 0:
         return _report(record, "bad_dispute", f"The dispute's amount is {disputed!r}.")
     _reverse(record, payment, currency=dispute.get("currency"), disputed=disputed,
              charge_id=str(dispute.get("charge") or ""), what=f"dispute {dispute.get('id')}")
+
+
+# Dispute statuses at which the merchant keeps the money: the dispute won, or an inquiry that
+# closed without becoming a dispute (https://docs.stripe.com/api/disputes/object#dispute_object-status).
+_DISPUTE_KEPT = {"won", "warning_closed"}
+
+
+def _dispute_closed(record: StripeEvent, dispute: dict, *, payment: Payment | None = None) -> None:
+    """charge.dispute.closed: won gives back what the dispute took, once; lost takes what the
+    dispute's opening would have (nothing more if it came first)."""
+    payment = _payment_of(record, dispute, payment)
+    if payment is None:
+        return _wait_for_payment(record)
+    status = dispute.get("status")
+    if status == "lost":
+        if payment.dispute_outcome != DisputeOutcome.WON:
+            payment.dispute_outcome = DisputeOutcome.LOST
+        return _dispute_created(record, dispute, payment=payment)
+    if status not in _DISPUTE_KEPT:
+        return _report(record, "bad_dispute", f"The closed dispute's status is {status!r}.")
+    record.payment = payment
+    if str(dispute.get("currency") or "").lower() != payment.currency:
+        return _report(record, "currency_mismatch", f"The dispute {dispute.get('id')} is in "
+                                                    f"{dispute.get('currency')!r}, the payment in {payment.currency}.")
+    payment.dispute_outcome, payment.amount_disputed = DisputeOutcome.WON, 0
+    target = _credits_to_reverse(payment)
+    give = payment.credits_reversed - target
+    if give > 0:
+        # A grant: it pays first what the account still owes (the dispute's take-back may have
+        # made that shortfall), so the account ends as if the dispute had never been.
+        credits_services.credits_grant_within(
+            account=Account(pk=payment.account_id), amount=give, kind=EntryKind.REFUND,
+            reason=f"Dispute {dispute.get('id')} closed in our favour: credits given back",
+            reference=payment_reference(payment.checkout.stripe_session_id))
+        payment.credits_reversed = target
+        record.outcome = EventOutcome.RESTORED
+        record.message = f"Gave back {give} credits."
+    else:
+        record.outcome, record.message = EventOutcome.NO_CHANGE, "Nothing to give back (given already, or never taken)."
+    payment.save(update_fields=["dispute_outcome", "amount_disputed", "credits_reversed"])
+
+
+def _credits_to_reverse(payment: Payment) -> int:
+    """The refunded and disputed share of the payment's credits, rounded down (the refund rule)."""
+    share = min(payment.amount, payment.amount_refunded + payment.amount_disputed)
+    return payment.credits * share // payment.amount
 
 
 def _wait_for_payment(record: StripeEvent) -> None:
@@ -283,8 +340,7 @@ def _reverse(record: StripeEvent, payment: Payment, *, currency, charge_id: str,
         payment.amount_disputed = max(payment.amount_disputed, min(disputed, payment.amount))
     if charge_id and not payment.stripe_charge_id:
         payment.stripe_charge_id = charge_id[:255]
-    share = min(payment.amount, payment.amount_refunded + payment.amount_disputed)
-    target = payment.credits * share // payment.amount
+    target = _credits_to_reverse(payment)
     take = target - payment.credits_reversed
     if take > 0:
         entry = credits_services.credits_take_back(
@@ -296,7 +352,8 @@ def _reverse(record: StripeEvent, payment: Payment, *, currency, charge_id: str,
         record.message = f"Took back {take} credits" + (f" ({owed} of them already spent: owed)" if owed else "") + "."
     else:
         record.outcome, record.message = EventOutcome.NO_CHANGE, "Already taken into account."
-    payment.save(update_fields=["amount_refunded", "amount_disputed", "stripe_charge_id", "credits_reversed"])
+    payment.save(update_fields=["amount_refunded", "amount_disputed", "stripe_charge_id", "credits_reversed",
+                                "dispute_outcome"])
 
 
 _HANDLERS = {
@@ -306,8 +363,10 @@ _HANDLERS = {
     "checkout.session.async_payment_failed": _session_closed,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": _dispute_created,
+    "charge.dispute.closed": _dispute_closed,
 }
-_REVERSALS = {"charge.refunded": _charge_refunded, "charge.dispute.created": _dispute_created}
+_REVERSALS = {"charge.refunded": _charge_refunded, "charge.dispute.created": _dispute_created,
+              "charge.dispute.closed": _dispute_closed}
 
 
 # --- Low-balance email ----------------------------------------------------------------------
