@@ -4,7 +4,6 @@ from celery import shared_task
 
 from creditgate.reports import services
 
-
 ROLL_UP_USAGE = "creditgate.reports.tasks.roll_up_usage"
 
 
