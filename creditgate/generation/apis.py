@@ -3,7 +3,13 @@ the job (202) or the quote."""
 
 from django.http import FileResponse
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, PolymorphicProxySerializer, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -28,6 +34,19 @@ ACCEPTED_HEADERS = [
                      description="The job's URL: poll it (GET) until its status is final."),
     OpenApiParameter("Idempotent-Replayed", str, OpenApiParameter.HEADER, response=[202], enum=["true"],
                      description="Present on a replay: this is the job the key's first request started.")]
+
+
+@extend_schema_serializer(component_name="JobImage")
+class JobImageOutputSerializer(serializers.Serializer):
+    """One delivered image, as JobOutputSerializer.get_images writes it (declared for the schema)."""
+
+    id = serializers.IntegerField()
+    url = serializers.URLField(help_text="The stored file, to its owner only.")
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    content_type = serializers.CharField()
+    model = serializers.CharField(help_text="The model that made this image: a batch may be served by two "
+                                            "models of its tier (failover), at the tier's one price.")
 
 
 @extend_schema_serializer(component_name="Job")
@@ -63,13 +82,16 @@ class JobOutputSerializer(serializers.Serializer):
     def get_images_delivered(self, job) -> int:
         return len(job.images.all())
 
+    @extend_schema_field(JobImageOutputSerializer(many=True))
     def get_images(self, job) -> list[dict]:
         request = self.context.get("request")
         out = []
         for image in job.images.all():
             url = reverse("job-image", kwargs={"job_id": job.id, "index": image.index})
             out.append({"id": image.id, "url": request.build_absolute_uri(url) if request else url,
-                        "width": image.width, "height": image.height, "content_type": image.content_type})
+                        "width": image.width, "height": image.height, "content_type": image.content_type,
+                        # Images kept before the per-image model was recorded came from the job's one model.
+                        "model": image.model_name or job.image_model_name})
         return out
 
     def get_text(self, job) -> str | None:

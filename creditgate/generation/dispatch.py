@@ -9,7 +9,9 @@ later; the job is durable either way.
 
 The in-process backend is for one machine with no Redis (the demo, a laptop): a small thread
 pool runs the tasks, and a daemon thread runs the sweep (recovery of lapsed leases, the outbox)
-every CREDITGATE_JOB_SWEEP_SECONDS, as Celery beat does with a broker. It starts with the first
+every CREDITGATE_JOB_SWEEP_SECONDS, as Celery beat does with a broker. Other apps' periodic tasks
+ride on the same thread (`sweep_register`), each at most as often as it asks: beat's schedule and
+this thread run the same tasks, so the embedded default needs no beat. It starts with the first
 request the process serves, so a restarted process recovers what its predecessor left.
 """
 
@@ -19,6 +21,7 @@ import contextvars
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import current_app
@@ -30,9 +33,12 @@ logger = logging.getLogger(__name__)
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _sweeper: threading.Thread | None = None
-# What the in-process sweeper runs each round (Celery beat's schedule has the same tasks); apps
-# add theirs with sweep_register (generation: the jobs' sweep; webhooks: due deliveries).
-_sweeps: list[str] = []
+# What the in-process sweeper runs (Celery beat's schedule has the same tasks): task name -> at most
+# how often, in seconds (None: every round). Apps add theirs with sweep_register (generation: the
+# jobs' sweep; webhooks: due deliveries; reports: the usage rollups; billing: low-balance emails to
+# send again).
+_sweeps: dict[str, Callable[[], float] | None] = {}
+_sweeps_last_run: dict[str, float] = {}  # task name -> time.monotonic() of its last start here
 # The task that runs a job, by name (generation.tasks sets it).
 _job_runner: str | None = None
 
@@ -80,10 +86,28 @@ def task_send(task_name: str, *args, countdown: float | None = None) -> bool:
     return True
 
 
-def sweep_register(task_name: str) -> None:
-    """Run this task in every round of the in-process sweeper too."""
-    if task_name not in _sweeps:
-        _sweeps.append(task_name)
+def sweep_register(task_name: str, *, every: Callable[[], float] | None = None) -> None:
+    """Run this task from the in-process sweeper too: every round, or with `every` (read each
+    round, so a changed setting applies) at most once per that many seconds; the first round of a
+    process runs it at once."""
+    _sweeps.setdefault(task_name, every)
+
+
+def sweep_round(*, now: float | None = None) -> list[str]:
+    """One round of the in-process sweeper: run each registered task that is due, one after the
+    other on this thread; returns their names. A task that fails counts as run (it waits for its
+    next turn rather than hammering what made it fail)."""
+    now = time.monotonic() if now is None else now
+    ran = []
+    for task_name, every in list(_sweeps.items()):
+        if every is not None:
+            last = _sweeps_last_run.get(task_name)
+            if last is not None and now - last < every():
+                continue
+            _sweeps_last_run[task_name] = now
+        contextvars.copy_context().run(_run_in_thread, task_name)
+        ran.append(task_name)
+    return ran
 
 
 def inprocess_start(**signal_kwargs) -> None:
@@ -116,8 +140,7 @@ def _run_in_thread(task_name: str, *args) -> None:
 
 def _sweep_forever() -> None:
     while interval := settings.CREDITGATE_JOB_SWEEP_SECONDS:
-        for task_name in _sweeps:
-            contextvars.copy_context().run(_run_in_thread, task_name)
+        sweep_round()
         time.sleep(interval)
 
 
