@@ -4,7 +4,7 @@ from collections.abc import Callable
 
 from django.http import FileResponse
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -13,8 +13,8 @@ from rest_framework.views import APIView
 from creditgate.core.schema import error_response
 from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
 from creditgate.credits.authentication import request_api_key
-from creditgate.generation import selectors, services
-from creditgate.generation.models import Job, JobImage
+from creditgate.generation import selectors, services, waiting
+from creditgate.generation.models import FINAL_STATUSES, Job, JobImage
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
@@ -23,6 +23,16 @@ WEBHOOK_HEADER = OpenApiParameter(
     "Webhook-Endpoint", {"type": "string", "format": "uuid"}, OpenApiParameter.HEADER, required=False,
     description="The id of one of the account's active webhook endpoints: it receives a signed job.finished event "
                 "when the job is final (besides the endpoints that receive every job). Unknown: 400, nothing held.")
+
+PREFER_HEADER = OpenApiParameter(
+    "Prefer", str, OpenApiParameter.HEADER, required=False,
+    description=f"`wait=N` (RFC 7240): answer once the job is final, 200 with the final job, or after N seconds "
+                f"(at most {waiting.MAX_WAIT_SECONDS}), 202 with the job as it is then. Answered with "
+                f"`Preference-Applied: wait=N` (N as capped).")
+WAIT_PARAM = OpenApiParameter(
+    "wait", {"type": "integer", "minimum": 0}, OpenApiParameter.QUERY, required=False,
+    description=f"Long poll: answer once the job is final or after this many seconds (at most "
+                f"{waiting.MAX_WAIT_SECONDS}; larger values are capped). 0 or absent: at once.")
 
 
 @extend_schema_serializer(component_name="Job")
@@ -84,12 +94,20 @@ class JobOutputSerializer(serializers.Serializer):
         return {"code": job.error_code, "message": job.error_message}
 
 
-def _accepted(request, job: Job, created: bool) -> Response:
-    if created:  # a job that was just created has no images yet: spare the query
+def _accepted(request, job: Job, created: bool, *, waited: int | None = None) -> Response:
+    if waited is not None:  # Prefer: wait=N: the job as it is once final, or after N seconds
+        job_id = job.id
+        job = waiting.job_wait_final(job_id, seconds=waited,
+                                     read=lambda: selectors.job_get(user=request.user, job_id=job_id))
+    elif created:  # a job that was just created has no images yet: spare the query
         no_images = JobImage.objects.none()
         no_images._result_cache = []  # already evaluated, as prefetch_related leaves it
         job._prefetched_objects_cache = {"images": no_images}
-    response = Response(JobOutputSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+    final = waited is not None and job.status in FINAL_STATUSES  # without a wait: 202, as ever
+    response = Response(JobOutputSerializer(job, context={"request": request}).data,
+                        status=status.HTTP_200_OK if final else status.HTTP_202_ACCEPTED)
+    if waited is not None:
+        response["Preference-Applied"] = f"wait={waited}"
     response["Location"] = reverse("job-detail", kwargs={"job_id": job.id})
     if not created:
         response["Idempotent-Replayed"] = "true"
@@ -106,10 +124,11 @@ class _GenerationApi(APIView):
     def get_serializer_class(self):  # how drf-spectacular finds the request body of an APIView
         return self.InputSerializer
 
-    @extend_schema(responses={202: JobOutputSerializer, 402: error_response(
+    @extend_schema(responses={202: JobOutputSerializer, 200: OpenApiResponse(
+        JobOutputSerializer, description="With Prefer: wait=N, the job became final within the wait."), 402: error_response(
         "insufficient_credits (details: required, available); member_cap_exceeded or api_key_cap_exceeded: the "
         "member's or the API key's monthly cap would be passed (details: cap, spent, held, required, month).")},
-        parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER])
+        parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER, PREFER_HEADER])
     def post(self, request):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -118,7 +137,7 @@ class _GenerationApi(APIView):
         job, created = type(self).create_job(
             user=request.user, idempotency_key=request.headers.get("Idempotency-Key"), origin=origin,
             **serializer.validated_data)
-        return _accepted(request, job, created)
+        return _accepted(request, job, created, waited=waiting.prefer_wait(request.headers.get("Prefer")))
 
 
 class ImageGenerationApi(_GenerationApi):
@@ -160,9 +179,11 @@ class JobListApi(APIView):
 
 
 class JobDetailApi(APIView):
-    @extend_schema(responses={200: JobOutputSerializer})
+    @extend_schema(responses={200: JobOutputSerializer}, parameters=[WAIT_PARAM])
     def get(self, request, job_id):
-        job = selectors.job_get(user=request.user, job_id=job_id)
+        seconds = waiting.wait_param(request.query_params.get("wait"))
+        read = lambda: selectors.job_get(user=request.user, job_id=job_id)  # noqa: E731
+        job = waiting.job_wait_final(job_id, seconds=seconds, read=read) if seconds else read()
         return Response(JobOutputSerializer(job, context={"request": request}).data)
 
 
