@@ -118,7 +118,7 @@ def job_final_announce(job_id) -> None:
     if _uses_redis():
         try:
             _redis().publish(CHANNEL, str(job_id))
-        except Exception:  # noqa: BLE001 - waiters re-read the job every SAFETY_POLL_SECONDS anyway
+        except Exception:
             logger.warning("job %s: could not announce its end on Redis", job_id, exc_info=True)
 
 
@@ -185,7 +185,7 @@ def _listen_forever() -> None:
             for message in pubsub.listen():
                 if message.get("type") == "message":
                     _wake(message["data"].decode())
-        except Exception:  # noqa: BLE001 - Redis went away: waiters poll meanwhile; reconnect
+        except Exception:
             _subscribed.clear()
             logger.warning("job waits: the Redis subscription broke; reconnecting", exc_info=True)
             time.sleep(1.0)
