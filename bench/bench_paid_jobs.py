@@ -5,12 +5,13 @@ Every target talks to the same minimal OpenAI-compatible fake provider, which an
 - `direct`: the fake provider itself (the floor);
 - `litellm`: LiteLLM's proxy in front of it, when `--litellm PATH` names a `litellm` executable
   installed in its own virtualenv (not a dependency of this project):
-      python3 -m venv /tmp/litellm && /tmp/litellm/bin/pip install 'litellm[proxy]'
-      .venv/bin/python bench/bench_paid_jobs.py --litellm /tmp/litellm/bin/litellm
+      python3 -m venv /work/litellm-venv && /work/litellm-venv/bin/pip install 'litellm[proxy]==1.108.7'
+      .venv/bin/python bench/bench_paid_jobs.py --litellm /work/litellm-venv/bin/litellm
 - `cg-embedded`: creditgate on the embedded default (SQLite, jobs in-process), gunicorn;
 - `cg-full`: creditgate on PostgreSQL + Redis, gunicorn (2 workers) + a Celery worker (4 processes).
 For creditgate one operation is a paid job: POST /api/v1/text/generations/ and then either polling
-GET /api/v1/jobs/{id}/ until it is final (`poll`) or one POST with `Prefer: wait=30` (`wait`).
+GET /api/v1/jobs/{id}/ until it is final (`poll`) or one POST with `Prefer: wait=30` (`wait`; should
+the wait end first, GET /api/v1/jobs/{id}/?wait=30 long-polls).
 
 For each target, mode and concurrency (1 and 8 clients) it prints operations/s, median and p95
 latency and the server's CPU per operation (every process of the server, from /proc), as
@@ -282,9 +283,12 @@ def one_job(client: _Client, token: str, *, wait: bool) -> None:
     job = json.loads(data)
     delay = 0.002
     while job["status"] not in FINAL:
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-        status, data = client.request("GET", f"/api/v1/jobs/{job['id']}/", headers=auth)
+        if wait:
+            status, data = client.request("GET", f"/api/v1/jobs/{job['id']}/?wait=30", headers=auth)
+        else:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            status, data = client.request("GET", f"/api/v1/jobs/{job['id']}/", headers=auth)
         job = json.loads(data)
     if job["status"] != "succeeded":
         raise RuntimeError(f"job {job['id']} {job['status']}: {job.get('error')}")
@@ -396,6 +400,28 @@ def main() -> int:
         def med(label: str, clients: int, attr: str) -> float | None:
             samples = results.get((label, clients))
             return statistics.median(getattr(s, attr) for s in samples) if samples else None
+
+        def per_round(label: str, clients: int, attr: str) -> list[float]:
+            return [getattr(x, attr) for x in results.get((label, clients), [])]
+
+        print("\nratios per round (min/median/max over the rounds; each ratio within one round):")
+        for name in ("cg-embedded", "cg-full"):
+            for mode in ("poll", "wait"):
+                label = f"{name} {mode}"
+                if (label, 8) not in results:
+                    continue
+                for clients in (1, 8):
+                    cg = per_round(label, clients, "rate")
+                    parts = [f"over direct {spread([a / b for a, b in zip(cg, per_round('direct', clients, 'rate'))], '{:.3f}')}"]
+                    if ("litellm", clients) in results:
+                        parts.append(f"over LiteLLM {spread([a / b for a, b in zip(cg, per_round('litellm', clients, 'rate'))], '{:.3f}')}")
+                    print(f"  {label:18} jobs/s c={clients}: " + ", ".join(parts))
+                added = [a - b for a, b in zip(per_round(label, 1, "median_ms"), per_round("direct", 1, "median_ms"))]
+                line = f"  {label:18} added latency c=1 (median - direct's) {spread(added)} ms"
+                if ("litellm", 1) in results:
+                    ladded = [a - b for a, b in zip(per_round("litellm", 1, "median_ms"), per_round("direct", 1, "median_ms"))]
+                    line += f"; LiteLLM adds {spread(ladded)} ms"
+                print(line)
 
         print("\nratios (medians):")
         direct1 = med("direct", 1, "median_ms")
