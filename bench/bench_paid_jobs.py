@@ -5,12 +5,13 @@ Every target talks to the same minimal OpenAI-compatible fake provider, which an
 - `direct`: the fake provider itself (the floor);
 - `litellm`: LiteLLM's proxy in front of it, when `--litellm PATH` names a `litellm` executable
   installed in its own virtualenv (not a dependency of this project):
-      python3 -m venv /tmp/litellm && /tmp/litellm/bin/pip install 'litellm[proxy]'
-      .venv/bin/python bench/bench_paid_jobs.py --litellm /tmp/litellm/bin/litellm
+      python3 -m venv /work/litellm-venv && /work/litellm-venv/bin/pip install 'litellm[proxy]==1.108.7'
+      .venv/bin/python bench/bench_paid_jobs.py --litellm /work/litellm-venv/bin/litellm
 - `cg-embedded`: creditgate on the embedded default (SQLite, jobs in-process), gunicorn;
 - `cg-full`: creditgate on PostgreSQL + Redis, gunicorn (2 workers) + a Celery worker (4 processes).
 For creditgate one operation is a paid job: POST /api/v1/text/generations/ and then either polling
-GET /api/v1/jobs/{id}/ until it is final (`poll`) or one POST with `Prefer: wait=30` (`wait`).
+GET /api/v1/jobs/{id}/ until it is final (`poll`) or one POST with `Prefer: wait=30` (`wait`; should
+the wait end first, GET /api/v1/jobs/{id}/?wait=30 long-polls).
 
 For each target, mode and concurrency (1 and 8 clients) it prints operations/s, median and p95
 latency and the server's CPU per operation (every process of the server, from /proc), as
@@ -283,9 +284,12 @@ def one_job(client: _Client, token: str, *, wait: bool) -> None:
     job = json.loads(data)
     delay = 0.002
     while job["status"] not in FINAL:
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
-        status, data = client.request("GET", f"/api/v1/jobs/{job['id']}/", headers=auth)
+        if wait:
+            status, data = client.request("GET", f"/api/v1/jobs/{job['id']}/?wait=30", headers=auth)
+        else:
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+            status, data = client.request("GET", f"/api/v1/jobs/{job['id']}/", headers=auth)
         job = json.loads(data)
     if job["status"] != "succeeded":
         raise RuntimeError(f"job {job['id']} {job['status']}: {job.get('error')}")
@@ -400,6 +404,32 @@ def main() -> int:
             samples = results.get((label, clients))
             return statistics.median(getattr(s, attr) for s in samples) if samples else None
 
+        def per_round(label: str, clients: int, attr: str) -> list[float]:
+            return [getattr(x, attr) for x in results.get((label, clients), [])]
+
+        print("\nratios per round (min/median/max over the rounds; each ratio within one round):")
+        for name in ("cg-embedded", "cg-full"):
+            for mode in ("poll", "wait"):
+                label = f"{name} {mode}"
+                if (label, 8) not in results:
+                    continue
+                for clients in (1, 8):
+                    cg = per_round(label, clients, "rate")
+                    # zip(strict=False): a round whose case failed is missing from one side only
+                    over_direct = [a / b for a, b in zip(cg, per_round("direct", clients, "rate"), strict=False)]
+                    parts = [f"over direct {spread(over_direct, '{:.3f}')}"]
+                    if ("litellm", clients) in results:
+                        over_litellm = [a / b for a, b in zip(cg, per_round("litellm", clients, "rate"), strict=False)]
+                        parts.append(f"over LiteLLM {spread(over_litellm, '{:.3f}')}")
+                    print(f"  {label:18} jobs/s c={clients}: " + ", ".join(parts))
+                direct_ms = per_round("direct", 1, "median_ms")
+                added = [a - b for a, b in zip(per_round(label, 1, "median_ms"), direct_ms, strict=False)]
+                line = f"  {label:18} added latency c=1 (median - direct's) {spread(added)} ms"
+                if ("litellm", 1) in results:
+                    ladded = [a - b for a, b in zip(per_round("litellm", 1, "median_ms"), direct_ms, strict=False)]
+                    line += f"; LiteLLM adds {spread(ladded)} ms"
+                print(line)
+
         print("\nratios (medians):")
         direct1 = med("direct", 1, "median_ms")
         litellm8, litellm1 = med("litellm", 8, "rate"), med("litellm", 1, "median_ms")
@@ -412,8 +442,8 @@ def main() -> int:
                 line = f"  {label:18} jobs/s at c=8 over direct {rate8 / med('direct', 8, 'rate'):.3f}"
                 if litellm8:
                     line += f", over LiteLLM {rate8 / litellm8:.2f} (target >= 1.0)"
-                added = med(label, 1, "median_ms") - direct1
-                line += f"; added latency at c=1 {added:.1f} ms"
+                added_ms = med(label, 1, "median_ms") - direct1
+                line += f"; added latency at c=1 {added_ms:.1f} ms"
                 if litellm1:
                     line += f" (LiteLLM adds {litellm1 - direct1:.1f} ms)"
                 line += f"; server CPU per job {med(label, 8, 'cpu_ms'):.1f} ms (target <= 13)"

@@ -11,10 +11,12 @@ from django.core.cache import cache
 
 @pytest.fixture(autouse=True)
 def _clear_cache():
+    from creditgate.catalog import ai_config_cache
     from creditgate.providers import breaker
 
     cache.clear()
     breaker._clean_until.clear()  # what this process last read of the breakers (see breaker.CLEAN_SECONDS)
+    ai_config_cache.process_forget()  # what it built from the catalog, and the version it last read
     yield
     cache.clear()
 

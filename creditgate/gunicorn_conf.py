@@ -9,6 +9,16 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "creditgate.settings")
 
 from django.conf import settings  # needs DJANGO_SETTINGS_MODULE
 
+# Threads, not sync workers: a request that waits for its job (`Prefer: wait=N`, `?wait=N`, see
+# generation/waiting.py) sleeps in its thread for up to 30 s holding no database connection and no
+# CPU, so one worker process serves up to `threads` requests at once, waiting ones included
+# (GUNICORN_THREADS, default 16; with WEB_CONCURRENCY=2 that is 32 requests at a time, e.g. 24
+# waiting clients and 8 threads still free for everything else). A sync worker would be taken by
+# each waiting request. gthread workers heartbeat from their main loop, so a long wait in a thread
+# is not mistaken for a hung worker (gunicorn's `timeout`).
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS", "16"))
+
 # gunicorn's own lines (start, worker boot, timeouts) in the service's format, JSON in production.
 # Requests are logged once, by django-structlog, with their request id: no separate access log.
 logconfig_dict = {

@@ -4,12 +4,14 @@ for routing or pricing decisions."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from creditgate.catalog.ai_config_cache import catalog_memo
 from creditgate.catalog.models import (
     AIModelConfig,
     GlobalIntegrationSettings,
@@ -99,20 +101,19 @@ class Routing:
             object.__setattr__(self, "image_models_ordered", {t: (m,) for t, m in self.image_models.items()})
 
 
-def _routing_build() -> Routing:
+def _routing_build() -> tuple[Routing, float | None]:
     ordered = {tier: tuple(models) for tier, models in models_servable_ordered().items()}
     text = tuple(models_text_ordered())
-    return Routing(settings=global_settings_get(), text_model=text[0] if text else None,
-                   image_models={tier: models[0] for tier, models in ordered.items()},
-                   text_models_ordered=text, image_models_ordered=ordered)
+    routing = Routing(settings=global_settings_get(), text_model=text[0] if text else None,
+                      image_models={tier: models[0] for tier, models in ordered.items()},
+                      text_models_ordered=text, image_models_ordered=ordered)
+    return routing, catalog_changes_at()
 
 
 def routing_get() -> Routing:
     """The settings and the servable models, read from the database once per catalog version
     per process (every catalog change and the next retirement date invalidate it), so pricing
     and creating a job cost no catalog query."""
-    from creditgate.catalog.ai_config_cache import catalog_memo
-
     # What is servable depends on CREDITGATE_SANDBOX, a per-process setting, not data.
     return catalog_memo(f"routing:sandbox={int(bool(settings.CREDITGATE_SANDBOX))}", _routing_build)
 
@@ -131,6 +132,16 @@ def model_next_retirement() -> dt.date | None:
     """The nearest future retirement date of an active model: the served tiers change that day."""
     return (AIModelConfig.objects.filter(is_active=True, retires_on__gt=timezone.localdate())
             .order_by("retires_on").values_list("retires_on", flat=True).first())
+
+
+def catalog_changes_at() -> float | None:
+    """When (time.time()) the served models next change by the calendar alone: the start of the
+    next retirement date, at least a second from now; None if no retirement is planned."""
+    day = model_next_retirement()
+    if day is None:
+        return None
+    start = timezone.make_aware(dt.datetime.combine(day, dt.time.min)).timestamp()
+    return max(start, time.time() + 1.0)
 
 
 def providers_with_stored_key() -> QuerySet[IntegrationProvider]:

@@ -3,19 +3,49 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import logging
+from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from creditgate.audit.tracking import KeyChange, SigningSecretChange
 from creditgate.catalog import crypto, selectors
-from creditgate.catalog.ai_config_cache import ai_config_invalidate
+from creditgate.catalog.ai_config_cache import ai_config_invalidate, catalog_memo
 from creditgate.catalog.models import AIModelConfig, IntegrationProvider, ModelLifecycle, ProviderListing, QualityTier
 from creditgate.core.errors import InvalidRequest
 from creditgate.providers.breaker import breaker_open_until
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AIConfigSnapshot:
+    body: bytes       # the payload as JSON, built once per catalog version per process
+    etag: str
+    expires_at: float | None  # time.time() when it stops being true by itself (a retirement, a cool-down)
+
+
+def ai_config_snapshot_get() -> AIConfigSnapshot:
+    """The ai-config payload as served: kept in this process while the catalog version holds
+    (see ai_config_cache for how soon a change shows)."""
+    # The served tiers depend on CREDITGATE_SANDBOX, a per-process setting, not data.
+    return catalog_memo(f"ai-config:sandbox={int(bool(settings.CREDITGATE_SANDBOX))}", _ai_config_snapshot_build)
+
+
+def _ai_config_snapshot_build() -> tuple[AIConfigSnapshot, float | None]:
+    payload, breakers_change_at = ai_config_compute()
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    # A tier hidden by open circuit breakers is listed again when the first cool-down ends (a
+    # breaker opening or closing invalidates the catalog version at once: see providers.breaker).
+    ends = [t for t in (selectors.catalog_changes_at(), breakers_change_at) if t is not None]
+    expires_at = min(ends) if ends else None
+    snapshot = AIConfigSnapshot(body=body, etag='"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+                                expires_at=expires_at)
+    return snapshot, expires_at
 
 
 def ai_config_build() -> dict:

@@ -5,6 +5,7 @@ from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import (
     OpenApiParameter,
+    OpenApiResponse,
     PolymorphicProxySerializer,
     extend_schema,
     extend_schema_field,
@@ -17,8 +18,8 @@ from rest_framework.views import APIView
 from creditgate.core.pagination import PageNumberPagination
 from creditgate.core.schema import error_response
 from creditgate.credits.authentication import request_api_key
-from creditgate.generation import intake, selectors
-from creditgate.generation.models import Job, JobImage, JobKind
+from creditgate.generation import intake, selectors, waiting
+from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
@@ -28,11 +29,21 @@ WEBHOOK_HEADER = OpenApiParameter(
     description="The id of one of the account's active webhook endpoints: it receives a signed job.finished event "
                 "when the job is final (besides the endpoints that receive every job). Unknown: 400, nothing held.")
 
+PREFER_HEADER = OpenApiParameter(
+    "Prefer", str, OpenApiParameter.HEADER, required=False,
+    description=f"`wait=N` (RFC 7240): answer once the job is final, 200 with the final job, or after N seconds "
+                f"(at most {waiting.MAX_WAIT_SECONDS}), 202 with the job as it is then. Answered with "
+                f"`Preference-Applied: wait=N` (N as capped).")
+WAIT_PARAM = OpenApiParameter(
+    "wait", {"type": "integer", "minimum": 0}, OpenApiParameter.QUERY, required=False,
+    description=f"Long poll: answer once the job is final or after this many seconds (at most "
+                f"{waiting.MAX_WAIT_SECONDS}; larger values are capped). 0 or absent: at once.")
+
 
 ACCEPTED_HEADERS = [
-    OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[202], required=True,
+    OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[200, 202], required=True,
                      description="The job's URL: poll it (GET) until its status is final."),
-    OpenApiParameter("Idempotent-Replayed", str, OpenApiParameter.HEADER, response=[202], enum=["true"],
+    OpenApiParameter("Idempotent-Replayed", str, OpenApiParameter.HEADER, response=[200, 202], enum=["true"],
                      description="Present on a replay: this is the job the key's first request started.")]
 
 
@@ -111,12 +122,20 @@ class JobOutputSerializer(serializers.Serializer):
         return {"code": job.error_code, "message": job.error_message}
 
 
-def _accepted(request, job: Job, created: bool) -> Response:
-    if created:  # a job that was just created has no images yet: spare the query
+def _accepted(request, job: Job, created: bool, *, waited: int | None = None) -> Response:
+    if waited is not None:  # Prefer: wait=N: the job as it is once final, or after N seconds
+        job_id = job.id
+        job = waiting.job_wait_final(job_id, seconds=waited,
+                                     read=lambda: selectors.job_get(user=request.user, job_id=job_id))
+    elif created:  # a job that was just created has no images yet: spare the query
         no_images = JobImage.objects.none()
         no_images._result_cache = []  # already evaluated, as prefetch_related leaves it
         job._prefetched_objects_cache = {"images": no_images}
-    response = Response(JobOutputSerializer(job, context={"request": request}).data, status=status.HTTP_202_ACCEPTED)
+    final = waited is not None and job.status in FINAL_STATUSES  # without a wait: 202, as ever
+    response = Response(JobOutputSerializer(job, context={"request": request}).data,
+                        status=status.HTTP_200_OK if final else status.HTTP_202_ACCEPTED)
+    if waited is not None:
+        response["Preference-Applied"] = f"wait={waited}"
     response["Location"] = reverse("job-detail", kwargs={"job_id": job.id})
     if not created:
         response["Idempotent-Replayed"] = "true"
@@ -132,7 +151,11 @@ class _GenerationApi(APIView):
     def get_serializer_class(self):  # how drf-spectacular finds the request body of an APIView
         return intake.REQUESTS[self.kind]
 
-    @extend_schema(responses={202: JobOutputSerializer, 402: error_response(
+    @extend_schema(responses={
+        202: JobOutputSerializer,
+        200: OpenApiResponse(JobOutputSerializer, description="With Prefer: wait=N, the job became final within "
+                                                              "the wait."),
+        402: error_response(
         "insufficient_credits (details: required, available); member_cap_exceeded or api_key_cap_exceeded: the "
         "member's or the API key's monthly cap would be passed (details: cap, spent, held, required, month); "
         "shortfall_owed: a refund or dispute left credits owed (details: shortfall, available)."),
@@ -141,13 +164,13 @@ class _GenerationApi(APIView):
                             "(details name it); nothing was held."),
         429: error_response("rate_limited: too many jobs started in the period; details.retry_after (also the "
                             "Retry-After header) says when the next one may start. A replay is never refused.")},
-        parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER, *ACCEPTED_HEADERS])
+        parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER, PREFER_HEADER, *ACCEPTED_HEADERS])
     def post(self, request):
         origin = intake.JobOrigin(api_key=request_api_key(request),
                                   webhook_endpoint=request.headers.get("Webhook-Endpoint"))
         job, created = intake.job_create(kind=self.kind, user=request.user, body=request.data,
                                          idempotency_key=request.headers.get("Idempotency-Key"), origin=origin)
-        return _accepted(request, job, created)
+        return _accepted(request, job, created, waited=waiting.prefer_wait(request.headers.get("Prefer")))
 
 
 class ImageGenerationApi(_GenerationApi):
@@ -215,9 +238,11 @@ class JobListApi(APIView):
 
 
 class JobDetailApi(APIView):
-    @extend_schema(responses={200: JobOutputSerializer})
+    @extend_schema(responses={200: JobOutputSerializer}, parameters=[WAIT_PARAM])
     def get(self, request, job_id):
-        job = selectors.job_get(user=request.user, job_id=job_id)
+        seconds = waiting.wait_param(request.query_params.get("wait"))
+        read = lambda: selectors.job_get(user=request.user, job_id=job_id)  # noqa: E731
+        job = waiting.job_wait_final(job_id, seconds=seconds, read=read) if seconds else read()
         return Response(JobOutputSerializer(job, context={"request": request}).data)
 
 

@@ -36,7 +36,7 @@ from creditgate.core import metrics
 from creditgate.core.logging import log_context_bind
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Hold
-from creditgate.generation import dispatch, leases
+from creditgate.generation import dispatch, leases, waiting
 from creditgate.generation import selectors as generation_selectors
 from creditgate.generation.calls import CALL_OUTCOME_FIELDS, call_ended_unanswered, call_size, call_tries_recorded
 from creditgate.generation.models import (
@@ -562,6 +562,7 @@ class _Settlement:
         job's webhook deliveries (an outbox: committed with the final state, never lost)."""
         webhook_services.job_events_record(job=job)
         transaction.on_commit(partial(_count_settled, job.kind, job.tier, self.job_fields["status"], self.charge))
+        transaction.on_commit(partial(waiting.job_final_announce, job.pk))  # Prefer: wait, ?wait=N
         if not job.hold_id:
             return
         reason = "" if self.charge else "nothing was delivered"

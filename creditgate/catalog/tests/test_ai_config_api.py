@@ -1,13 +1,20 @@
 """GET /api/v1/system/ai-config/: the design note's shape, cached, ETag, invalidated by any change."""
 
 import datetime as dt
+import time
+import uuid
 
 import pytest
-from django.core.cache import cache, caches
+from django.core.cache import cache
 from django.utils import timezone
 
-from creditgate.catalog import ai_config_cache
-from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings, ImageTier, IntegrationProvider
+from creditgate.catalog import ai_config_cache, services
+from creditgate.catalog.models import (
+    AIModelConfig,
+    GlobalIntegrationSettings,
+    ImageTier,
+    IntegrationProvider,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -17,9 +24,17 @@ URL = "/api/v1/system/ai-config/"
 @pytest.fixture(autouse=True)
 def _fresh_process_memo():
     # Each test starts as a freshly started process would.
-    ai_config_cache._in_process.clear()
+    ai_config_cache._memos.clear()
     yield
-    ai_config_cache._in_process.clear()
+    ai_config_cache._memos.clear()
+
+
+def another_process_bumps_the_version(token: str) -> None:
+    """What another process's invalidation does: replace the shared version token. This process
+    reads it at most every CHECK_SECONDS: the test moves this process's last read back by that."""
+    cache.set(ai_config_cache._VERSION_KEY, token, timeout=None)
+    version, read_at = ai_config_cache._seen
+    ai_config_cache._seen = (version, read_at - ai_config_cache.CHECK_SECONDS)
 
 
 def _tiers(response) -> list[str]:
@@ -95,9 +110,10 @@ def test_warm_request_runs_no_query(client, django_assert_num_queries):
     assert response.json()["text_model"] == "gpt-5.1"
 
 
-def test_a_process_with_an_empty_memory_reads_the_shared_cache_without_a_query(client, django_assert_num_queries):
+def test_a_process_with_an_empty_memory_builds_once_then_runs_no_query(client, django_assert_num_queries):
     client.get(URL)
-    ai_config_cache._in_process.clear()  # another worker process: nothing in its memory yet
+    ai_config_cache._memos.clear()  # another worker process: nothing in its memory yet
+    assert client.get(URL).status_code == 200
     with django_assert_num_queries(0):
         assert client.get(URL).status_code == 200
 
@@ -168,9 +184,9 @@ def test_cache_lifetime_ends_at_the_next_retirement(client):
     model.retires_on = timezone.localdate() + dt.timedelta(days=1)
     model.save()
     client.get(URL)
-    snapshot = ai_config_cache.ai_config_snapshot_get()
+    snapshot = services.ai_config_snapshot_get()
     midnight = timezone.make_aware(dt.datetime.combine(model.retires_on, dt.time.min)).timestamp()
-    assert snapshot.expires_at <= midnight + 1
+    assert snapshot.expires_at is not None and snapshot.expires_at <= midnight + 1
     assert "basic" in _tiers(client.get(URL))
 
 
@@ -182,20 +198,33 @@ def test_a_change_made_by_another_process_is_seen(client, django_assert_num_quer
     ImageTier.objects.filter(tier="basic").update(credits_per_image=3)
     with django_assert_num_queries(0):
         assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 1  # cached, as designed
-    # ...and the other process's invalidation reaches only the shared cache.
-    cache.set(ai_config_cache._VERSION_KEY, "set-by-another-process", timeout=None)
+    # ...and the other process's invalidation reaches only the shared cache: seen at the next
+    # check of the shared version (at most CHECK_SECONDS later), not before.
+    cache.set(ai_config_cache._VERSION_KEY, uuid.uuid4().hex, timeout=None)
+    assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 1
+    another_process_bumps_the_version(uuid.uuid4().hex)
     assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 3
 
 
-def test_a_payload_built_from_rows_older_than_an_invalidation_is_not_served(client):
-    """The race: a request reads the rows, a writer commits and invalidates, then the request
-    stores what it read. What it stored carries the old version token and is never served."""
-    old_version = "v-before"
-    cache.set(ai_config_cache._VERSION_KEY, old_version, timeout=None)
-    stale, ttl = ai_config_cache._build(old_version)
+def test_another_process_change_shows_within_the_check_interval(client, monkeypatch):
+    """The documented bound, by the real clock: CHECK_SECONDS after another process's change."""
+    monkeypatch.setattr(ai_config_cache, "CHECK_SECONDS", 0.3)
+    client.get(URL)
+    ImageTier.objects.filter(tier="basic").update(credits_per_image=3)
+    cache.set(ai_config_cache._VERSION_KEY, uuid.uuid4().hex, timeout=None)  # another process's change
+
+    time.sleep(0.35)
+    assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 3
+
+
+def test_a_memo_built_from_rows_older_than_an_invalidation_is_not_served(client):
+    """The race: a request reads the version and the rows, a writer commits and invalidates, then
+    the request keeps what it built. It is tagged with the old version and never served."""
+    version = ai_config_cache.catalog_version()
+    stale, _ = services._ai_config_snapshot_build()
     ImageTier.objects.filter(tier="basic").update(credits_per_image=3)
     ai_config_cache.ai_config_invalidate()
-    cache.set(ai_config_cache._payload_key(), stale, timeout=ttl)  # the slow request stores late
+    ai_config_cache._memos["ai-config:sandbox=1"] = ai_config_cache._Memo(stale, version, float("inf"))
     assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 3
 
 
@@ -204,6 +233,7 @@ def test_it_still_answers_when_the_cache_is_down(client, monkeypatch):
         raise ConnectionError("cache down")
 
     monkeypatch.setattr(ai_config_cache.cache, "get", broken)
+    ai_config_cache._seen = (None, 0.0)  # due to read the shared version
     response = client.get(URL)
     assert response.status_code == 200
     assert response.json()["text_model"] == "gpt-5.1"
@@ -235,6 +265,8 @@ def test_an_invalidation_by_a_real_other_process_is_seen(client):
         env={**{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
              "DJANGO_SETTINGS_MODULE": "creditgate.settings"}, check=True, timeout=60,
         capture_output=True)
+    version, read_at = ai_config_cache._seen  # seen at the next check, within CHECK_SECONDS
+    ai_config_cache._seen = (version, read_at - ai_config_cache.CHECK_SECONDS)
     assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 7
 
 
@@ -250,29 +282,33 @@ def test_a_payload_read_inside_a_rolled_back_transaction_is_not_kept(client):
         tier = ImageTier.objects.get(tier="basic")
         tier.credits_per_image = 9
         tier.save()
-        snapshot = ai_config_cache.ai_config_snapshot_get()  # e.g. a service that reads it mid-change
+        snapshot = services.ai_config_snapshot_get()  # e.g. a service that reads it mid-change
         assert b'"credits_per_image":9' in snapshot.body
         raise Abort
     assert client.get(URL).json()["image_qualities"][0]["credits_per_image"] == 1
 
 
-def test_redis_token_reader_reads_what_the_cache_wrote():
-    """With REDIS_URL the token is read through one kept client, not cache.get: same value."""
-    from django.core.cache.backends.redis import RedisCache
+def test_a_warm_request_reads_neither_the_database_nor_the_cache(client, monkeypatch, django_assert_num_queries):
+    """With Redis as with the file cache: the shared version is read at most every CHECK_SECONDS."""
+    client.get(URL)
+    reads = []
+    real_get = ai_config_cache.cache.get
 
-    if not isinstance(caches["default"], RedisCache):
-        pytest.skip("the cache is not Redis (set REDIS_URL)")
-    cache.set(ai_config_cache._VERSION_KEY, "token-1", timeout=None)
-    assert ai_config_cache._current_version() == "token-1"
-    cache.set(ai_config_cache._VERSION_KEY, "token-2", timeout=None)
-    assert ai_config_cache._current_version() == "token-2"
+    def counted_get(*args, **kwargs):
+        reads.append(args)
+        return real_get(*args, **kwargs)
+
+    monkeypatch.setattr(ai_config_cache.cache, "get", counted_get)
+    with django_assert_num_queries(0):
+        for _ in range(20):
+            assert client.get(URL).status_code == 200
+    assert reads == []
 
 
-def test_file_token_reader_sees_every_new_token():
-    from django.core.cache.backends.filebased import FileBasedCache
-
-    if not isinstance(caches["default"], FileBasedCache):
-        pytest.skip("the cache is not the file cache")
-    for n in range(20):  # back to back, within one filesystem timestamp tick
+def test_the_shared_version_is_read_again_after_the_check_interval(monkeypatch):
+    for n in range(3):
         cache.set(ai_config_cache._VERSION_KEY, f"token-{n}", timeout=None)
-        assert ai_config_cache._current_version() == f"token-{n}"
+        ai_config_cache._seen = (ai_config_cache._seen[0], 0.0)  # the check is due
+        assert ai_config_cache.catalog_version() == f"token-{n}"
+    cache.set(ai_config_cache._VERSION_KEY, "token-later", timeout=None)
+    assert ai_config_cache.catalog_version() == "token-2"  # within CHECK_SECONDS: not read again

@@ -324,9 +324,9 @@ def _tiers(client) -> list[str]:
 
 @pytest.fixture
 def fresh_process():
-    ai_config_cache._in_process.clear()
+    ai_config_cache._memos.clear()
     yield
-    ai_config_cache._in_process.clear()
+    ai_config_cache._memos.clear()
 
 
 @pytest.mark.django_db

@@ -7,7 +7,9 @@
   var app = document.getElementById("app");
   if (!app) return;
   var urls = app.dataset;
-  var POLL_MS = 500;
+  // Long polls: each GET of a job answers as soon as the job is final, or after WAIT_S seconds.
+  var WAIT_S = 25;
+  var RETRY_MS = 1000;
   var FINAL = ["succeeded", "partial", "failed"];
 
   var state = {
@@ -630,22 +632,21 @@
 
   function sleep(ms) { return new Promise(function (resolve) { setTimeout(resolve, ms); }); }
 
-  // Polls until the job reaches a final state. A dropped request is retried: the job runs on
-  // the server whether or not this page is watching.
-  function pollJob(job, onChange) {
+  // Waits until the job reaches a final state with long polls (GET ?wait=N answers as soon as
+  // the job is final): no polling interval, one request per WAIT_S seconds at most. A dropped
+  // request is retried after a pause: the job runs on the server whether or not this page is watching.
+  function waitJob(job, onChange) {
     var failures = 0;
     function step(current) {
       onChange(current);
       if (FINAL.indexOf(current.status) !== -1) return Promise.resolve(current);
-      return sleep(POLL_MS).then(function () {
-        return api(urls.jobsUrl + current.id + "/").then(function (next) {
-          failures = 0;
-          return step(next);
-        }, function (err) {
-          failures += 1;
-          if (failures > 20 || err.status === 404 || err.status === 401 || err.status === 403) throw err;
-          return step(current);
-        });
+      return api(urls.jobsUrl + current.id + "/?wait=" + WAIT_S).then(function (next) {
+        failures = 0;
+        return step(next);
+      }, function (err) {
+        failures += 1;
+        if (failures > 20 || err.status === 404 || err.status === 401 || err.status === 403) throw err;
+        return sleep(RETRY_MS).then(function () { return step(current); });
       });
     }
     return step(job);
@@ -731,7 +732,7 @@
       panel.hidden = false;
       $("images").textContent = "";
       loadBalance().catch(function () {});
-      return pollJob(job, function (current) {
+      return waitJob(job, function (current) {
         var text = imageSummary(current);
         summary.textContent = text;
         if (FINAL.indexOf(current.status) === -1) progress.removeAttribute("value");
@@ -786,7 +787,7 @@
       $("text-job").hidden = false;
       $("text-output").textContent = "";
       loadBalance().catch(function () {});
-      return pollJob(job, function (current) {
+      return waitJob(job, function (current) {
         var text = textSummary(current);
         $("text-job-summary").textContent = text;
         if (current.status !== lastStatus) announce(text);
