@@ -512,7 +512,7 @@ def account_low_balance_set(*, account: Account, threshold: int | None, email: s
 
 def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerprint: str,
                reference: str = "", rate: dict | None = None, expires: bool = True, user=None,
-               api_key: ApiKey | None = None) -> tuple[Hold, bool]:
+               api_key: ApiKey | None = None, savepoint: bool = True) -> tuple[Hold, bool]:
     """Reserve `amount` credits; returns (hold, created).
 
     `user`: the member who spends it (and `api_key`, the key the request came with): the hold
@@ -526,6 +526,11 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
     usable). `expires=False`: the hold belongs to an owner that always settles it (a generation
     job, whose recovery acts on the job's lease), so no age ever expires it; otherwise
     the sweep expires it after CREDITGATE_HOLD_TTL_SECONDS.
+
+    `savepoint=False`, for a caller whose transaction is one unit with the hold (a job's creation):
+    no savepoint around the attempt (two statements fewer), and a key replayed concurrently raises
+    the hold's IntegrityError instead of returning the first hold: the caller's transaction is then
+    spoiled, and the caller recognises the replay once it has rolled back.
     """
     amount = _check_amount(amount)
     if not idempotency_key or len(idempotency_key) > 300:
@@ -541,25 +546,30 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
         # Optimistic: no read before the write. The account row is locked by the conditional
         # UPDATE first; a replayed key then fails the hold row's unique constraint (after the
         # first request committed, if it was concurrent), and only then is the first hold read.
-        with transaction.atomic():
+        with transaction.atomic(savepoint=savepoint):
             after = _execute(_HOLD_COUNTERS_MOVE_SQL, [-amount, amount, hold.account_id, -amount])
             if after is not None:
                 rate_db, now_db = _db(_RATE, rate), _db(_WHEN, now)
                 hold.pk = _execute(_HOLD_INSERT_SQL, [
                     hold.account_id, amount, HoldState.ACTIVE, idempotency_key, fingerprint, hold.reference, rate_db,
                     now_db, _db(_WHEN, hold.expires_at), hold.user_id, hold.api_key_id, hold.spend_month])[0]
-                _spending_hold(hold)  # the member's (and the key's) monthly cap: _OverCap rolls all of it back
+                try:
+                    _spending_hold(hold)  # the member's (and the key's) monthly cap
+                except _OverCap as over:  # the 402 is read now; raising it rolls all of the hold back
+                    raise _cap_exceeded(over, hold) from None
                 _execute(_ENTRY_INSERT_SQL, [hold.account_id, EntryKind.HOLD, 0, -amount, amount, after[0], after[1],
                                              hold.pk, "", hold.reference, rate_db, now_db])
                 hold._state.adding, hold._state.db = False, connection.alias  # as if loaded from the database
     except IntegrityError:
+        if not savepoint:
+            raise
         existing = _hold_replayed(account=account, idempotency_key=idempotency_key, fingerprint=fingerprint)
         if existing:
             return existing, False
         raise
-    except _OverCap as over:
+    except (MemberCapExceeded, ApiKeyCapExceeded):
         metrics.holds.labels("refused").inc()
-        raise _cap_exceeded(over, hold) from None
+        raise
     if after is None:
         # Nothing was written. The account is checked before the key is claimed, so a replay
         # arriving after the account ran short lands here, not on the unique constraint.
@@ -688,7 +698,7 @@ _KEY_SPEND_SQL = (
 
 
 class _OverCap(Exception):
-    """Inside hold_place's savepoint: a cap refused the hold (everything it wrote rolls back)."""
+    """Inside hold_place's transaction: a cap refused the hold (everything it wrote rolls back)."""
 
     def __init__(self, whose: str):
         self.whose = whose
@@ -721,7 +731,9 @@ def _spending_settle(hold_id, account_id, amount: int, captured: int, user_id, a
 
 
 def _cap_exceeded(over: _OverCap, hold: Hold) -> MemberCapExceeded | ApiKeyCapExceeded:
-    """The 402 of a refused hold, with the numbers as they are now (nothing was written)."""
+    """The 402 of a refused hold, with the numbers as they are: read inside the hold's transaction
+    before it rolls back (still usable: a cap refuses by a conditional UPDATE that matched no row,
+    not by a database error), from the spending row and the cap that refusal left unchanged."""
     if over.whose == "api_key":
         cap = ApiKey.objects.filter(pk=hold.api_key_id).values_list("monthly_cap", flat=True).first()
         row = ApiKeySpend.objects.filter(api_key_id=hold.api_key_id, month=hold.spend_month)

@@ -399,19 +399,20 @@ def _job_insert(*, account, user, key: str, fingerprint: str, price: pricing.Pri
               credits_held=price.credits, created_at=now, run_after=now, dispatched_at=now, **fields)
     try:
         with transaction.atomic():
-            # The hold first, keyed by the job's key: a replay that raced the first request is
-            # recognised by the hold's unique key (once the first committed), with no read before
-            # the write; a new job is then inserted once, already pointing at its hold.
+            # The hold first, keyed by the job's key: a replay that raced the first request fails
+            # on the hold's unique key (once the first committed), with no read before the write,
+            # and is recognised below, after this transaction rolled back (so no savepoint is
+            # needed around the hold); a new job is then inserted once, already pointing at its hold.
             hold, created = credits_services.hold_place(
                 account=account, amount=price.credits, idempotency_key=f"job:{key}",
                 fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate, expires=False,
-                user=user, api_key=api_key)
+                user=user, api_key=api_key, savepoint=False)
             if created:
                 _rate_check(account)
                 job.hold = hold
                 job.save(force_insert=True)
                 transaction.on_commit(lambda: _job_hand_over(job.id))
-    except IntegrityError:  # the job's own unique key: a job whose hold had another key
+    except IntegrityError:  # the hold's or the job's unique key: the first request's job exists
         if not Job.objects.filter(account=account, idempotency_key=key).exists():
             raise
         created = False
