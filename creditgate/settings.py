@@ -49,7 +49,8 @@ SECURE_HSTS_PRELOAD = env.bool("CREDITGATE_HSTS_PRELOAD", default=False)
 _proxy_ssl_header = env.str("CREDITGATE_SECURE_PROXY_SSL_HEADER", default="").strip()
 if _proxy_ssl_header:
     if not re.fullmatch(r"[A-Za-z0-9-]+", _proxy_ssl_header):
-        raise ImproperlyConfigured("CREDITGATE_SECURE_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto.")
+        raise ImproperlyConfigured(
+            "CREDITGATE_SECURE_PROXY_SSL_HEADER must be a header name such as X-Forwarded-Proto.")
     SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
 
 # --- Provider keys at rest -------------------------------------------------------------
@@ -253,6 +254,10 @@ except (zoneinfo.ZoneInfoNotFoundError, ValueError):
     raise ImproperlyConfigured(
         f"CREDITGATE_SPENDING_TIME_ZONE: unknown time zone {CREDITGATE_SPENDING_TIME_ZONE!r}.") from None
 
+# How often the usage report's closed days are rolled up (at most 31 days a run): by Celery beat, or
+# by the in-process sweeper's thread without a broker.
+CREDITGATE_USAGE_ROLLUP_SECONDS = env.float("CREDITGATE_USAGE_ROLLUP_SECONDS", default=3600)
+
 CELERY_BEAT_SCHEDULE = {
     # Recovery of lapsed leases, the outbox, queue timeouts (generation.services.jobs_sweep).
     "sweep-jobs": {"task": "creditgate.generation.tasks.sweep_jobs",
@@ -265,7 +270,8 @@ CELERY_BEAT_SCHEDULE = {
     "sweep-webhooks": {"task": "creditgate.webhooks.tasks.sweep_deliveries",
                        "schedule": float(CREDITGATE_JOB_SWEEP_SECONDS or 15)},
     # The usage report's rollups of closed days (manage.py roll_up_usage).
-    "roll-up-usage": {"task": "creditgate.reports.tasks.roll_up_usage", "schedule": 3600.0},
+    "roll-up-usage": {"task": "creditgate.reports.tasks.roll_up_usage",
+                      "schedule": float(CREDITGATE_USAGE_ROLLUP_SECONDS or 3600)},
 }
 
 # --- Buying credits (creditgate.billing) ---------------------------------------------------
@@ -277,6 +283,13 @@ CELERY_BEAT_SCHEDULE = {
 CREDITGATE_PUBLIC_URL = env.str("CREDITGATE_PUBLIC_URL", default="http://127.0.0.1:8000").rstrip("/")
 # The sender of the service's emails (low-balance alerts); with Resend, an address of a verified domain.
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="creditgate <alerts@creditgate.example>")
+# A low-balance email Resend did not take (after its task's own retries) is tried again this often
+# (Celery beat, or the in-process sweeper), until it has been tried this many times in all.
+CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS = env.float("CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS", default=600)
+CREDITGATE_LOW_BALANCE_EMAIL_MAX_ATTEMPTS = env.int("CREDITGATE_LOW_BALANCE_EMAIL_MAX_ATTEMPTS", default=20)
+CELERY_BEAT_SCHEDULE["retry-low-balance-emails"] = {
+    "task": "creditgate.billing.tasks.retry_low_balance_emails",
+    "schedule": float(CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS or 600)}
 # Webhooks (creditgate.webhooks): per-attempt timeout, retry backoff (doubling from the base up to
 # the max) for a bounded period after the event, the networks that may receive them although not
 # public (CIDRs; empty: public addresses only). Image URLs in payloads are made absolute with
@@ -326,7 +339,7 @@ REST_FRAMEWORK = {
     # DRF's JSON parser with a bound on nesting: a deep body is a 400, not a RecursionError.
     "DEFAULT_PARSER_CLASSES": ["creditgate.core.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "creditgate.core.exception_handler.api_exception_handler",
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "creditgate.core.schema.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "UNAUTHENTICATED_USER": None,

@@ -74,6 +74,9 @@ class PaymentAdmin(ReadOnlyAdmin):
 
     @admin.display(description="Disputed")
     def disputed(self, obj: Payment) -> str:
+        if obj.dispute_outcome:  # closed: won (given back, nothing disputed any more) or lost
+            amount = money_display(obj.amount_disputed, obj.currency) + ", " if obj.amount_disputed else ""
+            return f"{amount}{obj.get_dispute_outcome_display().lower()}"
         return money_display(obj.amount_disputed, obj.currency) if obj.amount_disputed else "—"
 
     @admin.display(description="Ledger")
@@ -104,7 +107,8 @@ class StripeEventAdmin(ReadOnlyAdmin):
 
 @admin.register(LowBalanceEmail)
 class LowBalanceEmailAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "account", "to", "available", "threshold", "sent_at", "attempts", "last_error"]
+    list_display = ["created_at", "account", "to", "available", "threshold", "sent_at", "attempts", "last_attempt_at",
+                    "last_error"]
     list_filter = [("sent_at", admin.EmptyFieldListFilter)]
     search_fields = ["to", "account__name", "message_id"]
     list_select_related = ["account"]

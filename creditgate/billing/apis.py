@@ -2,6 +2,7 @@
 email setting, the shortfall owed, and Stripe's webhook. Every user view acts on the requesting
 user's own account."""
 
+from django.core.validators import RegexValidator
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
@@ -14,6 +15,13 @@ from creditgate.billing.models import CheckoutStatus, EventOutcome
 from creditgate.core.schema import error_response
 from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
 from creditgate.credits import services as credits_services
+
+# The address's shape, declared in the schema as a pattern (a plain dot-atom address: what Django's
+# EmailValidator, which also runs, accepts less quoted local parts, IP literals and IDN domains).
+EMAIL_SHAPE = RegexValidator(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$",
+    message="Enter a valid email address.")
 
 
 @extend_schema_serializer(component_name="CreditPack")
@@ -81,7 +89,7 @@ class LowBalanceAlertApi(APIView):
         threshold = StrictIntegerField(allow_null=True, min_value=1, max_value=10**12,
                                        help_text="Email when a charge leaves fewer available credits than this; "
                                                  "null switches the email off.")
-        email = StrictCharField(required=False, allow_blank=True, max_length=254,
+        email = StrictCharField(required=False, allow_blank=True, max_length=254, validators=[EMAIL_SHAPE],
                                 help_text="Where to send it; default: your profile's address.")
 
         def validate_email(self, value):

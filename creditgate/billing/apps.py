@@ -8,4 +8,11 @@ class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from creditgate.billing import receivers, tasks  # noqa: F401 - connects the receivers, registers the tasks
+        from django.conf import settings
+
+        from creditgate.billing import dispatch, receivers, tasks  # noqa: F401 - connects the receivers, registers the tasks
+        from creditgate.generation import dispatch as generation_dispatch
+
+        # Without a broker there is no beat: the in-process sweeper hands owed emails over again too.
+        generation_dispatch.sweep_register(dispatch.RETRY_LOW_BALANCE_EMAILS,
+                                           every=lambda: settings.CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS)

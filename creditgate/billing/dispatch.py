@@ -16,6 +16,10 @@ from django.db import close_old_connections, connections
 logger = logging.getLogger(__name__)
 
 SEND_LOW_BALANCE_EMAIL = "creditgate.billing.tasks.send_low_balance_email"
+# One more try of an email the first task's retries could not send (no retries of its own).
+RETRY_LOW_BALANCE_EMAIL = "creditgate.billing.tasks.retry_low_balance_email"
+# Periodic (Celery beat, or the in-process sweeper): hands the emails still owed to RETRY_LOW_BALANCE_EMAIL.
+RETRY_LOW_BALANCE_EMAILS = "creditgate.billing.tasks.retry_low_balance_emails"
 
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()

@@ -117,6 +117,11 @@ class CheckoutSession(models.Model):
         return money_display(self.amount, self.currency)
 
 
+class DisputeOutcome(models.TextChoices):
+    WON = "won", "Won: credits given back"
+    LOST = "lost", "Lost"
+
+
 class Payment(models.Model):
     """Money received for a Checkout Session, and what refunds and disputes later took back.
 
@@ -137,6 +142,9 @@ class Payment(models.Model):
     amount_disputed = models.BigIntegerField(default=0)
     # Credits taken back so far for refunds and disputes: the refunded share of `credits`.
     credits_reversed = models.BigIntegerField(default=0)
+    # How the charge's dispute closed (a charge has at most one): won gives back what it took
+    # (`amount_disputed` back to 0, for good: a late or repeated event of it changes nothing).
+    dispute_outcome = models.CharField(max_length=4, choices=DisputeOutcome.choices, blank=True, default="")
     paid_at = models.DateTimeField()
 
     class Meta:
@@ -148,6 +156,10 @@ class Payment(models.Model):
                                    name="payment_reversals_within_amount"),
             models.CheckConstraint(condition=Q(credits_reversed__gte=0) & Q(credits_reversed__lte=F("credits")),
                                    name="payment_credits_reversed_within_credits"),
+            models.CheckConstraint(condition=Q(dispute_outcome__in=["", *DisputeOutcome.values]),
+                                   name="payment_dispute_outcome_valid"),
+            models.CheckConstraint(condition=~Q(dispute_outcome=DisputeOutcome.WON) | Q(amount_disputed=0),
+                                   name="payment_dispute_won_takes_nothing"),
         ]
 
     def __str__(self) -> str:
@@ -163,7 +175,9 @@ class Payment(models.Model):
         return payment_reference(self.checkout.stripe_session_id)
 
 
-def payment_reference(stripe_session_id: str) -> str:
+def payment_reference(stripe_session_id: str | None) -> str:
+    if not stripe_session_id:  # a paid checkout always has its session's id; never reference "stripe:None"
+        raise ValueError("A payment's reference needs its Checkout Session's id.")
     return f"stripe:{stripe_session_id}"
 
 
@@ -171,6 +185,7 @@ class EventOutcome(models.TextChoices):
     FULFILLED = "fulfilled", "Credits granted"
     ALREADY_FULFILLED = "already_fulfilled", "Already granted by another delivery"
     REVERSED = "reversed", "Credits taken back"
+    RESTORED = "restored", "Credits given back"
     NO_CHANGE = "no_change", "Nothing left to change"
     PENDING = "pending", "Waiting for its payment"
     CLOSED = "closed", "Session closed unpaid"
@@ -215,7 +230,8 @@ class StripeEvent(models.Model):
 
 class LowBalanceEmail(models.Model):
     """One low-balance email: written when a capture crossed the account's threshold (one per
-    crossing: credits.services), sent by a task through Resend."""
+    crossing: credits.services), sent by a task through Resend; one that Resend did not take is
+    tried again by a periodic task, a bounded number of times (services.low_balance_emails_retry)."""
 
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="low_balance_emails")
     to = models.EmailField()
@@ -224,12 +240,18 @@ class LowBalanceEmail(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
+    # When it was last tried or handed to the sender for another try: the periodic retry
+    # (services.low_balance_emails_retry) waits CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS after it.
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
     message_id = models.CharField(max_length=255, blank=True, default="", help_text="Resend's id for the email.")
     last_error = models.TextField(blank=True, default="")
 
     class Meta:
         verbose_name = "low-balance email"
         ordering = ["-created_at", "-id"]
+        # The periodic retry's search: the few unsent ones.
+        indexes = [models.Index(fields=["created_at"], condition=Q(sent_at__isnull=True),
+                                name="low_balance_email_unsent_idx")]
 
     def __str__(self) -> str:
         return f"low-balance email to {self.to} ({'sent' if self.sent_at else 'not sent'})"

@@ -20,6 +20,13 @@ account's shortfall (credits.services.credits_take_back): no counter goes negati
 is placed while it is owed, and the next purchase pays it first. A refund or dispute that arrives
 before its payment waits (`pending`) and is applied in the payment's own transaction.
 
+A dispute closed in our favour (`charge.dispute.closed`, status `won`, or an inquiry's
+`warning_closed`) gives back what it took: `amount_disputed` returns to 0 for good (the payment's
+`dispute_outcome`), and the difference from what was taken back is granted (ledger kind `refund`,
+the payment's reference), which pays first any shortfall the dispute left. A repeated or late
+`charge.dispute.created` then takes nothing; one closed as lost takes what its opening would have
+and nothing more.
+
 **Reports**: a signed event that should have brought money and cannot (an unknown session, an
 amount or currency that does not match, an unpaid session) grants nothing, is logged as a warning
 and kept as a `StripeEvent` row with its `problem` for the admin.
@@ -42,6 +49,7 @@ from creditgate.billing.errors import PaymentsUnavailable
 from creditgate.billing.models import (
     CheckoutSession,
     CheckoutStatus,
+    DisputeOutcome,
     EventOutcome,
     LowBalanceEmail,
     Payment,
@@ -50,7 +58,7 @@ from creditgate.billing.models import (
 )
 from creditgate.core.errors import InvalidRequest
 from creditgate.credits import services as credits_services
-from creditgate.credits.models import Account
+from creditgate.credits.models import Account, EntryKind
 
 logger = logging.getLogger(__name__)
 
@@ -269,11 +277,61 @@ def _dispute_created(record: StripeEvent, dispute: dict, *, payment: Payment | N
     payment = _payment_of(record, dispute, payment)
     if payment is None:
         return _wait_for_payment(record)
+    if payment.dispute_outcome == DisputeOutcome.WON:  # its closing came first (or again): nothing to take
+        record.payment, record.outcome = payment, EventOutcome.NO_CHANGE
+        record.message = "The dispute was already closed in our favour: nothing taken back."
+        return
     disputed = dispute.get("amount")
     if not isinstance(disputed, int) or disputed < 0:
         return _report(record, "bad_dispute", f"The dispute's amount is {disputed!r}.")
     _reverse(record, payment, currency=dispute.get("currency"), disputed=disputed,
              charge_id=str(dispute.get("charge") or ""), what=f"dispute {dispute.get('id')}")
+
+
+# Dispute statuses at which the merchant keeps the money: the dispute won, or an inquiry that
+# closed without becoming a dispute (https://docs.stripe.com/api/disputes/object#dispute_object-status).
+_DISPUTE_KEPT = {"won", "warning_closed"}
+
+
+def _dispute_closed(record: StripeEvent, dispute: dict, *, payment: Payment | None = None) -> None:
+    """charge.dispute.closed: won gives back what the dispute took, once; lost takes what the
+    dispute's opening would have (nothing more if it came first)."""
+    payment = _payment_of(record, dispute, payment)
+    if payment is None:
+        return _wait_for_payment(record)
+    status = dispute.get("status")
+    if status == "lost":
+        if payment.dispute_outcome != DisputeOutcome.WON:
+            payment.dispute_outcome = DisputeOutcome.LOST
+        return _dispute_created(record, dispute, payment=payment)
+    if status not in _DISPUTE_KEPT:
+        return _report(record, "bad_dispute", f"The closed dispute's status is {status!r}.")
+    record.payment = payment
+    if str(dispute.get("currency") or "").lower() != payment.currency:
+        return _report(record, "currency_mismatch", f"The dispute {dispute.get('id')} is in "
+                                                    f"{dispute.get('currency')!r}, the payment in {payment.currency}.")
+    payment.dispute_outcome, payment.amount_disputed = DisputeOutcome.WON, 0
+    target = _credits_to_reverse(payment)
+    give = payment.credits_reversed - target
+    if give > 0:
+        # A grant: it pays first what the account still owes (the dispute's take-back may have
+        # made that shortfall), so the account ends as if the dispute had never been.
+        credits_services.credits_grant_within(
+            account=Account(pk=payment.account_id), amount=give, kind=EntryKind.REFUND,
+            reason=f"Dispute {dispute.get('id')} closed in our favour: credits given back",
+            reference=payment_reference(payment.checkout.stripe_session_id))
+        payment.credits_reversed = target
+        record.outcome = EventOutcome.RESTORED
+        record.message = f"Gave back {give} credits."
+    else:
+        record.outcome, record.message = EventOutcome.NO_CHANGE, "Nothing to give back (given already, or never taken)."
+    payment.save(update_fields=["dispute_outcome", "amount_disputed", "credits_reversed"])
+
+
+def _credits_to_reverse(payment: Payment) -> int:
+    """The refunded and disputed share of the payment's credits, rounded down (the refund rule)."""
+    share = min(payment.amount, payment.amount_refunded + payment.amount_disputed)
+    return payment.credits * share // payment.amount
 
 
 def _wait_for_payment(record: StripeEvent) -> None:
@@ -295,8 +353,7 @@ def _reverse(record: StripeEvent, payment: Payment, *, currency, charge_id: str,
         payment.amount_disputed = max(payment.amount_disputed, min(disputed, payment.amount))
     if charge_id and not payment.stripe_charge_id:
         payment.stripe_charge_id = charge_id[:255]
-    share = min(payment.amount, payment.amount_refunded + payment.amount_disputed)
-    target = payment.credits * share // payment.amount
+    target = _credits_to_reverse(payment)
     take = target - payment.credits_reversed
     if take > 0:
         entry = credits_services.credits_take_back(
@@ -309,7 +366,8 @@ def _reverse(record: StripeEvent, payment: Payment, *, currency, charge_id: str,
         record.message = f"Took back {take} credits" + (f" ({owed} of them already spent: owed)" if owed else "") + "."
     else:
         record.outcome, record.message = EventOutcome.NO_CHANGE, "Already taken into account."
-    payment.save(update_fields=["amount_refunded", "amount_disputed", "stripe_charge_id", "credits_reversed"])
+    payment.save(update_fields=["amount_refunded", "amount_disputed", "stripe_charge_id", "credits_reversed",
+                                "dispute_outcome"])
 
 
 _HANDLERS = {
@@ -319,8 +377,10 @@ _HANDLERS = {
     "checkout.session.async_payment_failed": _session_closed,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": _dispute_created,
+    "charge.dispute.closed": _dispute_closed,
 }
-_REVERSALS = {"charge.refunded": _charge_refunded, "charge.dispute.created": _dispute_created}
+_REVERSALS = {"charge.refunded": _charge_refunded, "charge.dispute.created": _dispute_created,
+              "charge.dispute.closed": _dispute_closed}
 
 
 # --- Low-balance email ----------------------------------------------------------------------
@@ -357,6 +417,7 @@ def low_balance_email_send(*, email_id: int) -> bool:
         if row.sent_at:
             return False
         row.attempts += 1
+        row.last_attempt_at = timezone.now()
         try:
             row.message_id = emails.email_send(to=row.to, subject=_low_balance_subject(row),
                                                body=_low_balance_body(row))[:255]
@@ -365,11 +426,38 @@ def low_balance_email_send(*, email_id: int) -> bool:
             row.last_error, failure = exc.message, exc
             logger.warning("low-balance email %s to account %s not sent (attempt %d): %s", row.pk, row.account_id,
                            row.attempts, exc.message)
-        row.save(update_fields=["attempts", "message_id", "sent_at", "last_error"])
+        row.save(update_fields=["attempts", "last_attempt_at", "message_id", "sent_at", "last_error"])
     if failure is not None:
         raise failure
     logger.info("low-balance email %s sent to account %s", row.pk, row.account_id)
     return True
+
+
+# How many owed emails one run of the periodic retry hands over (each is then one try on the sender).
+LOW_BALANCE_RETRY_BATCH = 50
+
+
+def low_balance_emails_retry(*, now: dt.datetime | None = None) -> int:
+    """Hand the low-balance emails still owed to the sender for one more try each; returns how many.
+
+    Owed (selectors.low_balance_emails_owed): not sent, tried fewer than
+    CREDITGATE_LOW_BALANCE_EMAIL_MAX_ATTEMPTS times, last tried (or written) at least
+    CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS ago, and still true: the account's alert is on and
+    not re-armed by a top-up since, and no later crossing has its own email. Each is claimed by a
+    conditional UPDATE of `last_attempt_at` before it is handed over, so concurrent runs (several
+    processes' sweepers, beat) hand it over once per turn; the send itself locks the row and sends
+    nothing that is sent already, so one crossing is never emailed twice.
+    """
+    now = now or timezone.now()
+    handed = 0
+    owed = list(selectors.low_balance_emails_owed(now=now).values_list("pk", flat=True)[:LOW_BALANCE_RETRY_BATCH])
+    for email_id in owed:
+        claimed = selectors.low_balance_emails_owed(now=now).filter(pk=email_id).update(last_attempt_at=now)
+        if claimed and dispatch.send(dispatch.RETRY_LOW_BALANCE_EMAIL, email_id):
+            handed += 1
+    if handed:
+        logger.info("low-balance emails: %d handed to the sender again", handed)
+    return handed
 
 
 def _low_balance_subject(row: LowBalanceEmail) -> str:

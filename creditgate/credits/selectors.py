@@ -11,10 +11,7 @@ from django.conf import settings
 from django.db.models import F, Max, Q, QuerySet, Sum, Window
 from django.utils import timezone
 
-from creditgate.catalog import selectors as catalog_selectors
-from creditgate.catalog.models import AIModelConfig, QualityTier
-from creditgate.core.errors import InvalidRequest, NotFound, TierUnavailable
-from creditgate.credits import pricing
+from creditgate.core.errors import NotFound
 from creditgate.credits.models import (
     Account,
     AccountMember,
@@ -26,7 +23,6 @@ from creditgate.credits.models import (
     LedgerEntry,
     MemberSpend,
 )
-from creditgate.credits.pricing import Price
 
 
 def balance_get(*, account: Account) -> dict:
@@ -231,56 +227,3 @@ def member_spending(*, member: AccountMember) -> Spending:
     row = (MemberSpend.objects.filter(account_id=member.account_id, user_id=member.user_id, month=month)
            .values("spent", "held").first())
     return Spending(month, row["spent"], row["held"]) if row else Spending(month)
-
-
-# --- Quotes: what a request would hold, priced by the one pricing module -------------------
-# The estimate API and the generation services both price requests through these, so an estimate
-# always equals the hold of the job it describes, and each input rule is written once.
-
-
-def quote_images(*, tier, count, field: str = "count", low: int = 1, high: int | None = None,
-                 routing: catalog_selectors.Routing | None = None) -> tuple[AIModelConfig, Price]:
-    """The model that serves `tier` and the price of `count` of its images.
-
-    `count` must be a whole number from `low` to `high` (default: the per-request image limit);
-    `field` names it in the error. An unknown tier is a 400; a tier nothing can serve now, a 422.
-    `routing`: the caller's, when it already read it for the same request.
-    """
-    if not isinstance(tier, str) or tier not in QualityTier.values:
-        choices = ", ".join(QualityTier.values)
-        raise InvalidRequest(f"Unknown quality tier; choose one of {choices}.",
-                             details={"tier": [f"Must be one of {choices}."]})
-    routing = routing or catalog_selectors.routing_get()
-    if high is None:
-        high = routing.settings.max_images_per_request
-    if isinstance(count, bool) or not isinstance(count, int) or not low <= count <= high:
-        raise InvalidRequest(f"{field} must be a whole number from {low} to {high}.",
-                             details={field: [f"Must be an integer from {low} to {high}."]})
-    model = routing.image_models.get(tier)
-    if model is None:
-        raise TierUnavailable(f"The {QualityTier(tier).label} quality is not available right now.",
-                              details={"tier": tier})
-    return model, pricing.price_images(model=model, count=count)
-
-
-def quote_text(*, prompt, max_tokens=None, routing: catalog_selectors.Routing | None = None
-               ) -> tuple[AIModelConfig, Price, int]:
-    """The default text model, the most a text request may cost (its hold) and the max_tokens
-    it was priced with (the setting's default when none was given, capped at the model's limit).
-
-    The prompt is stripped as the text job strips it, so the estimate equals the job's hold.
-    """
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise InvalidRequest("The prompt is empty.", details={"prompt": ["This field may not be blank."]})
-    routing = routing or catalog_selectors.routing_get()
-    model = routing.text_model
-    if model is None:
-        raise TierUnavailable("Text generation is not available right now.", details={"kind": "text"})
-    default = routing.settings.default_max_tokens
-    ceiling = model.max_output_tokens or default
-    if max_tokens is None:
-        max_tokens = min(default, ceiling)
-    elif isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= ceiling:
-        raise InvalidRequest(f"max_tokens must be a whole number from 1 to {ceiling}.",
-                             details={"max_tokens": [f"Must be an integer from 1 to {ceiling}."]})
-    return model, pricing.price_text_max(model=model, prompt=prompt.strip(), max_tokens=max_tokens), max_tokens

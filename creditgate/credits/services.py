@@ -401,6 +401,20 @@ def credits_grant(*, account: Account, amount: int, actor=None, reason: str = ""
                                     reference=reference)
 
 
+def credits_grant_first(*, user, amount: int, reason: str = "") -> tuple[int, int]:
+    """Grant the user's account `amount` credits unless it ever had a grant; returns (credits
+    granted now, credits available). For the demo: running it again neither piles up credits nor
+    tops up what the user spent trying it. Under the account's row lock, so two at once grant once."""
+    account = account_for_user(user=user)
+    granted = 0
+    with transaction.atomic(durable=True):
+        Account.objects.select_for_update().filter(pk=account.pk).values_list("pk", flat=True).get()
+        if not LedgerEntry.objects.filter(account_id=account.pk, kind=EntryKind.GRANT).exists():
+            credits_grant_within(account=account, amount=amount, reason=reason)
+            granted = amount
+    return granted, selectors.balance_get(account=account)["available"]
+
+
 def credits_grant_within(*, account: Account, amount: int, actor=None, reason: str = "", kind: str = "grant",
                          reference: str = "") -> LedgerEntry:
     """`credits_grant` in the caller's transaction, which must exist: a purchase records its

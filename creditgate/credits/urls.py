@@ -5,6 +5,5 @@ from creditgate.credits import apis, usage_api
 urlpatterns = [
     path("balance/", apis.BalanceApi.as_view(), name="credits-balance"),
     path("transactions/", apis.TransactionListApi.as_view(), name="credits-transactions"),
-    path("estimate/", apis.EstimateApi.as_view(), name="credits-estimate"),
     path("usage/", usage_api.UsageApi.as_view(), name="credits-usage"),
 ]

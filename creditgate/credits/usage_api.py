@@ -23,6 +23,11 @@ DATE_FORMATS = ["%Y-%m-%d"]
 USAGE_LABELS = {**dict(QualityTier.choices), generation_selectors.TEXT_USAGE: "Text"}
 
 
+# An empty query value means the parameter's default (DRF reads query strings like a form), so the
+# schema admits "" beside a date.
+DATE_OR_EMPTY = {"oneOf": [{"type": "string", "format": "date"}, {"type": "string", "maxLength": 0}]}
+
+
 def _today() -> dt.date:
     return dt.datetime.now(dt.UTC).date()
 
@@ -38,7 +43,11 @@ class UsageQuerySerializer(serializers.Serializer):
 
     def validate(self, data):
         end = data.get("to") or _today()
-        start = data.get("from") or end - dt.timedelta(days=DEFAULT_DAYS - 1)
+        try:
+            start = data.get("from") or end - dt.timedelta(days=DEFAULT_DAYS - 1)
+        except OverflowError:  # to=0001-01-05: a valid date with no 30 days before it
+            raise serializers.ValidationError({"to": [(f"Must be at least {DEFAULT_DAYS} days after 0001-01-01 "
+                                                      "when `from` is not given.")]}) from None
         if start > end:
             raise serializers.ValidationError({"from": [f"Must be on or before to ({end.isoformat()})."]})
         if (end - start).days + 1 > MAX_DAYS:
@@ -100,11 +109,13 @@ class UsageApi(APIView):
     @extend_schema(
         summary="Credits your account spent, per day or per tier",
         parameters=[
-            OpenApiParameter("from", dt.date, description=f"First day (UTC), YYYY-MM-DD. Default: {DEFAULT_DAYS - 1} "
-                                                          "days before `to`."),
-            OpenApiParameter("to", dt.date, description="Last day (UTC), included, YYYY-MM-DD. Default: today. "
-                                                        f"At most {MAX_DAYS} days from `from`."),
-            OpenApiParameter("group", str, enum=["day", "tier"], default="day"),
+            OpenApiParameter("from", DATE_OR_EMPTY, description=f"First day (UTC), YYYY-MM-DD. Default (also when "
+                                                                f"empty): {DEFAULT_DAYS - 1} days before `to`."),
+            OpenApiParameter("to", DATE_OR_EMPTY, description="Last day (UTC), included, YYYY-MM-DD. Default (also "
+                                                              f"when empty): today. At most {MAX_DAYS} days from "
+                                                              "`from`."),
+            OpenApiParameter("group", {"type": "string", "enum": ["day", "tier", ""]}, default="day",
+                             description="Rows per day or per tier (empty: day)."),
         ],
         responses={200: UsageSerializer,
                    400: error_response("invalid_request: a date that is not YYYY-MM-DD, `from` after `to`, a range "
@@ -112,7 +123,7 @@ class UsageApi(APIView):
                                        "parameter."),
                    401: error_response("not_authenticated")})
     def get(self, request):
-        query = UsageQuerySerializer(data=request.query_params)
+        query = UsageQuerySerializer(data=request.query_params)  # an empty value means the default
         query.is_valid(raise_exception=True)
         start, end, group = query.validated_data["start"], query.validated_data["end"], query.validated_data["group"]
         account = services.account_for_user(user=request.user)

@@ -1,20 +1,24 @@
-"""Generation endpoints: validate the shape, call one service, return the job (202)."""
-
-from collections.abc import Callable
+"""Generation endpoints and the estimate: hand the request to the request layer (intake), return
+the job (202) or the quote."""
 
 from django.http import FileResponse
 from django.urls import reverse
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    PolymorphicProxySerializer,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from creditgate.core.pagination import PageNumberPagination
 from creditgate.core.schema import error_response
-from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
 from creditgate.credits.authentication import request_api_key
-from creditgate.generation import selectors, services
-from creditgate.generation.models import Job, JobImage
+from creditgate.generation import intake, selectors
+from creditgate.generation.models import Job, JobImage, JobKind
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
     "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
@@ -23,6 +27,26 @@ WEBHOOK_HEADER = OpenApiParameter(
     "Webhook-Endpoint", {"type": "string", "format": "uuid"}, OpenApiParameter.HEADER, required=False,
     description="The id of one of the account's active webhook endpoints: it receives a signed job.finished event "
                 "when the job is final (besides the endpoints that receive every job). Unknown: 400, nothing held.")
+
+
+ACCEPTED_HEADERS = [
+    OpenApiParameter("Location", str, OpenApiParameter.HEADER, response=[202], required=True,
+                     description="The job's URL: poll it (GET) until its status is final."),
+    OpenApiParameter("Idempotent-Replayed", str, OpenApiParameter.HEADER, response=[202], enum=["true"],
+                     description="Present on a replay: this is the job the key's first request started.")]
+
+
+@extend_schema_serializer(component_name="JobImage")
+class JobImageOutputSerializer(serializers.Serializer):
+    """One delivered image, as JobOutputSerializer.get_images writes it (declared for the schema)."""
+
+    id = serializers.IntegerField()
+    url = serializers.URLField(help_text="The stored file, to its owner only.")
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    content_type = serializers.CharField()
+    model = serializers.CharField(help_text="The model that made this image: a batch may be served by two "
+                                            "models of its tier (failover), at the tier's one price.")
 
 
 @extend_schema_serializer(component_name="Job")
@@ -58,13 +82,16 @@ class JobOutputSerializer(serializers.Serializer):
     def get_images_delivered(self, job) -> int:
         return len(job.images.all())
 
+    @extend_schema_field(JobImageOutputSerializer(many=True))
     def get_images(self, job) -> list[dict]:
         request = self.context.get("request")
         out = []
         for image in job.images.all():
             url = reverse("job-image", kwargs={"job_id": job.id, "index": image.index})
             out.append({"id": image.id, "url": request.build_absolute_uri(url) if request else url,
-                        "width": image.width, "height": image.height, "content_type": image.content_type})
+                        "width": image.width, "height": image.height, "content_type": image.content_type,
+                        # Images kept before the per-image model was recorded came from the job's one model.
+                        "model": image.model_name or job.image_model_name})
         return out
 
     def get_text(self, job) -> str | None:
@@ -97,64 +124,92 @@ def _accepted(request, job: Job, created: bool) -> Response:
 
 
 class _GenerationApi(APIView):
-    """The fixed sequence of every generation endpoint: check the body's shape, create the job
-    through the subclass's service (which validates, prices and holds), answer 202 with it."""
+    """The fixed sequence of every generation endpoint: hand the body to the request layer (which
+    answers replays, checks, prices and holds), answer 202 with the job."""
 
-    InputSerializer: type[serializers.Serializer]
-    create_job: Callable[..., tuple[Job, bool]]
+    kind: str
 
     def get_serializer_class(self):  # how drf-spectacular finds the request body of an APIView
-        return self.InputSerializer
+        return intake.REQUESTS[self.kind]
 
     @extend_schema(responses={202: JobOutputSerializer, 402: error_response(
         "insufficient_credits (details: required, available); member_cap_exceeded or api_key_cap_exceeded: the "
-        "member's or the API key's monthly cap would be passed (details: cap, spent, held, required, month).")},
-        parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER])
+        "member's or the API key's monthly cap would be passed (details: cap, spent, held, required, month); "
+        "shortfall_owed: a refund or dispute left credits owed (details: shortfall, available)."),
+        409: error_response("idempotency_conflict: this Idempotency-Key was used with another request."),
+        422: error_response("tier_unavailable: the tier (or text generation) cannot be served right now "
+                            "(details name it); nothing was held."),
+        429: error_response("rate_limited: too many jobs started in the period; details.retry_after (also the "
+                            "Retry-After header) says when the next one may start. A replay is never refused.")},
+        parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER, *ACCEPTED_HEADERS])
     def post(self, request):
-        serializer = self.InputSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        origin = services.JobOrigin(api_key=request_api_key(request),
-                                    webhook_endpoint=request.headers.get("Webhook-Endpoint"))
-        job, created = type(self).create_job(
-            user=request.user, idempotency_key=request.headers.get("Idempotency-Key"), origin=origin,
-            **serializer.validated_data)
+        origin = intake.JobOrigin(api_key=request_api_key(request),
+                                  webhook_endpoint=request.headers.get("Webhook-Endpoint"))
+        job, created = intake.job_create(kind=self.kind, user=request.user, body=request.data,
+                                         idempotency_key=request.headers.get("Idempotency-Key"), origin=origin)
         return _accepted(request, job, created)
 
 
 class ImageGenerationApi(_GenerationApi):
-    @extend_schema_serializer(component_name="ImageGenerationRequest")
-    class InputSerializer(serializers.Serializer):
-        prompt = StrictCharField(trim_whitespace=False)
-        tier = StrictCharField()
-        count = StrictIntegerField()
-
-    create_job = staticmethod(services.job_create_images)
+    kind = JobKind.IMAGE
 
 
 class TextGenerationApi(_GenerationApi):
-    @extend_schema_serializer(component_name="TextGenerationRequest")
-    class InputSerializer(serializers.Serializer):
-        prompt = StrictCharField(trim_whitespace=False)
-        max_tokens = StrictIntegerField(required=False, allow_null=True)
-
-    create_job = staticmethod(services.job_create_text)
+    kind = JobKind.TEXT
 
 
 class ArticleGenerationApi(_GenerationApi):
-    @extend_schema_serializer(component_name="ArticleGenerationRequest")
-    class InputSerializer(serializers.Serializer):
-        prompt = StrictCharField(trim_whitespace=False)
-        tier = StrictCharField()
-        image_count = StrictIntegerField(required=False, allow_null=True)
-        max_tokens = StrictIntegerField(required=False, allow_null=True)
+    kind = JobKind.ARTICLE
 
-    create_job = staticmethod(services.job_create_article)
+
+class EstimateApi(APIView):
+    """What a generation request would hold, checked and priced by the same request layer as the
+    generation endpoints (so the page's total is the job's hold). Lives with generation: it
+    prices generation requests."""
+
+    @extend_schema_serializer(component_name="Estimate")
+    class OutputSerializer(serializers.Serializer):
+        kind = serializers.ChoiceField(choices=JobKind.choices)
+        credits = serializers.IntegerField(required=False, help_text="kind=image: what the images cost.")
+        credits_max = serializers.IntegerField(required=False,
+                                               help_text="kind=text or article: the most it can cost (its hold).")
+        tier = serializers.CharField(required=False)
+        count = serializers.IntegerField(required=False)
+        image_count = serializers.IntegerField(required=False)
+        credits_per_image = serializers.IntegerField(required=False)
+        max_tokens = serializers.IntegerField(required=False)
+        tokens_per_credit = serializers.IntegerField(required=False)
+
+    @extend_schema(
+        request=PolymorphicProxySerializer(
+            component_name="EstimateRequest", resource_type_field_name="kind",
+            serializers=dict(intake.ESTIMATE_REQUESTS)),
+        responses={200: OutputSerializer,
+                   400: error_response("invalid_request: details name each field and what is wrong with it."),
+                   422: error_response("tier_unavailable: nothing can serve that tier (or text) right now.")})
+    def post(self, request):
+        quote = intake.estimate(body=request.data)
+        out: dict = {"kind": quote.kind}
+        if quote.kind == JobKind.IMAGE:
+            out.update(credits=quote.price.credits, tier=quote.request["tier"], count=quote.request["count"])
+        else:
+            assert quote.text_model is not None  # a text or article quote has its model
+            out.update(credits_max=quote.price.credits, max_tokens=quote.request["max_tokens"],
+                       tokens_per_credit=quote.text_model.tokens_per_credit)
+        if quote.kind == JobKind.ARTICLE:
+            out.update(tier=quote.request["tier"], image_count=quote.request["image_count"])
+        if quote.image_model is not None:
+            out["credits_per_image"] = quote.image_model.credits_per_image
+        return Response(out)
 
 
 class JobListApi(APIView):
+    pagination_class = PageNumberPagination  # read by drf-spectacular too: the schema declares the page
+
     @extend_schema(responses={200: JobOutputSerializer(many=True)})
     def get(self, request):
-        paginator = PageNumberPagination()
+        """Your jobs, newest first, paginated."""
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.job_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(JobOutputSerializer(page, many=True, context={"request": request}).data)
 

@@ -1,6 +1,6 @@
 """The charge path, top to bottom: price → hold → call → capture what was delivered → release the rest.
 
-Creating a job prices the request with `credits.pricing` and places a hold for the most it can
+Creating a job (generation.intake) prices the request and places a hold for the most it can
 cost, in the same short transaction that creates the job row (a job committed with its hold is
 always run: if handing it to the queue fails, the sweep hands it over later). Nothing is held
 across a provider call. Running a job claims it with a lease, calls the providers outside any
@@ -14,11 +14,8 @@ lapses; the sweep then queues the job again (it resumes) or settles what it deli
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import io
-import json
 import logging
-import math
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -28,20 +25,17 @@ from functools import partial
 import structlog
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from PIL import Image
 
 from creditgate.catalog import selectors as catalog_selectors
-from creditgate.catalog.models import AIModelConfig, ModelType, QualityTier
+from creditgate.catalog.models import AIModelConfig, ModelType
 from creditgate.core import metrics
-from creditgate.core.errors import IdempotencyConflict, InvalidRequest, RateLimited
 from creditgate.core.logging import log_context_bind
-from creditgate.credits import pricing
-from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
-from creditgate.credits.models import ApiKey, Hold
+from creditgate.credits.models import Hold
 from creditgate.generation import dispatch, leases
 from creditgate.generation import selectors as generation_selectors
 from creditgate.generation.calls import CALL_OUTCOME_FIELDS, call_ended_unanswered, call_size, call_tries_recorded
@@ -50,7 +44,6 @@ from creditgate.generation.models import (
     CallStatus,
     Job,
     JobImage,
-    JobKind,
     JobStatus,
     ProviderCall,
 )
@@ -70,144 +63,7 @@ from creditgate.webhooks import services as webhook_services
 
 logger = logging.getLogger(__name__)
 
-# Runware documents positivePrompt up to 2000 characters, the tightest of our providers; the
-# style we append must fit too.
-IMAGE_PROMPT_MAX_CHARS = 1800
-TEXT_PROMPT_MAX_CHARS = 20000
-IDEMPOTENCY_KEY_MAX_CHARS = 255
-
 _EXTENSIONS = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
-
-
-# --- Creating a job: validate, price, hold -------------------------------------------------
-
-
-def job_create_images(*, user, prompt: str, tier: str, count: int, idempotency_key: str | None = None,
-                      origin: JobOrigin | None = None) -> tuple[Job, bool]:
-    routing = catalog_selectors.routing_get()
-    prompt = _clean_prompt(prompt, limit=IMAGE_PROMPT_MAX_CHARS)
-    model, price = credits_selectors.quote_images(tier=tier, count=count, routing=routing)
-    return _job_create(
-        user=user, idempotency_key=idempotency_key, price=price, origin=origin,
-        request={"kind": JobKind.IMAGE, "prompt": prompt, "tier": tier, "count": count},
-        fields=dict(kind=JobKind.IMAGE, prompt=prompt, tier=tier, image_count=count,
-                    **_image_snapshot(model, style=routing.settings.image_style)),
-    )
-
-
-def job_create_text(*, user, prompt: str, max_tokens: int | None = None, idempotency_key: str | None = None,
-                    origin: JobOrigin | None = None) -> tuple[Job, bool]:
-    routing = catalog_selectors.routing_get()
-    prompt = _clean_prompt(prompt, limit=TEXT_PROMPT_MAX_CHARS)
-    model, price, max_tokens = credits_selectors.quote_text(prompt=prompt, max_tokens=max_tokens, routing=routing)
-    return _job_create(
-        user=user, idempotency_key=idempotency_key, price=price, origin=origin,
-        request={"kind": JobKind.TEXT, "prompt": prompt, "max_tokens": max_tokens},
-        fields=dict(kind=JobKind.TEXT, prompt=prompt, max_tokens=max_tokens,
-                    **_text_snapshot(model, temperature=routing.settings.temperature)),
-    )
-
-
-def job_create_article(*, user, prompt: str, tier: str, image_count: int | None = None,
-                       max_tokens: int | None = None, idempotency_key: str | None = None,
-                       origin: JobOrigin | None = None) -> tuple[Job, bool]:
-    """An article: a text plus up to `max_in_article_images` images of a tier in the global style."""
-    routing = catalog_selectors.routing_get()
-    gs = routing.settings
-    limit = gs.max_in_article_images
-    prompt = _clean_prompt(prompt, limit=IMAGE_PROMPT_MAX_CHARS)
-    image_count = limit if image_count is None else image_count
-    text_model, text_price, max_tokens = credits_selectors.quote_text(prompt=prompt, max_tokens=max_tokens,
-                                                                      routing=routing)
-    parts, image_fields = [text_price], {}
-    if image_count != 0 or tier not in QualityTier.values:  # an unknown tier is a 400 even with no images
-        image_model, image_price = credits_selectors.quote_images(tier=tier, count=image_count,
-                                                                  field="image_count", low=0, high=limit,
-                                                                  routing=routing)
-        parts.append(image_price)
-        image_fields = _image_snapshot(image_model, style=gs.image_style)
-    price = pricing.price_total(*parts)
-    return _job_create(
-        user=user, idempotency_key=idempotency_key, price=price, origin=origin,
-        request={"kind": JobKind.ARTICLE, "prompt": prompt, "tier": tier, "image_count": image_count,
-                 "max_tokens": max_tokens},
-        fields=dict(kind=JobKind.ARTICLE, prompt=prompt, tier=tier, image_count=image_count, max_tokens=max_tokens,
-                    **_text_snapshot(text_model, temperature=gs.temperature), **image_fields),
-    )
-
-
-@dataclass(frozen=True)
-class JobOrigin:
-    """How a request came in, beyond its user: the API key it was made with (its monthly cap
-    applies) and the webhook endpoint it named (it hears of the job when the job is final)."""
-
-    api_key: ApiKey | None = None
-    webhook_endpoint: str | None = None
-
-
-def _job_create(*, user, idempotency_key: str | None, price: pricing.Price, request: dict, fields: dict,
-                origin: JobOrigin | None = None) -> tuple[Job, bool]:
-    """Hold the job's price and create the job in one transaction; a replayed key returns the
-    first job, charged once."""
-    account = credits_services.account_for_user(user=user)
-    origin = origin or JobOrigin()
-    if origin.webhook_endpoint is not None:
-        fields = {**fields, "webhook_endpoint": webhook_services.endpoint_for_request(
-            account=account, endpoint_id=origin.webhook_endpoint)}
-    key = _check_idempotency_key(idempotency_key)
-    fingerprint = hashlib.sha256(json.dumps(request, sort_keys=True, default=str).encode()).hexdigest()
-    _check_rate(account)
-    now = timezone.now()
-    job = Job(account=account, user=user, idempotency_key=key, request_fingerprint=fingerprint,
-              credits_held=price.credits, created_at=now, run_after=now, dispatched_at=now, **fields)
-    try:
-        with transaction.atomic():
-            # The hold first, keyed by the job's key: a replay is recognised by the hold's unique
-            # key (after the first request committed, if they raced), with no read before the
-            # write; a new job is then inserted once, already pointing at its hold.
-            hold, created = credits_services.hold_place(
-                account=account, amount=price.credits, idempotency_key=f"job:{key}",
-                fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate, expires=False,
-                user=user, api_key=origin.api_key)
-            if created:
-                job.hold = hold
-                job.save(force_insert=True)
-                transaction.on_commit(lambda: _job_hand_over(job.id))
-    except IntegrityError:  # the job's own unique key: a job whose hold had another key
-        if not Job.objects.filter(account=account, idempotency_key=key).exists():
-            raise
-        created = False
-    if created:
-        return job, True
-    existing = Job.objects.get(account=account, idempotency_key=key)
-    if existing.request_fingerprint != fingerprint:
-        raise IdempotencyConflict()
-    return existing, False
-
-
-def _job_hand_over(job_id) -> None:
-    """After the job's commit: hand it to its runner. If that fails (the broker is down), the job
-    is still durable and accepted: it stays owed to the queue (the outbox) and the sweep hands it
-    over once the broker answers."""
-    if dispatch.enqueue(job_id):
-        return
-    try:
-        Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(dispatched_at=None)
-    except DatabaseError:  # the sweep's re-dispatch of stale hand-offs still finds it
-        logger.warning("job %s: could not mark its hand-off as owed", job_id, exc_info=True)
-
-
-def _check_rate(account) -> None:
-    """At most CREDITGATE_GENERATION_RATE jobs per account and period: a 429 saying when the
-    next one may start. Counted from the jobs themselves, so every process agrees and a refused
-    or replayed request does not count."""
-    limit, seconds = settings.CREDITGATE_GENERATION_RATE
-    now = timezone.now()
-    nth_newest = (Job.objects.filter(account=account, created_at__gt=now - dt.timedelta(seconds=seconds))
-                  .order_by("-created_at").values_list("created_at", flat=True)[limit - 1:limit].first())
-    if nth_newest is not None:
-        wait = (nth_newest + dt.timedelta(seconds=seconds) - now).total_seconds()
-        raise RateLimited(retry_after=max(1, math.ceil(wait)))
 
 
 # --- Running a job: claim, call, store what arrives, settle ----------------------------------
@@ -874,41 +730,6 @@ def _outbox_dispatch(*, now: dt.datetime) -> int:
         Job.objects.filter(pk=pk, status=JobStatus.QUEUED).update(dispatched_at=now)
         dispatched += 1
     return dispatched
-
-
-# --- Input rules -------------------------------------------------------------------------
-
-
-def _clean_prompt(prompt, *, limit: int) -> str:
-    if not isinstance(prompt, str):
-        raise InvalidRequest("The prompt must be text.", details={"prompt": ["Must be a string."]})
-    prompt = prompt.strip()
-    if not prompt:
-        raise InvalidRequest("The prompt is empty.", details={"prompt": ["This field may not be blank."]})
-    if len(prompt) > limit:
-        raise InvalidRequest(f"The prompt is longer than {limit} characters.",
-                             details={"prompt": [f"Ensure this field has no more than {limit} characters."]})
-    return prompt
-
-
-def _check_idempotency_key(key: str | None) -> str:
-    if key is None:
-        return f"auto-{uuid.uuid4()}"  # no key given: no replay protection was asked for
-    if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX_CHARS) or not key.isprintable() or key.startswith("auto-"):
-        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable characters.",
-                             details={"Idempotency-Key": ["Invalid idempotency key."]})
-    return key
-
-
-def _image_snapshot(model: AIModelConfig, *, style: str) -> dict:
-    return dict(image_model_name=model.model_name, image_provider_id=model.provider_id,
-                credits_per_image=model.credits_per_image, image_style=style)
-
-
-def _text_snapshot(model: AIModelConfig, *, temperature) -> dict:
-    return dict(text_model_name=model.model_name, text_provider_id=model.provider_id,
-                tokens_per_credit=model.tokens_per_credit,
-                temperature=temperature if model.accepts("temperature") else None)
 
 
 def _model_for_call(name: str) -> AIModelConfig:

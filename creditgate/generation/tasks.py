@@ -11,8 +11,11 @@ from django.db import InterfaceError, OperationalError
 
 from creditgate.generation import dispatch, selectors, services
 
+RUN_JOB = "creditgate.generation.tasks.run_job"
+SWEEP_JOBS = "creditgate.generation.tasks.sweep_jobs"
 
-@shared_task(name=dispatch.RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
+
+@shared_task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
              autoretry_for=(OperationalError, InterfaceError), retry_backoff=True, max_retries=5)
 def run_job(self, job_id: str) -> None:
     wait = services.job_run(job_id=job_id)
@@ -22,9 +25,13 @@ def run_job(self, job_id: str) -> None:
         raise self.retry(countdown=wait + 0.5)
 
 
-@shared_task(name=dispatch.SWEEP_JOBS, ignore_result=True)
+@shared_task(name=SWEEP_JOBS, ignore_result=True)
 def sweep_jobs() -> dict:
     return services.jobs_sweep().as_dict()
+
+
+dispatch.job_runner_set(RUN_JOB)
+dispatch.sweep_register(SWEEP_JOBS)
 
 
 @shared_task(name="creditgate.generation.tasks.audit_ledger", ignore_result=True)

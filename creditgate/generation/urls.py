@@ -3,6 +3,7 @@ from django.urls import path
 from creditgate.generation import apis
 
 urlpatterns = [
+    path("credits/estimate/", apis.EstimateApi.as_view(), name="credits-estimate"),
     path("images/generations/", apis.ImageGenerationApi.as_view(), name="image-generations"),
     path("text/generations/", apis.TextGenerationApi.as_view(), name="text-generations"),
     path("articles/generations/", apis.ArticleGenerationApi.as_view(), name="article-generations"),

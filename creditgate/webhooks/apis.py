@@ -1,11 +1,12 @@
 """The webhooks API: owners register endpoints (the signing secret is shown once) and send test
 events; every member of the account sees the endpoints and every delivery with its attempts."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_serializer
+from django.core.validators import RegexValidator
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 
+from creditgate.core.pagination import LargePagesPagination
 from creditgate.core.schema import error_response
 from creditgate.core.serializer_fields import StrictCharField
 from creditgate.credits import services as credits_services
@@ -14,6 +15,14 @@ from creditgate.webhooks import selectors, services
 from creditgate.webhooks.models import DeliveryStatus, EventType
 
 NOT_FOUND = error_response("not_found: no such endpoint or delivery in this account.")
+# What webhooks.egress checks first, declared (the schema's pattern): an http(s) URL naming a host.
+URL_SHAPE = RegexValidator(r"^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\s]+", message="Enter a valid http(s) URL.")
+UUID_SHAPE = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+
+
+class DeliveryQuerySerializer(serializers.Serializer):
+    endpoint = serializers.RegexField(UUID_SHAPE, required=False, help_text="Only this endpoint's deliveries.")
+    job = serializers.RegexField(UUID_SHAPE, required=False, help_text="Only this job's deliveries.")
 
 
 @extend_schema_serializer(component_name="WebhookEndpoint")
@@ -73,7 +82,8 @@ class _WebhooksApi(_TeamApi):
 class EndpointListApi(_WebhooksApi):
     @extend_schema_serializer(component_name="WebhookEndpointCreate")
     class InputSerializer(serializers.Serializer):
-        url = StrictCharField(max_length=2000, help_text="http(s); its host must resolve to public addresses only.")
+        url = StrictCharField(max_length=2000, validators=[URL_SHAPE],
+                              help_text="http(s); its host must resolve to public addresses only.")
         description = StrictCharField(required=False, allow_blank=True, max_length=200)
         all_jobs = serializers.BooleanField(required=False, default=True)
 
@@ -94,7 +104,7 @@ class EndpointListApi(_WebhooksApi):
 class EndpointDetailApi(_WebhooksApi):
     @extend_schema_serializer(component_name="WebhookEndpointUpdate")
     class InputSerializer(serializers.Serializer):
-        url = StrictCharField(required=False, max_length=2000)
+        url = StrictCharField(required=False, max_length=2000, validators=[URL_SHAPE])
         description = StrictCharField(required=False, allow_blank=True, max_length=200)
         all_jobs = serializers.BooleanField(required=False)
         is_active = serializers.BooleanField(required=False)
@@ -130,27 +140,18 @@ class EndpointTestApi(_WebhooksApi):
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_202_ACCEPTED)
 
 
-class DeliveriesPagination(PageNumberPagination):
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
-
-
 class DeliveryListApi(_WebhooksApi):
-    @extend_schema(
-        parameters=[OpenApiParameter("endpoint", {"type": "string", "format": "uuid"}, required=False,
-                                     description="Only this endpoint's deliveries."),
-                    OpenApiParameter("job", {"type": "string", "format": "uuid"}, required=False,
-                                     description="Only this job's deliveries."),
-                    OpenApiParameter("page", int, required=False),
-                    OpenApiParameter("page_size", int, required=False)],
-        responses={200: DeliverySerializer(many=True), 400: INVALID})
+    pagination_class = LargePagesPagination  # read by drf-spectacular too: the schema declares the page
+
+    @extend_schema(parameters=[DeliveryQuerySerializer], responses={200: DeliverySerializer(many=True), 400: INVALID})
     def get(self, request):
         """The account's deliveries, newest first, paginated."""
+        query = DeliveryQuerySerializer(data=request.query_params.dict())  # ?job= is invalid, not absent
+        query.is_valid(raise_exception=True)
         deliveries = selectors.deliveries_list(account=self.account(request),
-                                               endpoint_id=request.query_params.get("endpoint"),
-                                               job_id=request.query_params.get("job"))
-        paginator = DeliveriesPagination()
+                                               endpoint_id=query.validated_data.get("endpoint"),
+                                               job_id=query.validated_data.get("job"))
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(deliveries, request, view=self)
         return paginator.get_paginated_response(DeliverySerializer(page, many=True).data)
 

@@ -4,8 +4,11 @@ from a transaction that rolled back, and retried when Resend fails."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from django.db import transaction
+from django.db.models import F
 
 from creditgate.billing import dispatch as billing_dispatch
 from creditgate.billing import services
@@ -160,3 +163,83 @@ def test_the_capture_of_a_real_job_sends_it(mail, seeded_catalog, settings):
     assert job["status"] == "succeeded"
     (sent,) = emails(mail)
     assert f"({20 - job['credits_charged']} left)" in sent["subject"]
+
+
+def age(minutes: int) -> None:
+    """As if `minutes` had passed since every low-balance email was written and last tried."""
+    LowBalanceEmail.objects.update(created_at=F("created_at") - timedelta(minutes=minutes),
+                                   last_attempt_at=F("last_attempt_at") - timedelta(minutes=minutes))
+
+
+def retried() -> int:
+    handed = services.low_balance_emails_retry()
+    billing_dispatch.wait_idle()
+    return handed
+
+
+@pytest.fixture
+def resend_down(mail, settings):
+    """A crossing whose email Resend refused through all of its task's retries (7 tries)."""
+    settings.CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS = 600
+    settings.CREDITGATE_LOW_BALANCE_EMAIL_MAX_ATTEMPTS = 9
+    user = make_user(credits=100)
+    services.low_balance_alert_set(user=user, threshold=50)
+    mail.resend.fail_next = 100
+    charge(user, 60, "a")
+    assert emails(mail) == [] and LowBalanceEmail.objects.get().attempts == 7
+    return user
+
+
+def test_an_email_resend_refused_is_tried_again_periodically_a_bounded_number_of_times(mail, resend_down):
+    assert retried() == 0  # just tried: it waits CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS
+    age(11)
+    assert retried() == 1 and retried() == 0  # one more try per turn, however often the task runs
+    assert LowBalanceEmail.objects.get().attempts == 8
+    age(11)
+    assert retried() == 1
+    row = LowBalanceEmail.objects.get()
+    assert (row.attempts, row.sent_at) == (9, None) and "Resend did not accept" in row.last_error
+    mail.resend.fail_next = 0
+    age(60)
+    assert retried() == 0  # the ninth try was the last: it stays in the admin's list, unsent
+    assert emails(mail) == []
+
+
+def test_an_email_sent_on_a_later_try_goes_out_once(mail, resend_down):
+    mail.resend.fail_next = 0  # Resend is back
+    age(11)
+    assert retried() == 1
+    (sent,) = emails(mail)
+    assert "(40 left)" in sent["subject"]
+    row = LowBalanceEmail.objects.get()
+    assert row.sent_at is not None and row.attempts == 8 and row.message_id == sent["id"]
+    age(60)
+    assert retried() == 0
+    # Even handed over again by hand (the admin's action), a sent email is not sent twice.
+    billing_dispatch.send(billing_dispatch.RETRY_LOW_BALANCE_EMAIL, row.pk)
+    assert len(emails(mail)) == 1
+
+
+def test_an_email_no_longer_true_is_not_tried_again(mail, resend_down):
+    user = resend_down
+    mail.resend.fail_next = 0
+    credits_services.credits_grant(account=account_of(user), amount=100)  # 140: above the threshold again
+    age(11)
+    assert retried() == 0 and emails(mail) == []  # "running low" would be wrong now
+
+    charge(user, 100, "b")  # 40: a new crossing, with its own email (sent: Resend is back)
+    assert len(emails(mail)) == 1
+    age(11)
+    assert retried() == 0  # the first crossing's email is superseded by the second's
+    assert len(emails(mail)) == 1 and LowBalanceEmail.objects.filter(sent_at__isnull=True).count() == 1
+
+
+def test_the_in_process_sweeper_and_celery_beat_run_the_retry(mail, resend_down, settings):
+    assert settings.CELERY_BEAT_SCHEDULE["retry-low-balance-emails"]["task"] == \
+        billing_dispatch.RETRY_LOW_BALANCE_EMAILS
+    mail.resend.fail_next = 0
+    age(11)
+    generation_dispatch._sweeps_last_run.pop(billing_dispatch.RETRY_LOW_BALANCE_EMAILS, None)
+    assert billing_dispatch.RETRY_LOW_BALANCE_EMAILS in generation_dispatch.sweep_round()
+    assert len(emails(mail)) == 1
+    assert billing_dispatch.RETRY_LOW_BALANCE_EMAILS not in generation_dispatch.sweep_round()  # at beat's pace

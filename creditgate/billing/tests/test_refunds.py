@@ -157,3 +157,108 @@ def test_the_payments_audit_finds_credits_granted_without_a_payment(stripe, pack
     problems = selectors.payments_audit()
     assert problems == ["stripe:cs_test_forged: 99 credits granted for a Stripe session with no payment"]
     assert "stripe:cs_test_forged" in " ".join(generation_selectors.reconciliation_audit())
+
+
+def dispute(stripe, intent: str, amount: int) -> tuple[dict, dict]:
+    """A dispute opened on the sandbox: the dispute and its held `charge.dispute.created` event."""
+    opened = stripe.dispute(intent, amount)
+    (event,) = stripe.take_held()
+    return opened, event
+
+
+def closed(stripe, dispute_id: str, status: str) -> dict:
+    stripe.close_dispute(dispute_id, status)
+    (event,) = stripe.take_held()
+    assert event["type"] == "charge.dispute.closed"
+    return event
+
+
+def test_a_dispute_won_gives_back_what_it_took_once_however_often_it_is_delivered(stripe, pack):
+    user = make_user()
+    intent = paid(stripe, pack, user)
+    opened, created = dispute(stripe, intent, 1200)
+    assert deliver(created, stripe).json()["outcome"] == "reversed"
+    assert account_of(user).available == 0
+    won = closed(stripe, opened["id"], "won")
+    for _ in range(3):  # a repeated delivery, and a repeated opening, give and take nothing
+        deliver(won, stripe)
+        deliver(created, stripe)
+    assert StripeEvent.objects.get(type="charge.dispute.closed").outcome == EventOutcome.RESTORED
+    account = account_of(user)
+    assert (account.available, account.shortfall) == (250, 0)
+    payment = Payment.objects.get()
+    assert (payment.amount_disputed, payment.credits_reversed, payment.dispute_outcome) == (0, 0, "won")
+    entries = list(LedgerEntry.objects.filter(account=account).order_by("id").values_list("kind", "amount"))
+    assert entries == [("grant", 250), ("clawback", -250), ("refund", 250)]
+    assert (LedgerEntry.objects.get(kind="refund").reason
+            == f"Dispute {opened['id']} closed in our favour: credits given back")
+    clean()
+
+
+def test_a_dispute_won_after_the_credits_were_spent_clears_the_shortfall_first(stripe, pack):
+    user = make_user()
+    client = client_for(user)
+    intent = paid(stripe, pack, user)
+    spend(user, 200, "job-1")  # 50 left
+    opened, created = dispute(stripe, intent, 1200)
+    deliver(created, stripe)
+    assert (account_of(user).available, account_of(user).shortfall) == (0, 200)
+    assert deliver(closed(stripe, opened["id"], "won"), stripe).json()["outcome"] == "restored"
+    account = account_of(user)
+    assert (account.available, account.shortfall) == (50, 0)  # as if the dispute had never been
+    assert client.get("/api/v1/credits/shortfall/").json() == {"shortfall": 0}
+    spend(user, 50, "job-2")  # new work is accepted again
+    clean()
+
+
+def test_a_dispute_won_delivered_before_it_was_opened_takes_and_gives_nothing(stripe, pack):
+    user = make_user()
+    intent = paid(stripe, pack, user)
+    opened, created = dispute(stripe, intent, 1200)
+    won = closed(stripe, opened["id"], "won")
+    before = books(user)
+    assert deliver(won, stripe).json()["outcome"] == "no_change"
+    assert deliver(created, stripe).json()["outcome"] == "no_change"  # its opening, late: nothing to take
+    assert books(user) == before and account_of(user).available == 250
+    assert Payment.objects.get().dispute_outcome == "won"
+    clean()
+
+
+def test_a_dispute_won_delivered_before_its_payment_waits_then_applies_with_it(stripe, pack):
+    user = make_user()
+    _, completed = buy(client_for(user), stripe, pack)
+    intent = completed["data"]["object"]["payment_intent"]
+    opened, created = dispute(stripe, intent, 600)
+    won = closed(stripe, opened["id"], "won")
+    assert deliver(won, stripe).json()["outcome"] == "pending"
+    assert deliver(created, stripe).json()["outcome"] == "pending"
+    assert deliver(completed, stripe).json()["outcome"] == "fulfilled"
+    assert account_of(user).available == 250  # granted; the dispute closed in our favour before it opened here
+    assert list(LedgerEntry.objects.filter(account=account_of(user)).values_list("kind", flat=True)) == ["grant"]
+    clean()
+
+
+def test_a_dispute_lost_changes_nothing_more(stripe, pack):
+    user = make_user()
+    intent = paid(stripe, pack, user)
+    opened, created = dispute(stripe, intent, 600)
+    assert deliver(created, stripe).json()["outcome"] == "reversed"  # half: 125
+    before = books(user)
+    lost = closed(stripe, opened["id"], "lost")
+    assert deliver(lost, stripe).json()["outcome"] == "no_change"
+    assert deliver(lost, stripe).json()["duplicate"] is True
+    assert books(user) == before and account_of(user).available == 125
+    payment = Payment.objects.get()
+    assert (payment.amount_disputed, payment.credits_reversed, payment.dispute_outcome) == (600, 125, "lost")
+    clean()
+
+
+def test_a_dispute_lost_delivered_before_it_was_opened_takes_its_share_once(stripe, pack):
+    user = make_user()
+    intent = paid(stripe, pack, user)
+    opened, created = dispute(stripe, intent, 600)
+    lost = closed(stripe, opened["id"], "lost")
+    assert deliver(lost, stripe).json()["outcome"] == "reversed"
+    assert deliver(created, stripe).json()["outcome"] == "no_change"
+    assert account_of(user).available == 125
+    clean()

@@ -67,7 +67,8 @@ SHOW = ("from django.conf import settings as s; print(s.SECURE_SSL_REDIRECT, s.S
     ({"DEBUG": "true"}, "False False False 0 False False None"),
     ({"DEBUG": "false"}, "True True True 31536000 True False None"),
     ({"DEBUG": "false", "CREDITGATE_SECURE_SSL_REDIRECT": "false", "CREDITGATE_SECURE_COOKIES": "false",
-      "CREDITGATE_HSTS_SECONDS": "3600", "CREDITGATE_HSTS_INCLUDE_SUBDOMAINS": "false", "CREDITGATE_HSTS_PRELOAD": "true",
+      "CREDITGATE_HSTS_SECONDS": "3600", "CREDITGATE_HSTS_INCLUDE_SUBDOMAINS": "false",
+      "CREDITGATE_HSTS_PRELOAD": "true",
       "CREDITGATE_SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"},
      "False False False 3600 False True ('HTTP_X_FORWARDED_PROTO', 'https')"),
 ], ids=["development", "production-defaults", "each-variable"])

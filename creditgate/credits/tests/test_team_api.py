@@ -190,8 +190,11 @@ def test_a_generation_request_over_the_cap_is_a_402_and_one_within_it_is_held_fo
     account = services.account_for_user(user=owner)
     writer = make_user("writer")
     services.account_member_add(account=account, user=writer)
-    _, price = selectors.quote_images(tier="basic", count=1)
-    services.member_update(actor=owner, member=services.member_for_user(user=writer), monthly_cap=2 * price.credits)
+    estimator = APIClient()
+    estimator.force_authenticate(owner)
+    per_image = estimator.post("/api/v1/credits/estimate/", {"kind": "image", "tier": "basic", "count": 1},
+                               format="json").json()["credits"]
+    services.member_update(actor=owner, member=services.member_for_user(user=writer), monthly_cap=2 * per_image)
     _, key = services.api_key_create(actor=owner, member=services.member_for_user(user=writer), name="CMS")
     with_key = client_for(bearer=key)
 
@@ -200,8 +203,8 @@ def test_a_generation_request_over_the_cap_is_a_402_and_one_within_it_is_held_fo
     assert refused.status_code == 402
     error = refused.json()["error"]
     assert error["code"] == "member_cap_exceeded"
-    assert error["details"] | {"month": None} == {"cap": 2 * price.credits, "spent": 0, "held": 0,
-                                                 "required": 3 * price.credits, "month": None}
+    assert error["details"] | {"month": None} == {"cap": 2 * per_image, "spent": 0, "held": 0,
+                                                 "required": 3 * per_image, "month": None}
     assert Hold.objects.count() == 0
 
     accepted = with_key.post("/api/v1/images/generations/", {"prompt": "a fox", "tier": "basic", "count": 2},
@@ -209,7 +212,7 @@ def test_a_generation_request_over_the_cap_is_a_402_and_one_within_it_is_held_fo
     assert accepted.status_code == 202
     hold = Hold.objects.get()
     assert hold.api_key is not None
-    assert (hold.user_id, hold.api_key.name, hold.amount) == (writer.pk, "CMS", 2 * price.credits)
+    assert (hold.user_id, hold.api_key.name, hold.amount) == (writer.pk, "CMS", 2 * per_image)
     # The owner is not capped by the writer's cap.
     assert client_for(owner).post("/api/v1/images/generations/", {"prompt": "a fox", "tier": "basic", "count": 3},
                                   format="json").status_code == 202

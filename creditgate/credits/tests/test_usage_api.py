@@ -210,3 +210,10 @@ def test_the_schema_declares_the_parameters_and_the_error_responses():
     assert operation["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Usage")
     for status in ("400", "401"):
         assert operation["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/Error")
+
+
+@pytest.mark.django_db
+def test_a_to_with_no_default_range_before_it_is_a_400_not_a_500(django_user_model):
+    user = django_user_model.objects.create_user(username="ancient")
+    response = client_for(user).get(URL, {"to": "0001-01-05"})
+    assert response.status_code == 400 and list(response.json()["error"]["details"]) == ["to"]

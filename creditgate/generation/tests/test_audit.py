@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from creditgate.credits import services as credits_services
 from creditgate.credits.services import account_for_user
-from creditgate.generation import dispatch, selectors, services
+from creditgate.generation import dispatch, intake, selectors, services
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import make_user
 
@@ -22,7 +22,7 @@ def user():
 
 
 def finished_job(user, **kwargs):
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2, **kwargs)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2, **kwargs)
     dispatch.wait_idle()
     job.refresh_from_db()
     assert job.status == "succeeded"
@@ -31,13 +31,13 @@ def finished_job(user, **kwargs):
 
 def waiting_job(user, monkeypatch):
     monkeypatch.setattr(dispatch, "enqueue", lambda job_id: True)  # accepted, never run
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
     return job
 
 
 def test_clean_after_normal_use(user):
     finished_job(user)
-    services.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=100)
+    intake.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=100)
     dispatch.wait_idle()
     assert selectors.reconciliation_audit() == []
     out = io.StringIO()

@@ -22,7 +22,7 @@ from django.db import connection
 from django.utils import timezone
 
 from creditgate.catalog.models import AIModelConfig
-from creditgate.generation import dispatch, selectors, services
+from creditgate.generation import dispatch, intake, selectors, services
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import balance, make_user
 
@@ -106,7 +106,7 @@ def three_basic_images_in_three_calls(user):
     """Three Runware images, one per call: each answer is stored as it arrives, so every step of
     the path (including "stored") happens, and unanswered calls can be looked up by task id."""
     AIModelConfig.objects.filter(quality_tier="basic", is_active=True).update(max_images_per_call=1)
-    job, _ = services.job_create_images(user=user, prompt="foxes in snow", tier="basic", count=3)
+    job, _ = intake.job_create_images(user=user, prompt="foxes in snow", tier="basic", count=3)
     return job
 
 
@@ -162,7 +162,7 @@ def test_a_task_whose_worker_process_died_is_delivered_again_and_resumes(celery_
     worker = CeleryWorker(sandbox, tmp_path / "prefork.log", crash_at="answered", once=tmp_path / "crashed",
                           pool="prefork")
     celery_env.append(worker)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
     job = wait_final(job, sweep=False, timeout=45)
     assert (tmp_path / "crashed").exists(), worker.output()
     assert (job.attempts, job.credits_charged) == (2, 2), worker.output()
@@ -180,7 +180,7 @@ def test_openai_answers_lost_with_a_killed_worker_are_asked_for_again_but_stored
     user = make_user(credits=50)
     first = CeleryWorker(sandbox, tmp_path / "first.log", crash_at="stored")
     celery_env.append(first)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="quality", count=3)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="quality", count=3)
     assert first.proc.wait(timeout=60) == 137, first.output()
     stored = job.images.count()
     asked_before = sandbox.stats["openai.images.generations"]
@@ -198,7 +198,7 @@ def test_job_runs_on_a_real_celery_worker(celery_env, sandbox, tmp_path):
     worker = CeleryWorker(sandbox, tmp_path / "worker.log")
     celery_env.append(worker)
     user = make_user(credits=50)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="quality", count=3)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="quality", count=3)
     job = wait_final(job, sweep=False)
     assert job.status == "succeeded", worker.output()
     assert_charged_exactly_once(job, user, sandbox, images=3, price=5, start=50)

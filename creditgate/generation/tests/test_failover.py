@@ -4,7 +4,7 @@ the tier's one price; a provider that keeps failing is skipped by its circuit br
 import pytest
 
 from creditgate.catalog.models import AIModelConfig, IntegrationProvider
-from creditgate.generation import dispatch, selectors, services
+from creditgate.generation import dispatch, intake, selectors
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import balance, make_user
 from creditgate.providers import breaker
@@ -25,7 +25,7 @@ def basic_backup_on_openai():
 
 
 def run_images(user, tier: str, count: int) -> Job:
-    job, _ = services.job_create_images(user=user, prompt="a red fox", tier=tier, count=count)
+    job, _ = intake.job_create_images(user=user, prompt="a red fox", tier=tier, count=count)
     dispatch.wait_idle()
     job.refresh_from_db()
     return job
@@ -119,3 +119,29 @@ def test_all_models_of_a_tier_down_fails_the_job_uncharged_and_ai_config_drops_t
     tiers = [t["tier"] for t in client.get("/api/v1/system/ai-config/").json()["image_qualities"]]
     assert "quality" not in tiers  # while its models' breakers are open
     assert selectors.reconciliation_audit() == []
+
+
+def test_the_job_api_and_page_say_which_model_made_each_image_of_a_batch_served_by_two(sandbox, settings, client):
+    settings.CREDITGATE_PROVIDER_MAX_RETRIES = 0
+    AIModelConfig.objects.filter(model_name="gpt-image-2").update(max_images_per_call=1)
+    sandbox.fail_next(100, "server_error", provider="openai", after=2)  # OpenAI makes 2, then fails
+    user = make_user(credits=100)
+    client.force_login(user)
+
+    response = client.post("/api/v1/images/generations/", {"prompt": "a red fox", "tier": "quality", "count": 4},
+                           content_type="application/json")
+    assert response.status_code == 202, response.content
+    dispatch.wait_idle()
+    job = client.get(f"/api/v1/jobs/{response.json()['id']}/").json()
+
+    assert (job["status"], job["credits_charged"]) == ("succeeded", 20)  # 4 x the tier's price, whoever served it
+    by_index = {int(image["url"].rstrip("/").rsplit("/", 1)[1]): image["model"] for image in job["images"]}
+    assert by_index == {0: "gpt-image-2", 1: "gpt-image-2", 2: "google:2@1", 3: "google:2@1"}
+
+    page = client.get(f"/jobs/{job['id']}/").content.decode()
+    assert page.count('class="image-model"') == 4
+    assert page.count(">gpt-image-2</small>") == 2 and page.count(">google:2@1</small>") == 2
+
+    schema = client.get("/api/schema/?format=json").json()["components"]["schemas"]
+    assert schema["Job"]["properties"]["images"]["items"] == {"$ref": "#/components/schemas/JobImage"}
+    assert "model" in schema["JobImage"]["required"]

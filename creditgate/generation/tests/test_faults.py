@@ -20,7 +20,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from creditgate.generation import selectors
+from creditgate.generation import intake, selectors
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import balance, make_user
 from creditgate.generation.tests.test_crash_points import ROOT, CeleryWorker, wait_final, worker_env
@@ -139,11 +139,10 @@ def test_database_connections_terminated_during_runs_every_job_still_finishes(pg
     worker = CeleryWorker(sandbox, tmp_path / "worker.log")
     try:
         user = make_user(credits=500)
-        from creditgate.generation import services
 
-        jobs = [services.job_create_images(user=user, prompt=f"fox {i}", tier=tier, count=2)[0]
+        jobs = [intake.job_create_images(user=user, prompt=f"fox {i}", tier=tier, count=2)[0]
                 for i, tier in enumerate(["basic", "quality", "premium", "basic", "quality", "basic"])]
-        jobs.append(services.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=200)[0])
+        jobs.append(intake.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=200)[0])
         killed = 0
         for _ in range(8):  # while the worker waits on the provider and writes what arrives
             time.sleep(0.4)

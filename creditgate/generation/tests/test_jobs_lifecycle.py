@@ -14,7 +14,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from creditgate.catalog.models import AIModelConfig
-from creditgate.generation import dispatch, leases, selectors, services
+from creditgate.generation import dispatch, intake, leases, selectors, services
 from creditgate.generation.models import CallStatus, Job, ProviderCall
 from creditgate.generation.signals import job_step
 from creditgate.generation.tests.conftest import balance, make_user
@@ -101,7 +101,7 @@ def audit_clean() -> None:
 def test_a_run_that_died_waiting_for_runware_fetches_the_answer_instead_of_paying_twice(sandbox, crash_at,
                                                                                          workers):
     user = make_user(credits=20)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
     crash_at("answered")
     run_until_crash(job)
 
@@ -130,7 +130,7 @@ def test_outputs_stored_before_a_crash_are_kept_and_never_asked_for_again(sandbo
                                                                            route, price):
     images_per_call(model, 1)  # three images: three calls, each answer stored as it arrives
     user = make_user(credits=100)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier=tier, count=3)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier=tier, count=3)
     crash_at("stored")
     run_until_crash(job)
     assert job.images.count() == 1  # the first answer was stored; the run died right after
@@ -153,7 +153,7 @@ def test_outputs_stored_before_a_crash_are_kept_and_never_asked_for_again(sandbo
 def test_a_job_with_nothing_delivered_is_settled_after_its_last_attempt(sandbox, crash_at, workers, settings):
     settings.CREDITGATE_JOB_MAX_ATTEMPTS = 2
     user = make_user(credits=50)
-    job, _ = services.job_create_text(user=user, prompt="Write about foxes.", max_tokens=100)
+    job, _ = intake.job_create_text(user=user, prompt="Write about foxes.", max_tokens=100)
     crash_at("claimed", times=2)
     run_until_crash(job)
     lapse(job)
@@ -173,7 +173,7 @@ def test_a_job_with_nothing_delivered_is_settled_after_its_last_attempt(sandbox,
 
 def test_a_queued_job_no_worker_takes_is_settled_after_the_queue_timeout(workers, settings):
     user = make_user(credits=20)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="premium", count=1)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="premium", count=1)
     assert services.jobs_sweep() == services.Swept()  # not late yet: nothing to do
     later = timezone.now() + dt.timedelta(seconds=settings.CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS + 1)
     assert services.jobs_sweep(now=later).expired == 1
@@ -197,7 +197,7 @@ def test_a_slow_run_keeps_its_lease_and_is_charged_for_what_it_delivered(sandbox
     settings.CREDITGATE_JOB_LEASE_SECONDS = 2  # renewed every 0.5 s
     sandbox.configure(latency_ms=5000)
     user = make_user(credits=40)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="premium", count=2)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="premium", count=2)
     deadline = time.monotonic() + 10
     while Job.objects.get(pk=job.pk).status == "queued" and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -218,7 +218,7 @@ def test_a_run_that_lost_its_lease_writes_nothing_and_the_job_is_charged_once(sa
     """A worker that comes back after recovery took its job over (a long GC pause, a partition)
     finds its lease gone: it stores nothing and settles nothing; the new run does, once."""
     user = make_user(credits=20)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
 
     def take_over(sender, job, step, **kwargs):
         if step == "answered":
@@ -242,14 +242,14 @@ def test_a_run_that_lost_its_lease_writes_nothing_and_the_job_is_charged_once(sa
 
 def test_the_lease_keeper_notices_a_lease_taken_over(workers):
     user = make_user(credits=20)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=1)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=1)
     lease = leases.Lease(job_id=job.pk, token="00000000-0000-0000-0000-000000000000")
     assert leases.renew([lease]) == [lease]
 
 
 def test_two_runs_of_one_job_at_once_run_it_once(sandbox, workers):
     user = make_user(credits=20)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
     threads = [threading.Thread(target=services.job_run, kwargs={"job_id": job.pk}) for _ in range(3)]
     for t in threads:
         t.start()
@@ -291,7 +291,7 @@ def test_release_stale_holds_command_and_beat_task_run_the_sweep(crash_at, worke
     from creditgate.generation.tasks import sweep_jobs
 
     user = make_user(credits=20)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
     crash_at("claimed")
     run_until_crash(job)
     lapse(job)
@@ -308,7 +308,7 @@ def test_release_stale_holds_command_and_beat_task_run_the_sweep(crash_at, worke
 
 def test_in_process_mode_sweeps_on_its_own(crash_at, workers, settings):
     user = make_user(credits=20)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
     crash_at("claimed")
     run_until_crash(job)
     lapse(job)

@@ -7,7 +7,7 @@ from django.db.models import Count, Sum
 from creditgate.core import metrics
 from creditgate.core.errors import InsufficientCredits
 from creditgate.credits.models import EntryKind, Hold, LedgerEntry
-from creditgate.generation import dispatch, services
+from creditgate.generation import dispatch, intake
 from creditgate.generation.models import Job, ProviderCall
 from creditgate.generation.tests.conftest import make_user
 
@@ -41,10 +41,10 @@ def test_counters_equal_the_ledger_and_the_jobs_after_a_run_with_failures(sandbo
     sandbox.fail_next(2, "server_error", provider="openai")  # the first two OpenAI calls fail
     sandbox.fail_next(1, "content_refusal", provider="runware", after=1)
     for tier, count in [("basic", 2), ("quality", 2), ("premium", 1), ("basic", 3), ("quality", 1)]:
-        services.job_create_images(user=user, prompt=f"{tier} fox", tier=tier, count=count)
-    services.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=100)
+        intake.job_create_images(user=user, prompt=f"{tier} fox", tier=tier, count=count)
+    intake.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=100)
     with pytest.raises(InsufficientCredits):  # a refused hold is counted too
-        services.job_create_images(user=make_user("bob", credits=10), prompt="too much", tier="premium", count=1)
+        intake.job_create_images(user=make_user("bob", credits=10), prompt="too much", tier="premium", count=1)
     dispatch.wait_idle()
     after = counter_values()
 

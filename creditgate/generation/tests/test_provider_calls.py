@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from creditgate.catalog.models import AIModelConfig
-from creditgate.generation import dispatch, services
+from creditgate.generation import dispatch, intake
 from creditgate.generation.models import CallStatus, CostSource, Job, ProviderCall
 from creditgate.generation.tests.conftest import balance, make_user
 from creditgate.generation.tests.test_jobs_lifecycle import (  # noqa: F401 - fixtures
@@ -31,7 +31,7 @@ def rows(job: Job) -> list[tuple]:
 def test_a_resumed_call_records_the_tries_its_lookup_found(sandbox, crash_at, workers):  # noqa: F811
     user = make_user(credits=20)
     sandbox.fail_next(1, "partial")  # one image: the first task fails as a whole (a 500), its retry delivers
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=1)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=1)
     crash_at("answered")
     run_until_crash(job)  # both tries went out; the run died before storing anything
     first = ProviderCall.objects.get(job=job)
@@ -55,7 +55,7 @@ def test_a_resumed_call_records_the_tries_its_lookup_found(sandbox, crash_at, wo
 def test_a_call_refused_before_it_was_sent_is_one_failed_row(sandbox):
     AIModelConfig.objects.filter(model_name="runware:97@1").update(sizes=[])
     user = make_user(credits=20)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
     dispatch.wait_idle()
     job.refresh_from_db()
     assert job.status == "failed" and "runware.imageInference" not in sandbox.stats
@@ -69,7 +69,7 @@ def test_retries_of_a_fan_out_point_at_their_own_first_try(sandbox, settings):
     settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS = 1  # one call after the other: the failure hits the first
     sandbox.fail_next(1, "server_error")
     user = make_user(credits=50)
-    job, _ = services.job_create_images(user=user, prompt="foxes", tier="quality", count=2)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="quality", count=2)
     dispatch.wait_idle()
     job.refresh_from_db()
     assert job.status == "succeeded" and job.calls.count() == 3 == sandbox.stats["openai.images.generations"]

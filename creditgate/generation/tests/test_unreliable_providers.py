@@ -6,7 +6,7 @@ import pytest
 
 from creditgate.catalog.models import AIModelConfig
 from creditgate.credits import selectors as credits_selectors
-from creditgate.generation import dispatch, services
+from creditgate.generation import dispatch, intake
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import balance, make_user
 
@@ -19,9 +19,9 @@ def test_thirty_percent_errors_never_break_the_ledger(sandbox, kind):
     user = make_user(credits=1000)
     requests = [("basic", 8), ("quality", 8), ("premium", 3), ("basic", 1), ("quality", 2), ("premium", 1)]
     for tier, count in requests:
-        services.job_create_images(user=user, prompt=f"{tier} {count}", tier=tier, count=count)
-    services.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=300)
-    services.job_create_article(user=user, prompt="Foxes", tier="basic", image_count=2, max_tokens=200)
+        intake.job_create_images(user=user, prompt=f"{tier} {count}", tier=tier, count=count)
+    intake.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=300)
+    intake.job_create_article(user=user, prompt="Foxes", tier="basic", image_count=2, max_tokens=200)
     dispatch.wait_idle(timeout=120)
 
     assert credits_selectors.ledger_check() == []

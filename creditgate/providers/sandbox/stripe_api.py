@@ -7,7 +7,7 @@
   (`POST /stripe/pay/{id}`, which answers with a redirect to the session's success URL);
 - events signed as Stripe signs them (`Stripe-Signature: t=<unix time>,v1=<hex HMAC-SHA256 of
   "t.body" under the signing secret>`) POSTed to the service's webhook URL: the session completed,
-  a charge refunded, a dispute opened, a session expired.
+  a charge refunded, a dispute opened or closed, a session expired.
 
 Delivery knobs (`POST /_sandbox/stripe/config`, or `SandboxServer.stripe.configure`): `copies`
 (each event delivered that many times at once, from as many threads), `hold` (keep events queued
@@ -18,7 +18,7 @@ the webhook), `timestamp_offset_s` (sign with an older timestamp: a replay), `we
 `fail_creates` (the next N session creations answer Stripe's 500). Actions a test or the demo can
 take like a user or Stripe would: `POST /_sandbox/stripe/pay {"session", "payment_status"?,
 "amount_total"?, "currency"?}`, `/refund {"payment_intent", "amount"}`, `/dispute
-{"payment_intent", "amount"}`, `/expire {"session"}`.
+{"payment_intent", "amount"}`, `/dispute_close {"dispute", "status": "won"|"lost"}`, `/expire {"session"}`.
 """
 
 from __future__ import annotations
@@ -107,6 +107,7 @@ class StripeSandbox:
             self.sessions: dict[str, dict] = {}
             self.idempotent: dict[str, str] = {}
             self.charges: dict[str, dict] = {}  # by payment intent
+            self.disputes: dict[str, dict] = {}  # by id
             self.held: list[tuple[dict, str]] = []
             self.threads: list[threading.Thread] = []
 
@@ -256,6 +257,9 @@ background:#635bff;color:#fff;border:0;border-radius:6px;cursor:pointer}}.muted{
                 return Reply(200, self.refund(str(body.get("payment_intent", "")), int(body["amount"])), slow=False)
             if action == "dispute":
                 return Reply(200, self.dispute(str(body.get("payment_intent", "")), int(body["amount"])), slow=False)
+            if action == "dispute_close":
+                return Reply(200, self.close_dispute(str(body.get("dispute", "")), str(body.get("status", ""))),
+                             slow=False)
             if action == "expire":
                 return Reply(200, self._public(self.expire(str(body.get("session", "")))), slow=False)
             if action == "deliver":
@@ -312,8 +316,22 @@ background:#635bff;color:#fff;border:0;border-radius:6px;cursor:pointer}}.muted{
             dispute = {"id": _id("dp"), "object": "dispute", "amount": amount, "currency": charge["currency"],
                        "charge": charge["id"], "payment_intent": payment_intent, "status": "needs_response",
                        "reason": "fraudulent"}
+            self.disputes[dispute["id"]] = dispute
         self.emit("charge.dispute.created", dispute)
         return dispute
+
+    def close_dispute(self, dispute_id: str, status: str) -> dict:
+        """The card network decides: `won` (the merchant keeps the money) or `lost`."""
+        if status not in ("won", "lost", "warning_closed"):
+            raise ValueError('status must be "won", "lost" or "warning_closed"')
+        with self.lock:
+            dispute = self.disputes.get(dispute_id)
+            if dispute is None or dispute["status"] in ("won", "lost", "warning_closed"):
+                raise ValueError(f"no open dispute {dispute_id!r}")
+            dispute["status"] = status
+            sent = dict(dispute)
+        self.emit("charge.dispute.closed", sent)
+        return sent
 
     def expire(self, session_id: str) -> dict:
         with self.lock:

@@ -17,7 +17,7 @@ from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits.models import EntryKind, LedgerEntry
-from creditgate.generation import dispatch, services
+from creditgate.generation import dispatch, intake
 from creditgate.generation import selectors as generation_selectors
 from creditgate.generation.models import CallStatus, CostSource, Job, JobImage, ProviderCall
 from creditgate.generation.tests.conftest import make_user
@@ -60,9 +60,9 @@ def tries(job: Job) -> list[tuple]:
 def test_a_scripted_run_is_recorded_try_by_try_and_adds_up(env):
     sandbox = env
     user = make_user(credits=2000)
-    images = lambda tier, n: lambda: services.job_create_images(user=user, prompt=f"{tier} foxes", tier=tier,  # noqa: E731
+    images = lambda tier, n: lambda: intake.job_create_images(user=user, prompt=f"{tier} foxes", tier=tier,  # noqa: E731
                                                                 count=n)
-    text = lambda: services.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=200)  # noqa: E731
+    text = lambda: intake.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=200)  # noqa: E731
 
     # --- Scripted failures, one job at a time --------------------------------------------------
     basic = run(sandbox, images("basic", 2), fail=(2, "server_error"))
@@ -86,8 +86,8 @@ def test_a_scripted_run_is_recorded_try_by_try_and_adds_up(env):
     assert quota.calls.get(status="succeeded").model_name == backup.model_name and quota.status == "succeeded"
     no_cost = run(sandbox, images("basic", 1), runware_cost=False)  # Runware without its cost: the catalog's
     sandbox.configure(runware_cost=True)
-    article = run(sandbox, lambda: services.job_create_article(user=user, prompt="Foxes", tier="premium", image_count=2,
-                                                      max_tokens=150))
+    article = run(sandbox, lambda: intake.job_create_article(user=user, prompt="Foxes", tier="premium",
+                                                             image_count=2, max_tokens=150))
     assert article.status == "succeeded"
 
     # --- Random failures ---------------------------------------------------------------------

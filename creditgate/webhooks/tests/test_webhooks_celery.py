@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from creditgate.generation import services as generation_services
+from creditgate.generation import intake
 from creditgate.generation.tests.test_crash_points import CeleryWorker, celery_env  # noqa: F401 - a fixture
 from creditgate.webhooks import services
 from creditgate.webhooks.models import DeliveryStatus, WebhookDelivery
@@ -27,7 +27,7 @@ def test_a_celery_worker_delivers_and_retries_with_the_same_event_id(celery_env,
     celery_env.append(worker)
     endpoint, secret = services.endpoint_create(actor=owner, url=receiver.url)
     receiver.plan = [500, 502, 500]
-    job, _ = generation_services.job_create_images(user=member_of(owner, "writer"), prompt="foxes", tier="basic",
+    job, _ = intake.job_create_images(user=member_of(owner, "writer"), prompt="foxes", tier="basic",
                                                    count=1)
     requests = receiver.wait_for(4, timeout=60)
     deadline = time.monotonic() + 20

@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from creditgate.credits import services as credits_services
 from creditgate.web import services
 
 DEMO_USERNAME = "demo"
@@ -28,7 +29,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, port: int, no_serve: bool, credits: int, **options):
         call_command("migrate", interactive=False, verbosity=0)
-        demo = services.demo_user_ensure(username=DEMO_USERNAME, password=DEMO_PASSWORD, credits=credits)
+        user, _ = services.demo_login_ensure(username=DEMO_USERNAME, password=DEMO_PASSWORD)
+        granted_now, available = credits_services.credits_grant_first(user=user, amount=credits, reason="demo grant")
 
         sandbox_line = "off (CREDITGATE_SANDBOX is false: providers need real keys)"
         if settings.CREDITGATE_SANDBOX:
@@ -37,13 +39,12 @@ class Command(BaseCommand):
                 sandbox_line = self._start_sandbox()
 
         url = f"http://127.0.0.1:{port}/"
-        granted = (f"granted {demo.credits_granted} credits now" if demo.credits_granted
-                   else "already granted earlier")
+        granted = f"granted {granted_now} credits now" if granted_now else "already granted earlier"
         self.stdout.write(self.style.SUCCESS("creditgate demo is ready."))
         self.stdout.write(f"  Open:      {url}")
         self.stdout.write(f"  Username:  {DEMO_USERNAME}")
         self.stdout.write(f"  Password:  {DEMO_PASSWORD}")
-        self.stdout.write(f"  Credits:   {demo.available} available ({granted})")
+        self.stdout.write(f"  Credits:   {available} available ({granted})")
         self.stdout.write(f"  Sandbox:   {sandbox_line}")
         self.stdout.write(f"  Admin:     {url}admin/ (create a login with: manage.py createsuperuser)")
         if no_serve:

@@ -695,6 +695,13 @@
       img.decoding = "async";
       link.appendChild(img);
       li.appendChild(link);
+      if (image.model) {
+        var made = document.createElement("small");
+        made.className = "image-model";
+        made.textContent = image.model;
+        made.title = "The model that made this image";
+        li.appendChild(made);
+      }
       grid.appendChild(li);
     });
   }

@@ -1,0 +1,468 @@
+"""The request layer of a paid generation: what a request may say, what it costs, and how it
+becomes a job (the create half of the charge path; services.py runs and settles the job).
+
+One place for a request's rules. The request definitions below are DRF serializers that carry
+every input rule (the tier enum, the count range, the prompt's length and its visible character,
+the article's image count, the max_tokens range), and drf-spectacular generates the OpenAPI schema
+from these same declarations, so the schema and the checks cannot drift apart. The bounds an admin
+sets (images per request, images per article, the text model's output limit) are read from the
+catalog's routing when a definition is instantiated: a request is checked, and the schema is
+declared, against the settings of that moment. `quote` prices checked input with credits.pricing;
+the estimate endpoint and the three generation endpoints (and so the page) all go through
+`estimate` / `job_create`, so an estimate equals the hold of the job it describes.
+
+Creating a job (`job_create`):
+1. Replays first. A request carrying an Idempotency-Key this account already had accepted gets
+   that job back (a 409 when its body differs) before anything that could refuse it: the rate
+   limit, the balance, even validation (the admin may have deactivated the tier since). So the
+   fingerprint is a hash of the body as sent, not of the cleaned input.
+2. Check and quote the request (400, 422); resolve the webhook endpoint it names (400).
+3. One transaction: the hold (402 when short), the rate limit (429), the job row. After the
+   commit the job is handed to its runner. Whatever is refused writes nothing and counts nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import math
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, RegexValidator
+from django.db import DatabaseError, IntegrityError, models, transaction
+from django.utils import timezone
+from drf_spectacular.utils import extend_schema_serializer
+from rest_framework import serializers
+from rest_framework.fields import empty
+
+from creditgate.catalog import selectors as catalog_selectors
+from creditgate.catalog.models import (
+    AIModelConfig,
+    GlobalIntegrationSettings,
+    QualityTier,
+)
+from creditgate.core.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    RateLimited,
+    TierUnavailable,
+)
+from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
+from creditgate.credits import pricing
+from creditgate.credits import services as credits_services
+from creditgate.credits.models import ApiKey
+from creditgate.generation import dispatch
+from creditgate.generation.models import Job, JobKind, JobStatus
+from creditgate.webhooks import services as webhook_services
+
+logger = logging.getLogger(__name__)
+
+# Runware documents positivePrompt up to 2000 characters, the tightest of our providers; the
+# style we append must fit too.
+IMAGE_PROMPT_MAX_CHARS = 1800
+TEXT_PROMPT_MAX_CHARS = 20000
+IDEMPOTENCY_KEY_MAX_CHARS = 255
+
+
+# --- The request definitions -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The admin-set bounds of a request, from the catalog's routing."""
+
+    images_per_request: int
+    images_per_article: int
+    max_tokens: int | None  # the text model's output limit; None when no text model can be served
+
+    @classmethod
+    def of(cls, routing: catalog_selectors.Routing) -> Limits:
+        gs, model = routing.settings, routing.text_model
+        return cls(images_per_request=gs.max_images_per_request, images_per_article=gs.max_in_article_images,
+                   max_tokens=(model.max_output_tokens or gs.default_max_tokens) if model else None)
+
+
+def _default(name: str):
+    field = GlobalIntegrationSettings._meta.get_field(name)
+    assert isinstance(field, models.Field)  # a column, not a relation
+    return field.default
+
+
+# The settings' own defaults: what the schema declares when it is exported with no database.
+_OFFLINE_LIMITS = Limits(images_per_request=_default("max_images_per_request"),
+                         images_per_article=_default("max_in_article_images"), max_tokens=None)
+
+
+def _limits(context: Mapping[str, Any]) -> Limits:
+    routing = context.get("routing")
+    if routing is not None:  # a request: checked against the routing it is priced with
+        return Limits.of(routing)
+    # The schema (drf-spectacular instantiates the definitions with no context): the current
+    # settings, or their defaults for an export with no database (RuntimeError: a test's
+    # blocked database access).
+    try:
+        return Limits.of(catalog_selectors.routing_get())
+    except (DatabaseError, RuntimeError):
+        return _OFFLINE_LIMITS
+
+
+# A prompt needs a visible character, and no NUL (DRF refuses those too; declared here so the
+# schema says so).
+_VISIBLE = RegexValidator(r"^[^\x00]*[^\s\x00][^\x00]*$", message="This field may not be blank.")
+
+
+class PromptField(StrictCharField):
+    """Text with a visible character and at most `max_length` characters as sent (the schema's
+    maxLength means what it says); stored without its surrounding whitespace."""
+
+    def __init__(self, **kwargs):
+        super().__init__(trim_whitespace=False, validators=[_VISIBLE], **kwargs)
+
+    def run_validation(self, data=empty):
+        value = super().run_validation(data)
+        return value.strip() if isinstance(value, str) else value
+
+
+class TierField(serializers.ChoiceField):
+    default_error_messages = {
+        "invalid_choice": "Must be one of " + ", ".join(QualityTier.values) + "."}
+
+    def __init__(self, **kwargs):
+        super().__init__(choices=QualityTier.choices, **kwargs)
+
+
+class RequestDefinition(serializers.Serializer):
+    # A request's fields; `maximum` names the fields whose upper bound is an admin setting (a
+    # `Limits` attribute), applied when the definition is instantiated. (No docstring: the
+    # schema would show it as every request's description.)
+
+    maximum: ClassVar[dict[str, str]] = {}
+
+    def get_fields(self):
+        fields = super().get_fields()
+        limits = _limits(self.context)
+        for name, limit in self.maximum.items():
+            high = getattr(limits, limit)
+            if high is not None:
+                field = fields[name]  # this instance's own copy: bound it here
+                assert isinstance(field, serializers.IntegerField)
+                field.max_value = high  # what the schema declares
+                field.validators.append(MaxValueValidator(
+                    high, message=field.error_messages["max_value"].format(max_value=high)))
+        return fields
+
+
+_MAX_TOKENS_HELP = ("Completion tokens the text may use; default: the settings' default, at most the text "
+                    "model's limit. The hold covers the prompt and this many tokens; the charge is what was used.")
+
+
+@extend_schema_serializer(component_name="ImageGenerationRequest")
+class ImagesRequest(RequestDefinition):
+    """`count` images of a quality tier; the tier's model and price are the catalog's."""
+
+    prompt = PromptField(max_length=IMAGE_PROMPT_MAX_CHARS)
+    tier = TierField()
+    count = StrictIntegerField(min_value=1)
+    maximum: ClassVar[dict[str, str]] = {"count": "images_per_request"}
+
+
+@extend_schema_serializer(component_name="TextGenerationRequest")
+class TextRequest(RequestDefinition):
+    """A text by the default text model."""
+
+    prompt = PromptField(max_length=TEXT_PROMPT_MAX_CHARS)
+    max_tokens = StrictIntegerField(min_value=1, required=False, allow_null=True, help_text=_MAX_TOKENS_HELP)
+    maximum: ClassVar[dict[str, str]] = {"max_tokens": "max_tokens"}
+
+
+@extend_schema_serializer(component_name="ArticleGenerationRequest")
+class ArticleRequest(RequestDefinition):
+    """A text plus `image_count` images of a tier in the global style, charged as the sum of both."""
+
+    prompt = PromptField(max_length=IMAGE_PROMPT_MAX_CHARS)
+    tier = TierField(help_text="The tier of the article's images (required even with no images).")
+    image_count = StrictIntegerField(min_value=0, required=False, allow_null=True,
+                                     help_text="Default: the most images an article may have.")
+    max_tokens = StrictIntegerField(min_value=1, required=False, allow_null=True, help_text=_MAX_TOKENS_HELP)
+    maximum: ClassVar[dict[str, str]] = {"image_count": "images_per_article", "max_tokens": "max_tokens"}
+
+
+@extend_schema_serializer(component_name="ImageEstimateRequest")
+class ImagesEstimateRequest(RequestDefinition):
+    """As ImageGenerationRequest, without the prompt (images cost the same whatever they show)."""
+
+    kind = serializers.ChoiceField(choices=[JobKind.IMAGE.value])
+    tier = TierField()
+    count = StrictIntegerField(min_value=1)
+    maximum: ClassVar[dict[str, str]] = ImagesRequest.maximum
+
+
+@extend_schema_serializer(component_name="TextEstimateRequest")
+class TextEstimateRequest(TextRequest):
+    """As TextGenerationRequest."""
+
+    kind = serializers.ChoiceField(choices=[JobKind.TEXT.value])
+
+
+@extend_schema_serializer(component_name="ArticleEstimateRequest")
+class ArticleEstimateRequest(ArticleRequest):
+    """As ArticleGenerationRequest."""
+
+    kind = serializers.ChoiceField(choices=[JobKind.ARTICLE.value])
+
+
+# By kind, as plain strings (they end up in the schema).
+REQUESTS: dict[str, type[RequestDefinition]] = {
+    JobKind.IMAGE.value: ImagesRequest, JobKind.TEXT.value: TextRequest, JobKind.ARTICLE.value: ArticleRequest}
+ESTIMATE_REQUESTS: dict[str, type[RequestDefinition]] = {
+    JobKind.IMAGE.value: ImagesEstimateRequest, JobKind.TEXT.value: TextEstimateRequest,
+    JobKind.ARTICLE.value: ArticleEstimateRequest}
+
+
+def request_check(definition: type[RequestDefinition], body: Any, *,
+                  routing: catalog_selectors.Routing) -> dict:
+    """The body checked against its definition: the cleaned input, or a 400 naming every field."""
+    serializer = definition(data=body, context={"routing": routing})
+    if not serializer.is_valid():
+        details = {name: [str(m) for m in (msgs if isinstance(msgs, list) else [msgs])]
+                   for name, msgs in serializer.errors.items()}
+        raise InvalidRequest(f"Invalid input: {', '.join(sorted(details))}.", details=details)
+    return dict(serializer.validated_data)
+
+
+# --- Quotes: what a request would hold, priced by the one pricing module -----------------------
+
+
+@dataclass(frozen=True)
+class Quote:
+    kind: str
+    price: pricing.Price  # what the job holds: the most it can cost
+    request: dict  # the checked input with its defaults filled in (max_tokens, image_count)
+    job_fields: dict  # the job's columns: the input and the snapshot of the models it is priced by
+    image_model: AIModelConfig | None = None
+    text_model: AIModelConfig | None = None
+
+
+def quote(kind: str, data: dict, *, routing: catalog_selectors.Routing) -> Quote:
+    """Price checked input (`request_check`): the models that serve it and what it holds. A tier
+    (or text) that nothing can serve right now is a 422."""
+    gs = routing.settings
+    if kind == JobKind.IMAGE:
+        model = _image_model(routing, data["tier"])
+        request = {"prompt": data.get("prompt", ""), "tier": data["tier"], "count": data["count"]}
+        return Quote(kind, pricing.price_images(model=model, count=data["count"]), request,
+                     dict(kind=kind, prompt=request["prompt"], tier=data["tier"], image_count=data["count"],
+                          **_image_snapshot(model, style=gs.image_style)), image_model=model)
+    text_model = routing.text_model
+    if text_model is None:
+        raise TierUnavailable("Text generation is not available right now.", details={"kind": "text"})
+    max_tokens = data.get("max_tokens")
+    if max_tokens is None:
+        max_tokens = min(gs.default_max_tokens, text_model.max_output_tokens or gs.default_max_tokens)
+    text_price = pricing.price_text_max(model=text_model, prompt=data["prompt"], max_tokens=max_tokens)
+    text_fields = dict(prompt=data["prompt"], max_tokens=max_tokens,
+                       **_text_snapshot(text_model, temperature=gs.temperature))
+    if kind == JobKind.TEXT:
+        return Quote(kind, text_price, {"prompt": data["prompt"], "max_tokens": max_tokens},
+                     dict(kind=kind, **text_fields), text_model=text_model)
+    image_count = data.get("image_count")
+    if image_count is None:
+        image_count = gs.max_in_article_images
+    parts, image_fields, image_model = [text_price], {}, None
+    if image_count:
+        image_model = _image_model(routing, data["tier"])
+        parts.append(pricing.price_images(model=image_model, count=image_count))
+        image_fields = _image_snapshot(image_model, style=gs.image_style)
+    request = {"prompt": data["prompt"], "tier": data["tier"], "image_count": image_count, "max_tokens": max_tokens}
+    return Quote(kind, pricing.price_total(*parts), request,
+                 dict(kind=kind, tier=data["tier"], image_count=image_count, **text_fields, **image_fields),
+                 image_model=image_model, text_model=text_model)
+
+
+def estimate(*, body: Any) -> Quote:
+    """POST /credits/estimate/: the quote of `{"kind": ..., <that kind's request>}`, checked by
+    the same definitions as the generation endpoints."""
+    kind = body.get("kind") if isinstance(body, dict) else None
+    if not isinstance(kind, str) or kind not in ESTIMATE_REQUESTS:
+        choices = ", ".join(ESTIMATE_REQUESTS)
+        raise InvalidRequest("Invalid input: kind.", details={"kind": [f"Must be one of {choices}."]})
+    routing = catalog_selectors.routing_get()
+    return quote(kind, request_check(ESTIMATE_REQUESTS[kind], body, routing=routing), routing=routing)
+
+
+def _image_model(routing: catalog_selectors.Routing, tier: str) -> AIModelConfig:
+    model = routing.image_models.get(tier)
+    if model is None:
+        raise TierUnavailable(f"The {QualityTier(tier).label} quality is not available right now.",
+                              details={"tier": tier})
+    return model
+
+
+def _image_snapshot(model: AIModelConfig, *, style: str) -> dict:
+    return {"image_model_name": model.model_name, "image_provider_id": model.provider_id,
+            "credits_per_image": model.credits_per_image, "image_style": style}
+
+
+def _text_snapshot(model: AIModelConfig, *, temperature) -> dict:
+    return {"text_model_name": model.model_name, "text_provider_id": model.provider_id,
+            "tokens_per_credit": model.tokens_per_credit,
+            "temperature": temperature if model.accepts("temperature") else None}
+
+
+# --- Creating a job: replay, check, quote, hold ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobOrigin:
+    """How a request came in, beyond its user: the API key it was made with (its monthly cap
+    applies) and the webhook endpoint it named (it hears of the job when the job is final)."""
+
+    api_key: ApiKey | None = None
+    webhook_endpoint: str | None = None
+
+
+def request_fingerprint(kind: str, body: Any) -> str:
+    """The identity of a request as sent: its kind and its body, as canonical JSON. Computed
+    from the raw body, so a replay is recognised before (and whatever) validation says."""
+    if hasattr(body, "dict"):  # a form-encoded body (QueryDict)
+        body = body.dict()
+    # The kind is the endpoint's: a "kind" in the body is no field of any generation request.
+    identity = {**body, "kind": kind} if isinstance(body, dict) else {"kind": kind, "body": body}
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def job_create(*, kind: str, user, body: Any, idempotency_key: str | None = None,
+               origin: JobOrigin | None = None) -> tuple[Job, bool]:
+    """Accept a generation request: (job, created). A replayed key returns the first job,
+    charged once (created False)."""
+    key = _idempotency_key_clean(idempotency_key)
+    fingerprint = request_fingerprint(kind, body)
+    account = credits_services.account_for_user(user=user)
+    if idempotency_key is not None:
+        replayed = _job_replayed(account, key, fingerprint)
+        if replayed is not None:
+            return replayed, False
+    routing = catalog_selectors.routing_get()
+    priced = quote(kind, request_check(REQUESTS[kind], body, routing=routing), routing=routing)
+    origin = origin or JobOrigin()
+    fields = priced.job_fields
+    if origin.webhook_endpoint is not None:
+        fields = {**fields, "webhook_endpoint": webhook_services.endpoint_for_request(
+            account=account, endpoint_id=origin.webhook_endpoint)}
+    return _job_insert(account=account, user=user, key=key, fingerprint=fingerprint, price=priced.price,
+                       fields=fields, api_key=origin.api_key)
+
+
+def job_create_images(*, user, prompt, tier, count, idempotency_key: str | None = None,
+                      origin: JobOrigin | None = None) -> tuple[Job, bool]:
+    return job_create(kind=JobKind.IMAGE, user=user, body={"prompt": prompt, "tier": tier, "count": count},
+                      idempotency_key=idempotency_key, origin=origin)
+
+
+def job_create_text(*, user, prompt, max_tokens: int | None = None, idempotency_key: str | None = None,
+                    origin: JobOrigin | None = None) -> tuple[Job, bool]:
+    return job_create(kind=JobKind.TEXT, user=user, body=_given(prompt=prompt, max_tokens=max_tokens),
+                      idempotency_key=idempotency_key, origin=origin)
+
+
+def job_create_article(*, user, prompt, tier, image_count: int | None = None, max_tokens: int | None = None,
+                       idempotency_key: str | None = None, origin: JobOrigin | None = None) -> tuple[Job, bool]:
+    """An article: a text plus up to `max_in_article_images` images of a tier in the global style."""
+    return job_create(kind=JobKind.ARTICLE, user=user,
+                      body=_given(prompt=prompt, tier=tier, image_count=image_count, max_tokens=max_tokens),
+                      idempotency_key=idempotency_key, origin=origin)
+
+
+def _given(**fields) -> dict:
+    """A body with only the optional fields the caller gave (as a client would send it)."""
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _job_replayed(account, key: str, fingerprint: str) -> Job | None:
+    job = Job.objects.filter(account=account, idempotency_key=key).prefetch_related("images").first()
+    if job is not None and job.request_fingerprint != fingerprint:
+        raise IdempotencyConflict()
+    return job
+
+
+def _job_insert(*, account, user, key: str, fingerprint: str, price: pricing.Price, fields: dict,
+                api_key: ApiKey | None) -> tuple[Job, bool]:
+    """Hold the job's price, check the rate limit and create the job in one transaction."""
+    now = timezone.now()
+    job = Job(account=account, user=user, idempotency_key=key, request_fingerprint=fingerprint,
+              credits_held=price.credits, created_at=now, run_after=now, dispatched_at=now, **fields)
+    try:
+        with transaction.atomic():
+            # The hold first, keyed by the job's key: a replay that raced the first request is
+            # recognised by the hold's unique key (once the first committed), with no read before
+            # the write; a new job is then inserted once, already pointing at its hold.
+            hold, created = credits_services.hold_place(
+                account=account, amount=price.credits, idempotency_key=f"job:{key}",
+                fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate, expires=False,
+                user=user, api_key=api_key)
+            if created:
+                _rate_check(account)
+                job.hold = hold
+                job.save(force_insert=True)
+                transaction.on_commit(lambda: _job_hand_over(job.id))
+    except IntegrityError:  # the job's own unique key: a job whose hold had another key
+        if not Job.objects.filter(account=account, idempotency_key=key).exists():
+            raise
+        created = False
+    if created:
+        return job, True
+    existing = Job.objects.get(account=account, idempotency_key=key)
+    if existing.request_fingerprint != fingerprint:
+        raise IdempotencyConflict()
+    return existing, False
+
+
+def _rate_check(account) -> None:
+    """At most CREDITGATE_GENERATION_RATE jobs per account and period: a 429 saying when the
+    next one may start.
+
+    Exact across processes because it runs under the account row's lock: hold_place's
+    conditional UPDATE of that row (which every job's hold makes) locks it until this transaction
+    ends, so the accepting transactions of one account run one at a time and each counts the jobs
+    its predecessors committed (PostgreSQL's READ COMMITTED gives every statement a fresh
+    snapshot; SQLite's IMMEDIATE transactions serialize writers outright). Why this and not a
+    Redis counter: the lock is already taken, so exactness costs one indexed query and no
+    extra infrastructure (the embedded default has no Redis), and a request refused later in
+    the same transaction (a cap, a failure) rolls its admission back with it, where a counter
+    would need a compensating decrement. Counted from the jobs themselves, so a refused or
+    replayed request never counts.
+    """
+    limit, seconds = settings.CREDITGATE_GENERATION_RATE
+    now = timezone.now()
+    nth_newest = (Job.objects.filter(account=account, created_at__gt=now - dt.timedelta(seconds=seconds))
+                  .order_by("-created_at").values_list("created_at", flat=True)[limit - 1:limit].first())
+    if nth_newest is not None:
+        wait = (nth_newest + dt.timedelta(seconds=seconds) - now).total_seconds()
+        raise RateLimited(retry_after=max(1, math.ceil(wait)))
+
+
+def _job_hand_over(job_id) -> None:
+    """After the job's commit: hand it to its runner. If that fails (the broker is down), the job
+    is still durable and accepted: it stays owed to the queue (the outbox) and the sweep hands it
+    over once the broker answers."""
+    if dispatch.enqueue(job_id):
+        return
+    try:
+        Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(dispatched_at=None)
+    except DatabaseError:  # the sweep's re-dispatch of stale hand-offs still finds it
+        logger.warning("job %s: could not mark its hand-off as owed", job_id, exc_info=True)
+
+
+def _idempotency_key_clean(key: str | None) -> str:
+    if key is None:
+        return f"auto-{uuid.uuid4()}"  # no key given: no replay protection was asked for
+    if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX_CHARS) or not key.isprintable() or key.startswith("auto-"):
+        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable characters.",
+                             details={"Idempotency-Key": ["Invalid idempotency key."]})
+    return key
