@@ -114,7 +114,10 @@ def wrk_rate(url: str, seconds: float, headers: list[str], script: str | None = 
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"{url}: {errors.group(1)} error responses\n{out}")
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if rate is None:
+        raise SystemExit(f"{url}: no Requests/sec in wrk's output\n{out}")
+    return float(rate.group(1))
 
 
 def request_overhead(env: dict, rounds: int, seconds: float, workers: int) -> float:

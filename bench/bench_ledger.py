@@ -140,7 +140,7 @@ def measure(target, args_for, workers: int, seconds: float) -> tuple[float, dict
     results = [out.get(timeout=seconds + 60) for _ in procs]
     for p in procs:
         p.join()
-    done = {}
+    done: dict[int, int] = {}
     for row, count, _ in results:
         done[row] = done.get(row, 0) + count
     return sum(done.values()) / seconds, done, sum(r[2] for r in results)

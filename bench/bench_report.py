@@ -95,9 +95,12 @@ def seed(*, calls: int, days: int = 365, end: dt.date | None = None, users: int 
     rng = random.Random(seed)
     end = end or dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
     # The catalog's tiers and default text model (servable or not: no provider is called here).
-    models = {m.quality_tier: m for m in AIModelConfig.objects.filter(model_type="image", is_active=True,
-                                                                       quality_tier__isnull=False)}
+    # By tier name (quality_tier_id): keyed by the ImageTier rows, models.get("basic") found nothing.
+    models = {m.quality_tier_id: m for m in AIModelConfig.objects.filter(model_type="image", is_active=True,
+                                                                          quality_tier__isnull=False)}
     text_model = AIModelConfig.objects.get(model_type="text", is_default=True)
+    text_rate = text_model.tokens_per_credit
+    assert text_rate is not None, "the default text model has a price"
     owners = []
     for n in range(users):
         user = get_user_model().objects.create_user(username=f"bench-{seed}-{n}")
@@ -189,7 +192,7 @@ def seed(*, calls: int, days: int = 365, end: dt.date | None = None, users: int 
                 call(job, "text", text_model, 1, ok=False, try_number=1, first=None, delivered=0, latency=150,
                      cost=Decimal(0), source=CostSource.NONE, at=at,
                      error="content_refused" if outcome == "refused" else "provider_unavailable")
-            charge = delivered * (job.credits_per_image or 0) + (-(-text_tokens // job.tokens_per_credit)
+            charge = delivered * (job.credits_per_image or 0) + (-(-text_tokens // text_rate)
                                                                  if text_tokens else 0)
             wanted = n if model else 0
             job.total_tokens = text_tokens
@@ -201,6 +204,7 @@ def seed(*, calls: int, days: int = 365, end: dt.date | None = None, users: int 
                               "content_refused" if outcome == "refused" else "provider_unavailable")
             batch["jobs"].append(job)
             for index in range(delivered):
+                assert model is not None and delivering is not None  # only a job with a model delivers
                 batch["images"].append(JobImage(job_id=job.id, call_id=delivering.id, model_name=model.model_name,
                                                 index=index, file=f"jobs/{job.id}/{index}.png"))
         if day_index % 10 == 9 or day_index == days - 1:
@@ -250,8 +254,8 @@ def main() -> None:
             cursor.execute("ANALYZE")
 
     end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
-    year = dict(start=end - dt.timedelta(days=364), end=end)
-    since = dt.datetime.combine(year["start"], dt.time(), tzinfo=dt.UTC)
+    year_start = end - dt.timedelta(days=364)
+    since = dt.datetime.combine(year_start, dt.time(), tzinfo=dt.UTC)
 
     def count():
         return ProviderCall.objects.count()
@@ -265,10 +269,11 @@ def main() -> None:
     print(f"baselines: COUNT(*) over the calls {base_count * 1000:.1f} ms; "
           f"one pass (cost per day over the year) {base_pass * 1000:.0f} ms")
     today = end + dt.timedelta(days=1)
-    shapes = [("a year by day", ReportFilter(**year)), ("a year by week", ReportFilter(**year, group="week")),
+    shapes = [("a year by day", ReportFilter(start=year_start, end=end)),
+              ("a year by week", ReportFilter(start=year_start, end=end, group="week")),
               ("the last 30 days by day", ReportFilter(start=end - dt.timedelta(days=29), end=end)),
-              ("a year of premium by week", ReportFilter(**year, group="week", usage="premium")),
-              ("a year to today by week", ReportFilter(start=year["start"], end=today, group="week"))]
+              ("a year of premium by week", ReportFilter(start=year_start, end=end, group="week", usage="premium")),
+              ("a year to today by week", ReportFilter(start=year_start, end=today, group="week"))]
 
     def measure(title: str) -> None:
         print(f"{title}\n{'report':<28} {'median':>9} {'x COUNT':>9} {'x one pass':>11} {'queries':>8}")

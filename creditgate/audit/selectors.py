@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import Q, QuerySet
+from django.db.models import Model, Q, QuerySet
 
 from creditgate.audit.models import ConfigChange
 from creditgate.catalog.models import AIModelConfig, ImageTier, QualityTier
@@ -17,6 +18,15 @@ RATE_PRICE_FIELDS = ("credits_per_image", "tokens_per_credit")
 
 def config_changes_list() -> QuerySet[ConfigChange]:
     return ConfigChange.objects.select_related("actor", "object_type").order_by("-changed_at", "-id")
+
+
+class HistoricalVersion(Protocol):
+    """What we read of a simple_history version row (the package ships no types)."""
+
+    history_id: int
+    history_date: dt.datetime
+    history_user: Any  # the user who saved it, or None (a command, a shell, the baseline)
+    history_change_reason: str | None
 
 
 @dataclass(frozen=True)
@@ -31,11 +41,11 @@ class RateOrigin:
     model_name: str
     field: str
     price: int
-    in_force: object | None
-    introduced_by: object | None
+    in_force: HistoricalVersion | None
+    introduced_by: HistoricalVersion | None
     change: ConfigChange | None
     # Where the price lives: the model's row (tokens per credit), or its tier's (credits per image).
-    tracked_model: type = AIModelConfig
+    tracked_model: type[Model] = AIModelConfig
     tier: str | None = None
 
     @property
@@ -82,7 +92,7 @@ def rate_origins(*, rate: dict | None, at: dt.datetime) -> list[RateOrigin]:
             # An image's price is its tier's: the tier the model was in then, as it was then.
             tier = model_version.quality_tier_id if model_version is not None else None
             versions_of = ImageTier.history.filter(tier=tier) if tier else ImageTier.history.none()
-            tracked = ImageTier
+            tracked: type[AIModelConfig] | type[ImageTier] = ImageTier
         else:
             tier, tracked = None, AIModelConfig
             versions_of = AIModelConfig.history.filter(id=model_version.id) if model_version else None

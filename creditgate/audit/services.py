@@ -6,7 +6,7 @@ import datetime as dt
 import decimal
 
 from django.contrib.contenttypes.models import ContentType
-from django.db.models import AutoField, Model
+from django.db.models import AutoField, Field, Model
 from django.utils.text import capfirst
 
 from creditgate.audit.models import ChangeAction, ConfigChange
@@ -44,6 +44,7 @@ def config_change_record(*, version, instance: Model) -> ConfigChange | None:
             delta = version.diff_against(previous, foreign_keys_are_objs=False)
             for change in delta.changes:
                 field = model._meta.get_field(change.field)
+                assert isinstance(field, Field)  # a version tracks the model's own columns, not relations
                 changes.append({"field": field.name, "label": capfirst(field.verbose_name),
                                 "old": _plain(change.old), "new": _plain(change.new)})
     key_change = getattr(version, "api_key_change", "")

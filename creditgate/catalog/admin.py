@@ -70,9 +70,10 @@ def _lifecycle_label(model: AIModelConfig):
     return format_html(_FLAG, f"retiring {lifecycle.shutdown_on or '(no date)'}")
 
 
-class _RefuseIntegrityErrorsMixin:
+class _RefuseIntegrityErrorsMixin(admin.ModelAdmin):
     """Model validation catches every constraint before saving; a race between two admins can
-    still reach the database. That is a message, not a 500."""
+    still reach the database. That is a message, not a 500. (Mixed in before SimpleHistoryAdmin,
+    itself a ModelAdmin.)"""
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         try:
@@ -198,11 +199,12 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
 
     @admin.display(description="Tier price")
     def tier_price(self, obj: AIModelConfig):
-        if obj.quality_tier_id is None:
+        tier = obj.quality_tier
+        if tier is None:
             return "—"
         url = reverse("admin:catalog_imagetier_change", args=[obj.quality_tier_id])
         return format_html('{} credits per image (<a href="{}">change the {} tier\'s price</a>)',
-                           obj.quality_tier.credits_per_image, url, obj.quality_tier)
+                           tier.credits_per_image, url, tier)
 
     @admin.display(description="Credits")
     def credits(self, obj: AIModelConfig) -> str:
@@ -241,6 +243,7 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
                 what = (f"{model} ({model.model_name}), a model of the {model.quality_tier} tier,"
                         if model.quality_tier else
                         f"The {model.get_model_type_display().lower()} model {model} ({model.model_name})")
+                assert model.retires_on is not None  # models_retiring: models with a retirement date
                 when = ("has retired" if model.retires_on <= today
                         else f"retires in {(model.retires_on - today).days} days")
                 self.message_user(request, f"{what[0].upper()}{what[1:]} {when} ({model.retires_on}).",
@@ -334,7 +337,8 @@ class ProviderForm(forms.ModelForm):
             raise ValidationError(exc.message) from None
 
     def clean(self):
-        cleaned = super().clean()
+        super().clean()
+        cleaned = self.cleaned_data  # what ModelForm.clean returns
         if cleaned.get("new_api_key") and cleaned.get("clear_api_key"):
             raise ValidationError("Either enter a new key or clear the stored one, not both.")
         if cleaned.get("new_signing_secret") and cleaned.get("clear_signing_secret"):

@@ -151,10 +151,10 @@ def _field_errors(detail) -> dict:
 
 def api_exception_handler(exc, context):
     if isinstance(exc, ApplicationError):
-        response = Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+        refused = Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
         if isinstance(exc, (RateLimited, ServiceUnavailable)):
-            response["Retry-After"] = str(exc.details["retry_after"])
-        return response
+            refused["Retry-After"] = str(exc.details["retry_after"])
+        return refused
 
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
@@ -186,7 +186,7 @@ def api_exception_handler(exc, context):
     elif isinstance(exc, exceptions.ParseError):
         response.data = error_body("invalid_request", "The request body is not valid JSON.")
     elif isinstance(exc, exceptions.Throttled):
-        wait = int(exc.wait or 1)
+        wait = int(exc.wait or 1)  # type: ignore[attr-defined]  # stub bug: Throttled.__init__ sets .wait
         response.data = error_body("rate_limited", f"Too many requests; try again in {wait} seconds.",
                                    {"retry_after": wait})
     else:

@@ -76,7 +76,8 @@ def _broker_connection(timeout: float):
 
     connection = app.connection_for_write()
     try:
-        connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)
+        # kombu annotates timeout as int, but uses it as seconds (time() + timeout): a float is fine
+        connection.ensure_connection(max_retries=1, interval_start=0, timeout=timeout)  # type: ignore[arg-type]
     except Exception as exc:  # kombu wraps each transport's errors differently
         connection.release()
         raise ServiceUnavailable("cannot connect to the broker") from exc

@@ -102,7 +102,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     def rate_origin(self, entry: LedgerEntry):
         """Each catalog rate in the entry's snapshot, linked to the history version that set it."""
         # A job's entries are priced when its hold is placed: the capture charges the rate held.
-        priced_at = entry.hold.created_at if entry.hold_id else entry.created_at
+        priced_at = entry.hold.created_at if entry.hold is not None else entry.created_at
         origins = audit_selectors.rate_origins(rate=entry.rate, at=priced_at)
         if not origins:
             return "—"
@@ -122,8 +122,10 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
                 how = f"{version.history_change_reason} ({when})"
             else:
                 how = f"set on {when} by a command or shell"
+            object_id = origin.object_id
+            assert object_id is not None  # it is introduced_by's
             url = version_url(object_type=ContentType.objects.get_for_model(origin.tracked_model),
-                              object_id=origin.object_id, history_id=version.history_id)
+                              object_id=object_id, history_id=version.history_id)
             lines.append(format_html('{}, {}: <a href="{}">version #{}</a>', rate, how, url, version.history_id))
         return format_html_join(mark_safe("<br>"), "{}", ((line,) for line in lines))
 

@@ -8,6 +8,7 @@ plain data, which the ledger stores with its entries: a later price change never
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from creditgate.catalog.models import AIModelConfig
 from creditgate.core.errors import InvalidRequest
@@ -18,6 +19,17 @@ from creditgate.core.errors import InvalidRequest
 # has bytes. Tokenizers do wrap the prompt in a few framing tokens per message (role markers),
 # which is what the constant covers.
 PROMPT_FRAMING_TOKENS = 16
+
+
+class Rates(Protocol):
+    """What prices a model: a catalog row (AIModelConfig), or the rates a job was held at."""
+
+    @property
+    def model_name(self) -> str: ...
+    @property
+    def credits_per_image(self) -> int | None: ...
+    @property
+    def tokens_per_credit(self) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -33,7 +45,7 @@ def _require_count(value, *, name: str, low: int) -> int:
     return value
 
 
-def price_images(*, model: AIModelConfig, count: int) -> Price:
+def price_images(*, model: Rates, count: int) -> Price:
     """credits_per_image of the tier's model × count."""
     count = _require_count(count, name="count", low=0)
     if not model.credits_per_image:
@@ -42,7 +54,7 @@ def price_images(*, model: AIModelConfig, count: int) -> Price:
                  rate={"model": model.model_name, "credits_per_image": model.credits_per_image, "count": count})
 
 
-def price_text_tokens(*, model: AIModelConfig, total_tokens: int) -> Price:
+def price_text_tokens(*, model: Rates, total_tokens: int) -> Price:
     """ceil(total_tokens / tokens_per_credit); no tokens cost nothing."""
     total_tokens = _require_count(total_tokens, name="total_tokens", low=0)
     if not model.tokens_per_credit:

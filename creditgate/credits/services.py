@@ -54,7 +54,7 @@ import psycopg
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, OuterRef, Subquery, Value, When
+from django.db.models import Case, OuterRef, QuerySet, Subquery, Value, When
 from django.utils import timezone
 from rest_framework_api_key.crypto import KeyGenerator
 
@@ -550,9 +550,11 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
             after = _execute(_HOLD_COUNTERS_MOVE_SQL, [-amount, amount, hold.account_id, -amount])
             if after is not None:
                 rate_db, now_db = _db(_RATE, rate), _db(_WHEN, now)
-                hold.pk = _execute(_HOLD_INSERT_SQL, [
+                inserted = _execute(_HOLD_INSERT_SQL, [
                     hold.account_id, amount, HoldState.ACTIVE, idempotency_key, fingerprint, hold.reference, rate_db,
-                    now_db, _db(_WHEN, hold.expires_at), hold.user_id, hold.api_key_id, hold.spend_month])[0]
+                    now_db, _db(_WHEN, hold.expires_at), hold.user_id, hold.api_key_id, hold.spend_month])
+                assert inserted is not None  # INSERT ... RETURNING always returns its row
+                hold.pk = inserted[0]
                 try:
                     _spending_hold(hold)  # the member's (and the key's) monthly cap
                 except _OverCap as over:  # the 402 is read now; raising it rolls all of the hold back
@@ -578,7 +580,9 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
                               .values("pk")[:1]))
             .values_list("available", "shortfall", "replayed").first() or (0, 0, None))
         if replayed:
-            return _hold_replayed(account=account, idempotency_key=idempotency_key, fingerprint=fingerprint), False
+            existing = _hold_replayed(account=account, idempotency_key=idempotency_key, fingerprint=fingerprint)
+            assert existing is not None  # the query above just found it, and holds are never deleted
+            return existing, False
         metrics.holds.labels("refused").inc()
         if shortfall:
             raise ShortfallOwed(shortfall=shortfall, available=available)
@@ -734,18 +738,24 @@ def _cap_exceeded(over: _OverCap, hold: Hold) -> MemberCapExceeded | ApiKeyCapEx
     """The 402 of a refused hold, with the numbers as they are: read inside the hold's transaction
     before it rolls back (still usable: a cap refuses by a conditional UPDATE that matched no row,
     not by a database error), from the spending row and the cap that refusal left unchanged."""
+    month = hold.spend_month
+    # Caps apply only to a member's hold, which always has its spending month (_spending_hold).
+    assert hold.user_id is not None and month is not None
+    row: QuerySet[ApiKeySpend] | QuerySet[MemberSpend]
+    error: type[ApiKeyCapExceeded] | type[MemberCapExceeded]
     if over.whose == "api_key":
+        assert hold.api_key_id is not None  # only a hold made with a key meets the key's cap
         cap = ApiKey.objects.filter(pk=hold.api_key_id).values_list("monthly_cap", flat=True).first()
-        row = ApiKeySpend.objects.filter(api_key_id=hold.api_key_id, month=hold.spend_month)
+        row = ApiKeySpend.objects.filter(api_key_id=hold.api_key_id, month=month)
         error = ApiKeyCapExceeded
     else:
         cap = (AccountMember.objects.filter(account_id=hold.account_id, user_id=hold.user_id)
                .values_list("monthly_cap", flat=True).first())
-        row = MemberSpend.objects.filter(account_id=hold.account_id, user_id=hold.user_id, month=hold.spend_month)
+        row = MemberSpend.objects.filter(account_id=hold.account_id, user_id=hold.user_id, month=month)
         error = MemberCapExceeded
     held, spent = row.values_list("held", "spent").first() or (0, 0)
     return error(cap=cap if cap is not None else 0, spent=spent, held=held, required=hold.amount,
-                 month=hold.spend_month.strftime("%Y-%m"))
+                 month=month.strftime("%Y-%m"))
 
 
 def hold_capture(*, hold_id, amount: int, rate: dict | None = None) -> bool:

@@ -8,8 +8,7 @@ class JobImageInline(admin.TabularInline):
     model = JobImage
     extra = 0
     can_delete = False
-    fields = ["index", "file", "width", "height", "provider_image_id", "cost_usd"]
-    readonly_fields = fields
+    fields = readonly_fields = ("index", "file", "width", "height", "provider_image_id", "cost_usd")
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -24,9 +23,8 @@ class ProviderCallInline(admin.TabularInline):
     verbose_name_plural = "provider calls (each try, retries included)"
     extra = 0
     can_delete = False
-    fields = ["started_at", "run_and_try", "asked", "outcome", "error", "provider_request_id", "latency", "tokens",
-              "cost"]
-    readonly_fields = fields
+    fields = readonly_fields = ("started_at", "run_and_try", "asked", "outcome", "error", "provider_request_id",
+                                "latency", "tokens", "cost")
     ordering = ["started_at", "try_number"]
 
     def has_add_permission(self, request, obj=None):

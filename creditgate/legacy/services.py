@@ -130,15 +130,15 @@ class _Plan:
     settings: GlobalIntegrationSettings | None = None
 
     def apply(self) -> None:
-        for row, _ in self.providers:
-            row.save()
+        for provider, _ in self.providers:
+            provider.save()
         for tier in self.tiers:  # before the models that name them
             tier.save()
         # Clear replaced defaults first: the database allows one default per type at any moment.
-        for row in self.defaults_cleared:
-            row.save(update_fields=["is_default", "updated_at"])
-        for row, _ in self.models:
-            row.save()
+        for model in self.defaults_cleared:
+            model.save(update_fields=["is_default", "updated_at"])
+        for model, _ in self.models:
+            model.save()
         if self.settings is not None:
             self.settings.save()
 
@@ -300,7 +300,7 @@ def _model_target(legacy: LegacyModel, row: AIModelConfig | None, tier_holders: 
     if legacy.model_type == ModelType.IMAGE:
         target["quality_tier_id"] = tier
     target["is_active"] = active
-    if legacy.is_active and retired:
+    if legacy.is_active and retired and retires_on is not None:  # (retired says it is not None)
         report.warnings.append(f"{legacy.model_name} {'stays' if row else 'is imported'} inactive: "
                                f"its provider retired it on {retires_on.isoformat()}."
                                + (f" Tier {tier} stays with {holder}." if holder else

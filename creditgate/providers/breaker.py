@@ -111,7 +111,7 @@ class _State:
 
     def refuses_until(self, now: float) -> float | None:
         """When this breaker lets a call through again, if it refuses one now."""
-        if self.state == OPEN and now < self.open_until:
+        if self.state == OPEN and self.open_until is not None and now < self.open_until:
             return self.open_until
         return None
 
@@ -120,7 +120,7 @@ def _on_allow(s: _State, now: float, cfg: BreakerConfig) -> tuple[_State, bool]:
     if s.state == CLOSED:
         return s, True
     if s.state == OPEN:
-        if now < s.open_until:
+        if s.open_until is not None and now < s.open_until:
             return s, False
         return replace(s, state=HALF_OPEN, open_until=None, trial_until=now + cfg.cooldown), True
     if s.trial_until is not None and now < s.trial_until:
@@ -160,7 +160,8 @@ return 1
 
     def read(self, keys: list[str]) -> dict[str, str]:
         values = self.client.mget([self.prefix + k for k in keys])
-        return {k: (v.decode() if v else "") for k, v in zip(keys, values, strict=True)}
+        # bytes (the client does not decode responses), or None for a missing key
+        return {k: (v.decode() if isinstance(v, bytes) else "") for k, v in zip(keys, values, strict=True)}
 
     def swap(self, key: str, expected: str, new: str, *, cfg: BreakerConfig) -> bool:
         # A key outlives anything it can still mean (a counted failure, a cool-down, a trial's
@@ -238,7 +239,7 @@ class BreakerStatus:
 
 def _status(key: str, s: _State, now: float) -> BreakerStatus:
     provider_id, _, model_name = key.partition("|")
-    if s.state == OPEN and now < s.open_until:
+    if s.state == OPEN and s.open_until is not None and now < s.open_until:
         return BreakerStatus(provider_id, model_name, OPEN, 0, dt.datetime.fromtimestamp(s.open_until, tz=dt.UTC))
     if s.state in (OPEN, HALF_OPEN):
         return BreakerStatus(provider_id, model_name, HALF_OPEN, 0, None)
@@ -318,9 +319,9 @@ def breaker_record(provider_id: str, model_name: str, ok: bool) -> None:
     except redis.RedisError:
         logger.warning("circuit breaker: Redis unreachable; outcome not counted", exc_info=True)
         return
-    for key, before, after in changed:
-        level = logging.WARNING if after == OPEN else logging.INFO
-        logger.log(level, "circuit breaker %s: %s -> %s", key, before, after)
+    for key, state_before, state_after in changed:
+        level = logging.WARNING if state_after == OPEN else logging.INFO
+        logger.log(level, "circuit breaker %s: %s -> %s", key, state_before, state_after)
     if changed:
         _served_models_changed()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import logging
 import uuid
 from collections.abc import Sequence
@@ -201,9 +202,10 @@ class RunwareAdapter(ProviderAdapter):
                     data = base64.b64decode(encoded, validate=True)
                 except (binascii.Error, ValueError) as exc:
                     raise ProviderBadResponse("The AI provider sent an image we could not decode.") from exc
-                content_type = sniff_image_type(data)
-                if content_type is None:
+                sniffed = sniff_image_type(data)
+                if sniffed is None:
                     raise ProviderBadResponse("The AI provider's image is not a PNG, JPEG or WEBP file.")
+                content_type = sniffed
         except ProviderError as exc:
             logger.warning("runware image %s of task %s: %s", item.get("imageUUID"), task_uuid, exc.message)
             # Made (and billed) even though we could not fetch it: its cost stays on the record.
@@ -225,7 +227,7 @@ class RunwareAdapter(ProviderAdapter):
         found: list[ProviderModel] = []
         for start in range(0, len(names), self.search_tasks_per_request):
             chunk = names[start:start + self.search_tasks_per_request]
-            found.extend(call_with_retries(lambda chunk=chunk: self._search(chunk), policy=self.policy,
+            found.extend(call_with_retries(functools.partial(self._search, chunk), policy=self.policy,
                                            what="runware modelSearch"))
         return found
 
@@ -251,7 +253,7 @@ class RunwareAdapter(ProviderAdapter):
     # Text: Runware serves the image tiers only.
 
     def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
-                      temperature: float | None = None) -> TextResult:
+                      temperature: float | None = None, record: base.TryRecorder | None = None) -> TextResult:
         raise ProviderRejectedRequest("This provider does not generate text.")
 
     # Credentials.

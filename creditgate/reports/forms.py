@@ -36,7 +36,8 @@ class ReportFilterForm(forms.Form):
         self.fields = {"from": _date_field("From"), "to": _date_field("To"), **self.fields}
 
     def clean(self):
-        data = super().clean()
+        super().clean()
+        data = self.cleaned_data  # what Form.clean returns
         end = data.get("to") or _today()
         start = data.get("from") or end - dt.timedelta(days=DEFAULT_DAYS - 1)
         if start > end:

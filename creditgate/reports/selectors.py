@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from django.conf import settings
 from django.db import connection
@@ -67,6 +68,9 @@ from creditgate.generation.selectors import TEXT_USAGE
 from creditgate.providers.base import ProviderContentRefused
 from creditgate.reports.models import ClosedPeriod, PeriodGroup, UsageRollup
 
+if TYPE_CHECKING:  # django-stubs-ext is a dev requirement
+    from django_stubs_ext import WithAnnotations
+
 TEXT = TEXT_USAGE  # the usage key of text, as in the user's usage API
 USAGES = [*QualityTier.values, TEXT]
 USAGE_LABELS = {**dict(QualityTier.choices), TEXT: "Text"}
@@ -79,7 +83,7 @@ COST_DRIFT_DAYS = 30  # the window the AI models list checks for cost drift
 METRICS = ["jobs", "refused", "failed", "images", "tokens", "credits", "cost_usd", "revenue_usd", "margin_usd",
            "margin_pct", "calls", "failed_calls", "p50_ms", "p95_ms"]
 SUMMED = ["jobs", "refused", "failed", "images", "tokens", "credits", "cost_usd", "calls", "failed_calls"]
-JOB_COUNTS = ("jobs", "refused", "failed")
+JOB_COUNTS: tuple[Literal["jobs", "refused", "failed"], ...] = ("jobs", "refused", "failed")
 ONE_DAY = dt.timedelta(days=1)
 
 
@@ -223,7 +227,7 @@ def _add_live(tally: _Tally, filter: ReportFilter, ranges: list[tuple[dt.date, d
                       credits=r["text_credits"])
     for r in _calls(filter, ranges):  # one row per (period, usage, model)
         tally.add((r["period"], r["usage"], r["model_name"]), calls=r["calls"], failed_calls=r["failed_calls"],
-                  cost_usd=r["cost"], images=r["images"], credits=r["image_credits"],
+                  cost_usd=r["cost"], images=r["delivered_images"], credits=r["image_credits"],
                   provider_cost=r["provider_cost"], provider_units=r["provider_units"])
     for key, (p50, p95) in _latency_percentiles(filter, ranges).items():
         row = tally.rows.setdefault(key, {"period": key[0], "usage": key[1], "model": key[2]})
@@ -377,7 +381,13 @@ def _jobs(filter: ReportFilter, ranges: list[tuple[dt.date, dt.date]]):
                       tokens=Coalesce(Sum("total_tokens"), 0), text_credits=Coalesce(Sum(text_credits), 0)))
 
 
-def _calls_in(filter: ReportFilter, ranges: list[tuple[dt.date, dt.date]]) -> QuerySet[ProviderCall]:
+class _CallGroup(TypedDict):
+    period: dt.date
+    usage: str
+
+
+def _calls_in(filter: ReportFilter, ranges: list[tuple[dt.date, dt.date]]
+              ) -> QuerySet[WithAnnotations[ProviderCall, _CallGroup]]:
     usage = Case(When(kind=TEXT, then=Value(TEXT)), default=F("job__tier"), output_field=CharField())
     calls = (ProviderCall.objects.filter(_days("job__created_at", ranges))
              .order_by().annotate(period=_period("job__created_at", filter), usage=usage))
@@ -395,7 +405,8 @@ def _calls(filter: ReportFilter, ranges: list[tuple[dt.date, dt.date]]):
             .annotate(calls=Count("pk"),
                       failed_calls=Count("pk", filter=Q(status__in=[CallStatus.FAILED, CallStatus.LOST])),
                       cost=Coalesce(Sum("cost_usd"), Value(Decimal(0)), output_field=usd),
-                      images=Coalesce(Sum("units_delivered", filter=image), 0),
+                      # not "images": ProviderCall.images is the reverse relation to the stored images
+                      delivered_images=Coalesce(Sum("units_delivered", filter=image), 0),
                       image_credits=Coalesce(Sum(F("units_delivered") * F("job__credits_per_image"), filter=image), 0),
                       provider_cost=Coalesce(Sum("cost_usd", filter=_PROVIDER_PRICED), Value(Decimal(0)),
                                              output_field=usd),

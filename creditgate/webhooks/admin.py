@@ -23,8 +23,8 @@ class WebhookAttemptInline(admin.TabularInline):
     model = WebhookAttempt
     extra = 0
     can_delete = False
-    fields = readonly_fields = ["number", "started_at", "duration_ms", "status_code", "ok", "error",
-                                "response_excerpt"]
+    fields = readonly_fields = ("number", "started_at", "duration_ms", "status_code", "ok", "error",
+                                "response_excerpt")
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -150,6 +150,8 @@ def _finish(delivery: WebhookDelivery, *, status: str, error: str) -> None:
 def _job_payload(delivery: WebhookDelivery) -> str:
     """The event's body: {"id", "type", "created_at", "data"}, `data` being the final job exactly
     as GET /api/v1/jobs/{id}/ shows it (image URLs made absolute with CREDITGATE_PUBLIC_URL)."""
+    # Only a job's event is written without its body (a test event carries it from the start).
+    assert delivery.job_id is not None
     job = Job.objects.prefetch_related("images").get(pk=delivery.job_id)
     data = dict(JobOutputSerializer(job).data)
     base = settings.CREDITGATE_PUBLIC_URL

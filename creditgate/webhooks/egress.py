@@ -62,7 +62,7 @@ def resolve(host: str, port: int) -> list[tuple]:
     except (OSError, UnicodeError, ValueError) as exc:  # gaierror is an OSError; an embedded NUL a ValueError
         raise AddressRefused(f"{host} could not be resolved") from exc
     for info in infos:
-        reason = address_refusal(info[4][0])
+        reason = address_refusal(str(info[4][0]))  # the address: always a str for AF_INET(6)
         if reason:
             raise AddressRefused(f"{host}: {reason}; webhooks are sent only to public addresses")
     if not infos:
@@ -98,7 +98,9 @@ def url_clean(url) -> str:
 # --- The connection: resolve, check, connect to a checked address ---------------------------
 
 
-class _GuardedConnectionMixin:
+class _GuardedConnectionMixin(HTTPConnection):
+    """Mixed in before HTTPConnection or HTTPSConnection (subclassing HTTPConnection only types it)."""
+
     def _new_conn(self) -> socket.socket:
         # urllib3's own _new_conn resolves and connects in one call (create_connection); this one
         # resolves, checks every address, then connects to the checked addresses themselves. TLS
@@ -127,6 +129,7 @@ class _GuardedConnectionMixin:
                 sock.close()
                 error = NewConnectionError(self, f"Failed to establish a new connection: {exc}")
                 error.__cause__ = exc
+        assert error is not None  # resolve() returns at least one address, or raises
         raise error
 
 
@@ -161,7 +164,7 @@ def session() -> requests.Session:
     return s
 
 
-def refusal_reason(exc: BaseException) -> str | None:
+def refusal_reason(exc: BaseException | None) -> str | None:
     """The refusal inside a requests error raised by a guarded connection, if that is what it was."""
     seen = set()
     while exc is not None and id(exc) not in seen:

@@ -56,7 +56,7 @@ def endpoint_create(*, actor, url: str, description: str = "", all_jobs: bool = 
 def endpoint_update(*, actor, endpoint: WebhookEndpoint, url=_UNCHANGED, description=_UNCHANGED,
                     all_jobs=_UNCHANGED, is_active=_UNCHANGED) -> WebhookEndpoint:
     credits_services.owner_check(user=actor, what="change webhook endpoints")
-    changes = {}
+    changes: dict[str, str | bool] = {}
     if url is not _UNCHANGED:
         changes["url"] = egress.url_clean(url)
     if description is not _UNCHANGED:

@@ -30,14 +30,14 @@ def model_url(model: AIModelConfig, page: str = "change") -> str:
 
 
 def newest_change() -> ConfigChange:
-    return ConfigChange.objects.order_by("-id").first()
+    return ConfigChange.objects.latest("id")
 
 
 def every_history_value() -> str:
     """Every value of every row the history app keeps, as one text."""
-    rows = []
+    rows: list[str] = []
     for model in apps.get_app_config("audit").get_models():
-        rows.extend(repr(row) for row in model.objects.values())
+        rows.extend(repr(row) for row in model._default_manager.values())
     return "\n".join(rows)
 
 

@@ -19,6 +19,12 @@ from .admin_forms import submit_change_form
 pytestmark = pytest.mark.django_db
 
 
+def image_price(model: AIModelConfig) -> int:
+    price = model.credits_per_image
+    assert price is not None, "an image model in a tier has a price"
+    return price
+
+
 def set_price(client, model: AIModelConfig, credits: int):
     """An image's price is its tier's: set on the tier's page; returns the tier's new version."""
     response = submit_change_form(client, f"/admin/catalog/imagetier/{model.quality_tier_id}/change/",
@@ -42,7 +48,7 @@ def charge_images(model: AIModelConfig, count: int) -> LedgerEntry:
 
 def test_the_entry_page_links_the_version_in_force_when_it_was_charged(admin_client, admin_user):
     model = AIModelConfig.objects.get(quality_tier="premium", is_active=True)
-    old = model.credits_per_image
+    old = image_price(model)
     set_by_admin = set_price(admin_client, model, old + 3)
     entry = charge_images(model, 2)
     later = set_price(admin_client, model, old + 5)  # a later price must not be blamed for this entry
@@ -59,7 +65,7 @@ def test_the_entry_page_links_the_version_in_force_when_it_was_charged(admin_cli
 
 def test_the_origin_is_the_version_that_set_the_price_not_a_later_unrelated_edit(admin_client):
     model = AIModelConfig.objects.get(quality_tier="basic", is_active=True)
-    set_by_admin = set_price(admin_client, model, model.credits_per_image + 1)
+    set_by_admin = set_price(admin_client, model, image_price(model) + 1)
     # The tier is saved again afterwards (its models reordered), its price unchanged.
     submit_change_form(admin_client, "/admin/catalog/imagetier/basic/change/")
     ImageTier.objects.get(tier="basic").save()
@@ -69,6 +75,7 @@ def test_the_origin_is_the_version_that_set_the_price_not_a_later_unrelated_edit
     [origin] = selectors.rate_origins(rate=entry.rate, at=entry.created_at)
 
     assert origin.matches
+    assert origin.introduced_by is not None and origin.in_force is not None and origin.change is not None
     assert origin.introduced_by.history_id == set_by_admin.history_id
     assert origin.in_force.history_id > set_by_admin.history_id
     assert origin.change.changes == [{"field": "credits_per_image", "label": "Credits per image",

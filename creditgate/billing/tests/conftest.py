@@ -4,6 +4,7 @@ delivering the sandbox's signed events to the webhook the way Stripe would."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -58,7 +59,7 @@ def pack(db):
 def deliver(event: dict, stripe, *, signature: str | None = None, headers: dict | None = None):
     """POST `event` to the webhook as Stripe would (signed now with the sandbox's secret)."""
     body, signed = stripe.signed(event)
-    extra = {} if signature == "" else {"HTTP_STRIPE_SIGNATURE": signature or signed}
+    extra: dict[str, Any] = {} if signature == "" else {"HTTP_STRIPE_SIGNATURE": signature or signed}
     return APIClient().post(WEBHOOK, data=body, content_type="application/json", **extra, **(headers or {}))
 
 

@@ -25,7 +25,8 @@ STRIPE_URL = "/admin/catalog/integrationprovider/stripe/change/"
 
 
 def every_history_value() -> str:
-    return "\n".join(repr(row) for model in apps.get_app_config("audit").get_models() for row in model.objects.values())
+    return "\n".join(repr(row) for model in apps.get_app_config("audit").get_models()
+                     for row in model._default_manager.values())
 
 
 def test_a_pack_is_added_in_the_admin_and_its_price_change_is_in_the_history(admin_client, admin_user):
@@ -36,7 +37,7 @@ def test_a_pack_is_added_in_the_admin_and_its_price_change_is_in_the_history(adm
     pack = CreditPack.objects.get(name="Team")
     url = f"/admin/billing/creditpack/{pack.pk}/change/"
     assert submit_change_form(admin_client, url, price_amount="14000").status_code == 302
-    change = ConfigChange.objects.order_by("-id").first()
+    change = ConfigChange.objects.latest("id")
     assert (change.actor, change.object_repr) == (admin_user, str(CreditPack.objects.get(pk=pack.pk)))
     assert change.changes == [{"field": "price_amount", "label": "Price", "old": 15000, "new": 14000}]
     assert "140.00 USD" in admin_client.get("/admin/billing/creditpack/").content.decode()
@@ -63,7 +64,7 @@ def test_the_signing_secret_is_write_only_masked_and_never_in_the_history(admin_
     assert provider.get_signing_secret() == SIGNING_SECRET and not provider.has_key
     version = provider.history.first()
     assert (version.signing_secret_change, version.api_key_change, version.history_user) == ("replaced", "", admin_user)
-    assert ConfigChange.objects.order_by("-id").first().changes == [
+    assert ConfigChange.objects.latest("id").changes == [
         {"field": "signing_secret", "label": "Signing secret", "old": None, "new": "signing secret replaced"}]
     page = admin_client.get(STRIPE_URL).content.decode()
     assert provider.signing_secret_hint in page and "…abcd" in provider.signing_secret_hint
@@ -133,8 +134,13 @@ def test_the_operator_sees_payments_reports_and_shortfalls(admin_client, stripe,
 def test_unsent_emails_can_be_sent_again_from_the_admin(admin_client, sandbox, monkeypatch):
     from creditgate.billing import dispatch
 
-    sent = []
-    monkeypatch.setattr(dispatch, "send", lambda name, *args: sent.append(args) or True)
+    sent: list[tuple] = []
+
+    def send(name, *args) -> bool:
+        sent.append(args)
+        return True
+
+    monkeypatch.setattr(dispatch, "send", send)
     user = make_user()
     account = user.credit_membership.account
     unsent = LowBalanceEmail.objects.create(account=account, to="a@example.com", available=3, threshold=10)

@@ -4,6 +4,7 @@ and the webhook that grants the credits once, whatever is delivered and in which
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from rest_framework.test import APIClient
@@ -135,6 +136,7 @@ def test_an_unsigned_wrongly_signed_or_stale_event_is_refused_and_nothing_is_wri
     _, event = buy(client_for(user), stripe, pack)
     before, events = books(user), StripeEvent.objects.count()
     now = int(time.time())
+    signature: str | None
     body, signature = resigned(event, "whsec_sandbox", now)
     if case == "no signature":
         signature = None
@@ -146,7 +148,7 @@ def test_an_unsigned_wrongly_signed_or_stale_event_is_refused_and_nothing_is_wri
         body, signature = resigned(event, "whsec_sandbox", now - 301)
     elif case == "garbage header":
         signature = "v1=deadbeef"
-    extra = {"HTTP_STRIPE_SIGNATURE": signature} if signature else {}
+    extra: dict[str, Any] = {"HTTP_STRIPE_SIGNATURE": signature} if signature else {}
     response = APIClient().post(WEBHOOK, data=body, content_type="application/json", **extra)
     assert response.status_code == 400
     error = response.json()["error"]

@@ -30,7 +30,7 @@ def text_model_factory(openai):
     return make
 
 
-def catalog_state() -> list[tuple]:
+def catalog_state() -> list[list[tuple]]:
     """Every catalog row as plain values: compare before and after a refused operation."""
     from creditgate.catalog.models import GlobalIntegrationSettings, ImageTier
 

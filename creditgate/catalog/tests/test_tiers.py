@@ -62,7 +62,7 @@ def test_text_has_the_default_then_its_backups_by_priority(text_model_factory):
     text_model_factory(model_name="text-inactive", priority=1, is_active=False)
     routing = selectors.routing_get()
     assert _names(routing.text_models_ordered) == ["gpt-5.1", "text-backup-1", "text-backup-2"]
-    assert routing.text_model.model_name == "gpt-5.1"
+    assert routing.text_model is not None and routing.text_model.model_name == "gpt-5.1"
 
 
 def test_without_its_default_text_is_served_by_the_first_backup(client, text_model_factory, runware):
@@ -70,7 +70,8 @@ def test_without_its_default_text_is_served_by_the_first_backup(client, text_mod
     openai = IntegrationProvider.objects.get(provider_id="openai")
     openai.is_active = False
     openai.save()
-    assert selectors.routing_get().text_model.model_name == "text-backup"
+    served = selectors.routing_get().text_model
+    assert served is not None and served.model_name == "text-backup"
     body = client.get(URL).json()
     assert (body["text_model"], body["tokens_per_credit"]) == ("text-backup", 900)
 
@@ -99,8 +100,8 @@ def test_the_tier_page_lists_a_tiers_models_in_order_and_reorders_them(admin_cli
     primary, backup = (AIModelConfig.objects.get(model_name=n) for n in ("gpt-image-2", "google:2@1"))
     data = {"credits_per_image": "5", "models-TOTAL_FORMS": "2", "models-INITIAL_FORMS": "2",
             "models-MIN_NUM_FORMS": "0", "models-MAX_NUM_FORMS": "1000"}
-    forms = AIModelConfig.objects.filter(quality_tier="quality").order_by("-is_active", "priority", "model_name")
-    forms = [m for m in forms if m.is_active]
+    rows = AIModelConfig.objects.filter(quality_tier="quality").order_by("-is_active", "priority", "model_name")
+    forms = [m for m in rows if m.is_active]
     assert forms == [primary, backup]
     for i, (model, priority) in enumerate([(primary, 3), (backup, 1)]):
         data |= {f"models-{i}-id": str(model.pk), f"models-{i}-quality_tier": "quality",

@@ -1,6 +1,8 @@
 """/health/, /ready/, /metrics in-process. Under gunicorn, with failing dependencies and several
 processes: web/tests/test_production.py."""
 
+from typing import Any
+
 import pytest
 from django.test import Client
 
@@ -31,7 +33,7 @@ def test_metrics_are_not_public_without_a_token(settings):
 def test_metrics_need_the_configured_bearer_token(settings):
     settings.CREDITGATE_METRICS_TOKEN = "s3cret-token"
     for given in (None, "Bearer wrong", "s3cret-token", "Token s3cret-token", "Bearer s3cret-token "):
-        extra = {"HTTP_AUTHORIZATION": given} if given is not None else {}
+        extra: dict[str, Any] = {"HTTP_AUTHORIZATION": given} if given is not None else {}
         response = Client().get("/metrics", **extra)
         assert response.status_code == 401, given
         assert response["WWW-Authenticate"].startswith("Bearer")

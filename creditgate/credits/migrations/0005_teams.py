@@ -10,7 +10,7 @@ def first_members_become_owners(apps, schema_editor):
     in practice: the user it was made for). Later members stay members, with no cap: they keep
     spending as before."""
     AccountMember = apps.get_model("credits", "AccountMember")
-    first = {}
+    first: dict[int, int] = {}  # account id -> its earliest member's id
     for member_id, account_id in AccountMember.objects.order_by("joined_at", "id").values_list("id", "account_id"):
         first.setdefault(account_id, member_id)
     for chunk in range(0, len(first), 1000):

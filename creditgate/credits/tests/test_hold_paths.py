@@ -52,7 +52,7 @@ def test_every_entry_of_a_partial_capture_records_the_same_fields():
          "available_after": 85, "held_after": 0, "reason": "", "rate": {"reserved": 1}},
     ]
     hold.refresh_from_db()
-    assert hold.settled_at >= before
+    assert hold.settled_at is not None and hold.settled_at >= before
     assert all(e.created_at >= hold.created_at for e in LedgerEntry.objects.filter(hold=hold))
 
 

@@ -67,6 +67,7 @@ def test_admin_grant_records_the_admin_as_actor(admin_client, account):
     response = admin_client.post(url, {"kind": "grant", "amount": "40", "reason": "support ticket 12"})
     assert response.status_code == 302
     entry = LedgerEntry.objects.filter(account=account).first()
+    assert entry is not None
     assert (entry.amount, entry.actor, entry.reason) == (40, admin_client.admin, "support ticket 12")
     assert selectors.balance_get(account=account)["available"] == 140
 
@@ -86,6 +87,7 @@ def test_admin_pages_show_balances_and_keep_the_ledger_read_only(admin_client, a
     assert admin_client.get("/admin/credits/ledgerentry/").status_code == 200
     assert admin_client.get("/admin/credits/hold/").status_code == 200
     entry = LedgerEntry.objects.filter(account=account).first()
+    assert entry is not None
     assert admin_client.get("/admin/credits/ledgerentry/add/").status_code == 403
     assert admin_client.post(f"/admin/credits/ledgerentry/{entry.pk}/delete/", {"post": "yes"}).status_code == 403
     # The change page renders read-only: posting to it changes nothing.

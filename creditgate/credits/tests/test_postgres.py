@@ -8,7 +8,7 @@ import random
 import subprocess
 import sys
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -48,10 +48,11 @@ class Workers:
                                         json.dumps(job)], cwd=ROOT, env=env, text=True,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE) for job in jobs]
         for proc in self.procs:
-            assert proc.stdout.readline().strip() == "ready"
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
 
     def go(self) -> None:
         for proc in self.procs:
+            assert proc.stdin is not None  # stdin=PIPE
             proc.stdin.write("go\n")
             proc.stdin.flush()
 
@@ -64,7 +65,7 @@ class Workers:
         return out
 
 
-def in_threads(fn, args: list, *, threads: int, go: threading.Event) -> list:
+def in_threads(fn, args: list, *, threads: int, go: threading.Event) -> tuple[ThreadPoolExecutor, list[Future]]:
     def one(arg):
         go.wait()
         try:
@@ -151,7 +152,8 @@ def test_capture_release_and_expiry_racing_on_the_same_holds_take_effect_once(pg
     results = workers.results()
     local_captures = [f.result() for f in futures]
     expired = sum(f.result() for f in sweep)
-    pool.shutdown(), sweeper.shutdown()
+    pool.shutdown()
+    sweeper.shutdown()
 
     effects = sum(r["ok"] for r in results) + sum(local_captures) + expired
     assert effects == len(ids)  # every hold settled by exactly one of the racers

@@ -8,8 +8,15 @@ from creditgate.catalog.models import AIModelConfig
 from creditgate.core.errors import InvalidRequest
 from creditgate.credits import pricing
 
+
+def image_model(name: str, credits_per_image: int) -> AIModelConfig:
+    model = AIModelConfig(model_name=name, model_type="image")
+    model.credits_per_image = credits_per_image  # pinned on the instance (an image's price is its tier's)
+    return model
+
+
 # Unsaved rows: the pricing functions read only the rate fields of the model passed in.
-IMAGE = AIModelConfig(model_name="img", model_type="image", credits_per_image=5)
+IMAGE = image_model("img", 5)
 TEXT = AIModelConfig(model_name="txt", model_type="text", tokens_per_credit=1000)
 
 
@@ -68,7 +75,7 @@ def test_a_model_priced_the_other_way_cannot_be_used():
 
 @given(per_image=st.integers(1, 1000), a=st.integers(0, 100), b=st.integers(0, 100))
 def test_image_cost_is_monotone_in_count(per_image, a, b):
-    model = AIModelConfig(model_name="m", model_type="image", credits_per_image=per_image)
+    model = image_model("m", per_image)
     low, high = sorted((a, b))
     assert pricing.price_images(model=model, count=low).credits <= pricing.price_images(model=model, count=high).credits
 

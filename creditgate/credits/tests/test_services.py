@@ -207,6 +207,7 @@ def test_ledger_check_sees_a_held_counter_without_an_active_hold(account):
 
 def test_ledger_entries_cannot_be_rewritten_through_the_orm(account):
     entry = LedgerEntry.objects.filter(account=account).first()
+    assert entry is not None
     with pytest.raises(ValueError):
         entry.save()
     with pytest.raises(ValueError):

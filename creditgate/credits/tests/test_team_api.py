@@ -93,7 +93,7 @@ def test_an_api_key_is_shown_once_stored_hashed_used_and_then_revoked(team):
     # Hashed at rest: the row holds neither the key nor its secret, only a SHA-512 of it.
     row = ApiKey.objects.get(pk=body["id"])
     secret = key.split(".", 1)[1]
-    stored = " ".join(str(v) for v in ApiKey.objects.filter(pk=row.pk).values().first().values())
+    stored = " ".join(str(v) for v in ApiKey.objects.filter(pk=row.pk).values().get().values())
     assert secret not in stored and key not in stored
     assert row.hashed_key == "sha512$$" + hashlib.sha512(key[3:].encode()).hexdigest()
 
@@ -211,6 +211,7 @@ def test_a_generation_request_over_the_cap_is_a_402_and_one_within_it_is_held_fo
                              format="json")
     assert accepted.status_code == 202
     hold = Hold.objects.get()
+    assert hold.api_key is not None
     assert (hold.user_id, hold.api_key.name, hold.amount) == (writer.pk, "CMS", 2 * per_image)
     # The owner is not capped by the writer's cap.
     assert client_for(owner).post("/api/v1/images/generations/", {"prompt": "a fox", "tier": "basic", "count": 3},

@@ -182,6 +182,7 @@ def test_real_jobs_add_up_to_the_ledger_captures_by_tier(today):
                                      format="json"))
     assert {basic["status"], text["status"], article["status"]} == {"succeeded"}
     quality_model = AIModelConfig.objects.filter(quality_tier="quality", is_active=True).first()
+    assert quality_model is not None
     article_images = pricing.price_images(model=quality_model, count=len(article["images"])).credits
 
     body = api.get(URL, {"group": "tier"}).json()

@@ -74,8 +74,9 @@ def test_retries_of_a_fan_out_point_at_their_own_first_try(sandbox, settings):
     job.refresh_from_db()
     assert job.status == "succeeded" and job.calls.count() == 3 == sandbox.stats["openai.images.generations"]
     retry = job.calls.get(try_number=2)
+    assert retry.first_try is not None
     assert retry.first_try.status == CallStatus.FAILED and retry.first_try.provider_status == 500
     assert retry.size == retry.first_try.size == "1024x1024"
     assert [c.cost_source for c in job.calls.filter(units_delivered=1)] == [CostSource.CATALOG] * 2
-    assert sorted(i.call_id for i in job.images.all()) == sorted(
-        job.calls.filter(units_delivered=1).values_list("pk", flat=True))
+    assert sorted((i.call_id for i in job.images.all()), key=str) == sorted(
+        job.calls.filter(units_delivered=1).values_list("pk", flat=True), key=str)

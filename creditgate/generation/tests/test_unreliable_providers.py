@@ -28,6 +28,7 @@ def test_thirty_percent_errors_never_break_the_ledger(sandbox, kind):
     jobs = list(Job.objects.all())
     assert all(job.is_final for job in jobs), [(j.kind, j.status) for j in jobs]
     text_rate = AIModelConfig.objects.get(model_type="text", is_default=True).tokens_per_credit
+    assert text_rate is not None
     for job in jobs:
         expected = job.images.count() * (job.credits_per_image or 0)
         if job.total_tokens is not None:

@@ -323,8 +323,8 @@ def test_the_real_run_commits_as_one_transaction_on_postgres(postgres_only, seed
 
     assert "Summary: 0 created, 3 changed, 7 unchanged." in output
     assert run(EXAMPLE_PATH).endswith("Summary: 0 created, 0 changed, 10 unchanged.\n")
-    assert AIModelConfig.objects.filter(is_active=True, quality_tier="quality").order_by(
-        "priority").first().model_name == "gpt-image-2"
+    served = AIModelConfig.objects.filter(is_active=True, quality_tier="quality").order_by("priority").first()
+    assert served is not None and served.model_name == "gpt-image-2"
 
 
 def test_importable_providers_are_those_with_an_adapter(monkeypatch):
@@ -334,7 +334,7 @@ def test_importable_providers_are_those_with_an_adapter(monkeypatch):
     from creditgate.legacy.services import importable_provider_ids
 
     fake = types.ModuleType("creditgate.providers.registry")
-    fake.ADAPTERS = {"openai": object, "stability": object}
+    monkeypatch.setattr(fake, "ADAPTERS", {"openai": object, "stability": object}, raising=False)
     monkeypatch.setitem(sys.modules, "creditgate.providers.registry", fake)
     assert importable_provider_ids() == {"openai", "stability"}
 

@@ -74,26 +74,27 @@ def _authorized(state: SandboxState, call: Call) -> bool:
     return call.bearer() == state.knobs.api_key
 
 
-def _read_request(state: SandboxState, call: Call, *, route: str) -> tuple[dict | None, Reply | None]:
+def _read_request(state: SandboxState, call: Call, *, route: str) -> dict | Reply:
     """What every endpoint checks first, in OpenAI's order: the JSON parses (it is recorded even
-    when the key is wrong, so tests can see what was sent), the key, a JSON object."""
+    when the key is wrong, so tests can see what was sent), the key, a JSON object. Returns the
+    body, or the error Reply to send instead."""
     try:
         body = call.json()
     except ValueError:
-        return None, _error(400, "We could not parse the JSON body of your request.",
-                            type_="invalid_request_error", code=None)
+        return _error(400, "We could not parse the JSON body of your request.",
+                      type_="invalid_request_error", code=None)
     state.record(route, body)
     if not _authorized(state, call):
-        return None, _unauthorized(call)
+        return _unauthorized(call)
     if not isinstance(body, dict):
-        return None, _error(400, "The body must be a JSON object.", type_="invalid_request_error", code=None)
-    return body, None
+        return _error(400, "The body must be a JSON object.", type_="invalid_request_error", code=None)
+    return body
 
 
 def chat_completions(state: SandboxState, call: Call) -> Reply:
-    body, refusal = _read_request(state, call, route="openai.chat.completions")
-    if refusal:
-        return refusal
+    body = _read_request(state, call, route="openai.chat.completions")
+    if isinstance(body, Reply):
+        return body
     model = body.get("model")
     if not isinstance(model, str) or not model:
         return _error(400, "you must provide a model parameter", type_="invalid_request_error", code=None,
@@ -149,9 +150,9 @@ def chat_completions(state: SandboxState, call: Call) -> Reply:
 
 
 def images_generations(state: SandboxState, call: Call, *, base_url: str) -> Reply:
-    body, refusal = _read_request(state, call, route="openai.images.generations")
-    if refusal:
-        return refusal
+    body = _read_request(state, call, route="openai.images.generations")
+    if isinstance(body, Reply):
+        return body
     model = body.get("model") or "dall-e-3"
     prompt = body.get("prompt")
     if not isinstance(prompt, str) or not prompt.strip():

@@ -13,7 +13,7 @@ import base64
 import random
 import re
 import uuid
-from typing import Any
+from typing import Any, overload
 
 from creditgate.providers.sandbox.render import render_png
 from creditgate.providers.sandbox.state import ImageSpec, SandboxState
@@ -134,10 +134,16 @@ def handle(state: SandboxState, call: Call, *, base_url: str) -> Reply:
     return reply
 
 
+@overload
+def _int(task: dict, name: str, low: int, high: int, default: int) -> int: ...
+@overload
+def _int(task: dict, name: str, low: int, high: int, default: None = None) -> int | None: ...
 def _int(task: dict, name: str, low: int, high: int, default: int | None = None) -> int | None:
-    value = task.get(name, default)
+    """The integer `name` of the task, checked against [low, high]; absent or null means `default`
+    (a null used to reach the arithmetic below and fail the whole request with a 500)."""
+    value = task.get(name)
     if value is None:
-        return None
+        return default
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise TaskError(400, f"invalid{name[0].upper()}{name[1:]}", f"{name} must be an integer from {low} to {high}.",
                         name)
@@ -190,7 +196,8 @@ def _image_inference(state: SandboxState, task: dict, fault: str | None, *, base
         failed = n // 2
 
     cost = FIXED_PRICE.get(model, round(0.009 * (width * height) / (1024 * 1024) * (steps or 30) / 30, 6))
-    items, errors = [], []
+    items: list[dict] = []
+    errors: list[dict] = []
     for index in range(n - failed):
         image_uuid = str(uuid.uuid4())
         image_seed = seed + index if seed is not None else random.randint(1, 2**31 - 1)
@@ -228,8 +235,9 @@ def _model_search(state: SandboxState, task: dict) -> dict:
     needle = search.strip().lower()
     found = [air for air, (name, _, _) in SEARCHABLE.items()
              if not state.model_dropped(air) and (needle in air.lower() or needle in name.lower())]
-    cards = [{"air": air, "name": SEARCHABLE[air][0], "version": SEARCHABLE[air][1], "category": "checkpoint",
-              "architecture": SEARCHABLE[air][2], "tags": [], "heroImage": "", "private": False, "comment": "",
-              "status": "deprecated" if state.model_retirement(air) else "live"}
-             for air in found[offset:offset + limit]]
+    cards: list[dict] = [
+        {"air": air, "name": SEARCHABLE[air][0], "version": SEARCHABLE[air][1], "category": "checkpoint",
+         "architecture": SEARCHABLE[air][2], "tags": [], "heroImage": "", "private": False, "comment": "",
+         "status": "deprecated" if state.model_retirement(air) else "live"}
+        for air in found[offset:offset + limit]]
     return {"taskType": "modelSearch", "taskUUID": task_uuid, "results": cards, "totalResults": len(found)}

@@ -14,7 +14,7 @@ import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from creditgate.providers.sandbox import openai_api, runware_api
 from creditgate.providers.sandbox.render import render_png
@@ -25,8 +25,13 @@ from creditgate.providers.sandbox.wire import Call, Reply
 
 logger = logging.getLogger("creditgate.providers.sandbox")
 
+
+class _Emulator(Protocol):
+    def __call__(self, state: SandboxState, call: Call, *, base_url: str) -> Reply: ...
+
+
 # Provider endpoints: path -> (the route their answers are logged under, the emulator).
-PROVIDER_ROUTES = {
+PROVIDER_ROUTES: dict[str, tuple[str, _Emulator]] = {
     "/openai/v1/chat/completions": ("openai.chat.completions",
                                     lambda state, call, base_url: openai_api.chat_completions(state, call)),
     "/openai/v1/images/generations": ("openai.images.generations", openai_api.images_generations),
@@ -72,7 +77,7 @@ class SandboxServer:
 
     @property
     def url(self) -> str:
-        host, port = self._httpd.server_address[:2]
+        host, port = self._httpd.socket.getsockname()[:2]  # = server_address, whose stub allows a bytes host
         return f"http://{host}:{port}"
 
     # Knobs and observations.

@@ -65,7 +65,7 @@ def test_n_failures_in_a_row_open_it_and_calls_are_refused_for_the_cool_down(sto
     assert breaker_state(P).failures == N - 1
     fail(1)
     status = breaker_state(P)
-    assert status.state == "open" and status.retry_at.timestamp() == clock.now + 30
+    assert status.state == "open" and status.retry_at is not None and status.retry_at.timestamp() == clock.now + 30
     assert not breaker_allow(P, M)
     assert not breaker_allow(P, M2)  # the provider's breaker: every model of it
     clock.advance(29.9)
@@ -197,10 +197,11 @@ class Workers:
                                         json.dumps(job)], cwd=ROOT, env=env, text=True,
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE) for job in jobs]
         for proc in self.procs:
-            assert proc.stdout.readline().strip() == "ready"
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
 
     def run(self) -> list:
         for proc in self.procs:
+            assert proc.stdin is not None  # stdin=PIPE
             proc.stdin.write("go\n")
             proc.stdin.flush()
         out = []

@@ -14,6 +14,7 @@ from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import openai
 import pytest
 
 from creditgate.providers.base import (
@@ -154,6 +155,7 @@ def test_openai_content_policy_error(replay, waits):
 
     assert len(server.posts()) == 1 and waits == []
     assert "safety system" not in caught.value.message
+    assert isinstance(caught.value.__cause__, openai.APIError)  # the SDK's error, chained for the log
     assert caught.value.__cause__.code == "content_policy_violation"
 
 

@@ -21,6 +21,7 @@ def check() -> tuple[int, str]:
     try:
         call_command("check_model_lifecycle", stdout=out)
     except SystemExit as exc:
+        assert isinstance(exc.code, int)  # the command exits with a status, not a message
         return exc.code, out.getvalue()
     return 0, out.getvalue()
 
@@ -142,8 +143,10 @@ def test_the_operator_can_adopt_the_announced_date_and_only_then_routing_changes
 
 def test_the_admin_action_runs_the_check(sandbox, admin_client):
     sandbox.configure(dropped_models=["google:2@1"])
+    selected = AIModelConfig.objects.first()
+    assert selected is not None
     response = admin_client.post("/admin/catalog/aimodelconfig/", {
-        "action": "check_lifecycle", "_selected_action": [AIModelConfig.objects.first().pk]}, follow=True)
+        "action": "check_lifecycle", "_selected_action": [selected.pk]}, follow=True)
     page = response.content.decode()
     assert "google:2@1 (runware, active): no longer offered" in page
     assert status("google:2@1") == ("gone", None)

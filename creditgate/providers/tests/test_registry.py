@@ -118,9 +118,11 @@ def test_one_adapter_is_reused_across_jobs_until_what_it_was_built_from_changes(
     """Reused: its HTTP clients keep their connections and SSL contexts. Rebuilt: a new key,
     base URL or call policy takes effect for the very next call."""
     first = adapter_for(provider_id="openai")
+    assert isinstance(first, OpenAIAdapter)
     assert adapter_for(provider_id="openai") is first
     client = first._client(first.policy.text_timeout)
-    assert adapter_for(provider_id="openai")._client(first.policy.text_timeout) is client
+    again = adapter_for(provider_id="openai")
+    assert isinstance(again, OpenAIAdapter) and again._client(first.policy.text_timeout) is client
 
     provider = IntegrationProvider.objects.get(provider_id="openai")
     provider.set_api_key("sk-rotated-key-0002")

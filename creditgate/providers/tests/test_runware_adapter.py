@@ -12,7 +12,7 @@ from creditgate.providers.base import (
     ProviderServerError,
     ProviderTimeout,
 )
-from creditgate.providers.runware import RunwareAdapter
+from creditgate.providers.runware import RunwareAdapter, RunwareAPIError
 from creditgate.providers.tests.conftest import image_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -103,6 +103,7 @@ def test_server_error_is_retried_then_reported(runware_adapter, sandbox, waits):
     with pytest.raises(ProviderServerError) as caught:
         runware_adapter.generate_images(model=hidream(), prompt="fox", count=2)
     assert sandbox.stats[INFERENCE] == 3 and len(waits) == 2
+    assert isinstance(caught.value.__cause__, RunwareAPIError)
     assert caught.value.__cause__.status == 500  # the provider's answer, chained for the log
     assert "internalServerError" not in str(caught.value)
 

@@ -128,6 +128,7 @@ def test_management_command_runs_the_sandbox_alone(tmp_path):
     process = subprocess.Popen([sys.executable, str(root / "manage.py"), "sandbox", "--port", "0",
                                 "--latency-ms", "1", "--error-rate", "0", "--error-kind", "timeout"],
                                cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert process.stdout is not None  # stdout=PIPE
     try:
         line = process.stdout.readline()
         url = line.split(" on ", 1)[1].split(" ", 1)[0]

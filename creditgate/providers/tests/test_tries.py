@@ -7,7 +7,13 @@ from decimal import Decimal
 import pytest
 
 from creditgate.providers import runware
-from creditgate.providers.base import ProviderContentRefused, ProviderRateLimited, call_with_retries
+from creditgate.providers.base import (
+    ProviderContentRefused,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTry,
+    call_with_retries,
+)
 from creditgate.providers.tests.conftest import policy, text_model
 from creditgate.providers.tests.test_runware_adapter import hidream
 
@@ -15,11 +21,12 @@ pytestmark = pytest.mark.usefixtures("waits")
 
 
 def test_call_with_retries_reports_each_try_in_order():
-    tries, answers = [], iter([ProviderRateLimited(), ProviderRateLimited(), "done"])
+    tries: list[ProviderTry] = []
+    answers = iter([ProviderRateLimited(), ProviderRateLimited(), "done"])
 
     def call():
         answer = next(answers)
-        if isinstance(answer, Exception):
+        if isinstance(answer, ProviderError):
             answer.request_id, answer.provider_status, answer.provider_code = "req-x", 429, "rate_limit_exceeded"
             raise answer
         return answer
@@ -32,14 +39,16 @@ def test_call_with_retries_reports_each_try_in_order():
         (False, "ProviderRateLimited", "provider_rate_limited", 429, "rate_limit_exceeded", "req-x"),
         (True, "", "", None, "", "req-done")]
     assert all(t.latency_ms is not None and t.latency_ms >= 0 for t in tries)
-    assert tries[0].started_at <= tries[1].started_at <= tries[2].started_at
+    first, second, third = (t.started_at for t in tries)
+    assert first is not None and second is not None and third is not None
+    assert first <= second <= third
 
 
 def test_a_try_that_is_not_retried_is_still_reported():
     def refused():
         raise ProviderContentRefused()
 
-    tries = []
+    tries: list[ProviderTry] = []
     with pytest.raises(ProviderContentRefused):
         call_with_retries(refused, policy=policy(max_retries=2), what="t", record=tries.append)
     assert [(t.ok, t.error_code) for t in tries] == [(False, "content_refused")]
@@ -47,7 +56,7 @@ def test_a_try_that_is_not_retried_is_still_reported():
 
 def test_runware_reports_each_task_with_its_uuid_status_and_cost(runware_adapter, sandbox):
     sandbox.fail_next(1, "server_error")
-    task_id, tries = str(uuid.uuid4()), []
+    task_id, tries = str(uuid.uuid4()), list[ProviderTry]()
     outcomes = runware_adapter.generate_image_batch(model=hidream(), prompt="a fox", n=2, task_id=task_id,
                                                     record=tries.append)
     assert [o.ok for o in outcomes] == [True, True]
@@ -61,7 +70,7 @@ def test_runware_reports_each_task_with_its_uuid_status_and_cost(runware_adapter
 
 def test_runware_without_a_reported_cost_reports_none(runware_adapter, sandbox):
     sandbox.configure(runware_cost=False)
-    tries = []
+    tries: list[ProviderTry] = []
     runware_adapter.generate_image_batch(model=hidream(), prompt="a fox", n=1, record=tries.append)
     assert [(t.ok, t.units, t.cost_usd) for t in tries] == [(True, 1, None)]
 
@@ -71,7 +80,7 @@ def test_a_resumed_call_reports_the_tries_the_provider_still_knows(runware_adapt
     task_id = str(uuid.uuid4())
     runware_adapter.generate_image_batch(model=hidream(), prompt="a fox", n=1, task_id=task_id)
 
-    tries = []
+    tries: list[ProviderTry] = []
     outcomes = runware_adapter.resume_images(model=hidream(), task_id=task_id, n=1, record=tries.append)
     assert [o.ok for o in outcomes] == [True]
     retry_uuid = runware._task_uuids(task_id, 2)[1]
@@ -82,7 +91,7 @@ def test_a_resumed_call_reports_the_tries_the_provider_still_knows(runware_adapt
 
 def test_openai_reports_request_ids_statuses_and_usage(openai_adapter, sandbox):
     sandbox.fail_next(1, "rate_limit")
-    tries = []
+    tries: list[ProviderTry] = []
     result = openai_adapter.generate_text(model=text_model(), prompt="Write about foxes.", max_tokens=50,
                                           temperature=0.7, record=tries.append)
     answers = sandbox.answers("openai.chat.completions")
@@ -95,7 +104,7 @@ def test_openai_reports_request_ids_statuses_and_usage(openai_adapter, sandbox):
 
 
 def test_openai_reports_the_try_refused_for_its_temperature_and_the_one_without(openai_adapter, sandbox):
-    tries = []
+    tries: list[ProviderTry] = []
     openai_adapter.generate_text(model=text_model(request_defaults={"reasoning_effort": "low"}), prompt="Foxes.",
                                  max_tokens=50, temperature=0.7, record=tries.append)
     assert [(t.ok, t.error_class, t.provider_status, t.provider_code) for t in tries] == [

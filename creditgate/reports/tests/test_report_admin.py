@@ -109,6 +109,7 @@ def test_the_job_page_lists_each_provider_call(jobs):  # noqa: F811
     from creditgate.generation.models import Job
 
     retried = Job.objects.filter(calls__status="failed", kind="image", tier="basic", status="succeeded").first()
+    assert retried is not None
     html = client_for(superuser=True).get(f"/admin/generation/job/{retried.pk}/change/").content.decode()
     assert "provider calls (each try, retries included)" in html.lower()
     assert html.count("runware runware:97@1: 2 images") == 2  # the failed try and its retry

@@ -19,14 +19,14 @@ pytestmark = pytest.mark.django_db
 
 LATER = dt.datetime(2026, 3, 20, 12, tzinfo=dt.UTC)
 FILTERS = [
-    dict(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 10)),
-    dict(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 10), group="week"),   # a partial last week
-    dict(start=dt.date(2026, 3, 3), end=dt.date(2026, 3, 15), group="week"),   # a partial first week
-    dict(start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 25)),                 # days not closed yet
-    dict(start=dt.date(2026, 2, 23), end=dt.date(2026, 3, 29), group="week"),
-    dict(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 15), usage="basic"),
-    dict(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 15), group="week", usage="text"),
-    dict(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 15), group="week", usage="premium"),
+    ReportFilter(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 10)),
+    ReportFilter(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 10), group="week"),   # a partial last week
+    ReportFilter(start=dt.date(2026, 3, 3), end=dt.date(2026, 3, 15), group="week"),   # a partial first week
+    ReportFilter(start=dt.date(2026, 3, 1), end=dt.date(2026, 3, 25)),                 # days not closed yet
+    ReportFilter(start=dt.date(2026, 2, 23), end=dt.date(2026, 3, 29), group="week"),
+    ReportFilter(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 15), usage="basic"),
+    ReportFilter(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 15), group="week", usage="text"),
+    ReportFilter(start=dt.date(2026, 3, 2), end=dt.date(2026, 3, 15), group="week", usage="premium"),
 ]
 
 
@@ -35,13 +35,13 @@ def everything(report) -> tuple:
 
 
 def test_a_report_from_rollups_equals_the_report_from_jobs(jobs):  # noqa: F811
-    live = [everything(selectors.usage_report(filter=ReportFilter(**f))) for f in FILTERS]
+    live = [everything(selectors.usage_report(filter=f)) for f in FILTERS]
     assert services.usage_rollups_refresh(now=LATER, max_days=100) == 18  # March 2 to 19
     assert selectors.closed_days_through() == dt.date(2026, 3, 19)
     assert set(ClosedPeriod.objects.filter(group="week").values_list("period", flat=True)) == {
         dt.date(2026, 3, 2), dt.date(2026, 3, 9)}
     assert UsageRollup.objects.filter(group="day").exclude(usage="").count() == 7  # the rows of the live report
-    rolled = [everything(selectors.usage_report(filter=ReportFilter(**f))) for f in FILTERS]
+    rolled = [everything(selectors.usage_report(filter=f)) for f in FILTERS]
     for f, before, after in zip(FILTERS, live, rolled, strict=True):
         assert after == before, f
 
@@ -60,6 +60,7 @@ def test_a_day_closes_an_hour_after_it_ends_and_only_once_its_jobs_are_final(job
     assert services.usage_rollups_refresh(now=monday_night) == 0  # Monday ended half an hour ago
     assert services.usage_rollups_refresh(now=monday_night + dt.timedelta(hours=1)) == 1
     stuck = Job.objects.filter(created_at__date=dt.date(2026, 3, 3)).first()
+    assert stuck is not None
     Job.objects.filter(pk=stuck.pk).update(status=JobStatus.QUEUED, finished_at=None)
     assert services.usage_rollups_refresh(now=LATER) == 0  # Tuesday has a job still queued: nothing after it
     assert selectors.closed_days_through() == dt.date(2026, 3, 2)
@@ -76,5 +77,5 @@ def test_the_command_rolls_up_everything_or_starts_over(jobs, capsys):  # noqa: 
     assert "Cleared" in out and selectors.closed_days_through() is not None  # cleared, then rolled up again
     services.usage_rollups_clear()
     assert not UsageRollup.objects.exists() and selectors.closed_days_through() is None
-    assert selectors.usage_report(filter=ReportFilter(**FILTERS[0])).totals["jobs"] == 6  # live again
-    assert D1.date() == FILTERS[0]["start"]
+    assert selectors.usage_report(filter=FILTERS[0]).totals["jobs"] == 6  # live again
+    assert D1.date() == FILTERS[0].start

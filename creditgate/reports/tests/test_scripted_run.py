@@ -39,9 +39,8 @@ def env(transactional_db, seeded_catalog, sandbox, settings):
     dispatch.wait_idle()
 
 
-def run(make, *, fail=None, **knobs) -> Job:
+def run(sandbox, make, *, fail=None, **knobs) -> Job:
     """One job, alone, so the sandbox's scripted failures hit its requests and no other's."""
-    sandbox = run.sandbox
     if knobs:
         sandbox.configure(**knobs)
     if fail:
@@ -59,36 +58,36 @@ def tries(job: Job) -> list[tuple]:
 
 
 def test_a_scripted_run_is_recorded_try_by_try_and_adds_up(env):
-    sandbox = run.sandbox = env
+    sandbox = env
     user = make_user(credits=2000)
     images = lambda tier, n: lambda: intake.job_create_images(user=user, prompt=f"{tier} foxes", tier=tier,  # noqa: E731
                                                                 count=n)
     text = lambda: intake.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=200)  # noqa: E731
 
     # --- Scripted failures, one job at a time --------------------------------------------------
-    basic = run(images("basic", 2), fail=(2, "server_error"))
+    basic = run(sandbox, images("basic", 2), fail=(2, "server_error"))
     assert tries(basic) == [("image", 1, "failed", "ProviderServerError", 500),
                             ("image", 2, "failed", "ProviderServerError", 500),
                             ("image", 3, "succeeded", "", None)]
-    quality = run(images("quality", 2), fail=(1, "rate_limit"))
+    quality = run(sandbox, images("quality", 2), fail=(1, "rate_limit"))
     assert tries(quality) == [("image", 1, "failed", "ProviderRateLimited", 429), ("image", 2, "succeeded", "", None)]
-    premium_failed = run(images("premium", 1), fail=(3, "server_error"))  # retries exhausted
+    premium_failed = run(sandbox, images("premium", 1), fail=(3, "server_error"))  # retries exhausted
     assert premium_failed.status == "failed" and premium_failed.credits_charged == 0
     assert [t[2] for t in tries(premium_failed)] == ["failed"] * 3
-    text_retried = run(text, fail=(1, "server_error"))
+    text_retried = run(sandbox, text, fail=(1, "server_error"))
     assert tries(text_retried) == [("text", 1, "failed", "ProviderServerError", 500),
                                    ("text", 2, "succeeded", "", None)]
-    refused = run(text, fail=(1, "content_refusal"))  # a refusal is never retried
+    refused = run(sandbox, text, fail=(1, "content_refusal"))  # a refusal is never retried
     assert refused.error_code == "content_refused"
     assert tries(refused) == [("text", 1, "failed", "ProviderContentRefused", 400)]
-    quota = run(images("quality", 1), fail=(1, "quota"))  # nor is an exhausted quota: the tier's backup serves
+    quota = run(sandbox, images("quality", 1), fail=(1, "quota"))  # nor is an exhausted quota: the tier's backup serves
     backup = catalog_selectors.routing_get().image_models_ordered["quality"][1]
     assert tries(quota) == [("image", 1, "failed", "ProviderQuotaExhausted", 429), ("image", 1, "succeeded", "", None)]
     assert quota.calls.get(status="succeeded").model_name == backup.model_name and quota.status == "succeeded"
-    no_cost = run(images("basic", 1), runware_cost=False)  # Runware without its cost: the catalog's
+    no_cost = run(sandbox, images("basic", 1), runware_cost=False)  # Runware without its cost: the catalog's
     sandbox.configure(runware_cost=True)
-    article = run(lambda: intake.job_create_article(user=user, prompt="Foxes", tier="premium", image_count=2,
-                                                      max_tokens=150))
+    article = run(sandbox, lambda: intake.job_create_article(user=user, prompt="Foxes", tier="premium",
+                                                             image_count=2, max_tokens=150))
     assert article.status == "succeeded"
 
     # --- Random failures ---------------------------------------------------------------------
@@ -96,7 +95,7 @@ def test_a_scripted_run_is_recorded_try_by_try_and_adds_up(env):
     for kind in ("server_error", "rate_limit"):
         sandbox.configure(error_rate=0.4, error_kind=kind)
         for make in (images("basic", 1), images("quality", 1), images("premium", 1), text, images("basic", 3)):
-            run(make)
+            run(sandbox, make)
     sandbox.configure(error_rate=0.0)
     random.seed()
 
@@ -145,13 +144,17 @@ def test_a_scripted_run_is_recorded_try_by_try_and_adds_up(env):
         if call.units_delivered == 0:
             assert (call.cost_usd, call.cost_source) == (0, CostSource.NONE), call.pk
         elif call.provider_id == "runware" and call.job_id != no_cost.pk:
+            assert model.usd_per_image is not None
             billed = sum(Decimal(str(item["cost"])) for item in sandbox.state.task(call.task_id)["data"])
             assert (call.cost_usd, call.cost_source) == (billed, CostSource.PROVIDER)
             assert billed != model.usd_per_image * call.units_delivered
         elif call.kind == "image":
+            assert model.usd_per_image is not None
             assert (call.cost_usd, call.cost_source) == (model.usd_per_image * call.units_delivered,
                                                          CostSource.CATALOG)
         else:  # OpenAI reports tokens: priced at the catalog's per-1M prices
+            assert call.prompt_tokens is not None and call.completion_tokens is not None
+            assert model.input_usd_per_1m_tokens is not None and model.output_usd_per_1m_tokens is not None
             usd = (call.prompt_tokens * model.input_usd_per_1m_tokens
                    + call.completion_tokens * model.output_usd_per_1m_tokens) / MILLION
             assert call.cost_source == CostSource.USAGE

@@ -188,7 +188,7 @@ def token_for(user) -> dict:
     return {"Authorization": f"Token {Token.objects.create(user=user).key}"}
 
 
-def wait_ready(server: Server, timeout: float = 30) -> dict:
+def wait_ready(server: Server, timeout: float = 30) -> requests.Response:
     """Readiness once it passes (a Celery worker takes a few seconds to answer pings)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -215,7 +215,7 @@ def test_the_page_loads_with_its_assets_under_gunicorn(served, browser):
     context = browser.new_context()
     context.set_default_timeout(15_000)
     tab = context.new_page()
-    assets = {}
+    assets: dict[str, int] = {}  # static URL -> HTTP status
     tab.on("response", lambda r: assets.__setitem__(r.url, r.status) if "/static/" in r.url else None)
     try:
         tab.goto(served.url + "/")
