@@ -228,7 +228,9 @@ class AIModelConfig(models.Model):
             return pinned
         if self.model_type != ModelType.IMAGE or self.quality_tier_id is None:
             return None
-        return self.quality_tier.credits_per_image
+        tier = self.quality_tier
+        assert tier is not None  # quality_tier_id is set
+        return tier.credits_per_image
 
     @credits_per_image.setter
     def credits_per_image(self, value: int | None) -> None:

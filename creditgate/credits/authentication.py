@@ -12,6 +12,7 @@ the credential, the user and the account membership are read in one query instea
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
+from rest_framework.authtoken.models import Token
 
 from creditgate.credits import services
 from creditgate.credits.models import ApiKey
@@ -53,9 +54,9 @@ class TokenAuthentication(authentication.TokenAuthentication):
 
     def authenticate_credentials(self, key):
         try:
-            token = (self.get_model().objects.select_related("user", "user__credit_membership__account")
+            token = (Token.objects.select_related("user", "user__credit_membership__account")
                      .get(key=key))
-        except self.get_model().DoesNotExist:
+        except Token.DoesNotExist:
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")
