@@ -56,8 +56,11 @@ def wrk(url: str, seconds: int, connections: int, master_pid: int) -> tuple[floa
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise SystemExit(f"{url}: {errors.group(1)} error responses\n{out}")
-    requests = int(re.search(r"(\d+) requests in", out).group(1))
-    return float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)), requests / max(cpu, 1e-9)
+    count, rate = re.search(r"(\d+) requests in", out), re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if count is None or rate is None:
+        raise SystemExit(f"{url}: wrk's output has no request count or rate\n{out}")
+    requests = int(count.group(1))
+    return float(rate.group(1)), requests / max(cpu, 1e-9)
 
 
 def warm_query_count() -> int:

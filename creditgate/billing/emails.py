@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 
 from anymail.exceptions import AnymailError
+from anymail.message import AnymailMessage
 from django.conf import settings
-from django.core.mail import EmailMessage, get_connection
+from django.core.mail import get_connection
 
 from creditgate.core.errors import ApplicationError
 from creditgate.providers.base import ProviderNotConfigured
@@ -42,8 +43,9 @@ def email_send(*, to: str, subject: str, body: str) -> str:
     if endpoint.base_url:
         options["api_url"] = endpoint.base_url
     connection = get_connection(BACKEND, fail_silently=False, **options)
-    message = EmailMessage(subject=subject, body=body, from_email=settings.DEFAULT_FROM_EMAIL, to=[to],
-                           connection=connection)
+    # Anymail's EmailMessage subclass: it declares the anymail_status the backend fills in on send.
+    message = AnymailMessage(subject=subject, body=body, from_email=settings.DEFAULT_FROM_EMAIL, to=[to],
+                             connection=connection)
     try:
         message.send()
     except AnymailError as exc:

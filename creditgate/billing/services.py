@@ -37,6 +37,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -370,7 +371,7 @@ def _reverse(record: StripeEvent, payment: Payment, *, currency, charge_id: str,
                                 "dispute_outcome"])
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[StripeEvent, dict], None]] = {
     "checkout.session.completed": _session_paid,
     "checkout.session.async_payment_succeeded": _session_paid,
     "checkout.session.expired": _session_closed,

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 import stripe
+from stripe.params.checkout import SessionCreateParams
 
 from creditgate.billing.errors import PaymentsUnavailable, WebhookSignatureInvalid
 from creditgate.providers.base import ProviderNotConfigured
@@ -61,7 +62,7 @@ def checkout_session_create(*, checkout_id: str, pack_name: str, credits: int, a
                             metadata: dict[str, str]) -> CreatedSession:
     """A Checkout Session in payment mode for one pack. `checkout_id` keys Stripe's idempotency,
     so a retried request creates one session."""
-    params: dict = {
+    params: SessionCreateParams = {
         "mode": "payment",
         "line_items": [{"quantity": 1, "price_data": {
             "currency": currency, "unit_amount": amount,
@@ -86,6 +87,8 @@ def checkout_session_create(*, checkout_id: str, pack_name: str, credits: int, a
                                   "Try again in a moment.") from exc
     expires_at = getattr(session, "expires_at", None)
     expires = dt.datetime.fromtimestamp(expires_at, tz=dt.UTC) if expires_at else None
+    # A session in the default (hosted) UI mode always has the payment page's URL while it is open.
+    assert session.url is not None
     return CreatedSession(id=session.id, url=session.url, expires_at=expires)
 
 

@@ -33,7 +33,9 @@ class AIConfigApi(APIView):
         class ImageQualitySerializer(serializers.Serializer):
             tier = serializers.CharField()
             credits_per_image = serializers.IntegerField()
-            label = serializers.CharField()
+            # DRF's serializer metaclass pops declared fields off the class, so this never shadows
+            # Field.label at run time; the stubs see a class attribute of another type.
+            label = serializers.CharField()  # type: ignore[assignment]
 
         image_qualities = ImageQualitySerializer(many=True, help_text="Served tiers, cheapest first.")
         text_model = serializers.CharField(allow_null=True)
@@ -55,6 +57,7 @@ class AIConfigApi(APIView):
     def get(self, request: HttpRequest) -> HttpResponse:
         snapshot = ai_config_snapshot_get()
         header = request.META.get("HTTP_IF_NONE_MATCH")  # not request.headers: it copies every header
+        response: HttpResponse
         if header and _etag_matches(header, snapshot.etag):
             response = HttpResponseNotModified()
         else:

@@ -67,6 +67,7 @@ def models_servable_ordered() -> dict[str, list[AIModelConfig]]:
             .order_by("priority", "model_name"))
     by_tier: dict[str, list[AIModelConfig]] = {}
     for model in rows:
+        assert model.quality_tier_id is not None  # the query keeps only models with a tier
         by_tier.setdefault(model.quality_tier_id, []).append(model)
     return {t: by_tier[t] for t in QualityTier.values if t in by_tier}
 
@@ -222,9 +223,9 @@ def services_at_risk(*, within_days: int) -> list[ServiceAtRisk]:
     groups.append(("text", "text generation", [m for m in active if m.model_type == ModelType.TEXT]))
     risks = []
     for key, label, models in groups:
-        ends = [model_end(m) for m in models]
-        if not models or any(e is None or (e.on is not None and e.on > limit) for e in ends):
-            continue
+        ends = [e for e in (model_end(m) for m in models) if e is not None]
+        if not models or len(ends) < len(models) or any(e.on is not None and e.on > limit for e in ends):
+            continue  # a model without an end, or one that ends after the limit, keeps it served
         dated = [e.on for e in ends if e.on is not None]
         ends_on = None if len(dated) < len(ends) else max(dated)
         risks.append(ServiceAtRisk(key=key, label=label, ends_on=ends_on, ends=tuple(ends)))

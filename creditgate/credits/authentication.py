@@ -10,16 +10,12 @@ the credential, the user and the account membership are read in one query instea
   versions. It keeps working until the token is revoked (deleted); new integrations use API keys.
 """
 
-from typing import TYPE_CHECKING, cast
-
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
+from rest_framework.authtoken.models import Token
 
 from creditgate.credits import services
 from creditgate.credits.models import ApiKey
-
-if TYPE_CHECKING:
-    from rest_framework.authtoken.models import Token
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -57,11 +53,10 @@ class TokenAuthentication(authentication.TokenAuthentication):
     """DRF's `Authorization: Token <key>`, unchanged but for what the query joins."""
 
     def authenticate_credentials(self, key):
-        # get_model() is typed as returning any model: it is DRF's Token, as `model` is not set here
-        model = cast("type[Token]", self.get_model())
         try:
-            token = model.objects.select_related("user", "user__credit_membership__account").get(key=key)
-        except model.DoesNotExist:
+            token = (Token.objects.select_related("user", "user__credit_membership__account")
+                     .get(key=key))
+        except Token.DoesNotExist:
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         if not token.user.is_active:
             raise exceptions.AuthenticationFailed("User inactive or deleted.")

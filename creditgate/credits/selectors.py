@@ -96,7 +96,7 @@ def _shortfall_check() -> list[str]:
 def _holds_check() -> list[str]:
     """Each hold's entries must match its state: placed once; an active hold still fully held;
     a settled one no longer held at all, charged exactly its captured amount."""
-    by_hold = defaultdict(lambda: {"held": 0, "charged": 0, "placed": 0})
+    by_hold: defaultdict[int, dict[str, int]] = defaultdict(lambda: {"held": 0, "charged": 0, "placed": 0})
     rows = (LedgerEntry.objects.filter(hold__isnull=False).values("hold_id")
             .annotate(held=Sum("held_delta"), charged=Sum("amount", filter=Q(kind=EntryKind.CAPTURE)),
                       placed=Sum("held_delta", filter=Q(kind=EntryKind.HOLD))))
@@ -188,8 +188,10 @@ def members_list(*, viewer: AccountMember) -> list[tuple[AccountMember, Spending
 
 def member_get(*, viewer: AccountMember, member_id) -> AccountMember:
     """A member of the viewer's account (an owner sees all, a member only themself); 404 otherwise."""
+    if not isinstance(member_id, int):  # not an id: no such member
+        raise NotFound("No such member.")
     member = AccountMember.objects.select_related("user", "account").filter(
-        pk=member_id if isinstance(member_id, int) else None, account_id=viewer.account_id).first()
+        pk=member_id, account_id=viewer.account_id).first()
     if member is None or not (viewer.is_owner or member.pk == viewer.pk):
         raise NotFound("No such member.")
     return member
@@ -199,18 +201,20 @@ def api_keys_list(*, viewer: AccountMember) -> list[tuple[ApiKey, Spending]]:
     """The API keys the viewer manages (an owner: the account's; a member: their own), newest
     first, with what each used this month."""
     month = spending_month()
-    keys = ApiKey.objects.filter(member__account_id=viewer.account_id).select_related("member__user")
+    managed = ApiKey.objects.filter(member__account_id=viewer.account_id).select_related("member__user")
     if not viewer.is_owner:
-        keys = keys.filter(member=viewer)
-    keys = list(keys.order_by("-created_at", "-pk"))
+        managed = managed.filter(member=viewer)
+    keys = list(managed.order_by("-created_at", "-pk"))
     spends = {row["api_key_id"]: Spending(month, row["spent"], row["held"]) for row in
               ApiKeySpend.objects.filter(api_key__in=keys, month=month).values("api_key_id", "spent", "held")}
     return [(k, spends.get(k.pk, Spending(month))) for k in keys]
 
 
 def api_key_get(*, viewer: AccountMember, key_id) -> ApiKey:
+    if not isinstance(key_id, int):  # not an id: no such key
+        raise NotFound("No such API key.")
     key = ApiKey.objects.select_related("member__user", "member").filter(
-        pk=key_id if isinstance(key_id, int) else None, member__account_id=viewer.account_id).first()
+        pk=key_id, member__account_id=viewer.account_id).first()
     if key is None or not (viewer.is_owner or key.member_id == viewer.pk):
         raise NotFound("No such API key.")
     return key

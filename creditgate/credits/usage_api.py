@@ -66,7 +66,9 @@ class UsageDaySerializer(serializers.Serializer):
 @extend_schema_serializer(component_name="UsageTier")
 class UsageTierSerializer(serializers.Serializer):
     tier = serializers.CharField(help_text="basic, quality, premium, or text.")
-    label = serializers.CharField()
+    # DRF's serializer metaclass pops declared fields off the class, so this never shadows
+    # Field.label at run time; the stubs see a class attribute of another type.
+    label = serializers.CharField()  # type: ignore[assignment]
     credits = serializers.IntegerField()
 
 

@@ -3,12 +3,17 @@ from django.utils.html import format_html
 
 from creditgate.generation.models import Job, JobImage, ProviderCall
 
+# Shown and read-only alike; tuples, which both attributes' declared types accept.
+_IMAGE_FIELDS = ("index", "file", "width", "height", "provider_image_id", "cost_usd")
+_CALL_FIELDS = ("started_at", "run_and_try", "asked", "outcome", "error", "provider_request_id", "latency", "tokens",
+                "cost")
+
 
 class JobImageInline(admin.TabularInline):
     model = JobImage
     extra = 0
     can_delete = False
-    fields = readonly_fields = ("index", "file", "width", "height", "provider_image_id", "cost_usd")
+    fields = readonly_fields = _IMAGE_FIELDS
 
     def has_add_permission(self, request, obj=None):
         return False
@@ -23,8 +28,7 @@ class ProviderCallInline(admin.TabularInline):
     verbose_name_plural = "provider calls (each try, retries included)"
     extra = 0
     can_delete = False
-    fields = readonly_fields = ("started_at", "run_and_try", "asked", "outcome", "error", "provider_request_id",
-                                "latency", "tokens", "cost")
+    fields = readonly_fields = _CALL_FIELDS
     ordering = ["started_at", "try_number"]
 
     def has_add_permission(self, request, obj=None):

@@ -130,7 +130,8 @@ def _accepted(request, job: Job, created: bool, *, waited: int | None = None) ->
     elif created:  # a job that was just created has no images yet: spare the query
         no_images = JobImage.objects.none()
         no_images._result_cache = []  # already evaluated, as prefetch_related leaves it
-        job._prefetched_objects_cache = {"images": no_images}
+        # Django's prefetch cache is a private attribute the stubs do not declare.
+        job._prefetched_objects_cache = {"images": no_images}  # type: ignore[attr-defined]
     final = waited is not None and job.status in FINAL_STATUSES  # without a wait: 202, as ever
     response = Response(JobOutputSerializer(job, context={"request": request}).data,
                         status=status.HTTP_200_OK if final else status.HTTP_202_ACCEPTED)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -31,8 +32,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class Lease:
-    job_id: object
-    token: object
+    job_id: uuid.UUID
+    token: uuid.UUID | str | None  # the job's lease_token as the run claimed it (a UUID or its text)
     lost: threading.Event = field(default_factory=threading.Event)
 
 

@@ -18,8 +18,9 @@ import io
 import logging
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
+from decimal import Decimal
 from functools import partial
 
 import structlog
@@ -168,7 +169,8 @@ def _job_claim(job_id) -> Job | None:
     now = timezone.now()
     lease_until = now + dt.timedelta(seconds=settings.CREDITGATE_JOB_LEASE_SECONDS)
     fields = {f.name: f for f in Job._meta.concrete_fields}
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields.values())
+    # Concrete fields are exactly those with a column (`if f.column` only narrows the type).
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields.values() if f.column)
     sql = (f"UPDATE {connection.ops.quote_name(Job._meta.db_table)} SET status = %s, attempts = attempts + 1, "
            f"lease_token = %s, lease_expires_at = %s, started_at = COALESCE(started_at, %s) "
            f"WHERE id = %s AND ((status = %s AND run_after <= %s) OR (status = %s AND lease_expires_at < %s)) "
@@ -236,7 +238,8 @@ class _Run:
     def _run(self, todo: list) -> None:
         """Make the calls: one alone in this thread; several (an article, a batch in several
         calls, failovers) at once, storing each answer while others are still out."""
-        pool, in_flight = None, set()
+        pool: ThreadPoolExecutor | None = None
+        in_flight: set[Future[_CallResult]] = set()
         try:
             while todo or in_flight:
                 if not in_flight and len(todo) == 1:
@@ -306,7 +309,8 @@ class _Run:
         temperature = float(job.temperature) if job.temperature is not None and model.accepts("temperature") else None
 
         def ask() -> _CallResult:
-            started, tries = time.monotonic(), []
+            started = time.monotonic()
+            tries: list[ProviderTry] = []
             try:
                 text = adapter.generate_text(model=model, prompt=job.prompt, max_tokens=job.max_tokens,
                                              temperature=temperature, record=tries.append)
@@ -339,7 +343,8 @@ class _Run:
 
         def asker(call: ProviderCall):
             def ask() -> _CallResult:
-                started, tries = time.monotonic(), []
+                started = time.monotonic()
+                tries: list[ProviderTry] = []
                 try:
                     outcomes = adapter.generate_image_batch(model=model, prompt=prompt, n=call.units_requested,
                                                             task_id=call.task_id or None, record=tries.append)
@@ -363,7 +368,8 @@ class _Run:
         for call in self.unanswered:
             if call.kind != ModelType.IMAGE:
                 continue
-            started, tries = time.monotonic(), []
+            started = time.monotonic()
+            tries: list[ProviderTry] = []
             outcomes = model = None
             try:
                 adapter = adapter_for(provider_id=call.provider_id)
@@ -382,6 +388,7 @@ class _Run:
                     rows = [call]
                 self.pending.append(_CallResult(call=call, presaved=True, retries=rows[1:]))
                 continue
+            assert model is not None  # outcomes come only from resume_images, which was given the model
             result = _images_result(self.job, call, tries, outcomes, model=model, started=started, presaved=True)
             result.failover_units = 0  # what the lookup could not deliver is asked for below
             delivered += len(result.images)
@@ -477,7 +484,7 @@ def _models_in_order(job: Job) -> dict[str, tuple[AIModelConfig, ...]]:
     models as the catalog lists them now, all at the rate the job was held at; the model the job
     was priced with when none of them is servable any more (its call then says why)."""
     routing = catalog_selectors.routing_get()
-    models = {ModelType.TEXT: (), ModelType.IMAGE: ()}
+    models: dict[str, tuple[AIModelConfig, ...]] = {ModelType.TEXT: (), ModelType.IMAGE: ()}
     if job.text_model_name:
         models[ModelType.TEXT] = routing.text_models_ordered or _named(job.text_model_name)
     if job.image_model_name:
@@ -513,7 +520,7 @@ def _images_result(job: Job, call: ProviderCall, tries: list[ProviderTry], outco
         call, tries, model=model, started=started, delivered=len(delivered), task_ids=presaved,
         answered=ProviderTry(ok=True, latency_ms=None, units=len(delivered),
                              request_id=next((o.provider_task_id for o in outcomes if o.provider_task_id), "") or "",
-                             cost_usd=sum(costs_reported) if costs_reported else None))
+                             cost_usd=sum(costs_reported, Decimal(0)) if costs_reported else None))
     last = rows[-1]
     images = [_image_file_saved(job, last, n, outcome) for n, outcome in enumerate(delivered)]
     if failed:
@@ -527,12 +534,14 @@ def _images_result(job: Job, call: ProviderCall, tries: list[ProviderTry], outco
 
 
 def _image_file_saved(job: Job, call: ProviderCall, n: int, outcome: ImageOutcome) -> JobImage:
+    assert outcome.data is not None  # only delivered outcomes (ok, with data) are saved
     content_type = outcome.content_type or "image/png"
     width = height = None
     try:
         with Image.open(io.BytesIO(outcome.data)) as img:
             width, height = img.size
-            content_type = Image.MIME.get(img.format, content_type)
+            if img.format:
+                content_type = Image.MIME.get(img.format, content_type)
     except Exception:  # noqa: BLE001 - keep the bytes even if Pillow cannot read the header
         logger.warning("job %s: an image of call %s is not readable by Pillow", job.pk, call.pk)
     image = JobImage(job=job, call=call, model_name=call.model_name, index=0, content_type=content_type,

@@ -32,7 +32,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def _background(seed_text: str) -> tuple[int, int, int]:
     digest = hashlib.sha256(seed_text.encode()).digest()
     # Dark enough that white text is always readable.
-    return tuple(30 + digest[i] % 90 for i in range(3))  # type: ignore[return-value]
+    return 30 + digest[0] % 90, 30 + digest[1] % 90, 30 + digest[2] % 90
 
 
 def render_png(*, prompt: str, model: str, width: int, height: int, seed: int | None = None) -> bytes:

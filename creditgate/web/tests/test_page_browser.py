@@ -211,7 +211,9 @@ def test_text_job_shows_the_model_the_text_and_what_it_cost(page_env, page):
     summary = page.locator("#text-job-summary")
     expect(summary).to_contain_text("Done", timeout=30_000)
     assert page.locator("#text-output").inner_text().strip()
-    charged = int(re.search(r"charged (\d+) credit", summary.inner_text()).group(1))
+    found = re.search(r"charged (\d+) credit", summary.inner_text())
+    assert found, summary.inner_text()
+    charged = int(found.group(1))
     assert charged >= 1
     expect(page.locator("#bal-available")).to_have_text(str(50 - charged))
     assert account_balance(user)["available"] == 50 - charged
