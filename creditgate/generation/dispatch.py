@@ -112,8 +112,10 @@ def sweep_round(*, now: float | None = None) -> list[str]:
 
 def inprocess_start(**signal_kwargs) -> None:
     """Start the in-process runner and its sweeper (no-op with Celery). Connected to Django's
-    request_started, so a process starts it with the first request it serves."""
-    if settings.CREDITGATE_JOBS_BACKEND != "celery" and (_pool is None or _sweeper is None):
+    request_started, so a process starts it with the first request it serves, and a sweeper that
+    ended (its interval was set to 0) starts again once the interval is back."""
+    if settings.CREDITGATE_JOBS_BACKEND != "celery" and (
+            _pool is None or _sweeper is None or not _sweeper.is_alive()):
         _executor()
 
 

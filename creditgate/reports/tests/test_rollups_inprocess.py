@@ -64,10 +64,18 @@ def test_the_in_process_sweeper_rolls_up_closed_days_at_a_bounded_rate(forty_clo
 
 def test_the_sweeper_thread_of_the_embedded_default_runs_it(forty_closed_days, fresh_sweeper_clock, settings):
     settings.CREDITGATE_JOBS_BACKEND = "inprocess"
+    # A sweeper an earlier test started ends after its round once the interval is 0: wait for it,
+    # so the thread measured here is the one this process's start-up gives.
+    settings.CREDITGATE_JOB_SWEEP_SECONDS = 0
+    earlier = dispatch._sweeper
+    if earlier is not None:
+        earlier.join(timeout=30)
+        assert not earlier.is_alive(), "an earlier sweeper thread is stuck in a round"
     settings.CREDITGATE_JOB_SWEEP_SECONDS = 0.05
     dispatch.inprocess_start()
+    assert dispatch._sweeper is not None and dispatch._sweeper is not earlier and dispatch._sweeper.is_alive()
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 30
         while closed_days() < 31 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert closed_days() == 31  # the first round; the next runs wait for CREDITGATE_USAGE_ROLLUP_SECONDS
