@@ -23,24 +23,17 @@
     shortfall: 0,
   };
 
+  var api = window.creditgate.api;
+  var sentence = window.creditgate.sentence;
+
   function $(id) { return document.getElementById(id); }
 
   function plural(n, word) { return n + " " + word + (n === 1 ? "" : "s"); }
-
-  function sentence(text) {
-    text = String(text || "").trim();
-    return text && !/[.!?]$/.test(text) ? text + "." : text;
-  }
 
   // The API's own sentence for 402, rebuilt from its numbers so it reads the same wherever the
   // shortfall is found (here before the click, or by the server after it).
   function shortfallMessage(required, available) {
     return "This needs " + plural(required, "credit") + "; you have " + available + ".";
-  }
-
-  function csrfToken() {
-    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
   }
 
   // crypto.randomUUID exists only in secure contexts; a plain-http LAN address is not one.
@@ -51,40 +44,6 @@
     b[8] = (b[8] & 0x3f) | 0x80;
     var hex = Array.prototype.map.call(b, function (x) { return (x + 0x100).toString(16).slice(1); }).join("");
     return [hex.slice(0, 8), hex.slice(8, 12), hex.slice(12, 16), hex.slice(16, 20), hex.slice(20)].join("-");
-  }
-
-  function ApiError(status, body, fallback) {
-    var error = (body && body.error) || {};
-    this.status = status;
-    this.code = error.code || (status === 0 ? "network" : "http_" + status);
-    this.message = error.message || fallback || "Something went wrong (HTTP " + status + ").";
-    this.details = error.details || {};
-  }
-
-  function api(url, options) {
-    options = options || {};
-    var init = {
-      method: options.method || "GET",
-      credentials: "same-origin",
-      cache: options.cache || "no-store",
-      headers: Object.assign({ Accept: "application/json" }, options.headers || {}),
-    };
-    if (options.body !== undefined) {
-      init.body = JSON.stringify(options.body);
-      init.headers["Content-Type"] = "application/json";
-      init.headers["X-CSRFToken"] = csrfToken();
-    }
-    return fetch(url, init).then(
-      function (response) {
-        return response.json().catch(function () { return null; }).then(function (body) {
-          if (!response.ok) throw new ApiError(response.status, body);
-          return body;
-        });
-      },
-      function () {
-        throw new ApiError(0, null, "The server could not be reached. Check your connection and try again.");
-      }
-    );
   }
 
   // A tier no longer served is not in ai-config; its name is still worth showing.

@@ -1,7 +1,7 @@
 /* The team page: members and their monthly caps, API keys, webhook endpoints and deliveries.
  * Everything is read and changed through the public API (/api/v1/account/…, /api/v1/webhooks/…),
  * the same one integrations use; the page holds no rule of its own (the server refuses what a
- * member may not do, and says why). Its fetch wrapper is app.js's, kept alike on purpose. */
+ * member may not do, and says why). Its API client is api.js, shared with app.js. */
 (function () {
   "use strict";
 
@@ -25,49 +25,8 @@
     return node;
   }
 
-  function csrfToken() {
-    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
-    return match ? decodeURIComponent(match[1]) : "";
-  }
-
-  function ApiError(status, body, fallback) {
-    var error = (body && body.error) || {};
-    this.status = status;
-    this.code = error.code || (status === 0 ? "network" : "http_" + status);
-    this.message = error.message || fallback || "Something went wrong (HTTP " + status + ").";
-    this.details = error.details || {};
-  }
-
-  function api(url, options) {
-    options = options || {};
-    var init = {
-      method: options.method || "GET",
-      credentials: "same-origin",
-      cache: "no-store",
-      headers: { Accept: "application/json" },
-    };
-    if (init.method !== "GET") init.headers["X-CSRFToken"] = csrfToken();
-    if (options.body !== undefined) {
-      init.body = JSON.stringify(options.body);
-      init.headers["Content-Type"] = "application/json";
-    }
-    return fetch(url, init).then(
-      function (response) {
-        return response.json().catch(function () { return null; }).then(function (body) {
-          if (!response.ok) throw new ApiError(response.status, body);
-          return body;
-        });
-      },
-      function () {
-        throw new ApiError(0, null, "The server could not be reached. Check your connection and try again.");
-      }
-    );
-  }
-
-  function sentence(text) {
-    text = String(text || "").trim();
-    return text && !/[.!?]$/.test(text) ? text + "." : text;
-  }
+  var api = window.creditgate.api;
+  var sentence = window.creditgate.sentence;
 
   function describe(err) {
     var fields = Object.keys(err.details || {}).filter(function (f) { return Array.isArray(err.details[f]); });

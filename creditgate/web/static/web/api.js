@@ -1,0 +1,53 @@
+/* The page's one client of the public API, shared by app.js (the home page) and team.js (the team
+ * page): same-origin fetch with the CSRF token on every write, JSON in and out, and every failure
+ * as an ApiError carrying the contract's error {code, message, details}. */
+(function () {
+  "use strict";
+
+  function csrfToken() {
+    var match = document.cookie.match(/(?:^|;\s*)csrftoken=([^;]+)/);
+    return match ? decodeURIComponent(match[1]) : "";
+  }
+
+  function ApiError(status, body, fallback) {
+    var error = (body && body.error) || {};
+    this.status = status;
+    this.code = error.code || (status === 0 ? "network" : "http_" + status);
+    this.message = error.message || fallback || "Something went wrong (HTTP " + status + ").";
+    this.details = error.details || {};
+  }
+
+  function api(url, options) {
+    options = options || {};
+    var init = {
+      method: options.method || "GET",
+      credentials: "same-origin",
+      cache: options.cache || "no-store",
+      headers: Object.assign({ Accept: "application/json" }, options.headers || {}),
+    };
+    if (init.method !== "GET") init.headers["X-CSRFToken"] = csrfToken();
+    if (options.body !== undefined) {
+      init.body = JSON.stringify(options.body);
+      init.headers["Content-Type"] = "application/json";
+    }
+    return fetch(url, init).then(
+      function (response) {
+        return response.json().catch(function () { return null; }).then(function (body) {
+          if (!response.ok) throw new ApiError(response.status, body);
+          return body;
+        });
+      },
+      function () {
+        throw new ApiError(0, null, "The server could not be reached. Check your connection and try again.");
+      }
+    );
+  }
+
+  // A message as a sentence: the API's messages end with a full stop, a network error may not.
+  function sentence(text) {
+    text = String(text || "").trim();
+    return text && !/[.!?]$/.test(text) ? text + "." : text;
+  }
+
+  window.creditgate = { api: api, sentence: sentence };
+})();
