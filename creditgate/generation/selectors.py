@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from creditgate.billing import selectors as billing_selectors
 from creditgate.core.errors import NotFound
+from creditgate.core.snapshot import snapshot
 from creditgate.credits import pricing
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
@@ -126,8 +127,10 @@ def _charges_audit() -> list[str]:
 
 def reconciliation_audit(*, log: bool = False) -> list[str]:
     """The whole audit behind `manage.py check_ledger`: the ledger against itself (credits), then
-    the jobs against the ledger, then the payments against the ledger (billing)."""
-    problems = credits_selectors.ledger_check() + jobs_audit(full=True) + billing_selectors.payments_audit()
+    the jobs against the ledger, then the payments against the ledger (billing), all in one
+    snapshot of the database, so jobs and payments settling meanwhile are not reported as breaks."""
+    with snapshot():
+        problems = credits_selectors.ledger_check() + jobs_audit(full=True) + billing_selectors.payments_audit()
     if log:
         for problem in problems[:50]:
             logger.error("audit: %s", problem)

@@ -243,3 +243,32 @@ def _run_op(op: dict) -> dict:
         return {"ok": True, "op": "hold", "user_id": op["user_id"]}
     except ApplicationError as exc:
         return {"ok": False, "code": exc.code, "details": exc.details, "op": op["op"], "user_id": op["user_id"]}
+
+
+def test_the_audit_reads_one_snapshot_while_a_hold_settles_between_its_queries(pg):
+    """The hourly audit runs on a live system: a job settling between two of its queries (the
+    ledger sums read before the capture, the account read after) must not look like a broken
+    ledger. The capture is committed from another connection right after the audit's first query."""
+    user = make_user(credits=10)
+    account = services.account_for_user(user=user)
+    hold, _ = services.hold_place(account=account, amount=3, idempotency_key="k", fingerprint="f")
+    settled = threading.Event()
+
+    def capture() -> None:
+        services.hold_capture(hold_id=hold.pk, amount=2)
+        connection.close()  # this thread's own connection
+
+    def capture_after_first_query(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if not settled.is_set() and "SET TRANSACTION" not in sql:
+            settled.set()
+            worker = threading.Thread(target=capture)
+            worker.start()
+            worker.join()
+        return result
+
+    with connection.execute_wrapper(capture_after_first_query):
+        problems = selectors.ledger_check()
+    assert settled.is_set() and problems == []
+    assert Hold.objects.get(pk=hold.pk).captured_amount == 2
+    assert selectors.ledger_check() == []

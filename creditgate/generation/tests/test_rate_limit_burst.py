@@ -86,25 +86,26 @@ def test_a_burst_of_60_concurrent_posts_admits_exactly_the_limit(sandbox, tmp_pa
 
 
 def test_one_key_retried_30_times_at_once_starts_one_job_held_once(sandbox, tmp_path):
-    """A client whose POST timed out retries, many times and at once: every retry with the same
-    body gets the one job (the losers of the race recognise it after their transaction rolled
-    back), a retry with another body gets 409, and the account is held for one job."""
+    """A client whose POST timed out retries, many times and at once, and a buggy one reuses the
+    key with another body: whichever body's request wins the race starts the one job, every other
+    request with that body gets it (the losers of the race recognise it after their transaction
+    rolled back), every request with the other body gets 409, and the account is held once."""
     key = str(uuid.uuid4())
+    counts = [2 if n % 6 == 5 else 3 for n in range(30)]  # every sixth: the same key, another body
     with _gunicorn(sandbox, tmp_path, rate="1000/min") as (url, token, user):
-        def send(n: int) -> requests.Response:
-            count = 2 if n % 6 == 5 else 3  # every sixth: the same key with another body
-            return requests.post(url, json={"prompt": "a fox", "tier": "basic", "count": count}, timeout=60,
-                                 headers={"Authorization": f"Token {token}", "Idempotency-Key": key})
+        responses = _burst(30, lambda n: requests.post(
+            url, json={"prompt": "a fox", "tier": "basic", "count": counts[n]}, timeout=60,
+            headers={"Authorization": f"Token {token}", "Idempotency-Key": key}))
 
-        responses = _burst(30, send)
-
-        same = [r for n, r in enumerate(responses) if n % 6 != 5]
-        other = [r for n, r in enumerate(responses) if n % 6 == 5]
-        assert {r.status_code for r in same} == {202}, [r.text for r in same if r.status_code != 202]
-        assert len({r.json()["id"] for r in same}) == 1
-        assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in same) == len(same) - 1
-        assert {r.status_code for r in other} == {409}
-        assert {r.json()["error"]["code"] for r in other} == {"idempotency_conflict"}
+        winner = {counts[n] for n, r in enumerate(responses) if r.status_code == 202}
+        assert len(winner) == 1, [r.text for r in responses]
+        won = [r for n, r in enumerate(responses) if counts[n] in winner]
+        lost = [r for n, r in enumerate(responses) if counts[n] not in winner]
+        assert {r.status_code for r in won} == {202}, [r.text for r in won if r.status_code != 202]
+        assert len({r.json()["id"] for r in won}) == 1
+        assert sum(r.headers.get("Idempotent-Replayed") == "true" for r in won) == len(won) - 1
+        assert {r.status_code for r in lost} == {409}
+        assert {r.json()["error"]["code"] for r in lost} == {"idempotency_conflict"}
         assert Job.objects.count() == 1 and Hold.objects.count() == 1
-        assert START_CREDITS - balance(user)["available"] == 3 * PRICE
+        assert START_CREDITS - balance(user)["available"] == winner.pop() * PRICE
         assert credits_selectors.ledger_check() == []
