@@ -252,13 +252,15 @@ class _Run:
                     todo = []
                     done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
                     results = [future.result() for future in done]
-                for result in results:
+                for n, result in enumerate(results, start=1):
                     if result.health is not None:
                         breaker_record(result.call.provider_id, result.call.model_name, result.health)
                     if result.failover_units:
                         todo += self._calls(result.call.kind, result.failover_units, after=result.model_index,
                                             error=result.error)
-                    self._answered(result, more=bool(todo or in_flight))
+                    # Answers that came back together are stored one by one too: only the last
+                    # answer of the job waits for the settlement, which stores it in its transaction.
+                    self._answered(result, more=bool(todo or in_flight or n < len(results)))
         finally:
             if pool is not None:
                 pool.shutdown(wait=True)

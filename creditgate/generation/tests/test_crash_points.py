@@ -137,7 +137,7 @@ def test_a_celery_worker_killed_at_each_step_is_recovered(celery_env, sandbox, t
     first = CeleryWorker(sandbox, tmp_path / "first.log", crash_at=step)
     celery_env.append(first)
     job = three_basic_images_in_three_calls(user)
-    assert first.proc.wait(timeout=60) == 137, first.output()  # died at the step
+    assert first.proc.wait(timeout=120) == 137, first.output()  # died at the step
     job.refresh_from_db()
     assert job.status == ("succeeded" if step == "settled" else "running")
     assert balance(user)["balance"] == 20 - (3 if step == "settled" else 0)  # nothing charged mid-way
@@ -181,7 +181,7 @@ def test_openai_answers_lost_with_a_killed_worker_are_asked_for_again_but_stored
     first = CeleryWorker(sandbox, tmp_path / "first.log", crash_at="stored")
     celery_env.append(first)
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="quality", count=3)
-    assert first.proc.wait(timeout=60) == 137, first.output()
+    assert first.proc.wait(timeout=120) == 137, first.output()
     stored = job.images.count()
     asked_before = sandbox.stats["openai.images.generations"]
 
