@@ -78,8 +78,10 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
+    """One Chromium per test module: Playwright's loop is closed when the module ends, so tests
+    that run after the browser tests (async views, `/ready/`) see a thread without a loop."""
     executable = chromium_path()
     if executable is None:
         pytest.skip("Debian's chromium is not installed (apt-get install chromium); the browser tests need it")

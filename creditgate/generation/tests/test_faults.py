@@ -93,6 +93,11 @@ def test_broker_down_at_the_post_the_job_is_accepted_and_runs_when_the_broker_is
                                  json={"prompt": "a red fox", "tier": "basic", "count": 2},
                                  headers={"Authorization": f"Token {token}", "Idempotency-Key": key})
 
+        for _ in range(4):  # both gunicorn workers warmed up (URLs, catalog), so the timing below is the hand-off's
+            assert requests.post(f"http://127.0.0.1:{port}/api/v1/images/generations/", timeout=30,
+                                 json={"prompt": "x", "tier": "basic", "count": 0},
+                                 headers={"Authorization": f"Token {token}"}).status_code == 400
+
         started = time.monotonic()
         first = post()  # the broker is not running at all
         assert first.status_code == 202, first.text
