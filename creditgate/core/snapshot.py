@@ -15,7 +15,8 @@ from django.db import connection, transaction
 
 @contextmanager
 def snapshot() -> Iterator[None]:
-    """Run the block in one read-only REPEATABLE READ transaction on PostgreSQL.
+    """Run the block (or, as `@snapshot()`, the function) in one read-only REPEATABLE READ
+    transaction on PostgreSQL.
 
     Inside an open transaction (a caller's atomic block, a test's) the block joins it: the
     isolation of a transaction cannot change once it has run a query. SQLite needs nothing: a

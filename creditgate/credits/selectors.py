@@ -37,17 +37,13 @@ def ledger_list(*, account: Account) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(account=account).order_by("-id")
 
 
+@snapshot()
 def ledger_check() -> list[str]:
     """Every inconsistency between the stored counters, the ledger and the holds; empty == clean.
 
     Aggregates in the database, so it reads each table once whatever the number of accounts, and
     reads them all in one snapshot, so work settling meanwhile is not reported as a break.
     """
-    with snapshot():
-        return _ledger_check()
-
-
-def _ledger_check() -> list[str]:
     problems: list[str] = []
     sums = {row["account_id"]: row for row in LedgerEntry.objects.values("account_id").annotate(
         available=Sum("available_delta"), held=Sum("held_delta"), shortfall=Sum("shortfall_delta"))}

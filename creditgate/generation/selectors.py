@@ -125,12 +125,12 @@ def _charges_audit() -> list[str]:
     return problems
 
 
+@snapshot()
 def reconciliation_audit(*, log: bool = False) -> list[str]:
     """The whole audit behind `manage.py check_ledger`: the ledger against itself (credits), then
     the jobs against the ledger, then the payments against the ledger (billing), all in one
     snapshot of the database, so jobs and payments settling meanwhile are not reported as breaks."""
-    with snapshot():
-        problems = credits_selectors.ledger_check() + jobs_audit(full=True) + billing_selectors.payments_audit()
+    problems = credits_selectors.ledger_check() + jobs_audit(full=True) + billing_selectors.payments_audit()
     if log:
         for problem in problems[:50]:
             logger.error("audit: %s", problem)
