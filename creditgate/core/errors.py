@@ -54,13 +54,18 @@ class ServiceUnavailable(ApplicationError):
                          details={"retry_after": retry_after})
 
 
+def credits_words(n: int) -> str:
+    """ "1 credit", "2 credits": a count of credits in a sentence."""
+    return f"{n} credit" if n == 1 else f"{n} credits"
+
+
 class InsufficientCredits(ApplicationError):
     status_code = 402
     code = "insufficient_credits"
 
     def __init__(self, *, required: int, available: int):
         super().__init__(
-            f"This needs {required} credits; you have {available}.",
+            f"This needs {credits_words(required)}; you have {available}.",
             details={"required": required, "available": available},
         )
 
@@ -73,7 +78,7 @@ class ShortfallOwed(ApplicationError):
 
     def __init__(self, *, shortfall: int, available: int):
         super().__init__(
-            f"A refund or dispute took back {shortfall} credits that had already been spent. Buy credits to "
+            f"A refund or dispute took back {credits_words(shortfall)} that had already been spent. Buy credits to "
             f"settle them before starting new work (a purchase pays what is owed first).",
             details={"shortfall": shortfall, "available": available},
         )
@@ -91,8 +96,8 @@ class CapExceeded(ApplicationError):
     def __init__(self, *, cap: int, spent: int, held: int, required: int, month: str):
         used = spent + held
         super().__init__(
-            f"This needs {required} credits, which would pass {self.whose} of {cap} credits: "
-            f"{used} are used this month ({spent} spent, {held} held by running jobs).",
+            f"This needs {credits_words(required)}, which would pass {self.whose} of {credits_words(cap)}: "
+            f"{used} {'is' if used == 1 else 'are'} used this month ({spent} spent, {held} held by running jobs).",
             details={"cap": cap, "spent": spent, "held": held, "required": required, "month": month})
 
 

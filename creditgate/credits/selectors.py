@@ -234,3 +234,57 @@ def member_spending(*, member: AccountMember) -> Spending:
     row = (MemberSpend.objects.filter(account_id=member.account_id, user_id=member.user_id, month=month)
            .values("spent", "held").first())
     return Spending(month, row["spent"], row["held"]) if row else Spending(month)
+
+
+# --- What a request may spend: the limit that binds ------------------------------------------------
+
+
+class LimitKind:
+    BALANCE = "balance"
+    MEMBER_CAP = "member_cap"
+    API_KEY_CAP = "api_key_cap"
+
+
+@dataclass(frozen=True)
+class SpendingLimit:
+    """One limit on what a request may hold now: the account's available credits, the member's
+    monthly cap or the API key's. `remaining` is what it still allows (never below 0); a cap also
+    says its size and what was used of it this month (spent + held)."""
+
+    kind: str
+    remaining: int
+    cap: int | None = None
+    used: int | None = None
+
+    def as_dict(self) -> dict:
+        return {"kind": self.kind, "remaining": self.remaining, "cap": self.cap, "used": self.used}
+
+
+def cap_over(*, cap: int | None, used: int) -> bool:
+    """A cap set below what was already used this month: nothing more can be held until the
+    month turns (or the cap is raised)."""
+    return cap is not None and used > cap
+
+
+def spending_limits(*, member: AccountMember, api_key: ApiKey | None = None) -> list[SpendingLimit]:
+    """Every limit that applies to a hold placed now by `member` (through `api_key`, if given), in
+    the order hold_place meets them: the caps, then the balance. The same figures hold_place checks
+    (its conditional UPDATEs), read without a lock, so a quote can say which one will refuse."""
+    limits = []
+    if member.monthly_cap is not None:
+        used = member_spending(member=member).used
+        limits.append(SpendingLimit(LimitKind.MEMBER_CAP, max(0, member.monthly_cap - used), member.monthly_cap, used))
+    if api_key is not None and api_key.monthly_cap is not None:
+        used = api_key_spending(api_key=api_key).used
+        limits.append(SpendingLimit(LimitKind.API_KEY_CAP, max(0, api_key.monthly_cap - used), api_key.monthly_cap,
+                                    used))
+    available = Account.objects.filter(pk=member.account_id).values_list("available", flat=True).get()
+    limits.append(SpendingLimit(LimitKind.BALANCE, max(0, available)))
+    return limits
+
+
+def binding_limit(*, member: AccountMember, api_key: ApiKey | None = None) -> SpendingLimit:
+    """The limit that binds: of every limit on the member's next hold, the one that allows the
+    least (so it is the one that refuses a request above it; on a tie, the one hold_place meets
+    first: a cap before the balance)."""
+    return min(spending_limits(member=member, api_key=api_key), key=lambda limit: limit.remaining)

@@ -49,6 +49,8 @@ class MemberSerializer(serializers.Serializer):
     spent = serializers.IntegerField(help_text="Credits charged this month.")
     held = serializers.IntegerField(help_text="Credits held by this member's running jobs.")
     used = serializers.IntegerField(help_text="spent + held: what counts against the cap.")
+    over_cap = serializers.BooleanField(help_text="The cap is below what was already used this month: the member's "
+                                                  "new jobs are refused until the month turns or the cap is raised.")
     is_you = serializers.BooleanField()
     joined_at = serializers.DateTimeField()
 
@@ -56,7 +58,8 @@ class MemberSerializer(serializers.Serializer):
 def _member_data(member, spending, viewer) -> dict:
     return {"id": member.pk, "username": member.user.get_username(), "role": member.role,
             "monthly_cap": member.monthly_cap, "month": spending.month.strftime("%Y-%m"), "spent": spending.spent,
-            "held": spending.held, "used": spending.used, "is_you": member.pk == viewer.pk,
+            "held": spending.held, "used": spending.used,
+            "over_cap": selectors.cap_over(cap=member.monthly_cap, used=spending.used), "is_you": member.pk == viewer.pk,
             "joined_at": member.joined_at}
 
 

@@ -17,6 +17,8 @@ from rest_framework.views import APIView
 
 from creditgate.core.pagination import PageNumberPagination
 from creditgate.core.schema import error_response
+from creditgate.credits import selectors as credits_selectors
+from creditgate.credits import services as credits_services
 from creditgate.credits.authentication import request_api_key
 from creditgate.generation import intake, selectors, waiting
 from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind
@@ -186,6 +188,16 @@ class ArticleGenerationApi(_GenerationApi):
     kind = JobKind.ARTICLE
 
 
+@extend_schema_serializer(component_name="SpendingLimit")
+class LimitSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["balance", "member_cap", "api_key_cap"])
+    remaining = serializers.IntegerField(help_text="Credits this limit still allows now.")
+    cap = serializers.IntegerField(allow_null=True, help_text="A cap's size (credits per month); null for the balance.")
+    used = serializers.IntegerField(allow_null=True, help_text="A cap's use this month (spent + held); null for "
+                                                               "the balance.")
+    covers = serializers.BooleanField(help_text="Whether this limit allows the estimated request.")
+
+
 class EstimateApi(APIView):
     """What a generation request would hold, checked and priced by the same request layer as the
     generation endpoints (so the page's total is the job's hold). Lives with generation: it
@@ -203,6 +215,11 @@ class EstimateApi(APIView):
         credits_per_image = serializers.IntegerField(required=False)
         max_tokens = serializers.IntegerField(required=False)
         tokens_per_credit = serializers.IntegerField(required=False)
+        limit = LimitSerializer(help_text=(
+            "The limit that binds the caller's next job: of the account's available credits (`balance`), the "
+            "member's monthly cap (`member_cap`) and the API key's (`api_key_cap`), the one that allows the "
+            "least. `covers` says whether it allows this request; when it does not, the generation request "
+            "is refused with 402 by that limit."))
 
     @extend_schema(
         request=PolymorphicProxySerializer(
@@ -224,6 +241,9 @@ class EstimateApi(APIView):
             out.update(tier=quote.request["tier"], image_count=quote.request["image_count"])
         if quote.image_model is not None:
             out["credits_per_image"] = quote.image_model.credits_per_image
+        limit = credits_selectors.binding_limit(member=credits_services.member_for_user(user=request.user),
+                                                api_key=request_api_key(request))
+        out["limit"] = {**limit.as_dict(), "covers": quote.price.credits <= limit.remaining}
         return Response(out)
 
 

@@ -34,6 +34,7 @@ from PIL import Image
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, ModelType
 from creditgate.core import metrics
+from creditgate.core.errors import credits_words
 from creditgate.core.logging import log_context_bind
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Hold
@@ -620,7 +621,7 @@ def _partial_message(job: Job, images: int, text: bool, charged: int) -> str:
         parts.append(f"Delivered {images} of {job.image_count} images")
     if job.text_model_name and not text:
         parts.append("the text could not be written")
-    return "; ".join(parts) + f"; charged {charged} credits."
+    return "; ".join(parts) + f"; charged {credits_words(charged)}."
 
 
 # --- Recovery: the sweep ----------------------------------------------------------------------

@@ -55,3 +55,25 @@ def test_demo_repairs_a_changed_password_and_uses_the_port_option():
 
     assert "http://127.0.0.1:8123/" in output
     assert Client().login(username=DEMO_USERNAME, password=DEMO_PASSWORD)
+
+
+def test_demo_public_url_follows_the_port_and_webhooks_may_go_to_loopback(settings, monkeypatch):
+    from creditgate.web.management.commands.demo import demo_settings
+    from creditgate.webhooks import egress
+
+    monkeypatch.delenv("CREDITGATE_PUBLIC_URL", raising=False)
+    settings.DEBUG = True
+    for name, value in demo_settings(port=8123).items():
+        setattr(settings, name, value)
+    assert settings.CREDITGATE_PUBLIC_URL == "http://127.0.0.1:8123"
+    assert egress.address_refusal("127.0.0.1") is None
+    assert egress.address_refusal("::1") is None
+    assert egress.address_refusal("10.0.0.1") is not None  # loopback only
+
+
+def test_demo_never_opens_loopback_without_debug_and_keeps_a_set_public_url(settings, monkeypatch):
+    from creditgate.web.management.commands.demo import demo_settings
+
+    monkeypatch.setenv("CREDITGATE_PUBLIC_URL", "https://credits.example")
+    settings.DEBUG = False
+    assert demo_settings(port=8123) == {}

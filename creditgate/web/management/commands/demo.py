@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from urllib.parse import urlsplit
 
 from django.conf import settings
@@ -14,6 +15,24 @@ from creditgate.web import services
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-pass-123"
 DEMO_CREDITS = 500
+# Webhooks to this machine, so the demo's webhooks can be tried with a local receiver
+# (`python3 -m http.server 9000` and an endpoint http://127.0.0.1:9000/). Loopback only, and only
+# with DEBUG: a production service never sends to its own host.
+DEMO_WEBHOOK_NETWORKS = ["127.0.0.0/8", "::1/128"]
+
+
+def demo_settings(*, port: int) -> dict:
+    """What the demo changes in the settings of its own process (it serves the page itself, with no
+    reloader, so they hold for every request): the public URL follows the port unless
+    CREDITGATE_PUBLIC_URL is set, and with DEBUG webhooks may go to loopback."""
+    changes: dict = {}
+    if not os.environ.get("CREDITGATE_PUBLIC_URL"):
+        changes["CREDITGATE_PUBLIC_URL"] = f"http://127.0.0.1:{port}"
+    if settings.DEBUG:
+        networks = list(settings.CREDITGATE_WEBHOOK_ALLOWED_NETWORKS)
+        changes["CREDITGATE_WEBHOOK_ALLOWED_NETWORKS"] = networks + [
+            n for n in DEMO_WEBHOOK_NETWORKS if n not in networks]
+    return changes
 
 
 class Command(BaseCommand):
@@ -28,6 +47,8 @@ class Command(BaseCommand):
                             help="Credits granted to the demo account the first time (default %(default)s).")
 
     def handle(self, *args, port: int, no_serve: bool, credits: int, **options):
+        for name, value in demo_settings(port=port).items():
+            setattr(settings, name, value)
         call_command("migrate", interactive=False, verbosity=0)
         user, _ = services.demo_login_ensure(username=DEMO_USERNAME, password=DEMO_PASSWORD)
         granted_now, available = credits_services.credits_grant_first(user=user, amount=credits, reason="demo grant")
@@ -46,6 +67,10 @@ class Command(BaseCommand):
         self.stdout.write(f"  Password:  {DEMO_PASSWORD}")
         self.stdout.write(f"  Credits:   {available} available ({granted})")
         self.stdout.write(f"  Sandbox:   {sandbox_line}")
+        self.stdout.write(f"  Links:     {settings.CREDITGATE_PUBLIC_URL} (CREDITGATE_PUBLIC_URL, in emails and webhooks)")
+        webhooks = ("also to loopback (127.0.0.1, ::1): demo mode, DEBUG is on" if settings.DEBUG
+                    else "public addresses only (DEBUG is off)")
+        self.stdout.write(f"  Webhooks:  {webhooks}")
         self.stdout.write(f"  Admin:     {url}admin/ (create a login with: manage.py createsuperuser)")
         if no_serve:
             return

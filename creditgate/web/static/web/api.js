@@ -49,5 +49,38 @@
     return text && !/[.!?]$/.test(text) ? text + "." : text;
   }
 
-  window.creditgate = { api: api, sentence: sentence };
+  function fieldLabel(field) {
+    var words = String(field).replace(/_/g, " ");
+    return /^url$/i.test(words) ? "URL" : words.charAt(0).toUpperCase() + words.slice(1);
+  }
+
+  function same(a, b) {
+    var norm = function (t) { return sentence(t).toLowerCase(); };
+    return norm(b).indexOf(norm(a).replace(/\.$/, "")) !== -1;
+  }
+
+  // An error as the person reads it, each fact once. The contract's message is a sentence and
+  // details may repeat it per field ("url": the same words), so a detail already said is left out;
+  // a 400's generic "Invalid input: email." gives way to the fields' own messages
+  // ("Email: Enter a valid email address.").
+  function describe(err) {
+    var details = err.details || {};
+    var fields = Object.keys(details).filter(function (f) {
+      return Array.isArray(details[f]) && details[f].every(function (m) { return typeof m === "string"; });
+    });
+    var message = sentence(err.message);
+    if (err.code === "invalid_request" && fields.length && /^Invalid input\b/.test(message)) {
+      return fields.map(function (f) { return fieldLabel(f) + ": " + sentence(details[f].join(" ")); }).join(" ");
+    }
+    if (err.code !== "invalid_request") return message;
+    var said = [message];
+    fields.forEach(function (f) {
+      details[f].forEach(function (m) {
+        if (!said.some(function (s) { return same(m, s); })) said.push(sentence(m));
+      });
+    });
+    return said.join(" ");
+  }
+
+  window.creditgate = { api: api, sentence: sentence, describe: describe };
 })();

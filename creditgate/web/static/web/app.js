@@ -18,6 +18,7 @@
     busyImages: false,
     busyText: false,
     total: null,
+    limit: null,  // the estimate's binding limit: balance, member_cap or api_key_cap
     ledgerNext: null,
     usage: null,
     shortfall: 0,
@@ -66,13 +67,8 @@
           + " available right now. Pick another tier or try again later.";
       case "rate_limited":
         return "Too many requests at once. Wait a moment and try again.";
-      case "invalid_request": {
-        var fields = Object.keys(d).map(function (field) {
-          var msgs = Array.isArray(d[field]) ? d[field].join(" ") : String(d[field]);
-          return field + ": " + msgs;
-        });
-        return sentence(err.message) + (fields.length ? " " + fields.join(" ") : "");
-      }
+      case "invalid_request":
+        return window.creditgate.describe(err);
       case "not_authenticated":
       case "authentication_failed":
       case "http_401":
@@ -192,7 +188,8 @@
       $("bal-held").textContent = String(b.held);
       $("bal-balance").textContent = String(b.balance);
       state.available = b.available;
-      update();
+      // What the limits leave changed with the balance (a job, a purchase): ask the server again.
+      if (state.config) repriceImages(); else update();
     });
   }
 
@@ -513,8 +510,13 @@
   function renderAlert(alert) {
     $("alert-threshold").value = alert.threshold === null ? "" : String(alert.threshold);
     $("alert-email").value = alert.email || "";
+    // "armed": false means an email went (or the balance was already low when it was set): the
+    // next one waits until a top-up brings the balance back to the threshold.
     $("alert-status").textContent = alert.threshold === null ? "Off."
-      : "On: an email to " + alert.email + " when your available credits fall below " + alert.threshold + ".";
+      : (alert.armed
+        ? "Armed: an email to " + alert.email + " when your available credits fall below " + alert.threshold + "."
+        : "Waiting for a top-up: your available credits are below " + alert.threshold + " already; the next email to "
+          + alert.email + " goes once they are back at " + alert.threshold + " or more and fall below it again.");
   }
 
   function saveAlert(threshold) {
@@ -537,12 +539,14 @@
     var count = parseInt($("count").value, 10) || 0;
     var seq = ++estimateSeq;
     state.total = null;
+    state.limit = null;
     update();
     if (!tierInfo(tier) || !count) return;
     api(urls.estimateUrl, { method: "POST", body: { kind: "image", tier: tier, count: count } }).then(
       function (estimate) {
         if (seq !== estimateSeq) return;
         state.total = estimate.credits;
+        state.limit = estimate.limit || null;
         update();
       },
       function (err) {
@@ -552,23 +556,36 @@
     );
   }
 
+  // What the estimate's binding limit says about this total: the one limit that decides, named.
+  function coverageSentence(total, limit) {
+    var cap = limit.kind === "member_cap" ? "your monthly cap" : "this API key's monthly cap";
+    if (limit.kind === "balance") {
+      return limit.covers ? "Your available credits cover this." : shortfallMessage(total, limit.remaining);
+    }
+    var left = plural(limit.remaining, "credit") + " of " + plural(limit.cap, "credit") + " left this month";
+    if (limit.covers) {
+      return "Within " + cap + ": " + left + ".";
+    }
+    return "This needs " + plural(total, "credit") + ", but " + cap + " leaves " + plural(limit.remaining, "credit")
+      + " this month (" + limit.used + " of " + limit.cap + " used).";
+  }
+
   function update() {
     var total = state.total;
     $("total").textContent = total === null ? "–" : plural(total, "credit");
     var coverage = $("coverage");
     var owed = state.shortfall > 0;
-    var covered = !owed && total !== null && state.available !== null && total <= state.available;
+    var limit = state.limit;
+    var covered = !owed && total !== null && limit !== null && limit.covers;
+    coverage.dataset.limit = limit ? limit.kind : "";
     if (owed) {
       coverage.textContent = "New images wait until the " + plural(state.shortfall, "credit") + " owed are paid.";
       coverage.className = "coverage short";
-    } else if (total === null || state.available === null) {
+    } else if (total === null || limit === null) {
       coverage.textContent = "";
-    } else if (covered) {
-      coverage.textContent = "Your available credits cover this.";
-      coverage.className = "coverage ok";
     } else {
-      coverage.textContent = shortfallMessage(total, state.available);
-      coverage.className = "coverage short";
+      coverage.textContent = coverageSentence(total, limit);
+      coverage.className = "coverage " + (covered ? "ok" : "short");
     }
     var imagePrompt = $("image-prompt").value.trim();
     $("generate").disabled = state.busyImages || !covered || !imagePrompt;

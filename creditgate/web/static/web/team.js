@@ -26,13 +26,8 @@
   }
 
   var api = window.creditgate.api;
-  var sentence = window.creditgate.sentence;
 
-  function describe(err) {
-    var fields = Object.keys(err.details || {}).filter(function (f) { return Array.isArray(err.details[f]); });
-    var extra = fields.map(function (f) { return err.details[f].join(" "); }).join(" ");
-    return sentence(err.message) + (extra && err.code === "invalid_request" ? " " + extra : "");
-  }
+  var describe = window.creditgate.describe;  // each error once (api.js)
 
   function announce(text) { $("status").textContent = text; }
 
@@ -64,9 +59,16 @@
     if (row.monthly_cap !== null && row.used >= row.monthly_cap) span.className = "over";
     var cell = el("td", { class: "num" }, [span]);
     if (row.monthly_cap) {
+      // Red once the cap is (nearly) used up: a full bar is a warning, not a success.
       cell.appendChild(el("meter", { class: "meter", min: "0", max: String(row.monthly_cap),
+                                     high: String(row.monthly_cap * 0.9), optimum: "0",
                                      value: String(Math.min(row.used, row.monthly_cap)),
                                      "aria-label": row.username + " used " + words }));
+    }
+    if (row.over_cap) {  // the API says the cap is below this month's use
+      cell.appendChild(el("small", { class: "over cap-warning", "data-testid": "over-cap",
+        text: "Over the cap by " + (row.used - row.monthly_cap) + ": new jobs are refused until next month "
+          + "or a higher cap." }));
     }
     return cell;
   }
@@ -130,6 +132,10 @@
     api(urls.membersUrl + member.id + "/", { method: "PATCH", body: { monthly_cap: cap } }).then(function (m) {
       announce(m.monthly_cap === null ? m.username + " has no monthly cap now."
         : m.username + " may now use " + m.monthly_cap + " credits a month.");
+      if (m.over_cap) {
+        showAlert("The cap is set, but " + m.username + " already used " + m.used + " credits this month: "
+          + "their new jobs are refused until next month.");
+      }
       return loadMembers();
     }).catch(fail);
   }
