@@ -33,6 +33,9 @@ def version_url(*, object_type, object_id: str, history_id: int) -> str | None:
 
 @admin.register(ConfigChange)
 class ConfigChangeAdmin(admin.ModelAdmin):
+    class Media:
+        css = {"all": ["core/admin.css"]}  # .cg-list (no inline style: the Content-Security-Policy)
+
     list_display = ["changed_at", "who", "what", "action", "changes_made", "version"]
     list_filter = [("object_type", admin.RelatedOnlyFieldListFilter), "action",
                    ("actor", admin.RelatedOnlyFieldListFilter)]
@@ -69,7 +72,7 @@ class ConfigChangeAdmin(admin.ModelAdmin):
     def changes_made(self, obj: ConfigChange):
         if not obj.changes:
             return "—"
-        return format_html("<ul style=\"margin:0;padding-left:1em\">{}</ul>", format_html_join(
+        return format_html('<ul class="cg-list">{}</ul>', format_html_join(
             "", "<li><strong>{}</strong>: {} → {}</li>",
             ((c.get("label", c.get("field")), _shown(c.get("old")), _shown(c.get("new"))) for c in obj.changes)))
 

@@ -16,7 +16,7 @@ from django.contrib import admin, messages
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 from django.http import HttpResponseRedirect
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.decorators import method_decorator
 from django.utils.html import format_html
@@ -55,7 +55,7 @@ def _retirement_text(model: AIModelConfig, today: dt.date) -> str | None:
     return None
 
 
-_FLAG = '<strong style="background:#ba2121;color:#fff;padding:1px 6px;border-radius:3px">{}</strong>'
+_FLAG = '<strong class="cg-flag">{}</strong>'
 
 
 def _lifecycle_label(model: AIModelConfig):
@@ -119,7 +119,11 @@ def _breaker_label(model: AIModelConfig) -> str:
 
 @admin.register(ImageTier)
 class ImageTierAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
-    """Where tier prices are set: one price per tier, whichever of its models serves an image."""
+    """Tier prices, one per tier, whichever of its models serves an image (also editable above the
+    AI models list)."""
+
+    class Media:
+        css = {"all": ["core/admin.css"]}
 
     list_display = ["__str__", "credits_per_image", "models_in_order"]
     list_display_links = ["__str__"]
@@ -147,8 +151,30 @@ class ImageTierAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
         return super().get_queryset(request).prefetch_related("models")
 
 
+class TierPricesForm(forms.Form):
+    """Every tier's price, on the AI models page: the design note's two configuration pages (AI
+    models, Providers) are enough to change what users pay."""
+
+    def __init__(self, *args, tiers: list[ImageTier], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tiers = tiers
+        for tier in tiers:
+            self.fields[tier.tier] = forms.IntegerField(
+                label=str(tier), min_value=1, initial=tier.credits_per_image,
+                widget=forms.NumberInput(attrs={"class": "vIntegerField tier-price-input"}))
+
+    def rows(self):
+        """(tier, bound field, its active models in order of service) per tier."""
+        for tier in self.tiers:
+            models = sorted((m for m in tier.models.all() if m.is_active), key=lambda m: (m.priority, m.model_name))
+            yield tier, self[tier.tier], " → ".join(m.display_name or m.model_name for m in models)
+
+
 @admin.register(AIModelConfig)
 class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
+    class Media:
+        css = {"all": ["core/admin.css"]}
+
     # Two facts per column where they belong together, and short headers: every column, "Active"
     # and "Retirement" included, fits beside the navigation and the filters at 1400 px.
     list_display = ["names", "serves", "provider_and_breaker", "credits", "default", "active", "retirement"]
@@ -162,7 +188,8 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
         (None, {"fields": ["model_name", "display_name", "model_type", "provider", "is_active", "is_default"]}),
         ("What users pay (credits)", {"fields": ["quality_tier", "tier_price", "priority", "tokens_per_credit"],
                                       "description": "Image models: a tier; every model of a tier is sold at "
-                                                     "the tier's price (set on the Image tiers page), and its "
+                                                     "the tier's price (set above the AI models list, or on the "
+                                                     "Image tiers page), and its "
                                                      "active models serve it by priority, lowest first. Text "
                                                      "models: tokens per credit, no tier; the active text models "
                                                      "other than the default are its backups, by priority."}),
@@ -174,7 +201,7 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
 
     @admin.display(description="Model", ordering="model_name")
     def names(self, obj: AIModelConfig):
-        return format_html('{}<br><small style="color:var(--body-quiet-color)">{}</small>',
+        return format_html('{}<br><small class="cg-quiet">{}</small>',
                            obj.model_name, obj.display_name)
 
     @admin.display(description="Serves", ordering="quality_tier")
@@ -186,7 +213,7 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
             what = obj.get_model_type_display()
         if obj.model_type == ModelType.TEXT and obj.is_default:
             return what
-        return format_html('{}<br><small style="color:var(--body-quiet-color)">priority {}</small>', what,
+        return format_html('{}<br><small class="cg-quiet">priority {}</small>', what,
                            obj.priority)
 
     @admin.display(description="Default", boolean=True, ordering="is_default")
@@ -202,9 +229,9 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
         tier = obj.quality_tier
         if tier is None:
             return "—"
-        url = reverse("admin:catalog_imagetier_change", args=[obj.quality_tier_id])
-        return format_html('{} credits per image (<a href="{}">change the {} tier\'s price</a>)',
-                           tier.credits_per_image, url, tier)
+        url = reverse("admin:catalog_aimodelconfig_changelist") + "#tier-prices"
+        return format_html('{} credit{} per image (<a href="{}">change the {} tier\'s price</a>)',
+                           tier.credits_per_image, "" if tier.credits_per_image == 1 else "s", url, tier)
 
     @admin.display(description="Credits")
     def credits(self, obj: AIModelConfig) -> str:
@@ -217,7 +244,7 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     @admin.display(description="Provider", ordering="provider")
     def provider_and_breaker(self, obj: AIModelConfig):
         """The provider, and the circuit breaker that decides whether the model is called now."""
-        return format_html('{}<br><small style="color:var(--body-quiet-color)">breaker {}</small>', obj.provider,
+        return format_html('{}<br><small class="cg-quiet">breaker {}</small>', obj.provider,
                            _breaker_label(obj))
 
     @admin.display(description="Retirement", ordering="retires_on")
@@ -230,10 +257,43 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
             ours = obj.retires_on.isoformat()
         else:
             ours = format_html('{} ' + _FLAG, obj.retires_on.isoformat(), warning)
-        return format_html('{}<br><small style="color:var(--body-quiet-color)">provider: {}</small>', ours,
+        return format_html('{}<br><small class="cg-quiet">provider: {}</small>', ours,
                            _lifecycle_label(obj))
 
+    def get_urls(self):
+        return [path("tier-prices/", self.admin_site.admin_view(self.tier_prices_view),
+                     name="catalog_aimodelconfig_tier_prices"), *super().get_urls()]
+
+    def _tier_prices_form(self, data=None) -> TierPricesForm:
+        return TierPricesForm(data, tiers=list(ImageTier.objects.prefetch_related("models")))
+
+    def tier_prices_view(self, request):
+        """POST from the tier prices box above the list: set every changed tier's price."""
+        back = HttpResponseRedirect(reverse("admin:catalog_aimodelconfig_changelist"))
+        if request.method != "POST" or not self.has_change_permission(request):
+            return back
+        form = self._tier_prices_form(request.POST)
+        if not form.is_valid():
+            for field, errors in form.errors.items():
+                self.message_user(request, f"{form.fields[field].label if field in form.fields else field}: "
+                                           f"{' '.join(errors)} Nothing was saved.", level=messages.ERROR)
+            return back
+        try:
+            changed = services.tier_prices_set(prices=form.cleaned_data)
+        except ApplicationError as exc:
+            self.message_user(request, exc.message, level=messages.ERROR)
+            return back
+        if not changed:
+            self.message_user(request, "No tier price changed.", level=messages.INFO)
+        for tier in changed:
+            self.message_user(request, f"The {QualityTier(tier).label} tier now costs "
+                                       f"{form.cleaned_data[tier]} credit{'' if form.cleaned_data[tier] == 1 else 's'} "
+                                       f"per image.", level=messages.SUCCESS)
+        return back
+
     def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "tier_prices_form": self._tier_prices_form(),
+                         "tier_prices_editable": self.has_change_permission(request)}
         if request.method == "GET":
             today = timezone.localdate()
             for risk in selectors.services_at_risk(within_days=settings.CREDITGATE_RETIREMENT_WARNING_DAYS):

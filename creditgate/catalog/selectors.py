@@ -119,6 +119,15 @@ def routing_get() -> Routing:
     return catalog_memo(f"routing:sandbox={int(bool(settings.CREDITGATE_SANDBOX))}", _routing_build)
 
 
+def model_display_names() -> dict[str, str]:
+    """{model_name: display_name} of every model in the catalog, retired ones included (a job's
+    images keep the model that made them): what users read instead of a provider's id. Read once
+    per catalog version per process."""
+    return catalog_memo("display-names", lambda: ({name: shown or name for name, shown in
+                                                   AIModelConfig.objects.values_list("model_name", "display_name")},
+                                                  None))
+
+
 def provider_get(provider_id: str) -> IntegrationProvider | None:
     return IntegrationProvider.objects.filter(provider_id=provider_id).first()
 

@@ -15,7 +15,14 @@ from django.utils import timezone
 from creditgate.audit.tracking import KeyChange, SigningSecretChange
 from creditgate.catalog import crypto, selectors
 from creditgate.catalog.ai_config_cache import ai_config_invalidate, catalog_memo
-from creditgate.catalog.models import AIModelConfig, IntegrationProvider, ModelLifecycle, ProviderListing, QualityTier
+from creditgate.catalog.models import (
+    AIModelConfig,
+    ImageTier,
+    IntegrationProvider,
+    ModelLifecycle,
+    ProviderListing,
+    QualityTier,
+)
 from creditgate.core.errors import InvalidRequest
 from creditgate.providers.breaker import breaker_open_until
 
@@ -107,6 +114,23 @@ def model_make_default(*, model: AIModelConfig) -> AIModelConfig:
         model.save(update_fields=["is_default", "updated_at"])
     ai_config_invalidate()
     return model
+
+
+@transaction.atomic
+def tier_prices_set(*, prices: dict[str, int]) -> list[str]:
+    """Set tiers' prices (credits per image) at once: {tier: credits}. Only changed rows are saved
+    (each change a version in the configuration history); returns the tiers that changed."""
+    changed = []
+    for tier in ImageTier.objects.select_for_update().filter(tier__in=list(prices)).order_by("tier"):
+        credits = prices[tier.tier]
+        if isinstance(credits, bool) or not isinstance(credits, int) or credits < 1:
+            raise InvalidRequest(f"The {tier} tier's price must be a whole number of credits, 1 or more.",
+                                 details={tier.tier: ["Must be a whole number, 1 or more."]})
+        if tier.credits_per_image != credits:
+            tier.credits_per_image = credits
+            tier.save(update_fields=["credits_per_image", "updated_at"])
+            changed.append(tier.tier)
+    return changed
 
 
 def api_key_normalize(api_key: str, *, field: str = "api_key", what: str = "an API key") -> str:

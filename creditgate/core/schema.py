@@ -123,3 +123,126 @@ class AutoSchema(SpectacularAutoSchema):
         codes["503"] = ("service_unavailable: the database or the broker is briefly unreachable; try again after "
                         "Retry-After seconds.")
         return codes
+
+    # --- Tags and summaries: one rule for every operation, so no view repeats them ---------------
+
+    def get_tags(self) -> list[str]:
+        """The operation's group in the docs: by the module its view lives in (the app, or the
+        part of an app with a tag of its own), most specific first."""
+        module = type(self.view).__module__.removeprefix("creditgate.")
+        for prefix, tag in _TAGS_BY_MODULE:
+            if module == prefix or module.startswith(prefix + "."):
+                return [tag]
+        return super().get_tags()
+
+    def get_description(self) -> str | None:  # type: ignore[override]  # the stubs say str; drf-spectacular allows None
+        return _DESCRIPTIONS.get(f"{self.method} {self.path}") or super().get_description()
+
+    def get_summary(self) -> str | None:
+        """The one line the docs show beside the path: the view's own (extend_schema), else this
+        module's table, else the first sentence of the view's docstring, else words made from the
+        method and the path."""
+        summary = super().get_summary() or _SUMMARIES.get(f"{self.method} {self.path}")
+        if summary:
+            return summary
+        first = _first_sentence(self.get_description() or "")
+        if first:
+            return first
+        return _summary_from_path(self.method, self.path, listing=self._is_list_view())
+
+
+# (module below creditgate., tag): the first that matches names an operation's group. The tags'
+# descriptions and order are SPECTACULAR_SETTINGS["TAGS"] (settings.py).
+_TAGS_BY_MODULE = [
+    ("credits.team_apis", "Team"),
+    ("credits.usage_api", "Credits"),
+    ("credits", "Credits"),
+    ("generation", "Generation"),
+    ("catalog", "Catalog"),
+    ("billing", "Buying credits"),
+    ("webhooks", "Webhooks"),
+]
+
+
+_GENERATION = ("Checked and priced like the estimate (POST /api/v1/credits/estimate/), then held: the most it can "
+               "cost is reserved before any provider is called, what is delivered is charged, the rest released. "
+               "Answers 202 with the job; follow it with GET /api/v1/jobs/{id}/?wait=N, or send `Prefer: wait=N`. "
+               "With an Idempotency-Key, a retried request returns the first job and is charged once.")
+# Descriptions of operations whose view's docstring is about the code, not the caller.
+_DESCRIPTIONS = {
+    "POST /api/v1/images/generations/": "`count` images of a quality tier; the tier's models and its one price are "
+                                        "the catalog's. " + _GENERATION,
+    "POST /api/v1/text/generations/": "A text by the administrator's default text model, charged "
+                                      "ceil(tokens / tokens_per_credit). " + _GENERATION,
+    "POST /api/v1/articles/generations/": "A text plus `image_count` images of a tier (at most the settings' "
+                                          "images per article), charged as the sum of both. " + _GENERATION,
+    "POST /api/v1/credits/estimate/": "What a generation request would hold (`credits` for images, `credits_max` "
+                                      "for text and articles), checked by the same rules as the request itself, and "
+                                      "`limit`: of the account's available credits, the member's monthly cap and "
+                                      "the API key's, the one that allows the least, and whether it covers this.",
+    "GET /api/v1/credits/balance/": "`available` can be spent; `held` is reserved by running jobs; `balance` is "
+                                    "their sum.",
+    "GET /api/v1/jobs/{job_id}/": "The job as it is now; with `?wait=N` the answer waits until the job is final "
+                                  "(or N seconds).",
+}
+
+# Operations whose docstring does not start with a summary (or has none), by "METHOD path".
+_SUMMARIES = {
+    "GET /api/v1/system/ai-config/": "What can be generated now, and its prices",
+    "GET /api/v1/credits/balance/": "Your balance: available, held and their sum",
+    "GET /api/v1/credits/transactions/": "Your account's ledger, newest first",
+    "GET /api/v1/credits/usage/": "Credits spent per day or per tier",
+    "POST /api/v1/credits/estimate/": "Price a request, and the limit that binds, before sending it",
+    "POST /api/v1/images/generations/": "Generate images of a tier",
+    "POST /api/v1/text/generations/": "Generate a text with the default text model",
+    "POST /api/v1/articles/generations/": "Generate an article: a text with images of a tier",
+    "GET /api/v1/jobs/": "Your jobs, newest first",
+    "GET /api/v1/jobs/{job_id}/": "One job: its status, results and charge (long poll with ?wait=)",
+    "GET /api/v1/jobs/{job_id}/images/{index}/": "A job's stored image file",
+    "GET /api/v1/credits/packs/": "The credit packs for sale",
+    "POST /api/v1/credits/checkout/": "Start buying a pack (Stripe Checkout)",
+    "GET /api/v1/credits/checkout/{checkout_id}/": "A checkout's status",
+    "GET /api/v1/credits/low-balance-alert/": "Your low-balance email setting",
+    "PUT /api/v1/credits/low-balance-alert/": "Set or switch off the low-balance email",
+    "GET /api/v1/credits/shortfall/": "Credits a refund left owed",
+    "POST /api/v1/webhooks/stripe/": "Stripe's events (signed by Stripe)",
+    "GET /api/v1/account/members/": "The account's members and what each used this month",
+    "GET /api/v1/account/members/{member_id}/": "One member and what they used this month",
+    "PATCH /api/v1/account/members/{member_id}/": "Set a member's monthly cap or role (owners)",
+    "GET /api/v1/account/api-keys/": "The API keys you manage",
+    "POST /api/v1/account/api-keys/": "Create an API key (shown once)",
+    "GET /api/v1/account/api-keys/{key_id}/": "One API key and what it used this month",
+    "PATCH /api/v1/account/api-keys/{key_id}/": "Rename an API key or change its cap",
+    "POST /api/v1/account/api-keys/{key_id}/revoke/": "Revoke an API key",
+    "GET /api/v1/webhooks/endpoints/": "The account's webhook endpoints",
+    "POST /api/v1/webhooks/endpoints/": "Register a webhook endpoint (owners)",
+    "GET /api/v1/webhooks/endpoints/{endpoint_id}/": "One webhook endpoint",
+    "PATCH /api/v1/webhooks/endpoints/{endpoint_id}/": "Change a webhook endpoint (owners)",
+    "DELETE /api/v1/webhooks/endpoints/{endpoint_id}/": "Remove a webhook endpoint (owners)",
+    "POST /api/v1/webhooks/endpoints/{endpoint_id}/test/": "Send a signed test event to an endpoint (owners)",
+    "GET /api/v1/webhooks/deliveries/": "Webhook deliveries, newest first",
+    "GET /api/v1/webhooks/deliveries/{delivery_id}/": "One webhook delivery with every attempt",
+}
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    for end in (". ", ": "):
+        if end in text:
+            text = text.split(end, 1)[0] + ("." if end == ". " else "")
+            break
+    text = text.rstrip(".")
+    return text if len(text) <= 120 else ""
+
+
+_VERBS = {"GET": "Get", "POST": "Create", "PUT": "Set", "PATCH": "Change", "DELETE": "Delete"}
+
+
+def _summary_from_path(method: str, path: str, *, listing: bool) -> str:
+    """"List jobs", "Get job", "Create estimate": the method's verb and the path's last named part."""
+    parts = [p for p in path.strip("/").split("/") if p and not p.startswith("{")]
+    noun = parts[-1].replace("-", " ").replace("_", " ") if parts else "resource"
+    if path.rstrip("/").endswith("}") and noun.endswith("s"):
+        noun = noun[:-1]  # /jobs/{id}/: one job
+    verb = "List" if listing and method == "GET" else _VERBS.get(method, method.title())
+    return f"{verb} {noun}"

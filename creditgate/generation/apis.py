@@ -15,6 +15,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from creditgate.catalog import selectors as catalog_selectors
 from creditgate.core.pagination import PageNumberPagination
 from creditgate.core.schema import error_response
 from creditgate.credits import selectors as credits_selectors
@@ -58,8 +59,10 @@ class JobImageOutputSerializer(serializers.Serializer):
     width = serializers.IntegerField(allow_null=True)
     height = serializers.IntegerField(allow_null=True)
     content_type = serializers.CharField()
-    model = serializers.CharField(help_text="The model that made this image: a batch may be served by two "
-                                            "models of its tier (failover), at the tier's one price.")
+    model = serializers.CharField(help_text="The model that made this image (its id at the provider): a batch may be "
+                                            "served by two models of its tier (failover), at the tier's one price.")
+    model_display_name = serializers.CharField(help_text="That model's name for people (the catalog's display "
+                                                         "name): what to caption the image with.")
 
 
 @extend_schema_serializer(component_name="Job")
@@ -99,12 +102,15 @@ class JobOutputSerializer(serializers.Serializer):
     def get_images(self, job) -> list[dict]:
         request = self.context.get("request")
         out = []
-        for image in job.images.all():
+        images = list(job.images.all())
+        shown = catalog_selectors.model_display_names() if images else {}
+        for image in images:
             url = reverse("job-image", kwargs={"job_id": job.id, "index": image.index})
+            # Images kept before the per-image model was recorded came from the job's one model.
+            model = image.model_name or job.image_model_name
             out.append({"id": image.id, "url": request.build_absolute_uri(url) if request else url,
                         "width": image.width, "height": image.height, "content_type": image.content_type,
-                        # Images kept before the per-image model was recorded came from the job's one model.
-                        "model": image.model_name or job.image_model_name})
+                        "model": model, "model_display_name": shown.get(model, model)})
         return out
 
     def get_text(self, job) -> str | None:

@@ -12,7 +12,7 @@ from creditgate.catalog import services as catalog_services
 from creditgate.catalog.models import ProviderListing
 from creditgate.catalog.selectors import ServiceAtRisk
 from creditgate.providers.base import CredentialCheck, ProviderError, ProviderNotConfigured
-from creditgate.providers.registry import adapter_for
+from creditgate.providers.registry import adapter_for, provider_endpoint
 
 
 def provider_check_credentials(*, provider_id: str) -> CredentialCheck:
@@ -20,9 +20,20 @@ def provider_check_credentials(*, provider_id: str) -> CredentialCheck:
     is for an operator, in a sentence."""
     try:
         adapter = adapter_for(provider_id=provider_id)
+        endpoint = provider_endpoint(provider_id=provider_id, sandbox_path=adapter.sandbox_path)
     except ProviderError as exc:
         return CredentialCheck(ok=False, message=exc.message)
-    return adapter.check_credentials()
+    result = adapter.check_credentials()
+    if not endpoint.sandboxed:
+        return result
+    # No key stored and the sandbox on: the emulator answered, not the provider. Say so, or an
+    # operator reads "the API key works" about a key that does not exist.
+    name = endpoint.provider.display_name or endpoint.provider.provider_id
+    if result.ok:
+        return CredentialCheck(ok=True, message=f"The sandbox answered ({endpoint.base_url}), not {name}: no API key "
+                                                f"is stored, so {name} was not asked. Enter a key to test it.")
+    return CredentialCheck(ok=False, message=f"The sandbox ({endpoint.base_url}) did not answer in {name}'s place: "
+                                             f"{result.message}")
 
 
 @dataclass

@@ -33,6 +33,8 @@ COLUMNS = [
     ("p50_ms", "p50 latency (ms)"), ("p95_ms", "p95 latency (ms)"),
 ]
 
+REVENUE_COLUMNS = {"revenue_usd", "margin_usd", "margin_pct"}
+
 
 def row_values(row: dict) -> dict:
     """A row as plain values, the same in the JSON and the CSV: dates ISO, USD as fixed 6-place
@@ -91,8 +93,13 @@ class UsageReportAdmin(admin.ModelAdmin):
         if form.is_valid():
             report = selectors.usage_report(filter=form.report_filter())
             query = form.query_string()
+            # With no USD value per credit there is no revenue or margin: their columns would be
+            # all dashes, so the page leaves them out (the CSV and JSON keep every column).
+            shown = [(key, label) for key, label in COLUMNS
+                     if report.usd_per_credit is not None or key not in REVENUE_COLUMNS]
             context.update(
-                report=report, rows=[list(row_values(row).values()) for row in report.rows], totals=report.totals,
+                columns=shown, report=report, totals=report.totals,
+                rows=[[values[key] for key, _ in shown] for values in map(row_values, report.rows)],
                 form=ReportFilterForm(_form_data(form)),  # the filters in effect, defaults filled in
                 data_url=f"{reverse('admin:reports_usagereport_data')}?{query}",
                 csv_url=f"{reverse('admin:reports_usagereport_csv')}?{query}",

@@ -10,6 +10,7 @@ from django.views.decorators.cache import cache_control
 from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.generic import TemplateView
 
+from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import QualityTier
 from creditgate.core.errors import NotFound
 from creditgate.generation import selectors as generation_selectors
@@ -49,8 +50,19 @@ class JobView(LoginRequiredMixin, TemplateView):
             job = generation_selectors.job_get(user=self.request.user, job_id=kwargs["job_id"])
         except NotFound:
             raise Http404("No such job.") from None  # another account's job is no different from a missing one
+        images = list(job.images.all())
         return {**super().get_context_data(**kwargs), "job": job, "title": job_title(job),
-                "images": list(job.images.all())}
+                "images": [(image, image_caption(job, image)) for image in images]}
+
+
+def image_caption(job, image) -> str:
+    """Who made an image, for people: the model's display name, else the tier's label; never a
+    provider's id such as "google:4@2"."""
+    model = image.model_name or job.image_model_name
+    shown = catalog_selectors.model_display_names().get(model)
+    if shown and shown != model:
+        return shown
+    return QualityTier(job.tier).label if job.tier in QualityTier.values else ""
 
 
 @cache_control(max_age=86400, public=True)

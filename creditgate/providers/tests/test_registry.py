@@ -89,10 +89,13 @@ def test_timeouts_and_retries_come_from_settings(settings):
 
 # The "Test key" service.
 
-@pytest.mark.parametrize("provider_id", ["openai", "runware"])
-def test_check_credentials_through_the_sandbox(sandbox, provider_id):
+@pytest.mark.parametrize("provider_id, name", [("openai", "OpenAI"), ("runware", "Runware")])
+def test_check_credentials_through_the_sandbox_names_the_sandbox(sandbox, provider_id, name):
     check = provider_check_credentials(provider_id=provider_id)
     assert check.ok, check.message
+    # Not "the API key works: OpenAI answered": no key is stored, the emulator answered.
+    assert check.message.startswith(f"The sandbox answered ({sandbox.url}/{provider_id}"), check.message
+    assert f"not {name}: no API key is stored" in check.message
 
 
 @pytest.mark.parametrize("provider_id, name", [("openai", "OpenAI"), ("runware", "Runware")])

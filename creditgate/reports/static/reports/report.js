@@ -55,7 +55,7 @@
 
   function marginPerTier(data) {
     var rows = data.series.margin_by_usage;
-    var withRevenue = data.series.revenue_usd !== null;
+    var withRevenue = true;  // drawn only with a USD value per credit (draw)
     var options = baseOptions();
     options.indexAxis = "y";
     options.plugins.legend = { display: false };
@@ -101,9 +101,11 @@
     charts.forEach(function (chart) { chart.destroy(); });
     charts = [
       new window.Chart(document.getElementById("chart-credits-cost"), creditsAndCost(data)),
-      new window.Chart(document.getElementById("chart-margin"), marginPerTier(data)),
       new window.Chart(document.getElementById("chart-failures"), failureRates(data)),
     ];
+    // No margin without a USD value per credit: the page explains that instead of a chart.
+    var margin = document.getElementById("chart-margin");
+    if (margin && data.series.revenue_usd !== null) charts.push(new window.Chart(margin, marginPerTier(data)));
     root.dataset.charts = "drawn";
   }
 

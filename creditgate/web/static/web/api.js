@@ -82,5 +82,25 @@
     return said.join(" ");
   }
 
-  window.creditgate = { api: api, sentence: sentence, describe: describe };
+  // Every date and time on the pages, in one format and the reader's own locale and time zone
+  // ("7 Dec 2026, 14:05" or "Dec 7, 2026, 2:05 PM"): the history, the team page, a job's page.
+  function formatDateTime(iso) {
+    if (!iso) return "";
+    var d = new Date(iso);
+    return isNaN(d) ? String(iso) : d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  }
+
+  // Times the server wrote (a job's page): <time class="local-time" datetime="…">, shown the same way.
+  function localizeTimes(root) {
+    (root || document).querySelectorAll("time.local-time[datetime]").forEach(function (el) {
+      el.textContent = formatDateTime(el.getAttribute("datetime"));
+    });
+  }
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", function () { localizeTimes(); });
+  } else {
+    localizeTimes();
+  }
+
+  window.creditgate = { api: api, sentence: sentence, describe: describe, formatDateTime: formatDateTime };
 })();

@@ -17,6 +17,9 @@
     available: null,
     busyImages: false,
     busyText: false,
+    busyArticle: false,
+    articleTotal: null,
+    articleLimit: null,
     total: null,
     limit: null,  // the estimate's binding limit: balance, member_cap or api_key_cap
     ledgerNext: null,
@@ -107,6 +110,7 @@
       renderTiers();
       renderCounts();
       renderTextModel();
+      renderArticleChoices();
       repriceImages();
       // The chart colours tiers by their place in the config, which may have arrived after it.
       if (state.usage) renderUsage(state.usage);
@@ -189,7 +193,7 @@
       $("bal-balance").textContent = String(b.balance);
       state.available = b.available;
       // What the limits leave changed with the balance (a job, a purchase): ask the server again.
-      if (state.config) repriceImages(); else update();
+      if (state.config) { repriceImages(); repriceArticle(); } else update();
     });
   }
 
@@ -280,7 +284,7 @@
     var when = document.createElement("td");
     var time = document.createElement("time");
     time.dateTime = entry.created_at;
-    time.textContent = new Date(entry.created_at).toLocaleString([], { dateStyle: "short", timeStyle: "short" });
+    time.textContent = window.creditgate.formatDateTime(entry.created_at);
     when.appendChild(time);
     var what = ledgerWhat(entry);
     var amount = document.createElement("td");
@@ -597,6 +601,30 @@
       else if (total === null) imageHint = "Working out the price…";
     }
     $("generate-hint").textContent = imageHint;
+    var articlePrompt = $("article-prompt").value.trim();
+    var articleLimit = state.articleLimit;
+    var articleCovered = !owed && state.articleTotal !== null && articleLimit !== null && articleLimit.covers;
+    $("article-total").textContent = state.articleTotal === null ? "–" : plural(state.articleTotal, "credit");
+    var articleCoverage = $("article-coverage");
+    articleCoverage.dataset.limit = articleLimit ? articleLimit.kind : "";
+    if (owed) {
+      articleCoverage.textContent = "New articles wait until the " + plural(state.shortfall, "credit") + " owed are paid.";
+      articleCoverage.className = "coverage short";
+    } else if (state.articleTotal !== null && articleLimit !== null) {
+      articleCoverage.textContent = coverageSentence(state.articleTotal, articleLimit);
+      articleCoverage.className = "coverage " + (articleCovered ? "ok" : "short");
+    } else if (!articlePrompt) {
+      articleCoverage.textContent = "";
+    }
+    var textModelOk = state.config && state.config.text_model;
+    $("generate-article").disabled = state.busyArticle || !articlePrompt || !articleCovered || !textModelOk;
+    var articleHint = "";
+    if (!state.busyArticle && state.config) {
+      if (!textModelOk) articleHint = "Articles aren't available right now (no text model).";
+      else if (!articlePrompt) articleHint = "Say what the article is about to enable Write article.";
+      else if (state.articleTotal === null) articleHint = "Working out the price…";
+    }
+    $("article-hint").textContent = articleHint;
     var textPrompt = $("text-prompt").value.trim();
     var textModel = state.config && state.config.text_model;
     $("generate-text").disabled = state.busyText || !textPrompt || !textModel;
@@ -654,8 +682,8 @@
     }
   }
 
-  function renderImages(job) {
-    var grid = $("images");
+  function renderImages(job, gridId) {
+    var grid = $(gridId || "images");
     grid.textContent = "";
     var images = job.images || [];
     images.forEach(function (image, i) {
@@ -672,15 +700,23 @@
       img.decoding = "async";
       link.appendChild(img);
       li.appendChild(link);
-      if (image.model) {
+      var caption = imageCaption(job, image);
+      if (caption) {
         var made = document.createElement("small");
         made.className = "image-model";
-        made.textContent = image.model;
+        made.textContent = caption;
         made.title = "The model that made this image";
         li.appendChild(made);
       }
       grid.appendChild(li);
     });
+  }
+
+  // Who made an image, for people: the model's display name, else the tier; never a provider's id.
+  function imageCaption(job, image) {
+    var shown = image.model_display_name;
+    if (shown && shown !== image.model) return shown;
+    return job.tier ? tierLabel(job.tier) : "";
   }
 
   function onImageSubmit(event) {
@@ -780,6 +816,142 @@
     }).then(update);
   }
 
+  // --- the article: a text plus images of a tier, one job (POST /api/v1/articles/generations/) ---
+
+  function renderArticleChoices() {
+    var tierSelect = $("article-tier");
+    var keepTier = tierSelect.value;
+    tierSelect.textContent = "";
+    (state.config.image_qualities || []).forEach(function (q) {
+      var option = document.createElement("option");
+      option.value = q.tier;
+      option.textContent = q.label + " (" + plural(q.credits_per_image, "credit") + " per image)";
+      tierSelect.appendChild(option);
+    });
+    if (keepTier && tierInfo(keepTier)) tierSelect.value = keepTier;
+    tierSelect.disabled = !tierSelect.options.length;
+    var countSelect = $("article-images");
+    var max = state.config.max_images || 0;  // the settings' images per article
+    var keep = countSelect.value === "" ? max : parseInt(countSelect.value, 10);
+    countSelect.textContent = "";
+    for (var n = 0; n <= max; n++) {
+      var option = document.createElement("option");
+      option.value = String(n);
+      option.textContent = n === 0 ? "None" : String(n);
+      countSelect.appendChild(option);
+    }
+    countSelect.value = String(Math.min(keep, max));
+    // With no tier to serve them, an article can still be text only.
+    countSelect.disabled = !tierSelect.options.length;
+    if (!tierSelect.options.length) countSelect.value = "0";
+    repriceArticle();
+  }
+
+  // The most an article can cost (its hold: the prompt, max_tokens and the images), priced by the
+  // server like every total on the page. Only the newest answer counts.
+  var articleSeq = 0;
+  var articleTimer = null;
+
+  function articleBody() {
+    var body = { prompt: $("article-prompt").value.trim(), image_count: parseInt($("article-images").value, 10) || 0 };
+    // The API asks for a tier even with no images; with none served, the server says why.
+    var tier = $("article-tier").value || ((state.config.image_qualities || [])[0] || {}).tier;
+    if (tier) body.tier = tier;
+    return body;
+  }
+
+  function repriceArticle() {
+    var seq = ++articleSeq;
+    state.articleTotal = null;
+    state.articleLimit = null;
+    update();
+    var body = articleBody();
+    if (!body.prompt || !(state.config && state.config.text_model)) return;
+    api(urls.estimateUrl, { method: "POST", body: Object.assign({ kind: "article" }, body) }).then(
+      function (estimate) {
+        if (seq !== articleSeq) return;
+        state.articleTotal = estimate.credits_max;
+        state.articleLimit = estimate.limit || null;
+        update();
+      },
+      function (err) {
+        if (seq !== articleSeq) return;
+        $("article-coverage").textContent = "The price could not be worked out: " + describeError(err, { tier: body.tier });
+        $("article-coverage").className = "coverage short";
+      }
+    );
+  }
+
+  // The prompt counts toward the price (its tokens): reprice once typing pauses.
+  function repriceArticleSoon() {
+    clearTimeout(articleTimer);
+    articleTimer = setTimeout(repriceArticle, 300);
+    update();
+  }
+
+  function articleSummary(job) {
+    var requested = job.images_requested || 0;
+    var delivered = job.images_delivered || 0;
+    var images = requested ? " and " + plural(requested, "image") : "";
+    switch (job.status) {
+      case "queued": return "Waiting to start…";
+      case "running": return "Writing the article" + images + "…";
+      case "succeeded":
+      case "partial": {
+        var got = requested ? (delivered === requested ? plural(delivered, "image")
+          : delivered + " of " + plural(requested, "image")) + "; " : "";
+        var tokens = job.tokens ? plural(job.tokens.total, "token") + "; " : "";
+        return (job.status === "partial" ? "Partly done: " : "Done: ") + tokens + got + "charged "
+          + plural(job.credits_charged, "credit") + ".";
+      }
+      case "failed": return failedSentence(job);
+      default: return job.status;
+    }
+  }
+
+  function onArticleSubmit(event) {
+    event.preventDefault();
+    if ($("generate-article").disabled) return;
+    var body = articleBody();
+    state.busyArticle = true;
+    update();
+    showAlert("");
+    var lastStatus = null;
+    var summary = $("article-job-summary");
+    var progress = $("article-progress");
+    summary.textContent = "Sending…";
+    summary.className = "";
+    $("article-output").textContent = "";
+    $("article-images-out").textContent = "";
+    api(urls.articlesUrl, {
+      method: "POST",
+      body: body,
+      headers: { "Idempotency-Key": newIdempotencyKey() },
+    }).then(function (job) {
+      $("article-job").hidden = false;
+      loadBalance().catch(function () {});
+      return waitJob(job, function (current) {
+        var text = articleSummary(current);
+        summary.textContent = text;
+        if (FINAL.indexOf(current.status) === -1) progress.removeAttribute("value");
+        else progress.value = 1;
+        progress.hidden = FINAL.indexOf(current.status) !== -1;
+        if (current.status !== lastStatus) announce(text);
+        lastStatus = current.status;
+      }).then(function (done) {
+        $("article-output").textContent = done.text || "";
+        renderImages(done, "article-images-out");
+        summary.className = done.status === "succeeded" ? "ok" : (done.status === "partial" ? "warn" : "short");
+      });
+    }).catch(function (err) {
+      showAlert(describeError(err, { tier: body.tier }));
+      announce("");
+    }).then(function () {
+      state.busyArticle = false;
+      return refreshAccount();
+    }).then(function () { repriceArticle(); });
+  }
+
   // --- wiring ------------------------------------------------------------------------------
 
   $("count").addEventListener("change", repriceImages);
@@ -787,6 +959,10 @@
   $("text-prompt").addEventListener("input", update);
   $("image-form").addEventListener("submit", onImageSubmit);
   $("text-form").addEventListener("submit", onTextSubmit);
+  $("article-form").addEventListener("submit", onArticleSubmit);
+  $("article-prompt").addEventListener("input", repriceArticleSoon);
+  $("article-tier").addEventListener("change", repriceArticle);
+  $("article-images").addEventListener("change", repriceArticle);
   $("alert-form").addEventListener("submit", function (event) {
     event.preventDefault();
     var n = Number($("alert-threshold").value);
@@ -803,7 +979,7 @@
   // Another tab or an operator may have changed the balance or a price while this one was hidden.
   document.addEventListener("visibilitychange", function () {
     if (document.visibilityState !== "visible") return;
-    if (!state.busyImages && !state.busyText) refreshAccount();
+    if (!state.busyImages && !state.busyText && !state.busyArticle) refreshAccount();
     loadConfig().catch(function () {});
   });
 

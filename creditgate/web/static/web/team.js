@@ -39,10 +39,7 @@
   function fail(err) { showAlert(describe(err)); }
 
   function when(iso) {
-    if (!iso) return "never";
-    var d = new Date(iso);
-    return d.toLocaleDateString(undefined, { month: "short", day: "numeric" }) + " " +
-      d.toLocaleTimeString(undefined, { hour: "2-digit", minute: "2-digit" });
+    return iso ? window.creditgate.formatDateTime(iso) : "never";  // one date format on every page (api.js)
   }
 
   // "" -> null (no cap); a whole number >= 0 -> the number; anything else -> undefined (refused here,
