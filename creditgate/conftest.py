@@ -103,14 +103,33 @@ def browser():
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+def csp_violations(context) -> list[str]:
+    """Every Content-Security-Policy violation the pages of `context` report, as Chromium's console
+    says them ("Refused to ...", "... violates the following Content Security Policy directive")
+    and as the `securitypolicyviolation` event names them. Filled in while the pages run."""
+    seen: list[str] = []
+    context.add_init_script("""document.addEventListener("securitypolicyviolation", e =>
+        console.error("CSP violation: " + e.violatedDirective + " blocked " + (e.blockedURI || "inline")));""")
+
+    def on_console(message) -> None:
+        if "Content Security Policy" in message.text or message.text.startswith("CSP violation"):
+            seen.append(message.text)
+
+    context.on("console", on_console)
+    return seen
+
+
 @pytest.fixture
 def page(request, browser):
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     context.set_default_timeout(15_000)
+    violations = csp_violations(context)
     tab = context.new_page()
     request.node._browser_page = tab
     yield tab
     context.close()
+    # Every browser test also checks that the pages it walked need nothing the policy forbids.
+    assert not violations, f"Content-Security-Policy violations: {violations}"
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -271,14 +271,17 @@ def spending_limits(*, member: AccountMember, api_key: ApiKey | None = None) -> 
     the order hold_place meets them: the caps, then the balance. The same figures hold_place checks
     (its conditional UPDATEs), read without a lock, so a quote can say which one will refuse."""
     limits = []
-    if member.monthly_cap is not None:
+    # The cap and the balance as they are now (the member row a request carries may be older).
+    member_cap, available = (AccountMember.objects.filter(pk=member.pk)
+                             .values_list("monthly_cap", "account__available").get())
+    if member_cap is not None:
         used = member_spending(member=member).used
-        limits.append(SpendingLimit(LimitKind.MEMBER_CAP, max(0, member.monthly_cap - used), member.monthly_cap, used))
-    if api_key is not None and api_key.monthly_cap is not None:
+        limits.append(SpendingLimit(LimitKind.MEMBER_CAP, max(0, member_cap - used), member_cap, used))
+    key_cap = (ApiKey.objects.filter(pk=api_key.pk).values_list("monthly_cap", flat=True).first()
+               if api_key is not None else None)
+    if api_key is not None and key_cap is not None:
         used = api_key_spending(api_key=api_key).used
-        limits.append(SpendingLimit(LimitKind.API_KEY_CAP, max(0, api_key.monthly_cap - used), api_key.monthly_cap,
-                                    used))
-    available = Account.objects.filter(pk=member.account_id).values_list("available", flat=True).get()
+        limits.append(SpendingLimit(LimitKind.API_KEY_CAP, max(0, key_cap - used), key_cap, used))
     limits.append(SpendingLimit(LimitKind.BALANCE, max(0, available)))
     return limits
 

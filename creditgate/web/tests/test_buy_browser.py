@@ -101,4 +101,4 @@ def test_the_low_balance_email_is_set_on_the_page(shop, page):
     page.get_by_label("When available credits fall below").fill("25")
     page.get_by_role("button", name="Save").click()
     expect(page.get_by_test_id("alert-status")).to_have_text(
-        "On: an email to dee@example.com when your available credits fall below 25.")
+        "Armed: an email to dee@example.com when your available credits fall below 25.")

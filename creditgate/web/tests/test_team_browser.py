@@ -47,11 +47,11 @@ def test_an_owner_sets_a_cap_and_the_writers_request_over_it_is_refused_with_the
         log_in(writer_page, page_env, writer)
         pick(writer_page, tier=tier, count=2)
         writer_page.get_by_label("Describe the image").fill("a lighthouse")
-        expect(writer_page.get_by_role("button", name="Generate")).to_be_enabled()
-        writer_page.get_by_role("button", name="Generate").click()
-        expect(writer_page.get_by_role("alert")).to_have_text(
-            f"This needs {2 * cap} credits, which would pass your monthly cap of {cap} credits: "
-            f"0 are used this month (0 spent, 0 held by running jobs).")
+        # The cap binds, and the page says so before the click (issue 26): no green "covered", no Generate.
+        expect(writer_page.locator("#coverage")).to_have_text(
+            f"This needs {2 * cap} credits, but your monthly cap leaves {cap} credit{'' if cap == 1 else 's'} "
+            f"this month (0 of {cap} used).")
+        expect(writer_page.get_by_role("button", name="Generate")).to_be_disabled()
         assert not Hold.objects.filter(user=writer).exists()
 
         # The writer's own page shows the cap, read-only: no cap form, no endpoint form.
@@ -61,6 +61,20 @@ def test_an_owner_sets_a_cap_and_the_writers_request_over_it_is_refused_with_the
         expect(writer_page.locator("#endpoint-form")).to_be_hidden()
     finally:
         writer_context.close()
+
+
+def test_a_cap_set_below_this_months_use_warns(team, page, page_env):
+    owner, writer = team
+    account = credits_services.account_for_user(user=owner)
+    credits_services.hold_place(account=account, amount=77, idempotency_key="used", fingerprint="f", user=writer)
+    log_in(page, page_env, owner)
+    open_team(page, page_env)
+    page.get_by_label("Monthly cap for walter").fill("50")
+    page.get_by_role("button", name="Save the cap of walter").click()
+    expect(page.get_by_role("alert")).to_have_text(
+        "The cap is set, but walter already used 77 credits this month: their new jobs are refused until next month.")
+    expect(page.locator('tr[data-member="walter"] [data-testid="over-cap"]')).to_have_text(
+        "Over the cap by 27: new jobs are refused until next month or a higher cap.")
 
 
 def test_an_owner_makes_a_key_sees_it_once_and_revokes_it(team, page, page_env):

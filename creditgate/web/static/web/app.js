@@ -621,7 +621,7 @@
     var articleHint = "";
     if (!state.busyArticle && state.config) {
       if (!textModelOk) articleHint = "Articles aren't available right now (no text model).";
-      else if (!articlePrompt) articleHint = "Say what the article is about to enable Write article.";
+      else if (!articlePrompt) articleHint = "Say what the article is about to enable Create article.";
       else if (state.articleTotal === null) articleHint = "Working out the price…";
     }
     $("article-hint").textContent = articleHint;
