@@ -276,7 +276,7 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
         if not form.is_valid():
             for field, errors in form.errors.items():
                 self.message_user(request, f"{form.fields[field].label if field in form.fields else field}: "
-                                           f"{' '.join(errors)} Nothing was saved.", level=messages.ERROR)
+                                           f"{' '.join(str(e) for e in errors)} Nothing was saved.", level=messages.ERROR)
             return back
         try:
             changed = services.tier_prices_set(prices=form.cleaned_data)

@@ -173,3 +173,31 @@ def test_settings_change_saves(admin_client):
     assert response.status_code == 302
     row = GlobalIntegrationSettings.objects.get()
     assert (row.image_style, row.max_images_per_request) == ("cinematic", 6)
+
+
+def test_tier_prices_are_seen_and_changed_on_the_ai_models_page(admin_client, client):
+    from creditgate.catalog.models import ImageTier
+
+    page = admin_client.get("/admin/catalog/aimodelconfig/").content.decode()
+    for tier in ImageTier.objects.all():
+        assert f'name="{tier.tier}"' in page and f'value="{tier.credits_per_image}"' in page
+    prices = {t.tier: t.credits_per_image for t in ImageTier.objects.all()}
+
+    response = admin_client.post("/admin/catalog/aimodelconfig/tier-prices/", {**prices, "quality": 7}, follow=True)
+
+    assert response.status_code == 200
+    assert "The Quality tier now costs 7 credits per image." in response.content.decode()
+    assert ImageTier.objects.get(tier="quality").credits_per_image == 7
+    shown = {q["tier"]: q["credits_per_image"] for q in client.get("/api/v1/system/ai-config/").json()["image_qualities"]}
+    assert shown.get("quality", 7) == 7
+    # The change is in the configuration history, like one made on the Image tiers page.
+    assert ImageTier.history.filter(tier="quality", credits_per_image=7).exists()
+
+
+def test_a_bad_tier_price_changes_nothing(admin_client):
+    from creditgate.catalog.models import ImageTier
+
+    before = {t.tier: t.credits_per_image for t in ImageTier.objects.all()}
+    response = admin_client.post("/admin/catalog/aimodelconfig/tier-prices/", {**before, "basic": 0}, follow=True)
+    assert "Nothing was saved." in response.content.decode()
+    assert {t.tier: t.credits_per_image for t in ImageTier.objects.all()} == before

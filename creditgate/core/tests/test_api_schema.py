@@ -108,3 +108,31 @@ def test_a_bad_page_size_is_refused_not_replaced(client):
         assert response.status_code == 400, bad
         assert response.json()["error"]["details"] == {"page_size": ["A whole number from 1 to 100 is required."]}
     assert api.get("/api/v1/credits/transactions/?page=2").status_code == 404
+
+
+@pytest.mark.django_db
+def test_the_docs_group_every_operation_by_tag_with_a_summary(client):
+    spec = client.get("/api/schema/", HTTP_ACCEPT="application/json").json()
+    declared = [tag["name"] for tag in spec["tags"]]
+    assert len(declared) > 3 and all(tag.get("description") for tag in spec["tags"])
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            where = f"{method.upper()} {path}"
+            assert operation.get("tags") and operation["tags"][0] in declared, where  # not one "v1" group
+            summary = operation.get("summary", "")
+            assert 0 < len(summary) <= 100 and not summary.endswith("."), where
+    assert spec["paths"]["/api/v1/images/generations/"]["post"]["tags"] == ["Generation"]
+    assert spec["paths"]["/api/v1/account/members/"]["get"]["tags"] == ["Team"]
+    # A view's docstring about the code is not the caller's description.
+    assert "fixed sequence" not in spec["paths"]["/api/v1/text/generations/"]["post"]["description"]
+
+
+@pytest.mark.django_db
+def test_the_docs_page_starts_swagger_ui_from_a_script_file_under_a_content_security_policy(client):
+    response = client.get("/api/docs/")
+    policy = response["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy and "unsafe-inline" not in policy
+    page = response.content.decode()
+    assert "<style" not in page and not re.search(r"<script(?![^>]*\bsrc=)", page)  # nothing inline
+    script = client.get("/api/docs/?script=")
+    assert script.status_code == 200 and script["Content-Type"].startswith("application/javascript")

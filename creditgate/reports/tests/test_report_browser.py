@@ -125,3 +125,25 @@ def test_someone_who_is_not_staff_gets_403(report_env, page):
     for path in (URL, "/admin/reports/usagereport/data/", "/admin/reports/usagereport/csv/"):
         response = page.goto(report_env.url + path)
         assert response.status == 403, path
+
+
+def test_without_a_credit_value_the_margin_is_explained_and_the_table_stays_in_its_box(report_env, browser):
+    GlobalIntegrationSettings.objects.update(usd_per_credit=None)
+    context = browser.new_context(viewport={"width": 1400, "height": 900})
+    try:
+        page = context.new_page()
+        log_in(page, report_env, staff=True)
+        page.goto(report_env.url + URL)
+        expect(page.locator("#report")).to_have_attribute("data-charts", "drawn")
+        # No cost bars passing for a margin: a sentence says what the chart needs.
+        assert page.locator("#chart-margin").count() == 0
+        expect(page.locator("#margin-explained")).to_contain_text("Set USD per credit in the settings")
+        headers = page.locator("#report-rows th").all_inner_texts()
+        assert not {"Revenue (USD)", "Margin (USD)", "Margin %"} & set(headers)  # all dashes: left out
+        box = page.evaluate("""() => { const box = document.querySelector('.table-scroll').getBoundingClientRect();
+            const content = document.querySelector('#content').getBoundingClientRect();
+            return {box: box.right, content: content.right, page: document.documentElement.scrollWidth,
+                    view: document.documentElement.clientWidth}; }""")
+        assert box["box"] <= box["content"] + 1 and box["page"] <= box["view"], box
+    finally:
+        context.close()

@@ -161,3 +161,41 @@ def test_favicon_ico_points_at_the_static_icon(client):
     assert response["Location"].startswith("/static/web/favicon") and response["Location"].endswith(".ico")
     assert finders.find("web/favicon.ico")
     assert "max-age=86400" in response["Cache-Control"]
+
+
+@pytest.mark.parametrize("path", ["/", "/team/", "/accounts/login/", "/admin/login/", "/api/v1/system/ai-config/"])
+def test_every_page_has_a_content_security_policy_without_unsafe_inline(logged_in, path):
+    policy = logged_in.get(path)["Content-Security-Policy"]
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+
+
+def test_no_template_has_an_inline_script_or_style():
+    """The policy allows no inline script or style: every template loads files instead."""
+    from pathlib import Path
+
+    import creditgate
+
+    root = Path(creditgate.__file__).parent
+    templates = [p for p in root.rglob("templates/**/*.html")]
+    assert templates
+    for template in templates:
+        text = template.read_text(encoding="utf-8")
+        assert "<style" not in text and " style=" not in text, template
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), template
+        assert not re.search(r"\son[a-z]+=", text), template  # onclick= and the like
+
+
+def test_a_job_page_captions_images_by_the_models_name_not_its_id(logged_in, seeded_catalog):
+    from creditgate.catalog.models import AIModelConfig
+    from creditgate.generation.models import JobImage
+
+    model = AIModelConfig.objects.filter(model_type="image", quality_tier__isnull=False).exclude(display_name="").first()
+    assert model is not None  # the seeded catalog names its models
+    user = get_user_model().objects.get(username="alice")
+    job = _job_of(user, kind="image", tier=model.quality_tier_id, image_count=1, status="succeeded",
+                  image_model_name=model.model_name, finished_at=timezone.now())
+    JobImage.objects.create(job=job, index=0, file="x.png", content_type="image/png", model_name=model.model_name)
+    html = logged_in.get(f"/jobs/{job.pk}/").content.decode()
+    assert f'title="The model that made this image">{model.display_name}</small>' in html
+    assert model.model_name not in visible_text(html)
