@@ -275,8 +275,9 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
         form = self._tier_prices_form(request.POST)
         if not form.is_valid():
             for field, errors in form.errors.items():
-                self.message_user(request, f"{form.fields[field].label if field in form.fields else field}: "
-                                           f"{' '.join(str(e) for e in errors)} Nothing was saved.", level=messages.ERROR)
+                label = form.fields[field].label if field in form.fields else field
+                self.message_user(request, f"{label}: {' '.join(str(e) for e in errors)} Nothing was saved.",
+                                  level=messages.ERROR)
             return back
         try:
             changed = services.tier_prices_set(prices=form.cleaned_data)

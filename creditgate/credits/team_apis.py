@@ -59,7 +59,8 @@ def _member_data(member, spending, viewer) -> dict:
     return {"id": member.pk, "username": member.user.get_username(), "role": member.role,
             "monthly_cap": member.monthly_cap, "month": spending.month.strftime("%Y-%m"), "spent": spending.spent,
             "held": spending.held, "used": spending.used,
-            "over_cap": selectors.cap_over(cap=member.monthly_cap, used=spending.used), "is_you": member.pk == viewer.pk,
+            "over_cap": selectors.cap_over(cap=member.monthly_cap, used=spending.used),
+            "is_you": member.pk == viewer.pk,
             "joined_at": member.joined_at}
 
 

@@ -188,7 +188,8 @@ def test_tier_prices_are_seen_and_changed_on_the_ai_models_page(admin_client, cl
     assert response.status_code == 200
     assert "The Quality tier now costs 7 credits per image." in response.content.decode()
     assert ImageTier.objects.get(tier="quality").credits_per_image == 7
-    shown = {q["tier"]: q["credits_per_image"] for q in client.get("/api/v1/system/ai-config/").json()["image_qualities"]}
+    config = client.get("/api/v1/system/ai-config/").json()
+    shown = {q["tier"]: q["credits_per_image"] for q in config["image_qualities"]}
     assert shown.get("quality", 7) == 7
     # The change is in the configuration history, like one made on the Image tiers page.
     assert ImageTier.history.filter(tier="quality", credits_per_image=7).exists()

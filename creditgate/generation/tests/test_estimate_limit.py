@@ -67,7 +67,7 @@ def test_without_a_cap_the_balance_binds_and_says_whether_it_covers(catalog):
 
 def test_a_members_cap_that_binds_is_named_before_the_request_and_refuses_it(catalog):
     # The case: a member with a cap of 10 picks the dearest tier x 3 on an account with plenty.
-    owner, writer, _ = team(500, cap=10)
+    _, writer, _ = team(500, cap=10)
     api = client_for(writer)
     tier = dearest_tier(api)
     count = 10 // tier["credits_per_image"] + 1  # just over the cap
@@ -97,7 +97,7 @@ def test_what_the_member_used_this_month_counts_against_the_cap(catalog):
 
 
 def test_the_balance_binds_when_it_allows_less_than_the_cap(catalog):
-    owner, writer, _ = team(8, cap=100)
+    _, writer, _ = team(8, cap=100)
     limit = estimate(client_for(writer), dearest_tier(client_for(writer)), 1)["limit"]
     assert limit["kind"] == "balance" and limit["remaining"] == 8
 
@@ -131,7 +131,7 @@ def test_a_cap_set_below_this_months_use_is_flagged_and_leaves_nothing(catalog):
 
 
 def test_the_estimate_of_an_article_carries_the_limit_too(catalog):
-    owner, writer, _ = team(500, cap=1)
+    _, writer, _ = team(500, cap=1)
     api = client_for(writer)
     tier = dearest_tier(api)
     response = api.post("/api/v1/credits/estimate/", {"kind": "article", "prompt": "foxes", "tier": tier["tier"],

@@ -177,7 +177,7 @@ def test_no_template_has_an_inline_script_or_style():
     import creditgate
 
     root = Path(creditgate.__file__).parent
-    templates = [p for p in root.rglob("templates/**/*.html")]
+    templates = list(root.rglob("templates/**/*.html"))
     assert templates
     for template in templates:
         text = template.read_text(encoding="utf-8")
@@ -190,7 +190,8 @@ def test_a_job_page_captions_images_by_the_models_name_not_its_id(logged_in, see
     from creditgate.catalog.models import AIModelConfig
     from creditgate.generation.models import JobImage
 
-    model = AIModelConfig.objects.filter(model_type="image", quality_tier__isnull=False).exclude(display_name="").first()
+    model = (AIModelConfig.objects.filter(model_type="image", quality_tier__isnull=False)
+             .exclude(display_name="").first())
     assert model is not None  # the seeded catalog names its models
     user = get_user_model().objects.get(username="alice")
     job = _job_of(user, kind="image", tier=model.quality_tier_id, image_count=1, status="succeeded",

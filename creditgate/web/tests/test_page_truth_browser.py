@@ -17,7 +17,7 @@ from creditgate.conftest import csp_violations
 from creditgate.credits import services as credits_services
 from creditgate.generation.models import Job
 
-from .test_page_browser import (  # noqa: F401 - page_env: fixture
+from .test_page_browser import (
     PASSWORD,
     account_balance,
     ai_config,
@@ -25,7 +25,7 @@ from .test_page_browser import (  # noqa: F401 - page_env: fixture
     expect,
     log_in,
     make_user,
-    page_env,
+    page_env,  # noqa: F401 - the fixture `live` builds on
     pick,
     wait_for_images,
 )
@@ -33,16 +33,22 @@ from .test_page_browser import (  # noqa: F401 - page_env: fixture
 pytestmark = pytest.mark.browser
 
 
+@pytest.fixture
+def live(page_env):  # noqa: F811 - the imported fixture
+    """The live server, with the catalog, the sandbox and in-process jobs (test_page_browser)."""
+    return page_env
+
+
 def provider_ids() -> set[str]:
     return set(AIModelConfig.objects.values_list("model_name", flat=True))
 
 
-def test_the_article_generator_writes_a_text_with_its_images(page_env, page):
+def test_the_article_generator_writes_a_text_with_its_images(live, page):
     config = ai_config()
     tier = min(config["image_qualities"], key=lambda q: q["credits_per_image"])
     user = make_user("ada", 200)
     images = min(2, config["max_images"])
-    log_in(page, page_env, user)
+    log_in(page, live, user)
 
     # Its choices come from ai-config: every served tier, 0 up to the settings' images per article.
     options = page.get_by_label("Images in the article").locator("option").all_inner_texts()
@@ -67,14 +73,14 @@ def test_the_article_generator_writes_a_text_with_its_images(page_env, page):
     expect(page.locator("#bal-available")).to_have_text(str(account_balance(user)["available"]))
 
 
-def test_at_375px_the_generator_comes_before_the_credit_packs(page_env, browser):
+def test_at_375px_the_generator_comes_before_the_credit_packs(live, browser):
     user = make_user("mo", 50)
     context = browser.new_context(viewport={"width": 375, "height": 667}, device_scale_factor=2, is_mobile=True,
                                   has_touch=True)
     violations = csp_violations(context)
     try:
         page = context.new_page()
-        log_in(page, page_env, user)
+        log_in(page, live, user)
         page.wait_for_selector("#tiers .tier")
         tiers = page.locator("#tiers").bounding_box()
         packs = page.locator("#buy").bounding_box()  # the packs' card
@@ -89,7 +95,7 @@ def test_at_375px_the_generator_comes_before_the_credit_packs(page_env, browser)
     assert not violations
 
 
-def test_a_member_whose_cap_binds_sees_it_before_clicking(page_env, page):
+def test_a_member_whose_cap_binds_sees_it_before_clicking(live, page):
     config = ai_config()
     dearest = max(config["image_qualities"], key=lambda q: q["credits_per_image"])
     cheapest = min(config["image_qualities"], key=lambda q: q["credits_per_image"])
@@ -100,7 +106,7 @@ def test_a_member_whose_cap_binds_sees_it_before_clicking(page_env, page):
     member = credits_services.account_member_add(account=credits_services.account_for_user(user=owner), user=writer)
     credits_services.member_update(actor=owner, member=member, monthly_cap=cap)
 
-    log_in(page, page_env, writer)
+    log_in(page, live, writer)
     pick(page, tier=dearest, count=count)
     page.get_by_label("Describe the image").fill("a lighthouse at night")
     total = dearest["credits_per_image"] * count
@@ -118,9 +124,9 @@ def test_a_member_whose_cap_binds_sees_it_before_clicking(page_env, page):
         expect(page.get_by_role("button", name="Generate")).to_be_enabled()
 
 
-def test_the_alert_says_armed_or_waiting_and_each_error_once(page_env, page):
+def test_the_alert_says_armed_or_waiting_and_each_error_once(live, page):
     user = make_user("lou", 40)
-    log_in(page, page_env, user)
+    log_in(page, live, user)
     page.get_by_text("Email me when my credits run low").click()
     status = page.get_by_test_id("alert-status")
 
@@ -138,10 +144,10 @@ def test_the_alert_says_armed_or_waiting_and_each_error_once(page_env, page):
     expect(status).to_have_text(re.compile(r"^Waiting for a top-up: "))
 
 
-def test_dates_read_the_same_on_the_history_and_the_job_page(page_env, page):
+def test_dates_read_the_same_on_the_history_and_the_job_page(live, page):
     tier = min(ai_config()["image_qualities"], key=lambda q: q["credits_per_image"])
     user = make_user("dee", 20)
-    log_in(page, page_env, user)
+    log_in(page, live, user)
     pick(page, tier=tier, count=1)
     page.get_by_label("Describe the image").fill("a kettle")
     page.get_by_role("button", name="Generate").click()
@@ -160,11 +166,11 @@ def test_dates_read_the_same_on_the_history_and_the_job_page(page_env, page):
 
 
 @pytest.fixture
-def operator(page_env):
+def operator(live):
     return get_user_model().objects.create_superuser(username="op", password=PASSWORD, email="op@example.com")
 
 
-def test_no_page_needs_what_the_content_security_policy_forbids(page_env, browser, operator):
+def test_no_page_needs_what_the_content_security_policy_forbids(live, browser, operator):
     """The page, the team page, the admin's pages (the report, the tier prices), and Swagger UI at
     /api/docs/ run with the policy and report no violation."""
     GlobalIntegrationSettings.objects.update(usd_per_credit=None)
@@ -173,24 +179,24 @@ def test_no_page_needs_what_the_content_security_policy_forbids(page_env, browse
     violations = csp_violations(context)
     try:
         page = context.new_page()
-        response = page.goto(page_env.url + "/admin/login/?next=/admin/")
+        response = page.goto(live.url + "/admin/login/?next=/admin/")
         assert response is not None and "script-src 'self'" in response.headers["content-security-policy"]
         page.get_by_label("Username").fill("op")
         page.get_by_label("Password").fill(PASSWORD)
         page.get_by_role("button", name="Log in").click()
         expect(page.get_by_role("link", name="AI models").first).to_be_visible()
 
-        page.goto(page_env.url + "/admin/catalog/aimodelconfig/")
+        page.goto(live.url + "/admin/catalog/aimodelconfig/")
         expect(page.get_by_role("heading", name="Tier prices")).to_be_visible()
-        page.goto(page_env.url + "/admin/catalog/imagetier/")
-        page.goto(page_env.url + "/admin/audit/configchange/")
-        page.goto(page_env.url + "/admin/reports/usagereport/")
+        page.goto(live.url + "/admin/catalog/imagetier/")
+        page.goto(live.url + "/admin/audit/configchange/")
+        page.goto(live.url + "/admin/reports/usagereport/")
         expect(page.locator("#report")).to_have_attribute("data-charts", "drawn")
         # No USD value per credit: no margin chart, a sentence saying why.
         expect(page.locator("#margin-explained")).to_contain_text("USD per credit")
         assert page.locator("#chart-margin").count() == 0
 
-        response = page.goto(page_env.url + "/api/docs/")
+        response = page.goto(live.url + "/api/docs/")
         assert response is not None and "content-security-policy" in response.headers
         expect(page.locator(".opblock-tag", has_text="Generation")).to_be_visible()
         expect(page.locator(".opblock-summary-description").first).not_to_be_empty()
@@ -198,7 +204,7 @@ def test_no_page_needs_what_the_content_security_policy_forbids(page_env, browse
         tier = min(ai_config()["image_qualities"], key=lambda q: q["credits_per_image"])
         credits_services.credits_grant(account=credits_services.account_for_user(user=operator), amount=10,
                                        reason="test")
-        page.goto(page_env.url + "/")
+        page.goto(live.url + "/")
         page.wait_for_selector('#app[data-ready="true"]')
         pick(page, tier=tier, count=1)
         page.get_by_label("Describe the image").fill("a lamp")
@@ -207,7 +213,7 @@ def test_no_page_needs_what_the_content_security_policy_forbids(page_env, browse
         page.wait_for_function("() => !!Chart.getChart('usage-chart')")
         page.locator("#ledger-rows a.job-link").first.click()
         expect(page.locator("#job-images img")).to_have_count(1)
-        page.goto(page_env.url + "/team/")
+        page.goto(live.url + "/team/")
         page.wait_for_selector('#team[data-ready="true"]')
         page.get_by_role("link", name="Generate").click()
         page.get_by_role("link", name="API documentation").click()

@@ -67,7 +67,7 @@ class Command(BaseCommand):
         self.stdout.write(f"  Password:  {DEMO_PASSWORD}")
         self.stdout.write(f"  Credits:   {available} available ({granted})")
         self.stdout.write(f"  Sandbox:   {sandbox_line}")
-        self.stdout.write(f"  Links:     {settings.CREDITGATE_PUBLIC_URL} (CREDITGATE_PUBLIC_URL, in emails and webhooks)")
+        self.stdout.write(f"  Links:     {settings.CREDITGATE_PUBLIC_URL} (CREDITGATE_PUBLIC_URL: emails, webhooks)")
         webhooks = ("also to loopback (127.0.0.1, ::1): demo mode, DEBUG is on" if settings.DEBUG
                     else "public addresses only (DEBUG is off)")
         self.stdout.write(f"  Webhooks:  {webhooks}")
