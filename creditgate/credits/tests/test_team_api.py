@@ -48,8 +48,8 @@ def test_an_owner_sees_every_member_with_the_months_spending_and_sets_a_cap(team
         ("owner", "owner", True), ("writer", "member", False)]
     assert members[1] | {"joined_at": None} == {
         "id": writer_member.pk, "username": "writer", "role": "member", "monthly_cap": None,
-        "month": selectors.spending_month().strftime("%Y-%m"), "spent": 4, "held": 2, "used": 6, "is_you": False,
-        "joined_at": None}
+        "month": selectors.spending_month().strftime("%Y-%m"), "spent": 4, "held": 2, "used": 6, "over_cap": False,
+        "is_you": False, "joined_at": None}
     response = api.patch(f"/api/v1/account/members/{writer_member.pk}/", {"monthly_cap": 25}, format="json")
     assert response.status_code == 200 and response.json()["monthly_cap"] == 25
     writer_member.refresh_from_db()
