@@ -9,7 +9,15 @@ from creditgate.credits import services as credits_services
 from creditgate.credits.models import AccountMember, ApiKey, Hold
 from creditgate.webhooks.models import WebhookDelivery
 
-from .test_page_browser import ai_config, expect, log_in, make_user, page_env, pick  # noqa: F401 - page_env: fixture
+from .test_page_browser import (  # noqa: F401 - page_env: fixture
+    ai_config,
+    credits_words,
+    expect,
+    log_in,
+    make_user,
+    page_env,
+    pick,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -37,7 +45,7 @@ def test_an_owner_sets_a_cap_and_the_writers_request_over_it_is_refused_with_the
     open_team(page, page_env)
     page.get_by_label("Monthly cap for walter").fill(str(cap))
     page.get_by_role("button", name="Save the cap of walter").click()
-    expect(page.get_by_role("status")).to_have_text(f"walter may now use {cap} credits a month.")
+    expect(page.get_by_role("status")).to_have_text(f"walter may now use {credits_words(cap)} a month.")
     expect(page.locator('tr[data-member="walter"]')).to_contain_text(f"0 of {cap}")
     assert AccountMember.objects.get(user=writer).monthly_cap == cap
 
@@ -49,14 +57,14 @@ def test_an_owner_sets_a_cap_and_the_writers_request_over_it_is_refused_with_the
         writer_page.get_by_label("Describe the image").fill("a lighthouse")
         # The cap binds, and the page says so before the click (issue 26): no green "covered", no Generate.
         expect(writer_page.locator("#coverage")).to_have_text(
-            f"This needs {2 * cap} credits, but your monthly cap leaves {cap} credit{'' if cap == 1 else 's'} "
+            f"This needs {2 * cap} credits, but your monthly cap leaves {credits_words(cap)} "
             f"this month (0 of {cap} used).")
         expect(writer_page.get_by_role("button", name="Generate")).to_be_disabled()
         assert not Hold.objects.filter(user=writer).exists()
 
         # The writer's own page shows the cap, read-only: no cap form, no endpoint form.
         open_team(writer_page, page_env)
-        expect(writer_page.locator('tr[data-member="walter"]')).to_contain_text(f"{cap} credits")
+        expect(writer_page.locator('tr[data-member="walter"]')).to_contain_text(credits_words(cap))
         expect(writer_page.get_by_label("Monthly cap for walter")).to_have_count(0)
         expect(writer_page.locator("#endpoint-form")).to_be_hidden()
     finally:

@@ -29,6 +29,8 @@
 
   var describe = window.creditgate.describe;  // each error once (api.js)
 
+  function credits(n) { return n + (n === 1 ? " credit" : " credits"); }
+
   function announce(text) { $("status").textContent = text; }
 
   function showAlert(text) {
@@ -111,7 +113,7 @@
         });
         capCell.appendChild(form);
       } else {
-        capCell.textContent = m.monthly_cap === null ? "No cap" : m.monthly_cap + " credits";
+        capCell.textContent = m.monthly_cap === null ? "No cap" : credits(m.monthly_cap);
       }
       body.appendChild(el("tr", { "data-member": m.username }, [
         el("td", { text: name }), el("td", { text: m.role === "owner" ? "Owner" : "Member" }), usage(m), capCell,
@@ -128,9 +130,9 @@
     showAlert("");
     api(urls.membersUrl + member.id + "/", { method: "PATCH", body: { monthly_cap: cap } }).then(function (m) {
       announce(m.monthly_cap === null ? m.username + " has no monthly cap now."
-        : m.username + " may now use " + m.monthly_cap + " credits a month.");
+        : m.username + " may now use " + credits(m.monthly_cap) + " a month.");
       if (m.over_cap) {
-        showAlert("The cap is set, but " + m.username + " already used " + m.used + " credits this month: "
+        showAlert("The cap is set, but " + m.username + " already used " + credits(m.used) + " this month: "
           + "their new jobs are refused until next month.");
       }
       return loadMembers();
