@@ -65,6 +65,7 @@ def test_a_lost_job_is_recovered_while_ten_thousand_jobs_wait_in_the_queue(seede
     redis = Redis.from_url(django_settings.REDIS_URL)
     app.send_task("creditgate.generation.tasks.run_job", args=[str(uuid.uuid4())])
     message = redis.lindex("jobs", 0)
+    assert message is not None
     with redis.pipeline(transaction=False) as pipe:
         for _ in range(9_999):
             pipe.lpush("jobs", message)
