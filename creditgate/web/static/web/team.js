@@ -60,7 +60,8 @@
     if (row.monthly_cap) {
       // Red once the cap is (nearly) used up: a full bar is a warning, not a success.
       cell.appendChild(el("meter", { class: "meter", min: "0", max: String(row.monthly_cap),
-                                     high: String(row.monthly_cap * 0.9), optimum: "0",
+                                     low: String(row.monthly_cap * 0.75), high: String(row.monthly_cap * 0.9),
+                                     optimum: "0",
                                      value: String(Math.min(row.used, row.monthly_cap)),
                                      "aria-label": row.username + " used " + words }));
     }
