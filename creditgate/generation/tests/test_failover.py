@@ -138,9 +138,12 @@ def test_the_job_api_and_page_say_which_model_made_each_image_of_a_batch_served_
     by_index = {int(image["url"].rstrip("/").rsplit("/", 1)[1]): image["model"] for image in job["images"]}
     assert by_index == {0: "gpt-image-2", 1: "gpt-image-2", 2: "google:2@1", 3: "google:2@1"}
 
+    # For people, each model by its name in the catalog, never the provider's id (issue 26).
+    names = dict(AIModelConfig.objects.values_list("model_name", "display_name"))
+    assert [image["model_display_name"] for image in job["images"]] == [names[by_index[i]] for i in range(4)]
     page = client.get(f"/jobs/{job['id']}/").content.decode()
     assert page.count('class="image-model"') == 4
-    assert page.count(">gpt-image-2</small>") == 2 and page.count(">google:2@1</small>") == 2
+    assert page.count(f">{names['gpt-image-2']}</small>") == 2 and page.count(f">{names['google:2@1']}</small>") == 2
 
     schema = client.get("/api/schema/?format=json").json()["components"]["schemas"]
     assert schema["Job"]["properties"]["images"]["items"] == {"$ref": "#/components/schemas/JobImage"}
