@@ -37,6 +37,23 @@ def ledger_list(*, account: Account) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(account=account).order_by("-id")
 
 
+def ledger_visible(*, viewer: AccountMember) -> QuerySet[LedgerEntry]:
+    """The ledger lines `viewer` may see, newest first, each annotated with the member whose job it
+    belongs to (`job_user_id`, `job_username`; None for a line of no job).
+
+    An owner sees the account's whole ledger. A member sees the lines of their own jobs (hold,
+    capture, release) and the account's own lines, which belong to no job and no member (grants,
+    purchases, refunds, take-backs, adjustments: they change the balance every member spends
+    from, which members see anyway); never another member's job. Who ran a job is the job's user
+    (through its hold: holds placed before teams name no spender, their jobs do).
+    """
+    lines = LedgerEntry.objects.filter(account_id=viewer.account_id).order_by("-id").annotate(
+        job_user_id=F("hold__job__user_id"), job_username=F("hold__job__user__username"))
+    if not viewer.is_owner:
+        lines = lines.filter(Q(hold__isnull=True) | Q(hold__job__user_id=viewer.user_id))
+    return lines
+
+
 @snapshot()
 def ledger_check() -> list[str]:
     """Every inconsistency between the stored counters, the ledger and the holds; empty == clean.
