@@ -124,7 +124,8 @@ class TestInProcess:
 def test_a_celery_worker_never_calls_a_model_deactivated_while_its_job_waited(
         celery_env, transactional_db, seeded_catalog, sandbox, monkeypatch, tmp_path):  # noqa: F811
     """The reproduction, in a Celery worker process whose catalog memo is warm: premium served a
-    job, then its only model was switched off while the next premium job waited in the queue."""
+    job, then its only model was switched off while the next premium job waited in the queue;
+    then Quality's first model, while a Quality job waited: its backup serves it."""
     worker = CeleryWorker(sandbox, tmp_path / "worker.log")
     celery_env.append(worker)
     user = make_user(credits=100)
@@ -141,4 +142,15 @@ def test_a_celery_worker_never_calls_a_model_deactivated_while_its_job_waited(
     assert ProviderCall.objects.filter(job=job).count() == 0
     assert sandbox.stats.get(RUNWARE_IMAGES, 0) == calls_before
     assert balance(user) == {"balance": 85, "held": 0, "available": 85}
+
+    openai_calls = sandbox.stats.get(OPENAI_IMAGES, 0)
+    waiting = queued_job(monkeypatch, user, "quality", 2)
+    deactivate("gpt-image-2")
+    assert dispatch.enqueue(waiting.pk)
+    job = wait_final(waiting, sweep=False)
+
+    assert (job.status, job.credits_charged) == ("succeeded", 10), worker.output()
+    assert set(job.images.values_list("model_name", flat=True)) == {"google:2@1"}
+    assert sandbox.stats.get(OPENAI_IMAGES, 0) == openai_calls
+    assert balance(user)["available"] == 75
     assert selectors.reconciliation_audit() == []
