@@ -116,7 +116,7 @@ class ApiKey(models.Model):
     member = models.ForeignKey(AccountMember, on_delete=models.PROTECT, related_name="api_keys")
     # The account the key was made in: a membership moves with its user when they join or leave a
     # team (their keys are revoked then), and the key stays listed where it was used.
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, null=True, related_name="api_keys")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="api_keys")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     hashed_key = models.CharField(max_length=200, editable=False)

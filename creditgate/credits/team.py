@@ -279,7 +279,7 @@ def invitation_for_token(*, token) -> Invitation:
 def _pending_check(invitation: Invitation) -> None:
     state = invitation.state(timezone.now())
     if state != InvitationState.PENDING:
-        message = {InvitationState.ACCEPTED: "This invitation was already used.",
+        message: dict[str, str] = {InvitationState.ACCEPTED: "This invitation was already used.",
                    InvitationState.REVOKED: "This invitation was withdrawn by the account's owner.",
                    InvitationState.EXPIRED: "This invitation has expired: ask the account's owner for a new one."}
         raise InvalidRequest(message[state], code=f"invitation_{state}", status_code=410,

@@ -19,7 +19,9 @@ PASSWORD = "a-long-enough-pw-1"
 
 
 def link_in(body: str, path: str) -> str:
-    return re.search(rf"https?://[^/\s]+({re.escape(path)}\S+)", body).group(1)
+    match = re.search(rf"https?://[^/\s]+({re.escape(path)}\S+)", str(body))
+    assert match, body
+    return match.group(1)
 
 
 def sign_up(client, username="sam", email="sam@example.com"):
@@ -44,7 +46,7 @@ def test_sign_up_verify_log_out_and_log_in(client):
     assert not logged_in(client)
     assert len(mail.outbox) >= 1 and mail.outbox[0].to == ["sam@example.com"]
 
-    confirm = link_in(mail.outbox[-1].body, "/accounts/confirm-email/")
+    confirm = link_in(str(mail.outbox[-1].body), "/accounts/confirm-email/")
     assert client.get(confirm).status_code == 200
     response = client.post(confirm)
     assert response.status_code == 302
@@ -68,7 +70,7 @@ def test_password_reset(client):
     user = get_user_model().objects.create_user(username="pat", email="pat@example.com", password="old-pw-123456")
     response = client.post("/accounts/password/reset/", {"email": "pat@example.com"})
     assert response.status_code == 302
-    reset = link_in(mail.outbox[-1].body, "/accounts/password/reset/key/")
+    reset = link_in(str(mail.outbox[-1].body), "/accounts/password/reset/key/")
     form = client.get(reset, follow=True)
     assert form.status_code == 200
     action = form.redirect_chain[-1][0] if form.redirect_chain else reset
@@ -106,11 +108,13 @@ def test_a_signed_up_user_joins_through_an_invitation(client, settings):
     _, link, _ = team.invitation_create(actor=owner, email="sam@example.com", monthly_cap=20)
     join = link.removeprefix("http://testserver")
     page = client.get(join).content.decode()
-    signup = re.search(r'href="(/accounts/signup/\?next=[^"]+)"', page).group(1)
+    found = re.search(r'href="(/accounts/signup/\?next=[^"]+)"', page)
+    assert found
+    signup = found.group(1)
     response = client.post(signup.replace("&amp;", "&"), {"email": "sam@example.com", "username": "sam",
                                                           "password1": PASSWORD, "password2": PASSWORD})
     assert response.status_code == 302
-    confirm = link_in(mail.outbox[-1].body, "/accounts/confirm-email/")
+    confirm = link_in(str(mail.outbox[-1].body), "/accounts/confirm-email/")
     response = client.post(confirm)
     assert response.status_code == 302 and response["Location"] == join    # back to the invitation
     response = client.post(join)

@@ -34,12 +34,16 @@ def invite(owner, email="new@example.com", **body):
 
 
 def token_of(link: str) -> str:
-    return re.search(r"/team/join/([^/]+)/$", link).group(1)
+    match = re.search(r"/team/join/([^/]+)/$", link)
+    assert match, link
+    return match.group(1)
 
 
 def emailed_link(to: str) -> str:
     message = [m for m in mail.outbox if to in m.to][-1]
-    return re.search(r"https?://\S+/team/join/\S+/", message.body).group(0)
+    match = re.search(r"https?://\S+/team/join/\S+/", str(message.body))
+    assert match, message.body
+    return match.group(0)
 
 
 @pytest.fixture

@@ -32,7 +32,9 @@ def mail_env(page_env, sandbox, settings):  # noqa: F811 - page_env: the fixture
 def emailed_link(sandbox, to: str, path: str) -> str:
     bodies = [e for e in sandbox.requests("resend.emails") if to in e["to"]]
     assert bodies, f"no email to {to} in the sandbox"
-    return re.search(rf"https?://\S+{re.escape(path)}\S*", bodies[-1]["text"]).group(0)
+    match = re.search(rf"https?://\S+{re.escape(path)}\S*", bodies[-1]["text"])
+    assert match, bodies[-1]["text"]
+    return match.group(0)
 
 
 def sign_up(page, *, username: str, email: str) -> None:
