@@ -4,6 +4,8 @@ is kept. It used to fail with "Member with this User already exists"."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.contrib.auth import get_user_model
 
@@ -41,9 +43,18 @@ def test_an_operator_adds_an_existing_user_to_an_account(staff_client):
     own.refresh_from_db()
     assert own.available == 4
 
-    # The account's page still saves (its member rows are read-only there).
+    # The account's page still saves, a member's cap with it (their user and role are read-only there).
     page = staff_client.get(f"/admin/credits/account/{account.pk}/change/")
-    assert page.status_code == 200 and "bob" in page.content.decode()
+    html = page.content.decode()
+    assert page.status_code == 200 and "bob" in html
+    data = dict(re.findall(r'<input[^>]*?name="([^"]+)"[^>]*?value="([^"]*)"', html))
+    data = {k: v for k, v in data.items() if k != "csrfmiddlewaretoken"}
+    bob_row = next(k for k, v in data.items() if k.endswith("-id") and v == str(member.pk)).removesuffix("-id")
+    data[f"{bob_row}-monthly_cap"] = "12"
+    response = staff_client.post(f"/admin/credits/account/{account.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    member.refresh_from_db()
+    assert (member.monthly_cap, member.account, member.role) == (12, account, MemberRole.MEMBER)
 
 
 def test_the_admin_refuses_what_the_rules_refuse_and_says_why(staff_client):

@@ -75,7 +75,7 @@ def test_an_owner_invites_and_the_invitee_signs_up_joins_and_sees_the_team(mail_
     page.wait_for_selector('#team[data-ready="true"]')
     page.get_by_label("Email").fill("nia@example.com")
     page.get_by_label("Role").select_option("member")
-    page.get_by_label("Their monthly cap (credits, optional)").fill("25")
+    page.get_by_label("Cap for the new member (credits a month, optional)").fill("25")
     page.get_by_role("button", name="Send invitation").click()
     expect(page.locator('tr[data-invitation="nia@example.com"]')).to_contain_text("25 credits")
     link = emailed_link(sandbox, "nia@example.com", "/team/join/")
