@@ -282,3 +282,66 @@ def test_api_keys_made_in_a_team_stay_listed_there(owner):
     services.api_key_create(actor=owner, member=services.member_for_user(user=carol), name="team-key")
     team.member_leave(user=carol)
     assert ApiKey.objects.get(name="team-key").revoked_at is not None
+
+
+# --- Races (PostgreSQL: real row locks, two threads with their own connections) -----------------
+
+
+def _at_once(*calls) -> list:
+    import threading
+
+    from django.db import connection
+
+    from creditgate.core.errors import ApplicationError
+
+    barrier = threading.Barrier(len(calls))
+    results: list = []
+
+    def run(call):
+        try:
+            barrier.wait()
+            call()
+            results.append("ok")
+        except ApplicationError as exc:
+            results.append(exc.code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(call,)) for call in calls]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return sorted(results)
+
+
+@pytest.fixture
+def pg(transactional_db, settings):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL (set DATABASE_URL)")
+    settings.CREDITGATE_PUBLIC_URL = "http://testserver"
+
+
+@pytest.mark.postgres
+def test_two_owners_leaving_at_once_leave_the_account_one_owner(pg):
+    first = make_user("first")
+    account = services.account_for_user(user=first)
+    second = make_user("second")
+    team.member_join(user=second, account=account, role=MemberRole.OWNER)
+    team.member_join(user=make_user("member"), account=account)
+    assert _at_once(lambda: team.member_leave(user=first), lambda: team.member_leave(user=second)) == [
+        "last_owner", "ok"]
+    assert AccountMember.objects.filter(account=account, role=MemberRole.OWNER).count() == 1
+
+
+@pytest.mark.postgres
+def test_one_invitation_accepted_by_two_users_at_once_lets_one_in(pg):
+    owner = make_user("olivia")
+    _, link, _ = team.invitation_create(actor=owner, email="both@example.com")
+    one, two = make_user("one"), make_user("two")
+    results = _at_once(lambda: team.invitation_accept(user=one, token=token_of(link)),
+                       lambda: team.invitation_accept(user=two, token=token_of(link)))
+    assert results == ["invitation_accepted", "ok"]
+    assert AccountMember.objects.filter(account=services.account_for_user(user=owner)).count() == 2
