@@ -1,7 +1,7 @@
 """Accounts and teams in a real browser, with the emails read where the demo has them (the Resend
 sandbox): a new user signs up, verifies, logs out and in; an owner invites by email from the Team
 page, the invitee signs up from the link, verifies, joins, and sees the team with the cap the owner
-set; the owner sees them join."""
+set, generates within it on the team's credits; the owner sees them join and what they used."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 
 from creditgate.catalog.models import IntegrationProvider
 from creditgate.credits import services as credits_services
-from creditgate.credits.models import AccountMember, Invitation
+from creditgate.credits.models import AccountMember, Hold, Invitation
 
-from .test_page_browser import expect, log_in, make_user, page_env  # noqa: F401 - page_env: fixture
+from .test_page_browser import ai_config, expect, generate, log_in, make_user, page_env  # noqa: F401 - page_env: fixture
 
 pytestmark = pytest.mark.browser
 
@@ -70,6 +70,7 @@ def test_sign_up_verify_then_log_out_and_in(mail_env, sandbox, page):
 
 def test_an_owner_invites_and_the_invitee_signs_up_joins_and_sees_the_team(mail_env, sandbox, page, browser):
     owner = make_user("olivia", 500)
+    basic = min(ai_config()["image_qualities"], key=lambda q: q["credits_per_image"])
     log_in(page, mail_env, owner)
     page.goto(mail_env.url + "/team/")
     page.wait_for_selector('#team[data-ready="true"]')
@@ -94,13 +95,22 @@ def test_an_owner_invites_and_the_invitee_signs_up_joins_and_sees_the_team(mail_
         expect(nia.locator('tr[data-member="nia"]')).to_contain_text("25 credits")
         expect(nia.locator('tr[data-member="nia"]')).to_contain_text("Member")
         expect(nia.get_by_role("button", name="Leave this team")).to_be_visible()
+
+        # She generates within her cap, on the team's credits.
+        nia.get_by_role("link", name="Generate").click()
+        nia.wait_for_selector('#app[data-ready="true"]')
+        generate(nia, tier=basic, count=1, prompt="a harbour at dawn")
+        expect(nia.locator("#image-job-summary")).to_have_text(re.compile(r"^Delivered 1 image"), timeout=30_000)
     finally:
         invitee.close()
 
     member = AccountMember.objects.get(user__username="nia")
     assert member.account == credits_services.account_for_user(user=owner) and member.monthly_cap == 25
     assert Invitation.objects.get().accepted_at is not None
+    hold = Hold.objects.get(user__username="nia")
+    assert hold.account == member.account and hold.state == "captured"
+    assert hold.captured_amount == basic["credits_per_image"]
     page.reload()
     page.wait_for_selector('#team[data-ready="true"]')
-    expect(page.locator('tr[data-member="nia"]')).to_contain_text("0 of 25")
+    expect(page.locator('tr[data-member="nia"]')).to_contain_text(f"{basic['credits_per_image']} of 25")
     expect(page.locator("#invites-empty")).to_be_visible()
