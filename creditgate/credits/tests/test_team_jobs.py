@@ -74,7 +74,12 @@ def test_a_member_removed_while_their_job_runs_still_has_it_settled(generation, 
     price = per_image(session(owner))
 
     handed: list = []
-    monkeypatch.setattr(dispatch, "enqueue", lambda job_id: handed.append(job_id) or True)  # no worker yet
+
+    def enqueue(job_id) -> bool:  # no worker yet: the job waits, held
+        handed.append(job_id)
+        return True
+
+    monkeypatch.setattr(dispatch, "enqueue", enqueue)
     accepted = session(writer).post("/api/v1/images/generations/",
                                     {"prompt": "a lighthouse", "tier": "basic", "count": 2}, format="json")
     assert accepted.status_code == 202
