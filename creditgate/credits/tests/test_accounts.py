@@ -81,9 +81,11 @@ def test_password_reset(client):
 
 
 def test_the_operator_closes_sign_up(client, settings):
+    assert "/accounts/signup/" in client.get("/accounts/login/").content.decode()
     settings.CREDITGATE_SIGNUP_OPEN = False
     page = client.get("/accounts/signup/")
     assert "closed" in page.content.decode().lower()
+    assert "/accounts/signup/" not in client.get("/accounts/login/").content.decode()
     sign_up(client)
     assert not get_user_model().objects.filter(username="sam").exists()
     assert not mail.outbox
