@@ -1,4 +1,5 @@
-"""The team API: the account's members with their monthly caps and spending, and members' API keys.
+"""The team API: the account's members with their monthly caps and spending, members' API keys,
+invitations, and leaving, removing and handing over (the rules: credits.services and credits.team).
 
 Owners see and manage everyone; a member sees themself and manages their own keys. Requests
 made with an API key may read but not change any of this (a leaked key must not be able to make
