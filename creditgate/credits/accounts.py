@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import logging
 
+# allauth.account.internal first: stages imports it, and it imports stages back (stagekit), a cycle
+# that resolves only in this order. Which module first imported which depended on the order Django
+# ran its system checks in (a set: any unrelated change could turn `migrate` into an ImportError).
+import allauth.account.internal  # noqa: F401
 from allauth.account import stages
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.account.models import EmailAddress
