@@ -186,8 +186,14 @@
     }
   }
 
+  // Balances can be asked for in quick succession (a job accepted, then done): only the newest
+  // request's answer is shown, whichever arrives last.
+  var balanceSeq = 0;
+
   function loadBalance() {
+    var seq = ++balanceSeq;
     return api(urls.balanceUrl).then(function (b) {
+      if (seq !== balanceSeq) return;
       $("bal-available").textContent = String(b.available);
       $("bal-held").textContent = String(b.held);
       $("bal-balance").textContent = String(b.balance);
