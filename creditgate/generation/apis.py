@@ -22,8 +22,11 @@ from creditgate.generation import intake, selectors, waiting
 from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
-    description="Same key and body: the same job, charged once. Same key, other body: 409.")
+    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": intake.IDEMPOTENCY_KEY_MAX_CHARS,
+                        "pattern": intake.IDEMPOTENCY_KEY_PATTERN},
+    OpenApiParameter.HEADER, required=False,
+    description="Same key and body: the same job, charged once. Same key, other body: 409. 1 to "
+                f"{intake.IDEMPOTENCY_KEY_MAX_CHARS} printable characters, not starting with `auto-`; otherwise 400.")
 WEBHOOK_HEADER = OpenApiParameter(
     "Webhook-Endpoint", {"type": "string", "format": "uuid"}, OpenApiParameter.HEADER, required=False,
     description="The id of one of the account's active webhook endpoints: it receives a signed job.finished event "

@@ -44,7 +44,8 @@ def test_in_production_readiness_names_the_sandboxed_providers_without_a_secret(
     assert response.status_code == 200, response.content
     assert response.json() == {"status": "ok", "checks": {"database": "ok", "cache": "ok", "storage": "ok"},
                                "sandboxed": ["runware"]}  # openai has its key; Stripe and Resend never
-    assert "REALKEY" not in response.content.decode() and settings.CREDITGATE_SANDBOX_URL not in response.content.decode()
+    body = response.content.decode()
+    assert "REALKEY" not in body and settings.CREDITGATE_SANDBOX_URL not in body
 
 
 def test_in_development_readiness_says_nothing_of_the_sandbox(settings, providers):
