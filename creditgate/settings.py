@@ -369,7 +369,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["creditgate.core.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "creditgate.core.exception_handler.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "creditgate.core.schema.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "creditgate.core.pagination.PageNumberPagination",
+    # OPTIONS: a bare 200 with Allow, never the framework's description of the view (core/metadata.py).
+    "DEFAULT_METADATA_CLASS": "creditgate.core.metadata.NoMetadata",
     "PAGE_SIZE": 20,
     "UNAUTHENTICATED_USER": None,
 }

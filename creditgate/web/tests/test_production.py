@@ -336,6 +336,32 @@ def test_with_debug_off_the_sandbox_never_sells_credits(served, sandbox_server):
     assert warnings, served.log.read_text()[-3000:]
 
 
+# --- gunicorn's limits (issue 22) -------------------------------------------------------------------
+
+def test_gunicorn_takes_long_lines_and_headers_and_answers_its_own_414_and_431_beyond_its_limits(served):
+    """gunicorn_conf.py: a request line up to 8,190 bytes and headers up to 16,384 bytes reach the
+    API (its JSON answers); beyond, gunicorn answers itself, as the README says."""
+    def get(path: str, headers: dict | None = None) -> requests.Response:
+        return requests.get(served.url + path, headers=headers, timeout=10)
+
+    base = "/api/v1/jobs/?x="
+    line = len("GET  HTTP/1.1") + len(base)
+    reached = get(base + "a" * (8190 - line))  # the longest line taken: the API answers (401, no credentials)
+    assert reached.status_code == 401 and reached.json()["error"]["code"] == "not_authenticated"
+    too_long = get(base + "a" * (8191 - line))
+    assert too_long.status_code == 414 and "application/json" not in too_long.headers.get("Content-Type", "")
+
+    # gunicorn counts a header's line with its CRLF.
+    big_cookie = {"Cookie": "other=" + "c" * (16384 - len("Cookie: other=\r\n"))}
+    assert get("/api/v1/credits/balance/", big_cookie).status_code == 401
+    too_big = get("/api/v1/credits/balance/", {"Cookie": "other=" + "c" * 16400})
+    assert too_big.status_code == 431
+    many = {f"X-Extra-{n}": "1" for n in range(80)}
+    assert get("/api/v1/credits/balance/", many).status_code == 401
+    too_many = get("/api/v1/credits/balance/", {f"X-Extra-{n}": "1" for n in range(101)})
+    assert too_many.status_code == 431
+
+
 # --- Metrics ----------------------------------------------------------------------------------------
 
 def metric_value(text: str, name: str, labels: str) -> float:
