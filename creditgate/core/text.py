@@ -2,13 +2,17 @@
 
 After removing whitespace, control and format characters (Unicode's categories Cc, Cf, Zs, Zl, Zp:
 spaces, line breaks, NUL and the other controls, zero-width spaces and joiners, the byte order
-mark, bidirectional marks...), something must be left. `"\u200b\u200b"` or `"\ufeff"` is as blank
-as `"   "`.
+mark, bidirectional marks, tag characters...), something must be left. `"\u200b\u200b"` or
+`"\ufeff"` is as blank as `"   "`.
 
-One regular expression says it, for the server's check and for the schema's `pattern` alike, so
-the schema accepts exactly what the server does. It is written with the code points listed below
-rather than Unicode property escapes (`\\p{Cf}`), which neither Python's `re` nor most OpenAPI
-tools understand; test_text.py checks the list against the running Python's Unicode database.
+The rule is a regular expression over the code points listed below, written out rather than with
+Unicode property escapes (`\\p{Cf}`), which neither Python's `re` nor most OpenAPI tools
+understand; test_text.py checks the list against the running Python's Unicode database. The
+schema declares the same expression as the field's `pattern`, less the few format characters
+beyond the Basic Multilingual Plane (tags, U+E0001...; musical and hieroglyph format controls):
+drf-spectacular writes such a character as `\\U000e0001`, which no ECMAScript regex (JSON
+Schema's dialect) reads. So the schema's pattern is the rule exactly for every text of BMP
+characters; the server also refuses a text whose only "visible" characters are those.
 """
 
 from __future__ import annotations
@@ -27,20 +31,41 @@ INVISIBLE_RANGES: tuple[tuple[int, int], ...] = (
 )
 
 
-def _char(code: int) -> str:
-    # \uXXXX in the Basic Multilingual Plane (the same in Python's re and in ECMAScript's regular
-    # expressions, which JSON Schema's `pattern` uses); the character itself above it.
-    return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+def _class(ranges) -> str:
+    # \uXXXX in the Basic Multilingual Plane: the same in Python's re and in ECMAScript; the
+    # character itself above it (Python's re only).
+    def char(code: int) -> str:
+        return f"\\u{code:04x}" if code <= 0xFFFF else chr(code)
+
+    return "".join(char(a) if a == b else f"{char(a)}-{char(b)}" for a, b in ranges)
 
 
-INVISIBLE_CLASS = "".join(_char(a) if a == b else f"{_char(a)}-{_char(b)}" for a, b in INVISIBLE_RANGES)
+def _visible(ranges) -> str:
+    """Any text without NUL that has at least one character outside `ranges`."""
+    return rf"^[^\u0000]*[^{_class(ranges)}][^\u0000]*$"
 
-# Any text without NUL that has at least one character outside those categories.
-VISIBLE_PATTERN = rf"^[^\u0000]*[^{INVISIBLE_CLASS}][^\u0000]*$"
+
+VISIBLE_PATTERN = _visible(INVISIBLE_RANGES)  # the rule: the server's check
+SCHEMA_PATTERN = _visible([r for r in INVISIBLE_RANGES if r[1] <= 0xFFFF])  # the schema's (see above)
 
 _VISIBLE = re.compile(VISIBLE_PATTERN)
-visible_text = RegexValidator(_VISIBLE, message="This field needs a visible character.")
 
 
 def has_visible_character(value) -> bool:
     return isinstance(value, str) and _VISIBLE.search(value) is not None
+
+
+class VisibleTextValidator(RegexValidator):
+    """Checks the whole rule; its `regex`, which drf-spectacular declares as the `pattern`, is the
+    schema's part of it."""
+
+    regex = SCHEMA_PATTERN
+    message = "This field needs a visible character."
+
+    def __call__(self, value):
+        super().__call__(value)
+        if not has_visible_character(value):
+            super().__call__("")  # the same ValidationError, message and code
+
+
+visible_text = VisibleTextValidator()

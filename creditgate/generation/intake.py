@@ -460,6 +460,6 @@ def _idempotency_key_clean(key: str | None) -> str:
     if key is None:
         return f"auto-{uuid.uuid4()}"  # no key given: no replay protection was asked for
     if re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key) is None:
-        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable characters.",
-                             details={"Idempotency-Key": ["Invalid idempotency key."]})
+        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable characters, not starting "
+                             "with auto-.", details={"Idempotency-Key": ["Invalid idempotency key."]})
     return key

@@ -166,3 +166,26 @@ def test_a_wait_that_is_not_whole_seconds_is_a_400_even_empty(api, wait):
     response = api.get(f"/api/v1/jobs/{uuid.uuid4()}/", {"wait": wait})
     assert response.status_code == 400, (wait, response.content)
     assert response.json()["error"]["details"] == {"wait": ["A whole number of seconds, 0 or more."]}
+
+
+@pytest.mark.django_db
+def test_every_pattern_in_the_schema_is_a_regex_schema_tools_read(client):
+    """jsonschema-rs (ECMAScript regexes, as schemathesis validates a schema) reads every pattern."""
+    import jsonschema_rs
+
+    is_regex = jsonschema_rs.validator_for({"type": "string", "format": "regex"}, validate_formats=True)
+    patterns: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                patterns.append(node["pattern"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(_spec(client))
+    assert len(patterns) > 5
+    assert [p for p in patterns if not is_regex.is_valid(p)] == []

@@ -21,13 +21,36 @@ def test_the_invisible_ranges_are_exactly_unicodes_cc_cf_and_z_categories():
 
 
 def test_a_single_character_is_visible_exactly_when_unicode_says_so():
-    pattern = re.compile(text.VISIBLE_PATTERN)
+    """The rule everywhere; the schema's pattern everywhere in the Basic Multilingual Plane (and
+    it admits nothing the rule refuses there)."""
+    rule, schema = re.compile(text.VISIBLE_PATTERN), re.compile(text.SCHEMA_PATTERN)
     for code in range(sys.maxunicode + 1):
         char = chr(code)
         if 0xD800 <= code <= 0xDFFF:
             continue  # lone surrogates: not text (refused by DRF's CharField before the pattern)
         visible = unicodedata.category(char) not in INVISIBLE_CATEGORIES
-        assert (pattern.search(char) is not None) == visible, hex(code)
+        assert (rule.search(char) is not None) == visible, hex(code)
+        if code <= 0xFFFF:
+            assert (schema.search(char) is not None) == visible, hex(code)
+
+
+def test_the_schemas_pattern_is_plain_ascii_for_ecmascript_engines():
+    """drf-spectacular writes a pattern as ASCII (backslashreplace): it must be ASCII already."""
+    assert text.SCHEMA_PATTERN.isascii()
+    assert re.compile(text.visible_text.regex).pattern == text.SCHEMA_PATTERN  # what drf-spectacular reads
+
+
+def test_the_validator_checks_the_whole_rule():
+    from django.core.exceptions import ValidationError
+
+    for invisible in ("\U000e0041\U000e0042", "\u200b\U0001d173", ""):
+        try:
+            text.visible_text(invisible)
+        except ValidationError as exc:
+            assert exc.messages == ["This field needs a visible character."]
+        else:
+            raise AssertionError(repr(invisible))
+    text.visible_text("\U000e0041x")
 
 
 @settings(max_examples=300)
