@@ -21,6 +21,7 @@ from rest_framework.test import APIClient
 from creditgate.core.errors import InvalidRequest
 from creditgate.credits import services as credits_services
 from creditgate.generation import intake
+from creditgate.generation.tests.conftest import gen_env, jobs_inprocess  # noqa: F401 - fixtures
 
 OPEN = ["/api/v1/system/ai-config/", "/api/v1/webhooks/stripe/"]
 PROTECTED = ["/api/v1/jobs/", "/api/v1/credits/balance/", "/api/v1/images/generations/", "/api/v1/account/api-keys/"]
@@ -189,3 +190,28 @@ def test_every_pattern_in_the_schema_is_a_regex_schema_tools_read(client):
     walk(_spec(client))
     assert len(patterns) > 5
     assert [p for p in patterns if not is_regex.is_valid(p)] == []
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs/", "/api/v1/credits/transactions/", "/api/v1/webhooks/deliveries/"])
+def test_a_paginated_list_declares_its_400(client, db, path):
+    assert "400" in _spec(client)["paths"][path]["get"]["responses"]
+
+
+@pytest.mark.parametrize("value", ["", "not-an-id", "{6f1c3a52-9d1e-4d0b-8f5e-5b9a3c0e7a11}",
+                                   "6f1c3a529d1e4d0b8f5e5b9a3c0e7a11"])
+def test_a_malformed_webhook_endpoint_header_is_a_400_even_on_a_replay(gen_env, value):  # noqa: F811
+    """A replay is answered before the request's checks that depend on state (an endpoint removed
+    since, the balance), never before its shape: a header the schema refuses is refused."""
+    from creditgate.generation.tests.conftest import make_user
+
+    client = APIClient()
+    client.force_authenticate(make_user("replayer"))
+    body = {"prompt": "a fox", "tier": "basic", "count": 1}
+    first = client.post("/api/v1/images/generations/", body, format="json", HTTP_IDEMPOTENCY_KEY="same")
+    assert first.status_code == 202, first.content
+    replayed = client.post("/api/v1/images/generations/", body, format="json", HTTP_IDEMPOTENCY_KEY="same",
+                           HTTP_WEBHOOK_ENDPOINT=value)
+    assert replayed.status_code == 400, replayed.content
+    assert list(replayed.json()["error"]["details"]) == ["Webhook-Endpoint"]
+    again = client.post("/api/v1/images/generations/", body, format="json", HTTP_IDEMPOTENCY_KEY="same")
+    assert again.status_code == 202 and again.json()["id"] == first.json()["id"]  # the replay itself still works
