@@ -17,6 +17,7 @@ from rest_framework.views import APIView
 
 from creditgate.core.pagination import PageNumberPagination
 from creditgate.core.schema import error_response
+from creditgate.credits.apis import UserRefSerializer
 from creditgate.credits.authentication import request_api_key
 from creditgate.generation import intake, selectors, waiting
 from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind
@@ -72,6 +73,7 @@ class JobOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     kind = serializers.CharField()
     status = serializers.CharField()
+    user = serializers.SerializerMethodField()
     prompt = serializers.CharField()
     tier = serializers.SerializerMethodField()
     count = serializers.SerializerMethodField()
@@ -88,6 +90,13 @@ class JobOutputSerializer(serializers.Serializer):
     created_at = serializers.DateTimeField()
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+
+    @extend_schema_field(UserRefSerializer(help_text="Who ran the job (an owner sees every member's jobs, a member "
+                                                     "only their own)."))
+    def get_user(self, job) -> dict:
+        # Loaded with the job by every reader (job_get, job_list, the replay lookup), or the
+        # requesting user on creation: no query here.
+        return {"id": job.user_id, "username": job.user.get_username()}
 
     def get_tier(self, job) -> str | None:
         return job.tier or None
@@ -238,7 +247,7 @@ class JobListApi(APIView):
 
     @extend_schema(responses={200: JobOutputSerializer(many=True)})
     def get(self, request):
-        """Your jobs, newest first, paginated."""
+        """Your jobs, newest first, paginated: an owner sees the account's, with who ran each; a member their own."""
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.job_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(JobOutputSerializer(page, many=True, context={"request": request}).data)

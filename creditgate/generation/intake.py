@@ -12,10 +12,11 @@ the estimate endpoint and the three generation endpoints (and so the page) all g
 `estimate` / `job_create`, so an estimate equals the hold of the job it describes.
 
 Creating a job (`job_create`):
-1. Replays first. A request carrying an Idempotency-Key this account already had accepted gets
+1. Replays first. A request carrying an Idempotency-Key this member already had accepted gets
    that job back (a 409 when its body differs) before anything that could refuse it: the rate
    limit, the balance, even validation (the admin may have deactivated the tier since). So the
-   fingerprint is a hash of the body as sent, not of the cleaned input.
+   fingerprint is a hash of the body as sent, not of the cleaned input. Keys are each member's
+   own: another member of the account sending the same key starts a job of their own.
 2. Check and quote the request (400, 422); resolve the webhook endpoint it names (400).
 3. One transaction: the hold (402 when short), the rate limit (429), the job row. After the
    commit the job is handed to its runner. Whatever is refused writes nothing and counts nothing.
@@ -341,7 +342,7 @@ def job_create(*, kind: str, user, body: Any, idempotency_key: str | None = None
     fingerprint = request_fingerprint(kind, body)
     account = credits_services.account_for_user(user=user)
     if idempotency_key is not None:
-        replayed = _job_replayed(account, key, fingerprint)
+        replayed = _job_replayed(account, user, key, fingerprint)
         if replayed is not None:
             return replayed, False
     routing = catalog_selectors.routing_get()
@@ -380,11 +381,23 @@ def _given(**fields) -> dict:
     return {name: value for name, value in fields.items() if value is not None}
 
 
-def _job_replayed(account, key: str, fingerprint: str) -> Job | None:
-    job = Job.objects.filter(account=account, idempotency_key=key).prefetch_related("images").first()
+def _job_replayed(account, user, key: str, fingerprint: str) -> Job | None:
+    """The job this member started with this key, if any (another member's key is not theirs)."""
+    job = _jobs_of_key(account, user, key).prefetch_related("images").first()
     if job is not None and job.request_fingerprint != fingerprint:
         raise IdempotencyConflict()
     return job
+
+
+def _jobs_of_key(account, user, key: str) -> models.QuerySet[Job]:
+    return Job.objects.filter(account=account, user=user, idempotency_key=key).select_related("user")
+
+
+def _hold_key(user, key: str) -> str:
+    """The job's hold's idempotency key: the member's and their key, so that two members' jobs
+    under one key hold separately. Never starts with `job:`, the form holds had when keys were the
+    account's (`job:<key>`), so no new key can meet an old one."""
+    return f"user:{user.pk}:job:{key}"
 
 
 def _job_insert(*, account, user, key: str, fingerprint: str, price: pricing.Price, fields: dict,
@@ -400,7 +413,7 @@ def _job_insert(*, account, user, key: str, fingerprint: str, price: pricing.Pri
             # and is recognised below, after this transaction rolled back (so no savepoint is
             # needed around the hold); a new job is then inserted once, already pointing at its hold.
             hold, created = credits_services.hold_place(
-                account=account, amount=price.credits, idempotency_key=f"job:{key}",
+                account=account, amount=price.credits, idempotency_key=_hold_key(user, key),
                 fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate, expires=False,
                 user=user, api_key=api_key, savepoint=False)
             if created:
@@ -408,13 +421,13 @@ def _job_insert(*, account, user, key: str, fingerprint: str, price: pricing.Pri
                 job.hold = hold
                 job.save(force_insert=True)
                 transaction.on_commit(lambda: _job_hand_over(job.id))
-    except IntegrityError:  # the hold's or the job's unique key: the first request's job exists
-        if not Job.objects.filter(account=account, idempotency_key=key).exists():
+    except IntegrityError:  # the hold's or the job's unique key: the member's first request's job exists
+        if not _jobs_of_key(account, user, key).exists():
             raise
         created = False
     if created:
         return job, True
-    existing = Job.objects.get(account=account, idempotency_key=key)
+    existing = _jobs_of_key(account, user, key).get()
     if existing.request_fingerprint != fingerprint:
         raise IdempotencyConflict()
     return existing, False

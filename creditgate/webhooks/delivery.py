@@ -152,7 +152,7 @@ def _job_payload(delivery: WebhookDelivery) -> str:
     as GET /api/v1/jobs/{id}/ shows it (image URLs made absolute with CREDITGATE_PUBLIC_URL)."""
     # Only a job's event is written without its body (a test event carries it from the start).
     assert delivery.job_id is not None
-    job = Job.objects.prefetch_related("images").get(pk=delivery.job_id)
+    job = Job.objects.select_related("user").prefetch_related("images").get(pk=delivery.job_id)
     data = dict(JobOutputSerializer(job).data)
     base = settings.CREDITGATE_PUBLIC_URL
     if base:
