@@ -1,7 +1,8 @@
 """Email through Resend, with Django's email API and django-anymail's Resend backend.
 
 Resend's key comes from the IntegrationProvider row `resend`; without a key while
-CREDITGATE_SANDBOX is on, the sandbox receives the email (providers.registry.provider_endpoint).
+CREDITGATE_SANDBOX is on in development, the sandbox receives the email
+(providers.registry.provider_endpoint); with DEBUG off, no key means no email.
 The connection is built per send from the row, so a key entered in the admin is used at once.
 """
 

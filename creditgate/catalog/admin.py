@@ -419,6 +419,14 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         return super().changeform_view(request, object_id, form_url, extra_context)
 
+    def changelist_view(self, request, extra_context=None):
+        # The sandbox answering in production (issue 22): said on the page where keys are entered.
+        if request.method == "GET":
+            warning = provider_services.sandbox_warning()
+            if warning:
+                self.message_user(request, warning, level=messages.WARNING)
+        return super().changelist_view(request, extra_context)
+
     def get_fields(self, request, obj=None):
         return ["provider_id", "display_name", "is_active", "base_url", "stored_key", "new_api_key",
                 "clear_api_key", "stored_signing_secret", "new_signing_secret", "clear_signing_secret"]
