@@ -123,6 +123,7 @@ INSTALLED_APPS = [
     "creditgate.providers",
     "creditgate.generation",
     "creditgate.web",
+    "creditgate.demo",
     "creditgate.legacy",
     "creditgate.audit",
     "creditgate.billing",

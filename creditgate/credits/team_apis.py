@@ -29,7 +29,9 @@ class NoChangesWithApiKey(permissions.BasePermission):
         return request.method in permissions.SAFE_METHODS or request_api_key(request) is None
 
 
-class _TeamApi(APIView):
+class TeamApi(APIView):
+    """The base of the account's team endpoints (here and in webhooks): signed in, no changes with an API key."""
+
     permission_classes = [permissions.IsAuthenticated, NoChangesWithApiKey]
 
     def viewer(self, request):
@@ -60,7 +62,7 @@ def _member_data(member, spending, viewer) -> dict:
             "joined_at": member.joined_at}
 
 
-class MemberListApi(_TeamApi):
+class MemberListApi(TeamApi):
     """The account's members and what each used this month (a member sees only themself)."""
 
     @extend_schema(responses=MemberSerializer(many=True))
@@ -70,7 +72,7 @@ class MemberListApi(_TeamApi):
         return Response([_member_data(m, s, viewer) for m, s in rows])
 
 
-class MemberDetailApi(_TeamApi):
+class MemberDetailApi(TeamApi):
     @extend_schema_serializer(component_name="MemberUpdate")
     class InputSerializer(serializers.Serializer):
         monthly_cap = StrictIntegerField(required=False, allow_null=True, min_value=0,
@@ -129,7 +131,7 @@ def _key_data(key, spending) -> dict:
             "revoked_at": key.revoked_at}
 
 
-class ApiKeyListApi(_TeamApi):
+class ApiKeyListApi(TeamApi):
     @extend_schema_serializer(component_name="ApiKeyCreate")
     class InputSerializer(serializers.Serializer):
         name = StrictCharField(max_length=100)
@@ -156,7 +158,7 @@ class ApiKeyListApi(_TeamApi):
                         status=status.HTTP_201_CREATED)
 
 
-class ApiKeyDetailApi(_TeamApi):
+class ApiKeyDetailApi(TeamApi):
     @extend_schema_serializer(component_name="ApiKeyUpdate")
     class InputSerializer(serializers.Serializer):
         name = StrictCharField(required=False, max_length=100)
@@ -177,7 +179,7 @@ class ApiKeyDetailApi(_TeamApi):
         return Response(_key_data(key, selectors.api_key_spending(api_key=key)))
 
 
-class ApiKeyRevokeApi(_TeamApi):
+class ApiKeyRevokeApi(TeamApi):
     @extend_schema(request=None, responses={200: ApiKeySerializer, 403: FORBIDDEN, 404: NOT_FOUND})
     def post(self, request, key_id: int):
         """Revoke the key: every request with it answers 401 from now on. Final."""

@@ -47,6 +47,7 @@ from creditgate.catalog.models import (
     GlobalIntegrationSettings,
     QualityTier,
 )
+from creditgate.core import runtime
 from creditgate.core.errors import (
     IdempotencyConflict,
     InvalidRequest,
@@ -57,7 +58,6 @@ from creditgate.core.serializer_fields import StrictCharField, StrictIntegerFiel
 from creditgate.credits import pricing
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import ApiKey
-from creditgate.generation import dispatch
 from creditgate.generation.models import Job, JobKind, JobStatus
 from creditgate.webhooks import services as webhook_services
 
@@ -452,7 +452,7 @@ def _job_hand_over(job_id) -> None:
     """After the job's commit: hand it to its runner. If that fails (the broker is down), the job
     is still durable and accepted: it stays owed to the queue (the outbox) and the sweep hands it
     over once the broker answers."""
-    if dispatch.enqueue(job_id):
+    if runtime.enqueue(job_id):
         return
     try:
         Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(dispatched_at=None)

@@ -1,4 +1,5 @@
-"""Reads of jobs, and the reconciliation audit of jobs against the ledger."""
+"""Reads of jobs, and the jobs' part of the reconciliation audit (core.reconciliation runs it
+with the other apps' checks)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,8 @@ from django.db.models import Case, Count, F, IntegerField, OuterRef, QuerySet, S
 from django.db.models.functions import Coalesce, Least, TruncDate
 from django.utils import timezone
 
-from creditgate.billing import selectors as billing_selectors
 from creditgate.core.errors import NotFound
-from creditgate.core.snapshot import snapshot
 from creditgate.credits import pricing
-from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Hold, HoldState
 from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind, JobStatus
@@ -122,19 +120,6 @@ def _charges_audit() -> list[str]:
         if job.hold is not None and job.hold.captured_amount != job.credits_charged:
             problems.append(f"job {job.pk}: charged {job.credits_charged} credits but its hold captured "
                             f"{job.hold.captured_amount}")
-    return problems
-
-
-@snapshot()
-def reconciliation_audit(*, log: bool = False) -> list[str]:
-    """The whole audit behind `manage.py check_ledger`: the ledger against itself (credits), then
-    the jobs against the ledger, then the payments against the ledger (billing), all in one
-    snapshot of the database, so jobs and payments settling meanwhile are not reported as breaks."""
-    problems = credits_selectors.ledger_check() + jobs_audit(full=True) + billing_selectors.payments_audit()
-    if log:
-        for problem in problems[:50]:
-            logger.error("audit: %s", problem)
-        logger.info("audit: %d problem(s)", len(problems))
     return problems
 
 

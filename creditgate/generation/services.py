@@ -33,11 +33,11 @@ from PIL import Image
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, ModelType
-from creditgate.core import metrics
+from creditgate.core import metrics, runtime
 from creditgate.core.logging import log_context_bind
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Hold
-from creditgate.generation import dispatch, leases, waiting
+from creditgate.generation import leases, waiting
 from creditgate.generation import selectors as generation_selectors
 from creditgate.generation.calls import CALL_OUTCOME_FIELDS, call_ended_unanswered, call_size, call_tries_recorded
 from creditgate.generation.models import (
@@ -162,6 +162,13 @@ def _lease_remaining(job_id) -> float | None:
     return max((expires - timezone.now()).total_seconds(), 0.0) if expires else None
 
 
+# One constant statement (the table's name written out); RETURNING * gives Model.raw every column.
+_JOB_CLAIM_SQL = ("UPDATE generation_job SET status = %s, attempts = attempts + 1, lease_token = %s, "
+                  "lease_expires_at = %s, started_at = COALESCE(started_at, %s) "
+                  "WHERE id = %s AND ((status = %s AND run_after <= %s) OR (status = %s AND lease_expires_at < %s)) "
+                  "RETURNING *")
+
+
 def _job_claim(job_id) -> Job | None:
     """Take a due job: one conditional UPDATE that also returns the row. Due: queued and past its
     backoff, or running under a lease that lapsed (taking it over voids the old run's token).
@@ -169,17 +176,11 @@ def _job_claim(job_id) -> Job | None:
     now = timezone.now()
     lease_until = now + dt.timedelta(seconds=settings.CREDITGATE_JOB_LEASE_SECONDS)
     fields = {f.name: f for f in Job._meta.concrete_fields}
-    # Concrete fields are exactly those with a column (`if f.column` only narrows the type).
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields.values() if f.column)
-    sql = (f"UPDATE {connection.ops.quote_name(Job._meta.db_table)} SET status = %s, attempts = attempts + 1, "
-           f"lease_token = %s, lease_expires_at = %s, started_at = COALESCE(started_at, %s) "
-           f"WHERE id = %s AND ((status = %s AND run_after <= %s) OR (status = %s AND lease_expires_at < %s)) "
-           f"RETURNING {columns}")
     prep = lambda name, value: fields[name].get_db_prep_value(value, connection)  # noqa: E731
     params = [JobStatus.RUNNING, prep("lease_token", uuid.uuid4()), prep("lease_expires_at", lease_until),
               prep("started_at", now), prep("id", job_id), JobStatus.QUEUED, prep("run_after", now),
               JobStatus.RUNNING, prep("lease_expires_at", now)]
-    claimed = list(Job.objects.raw(sql, params))
+    claimed = list(Job.objects.raw(_JOB_CLAIM_SQL, params))
     return claimed[0] if claimed else None
 
 
@@ -571,7 +572,8 @@ class _Settlement:
     def settle_hold(self, job: Job) -> None:
         """In the settlement's transaction: capture the charge, release the rest; and record the
         job's webhook deliveries (an outbox: committed with the final state, never lost)."""
-        webhook_services.job_events_record(job=job)
+        webhook_services.job_events_record(job_id=job.pk, account_id=job.account_id,
+                                           endpoint_id=job.webhook_endpoint_id)
         transaction.on_commit(partial(_count_settled, job.kind, job.tier, self.job_fields["status"], self.charge))
         transaction.on_commit(partial(waiting.job_final_announce, job.pk))  # Prefer: wait, ?wait=N
         if not job.hold_id:
@@ -737,7 +739,7 @@ def _outbox_dispatch(*, now: dt.datetime) -> int:
             .order_by("run_after").values_list("pk", flat=True)[:1000])
     dispatched = 0
     for pk in owed:
-        if not dispatch.enqueue(pk):
+        if not runtime.enqueue(pk):
             break
         Job.objects.filter(pk=pk, status=JobStatus.QUEUED).update(dispatched_at=now)
         dispatched += 1

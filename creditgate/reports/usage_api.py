@@ -14,7 +14,7 @@ from rest_framework.views import APIView
 
 from creditgate.catalog.models import QualityTier
 from creditgate.core.schema import error_response
-from creditgate.credits import services
+from creditgate.credits import services as credits_services
 from creditgate.generation import selectors as generation_selectors
 
 MAX_DAYS = 366
@@ -128,7 +128,7 @@ class UsageApi(APIView):
         query = UsageQuerySerializer(data=request.query_params)  # an empty value means the default
         query.is_valid(raise_exception=True)
         start, end, group = query.validated_data["start"], query.validated_data["end"], query.validated_data["group"]
-        account = services.account_for_user(user=request.user)
+        account = credits_services.account_for_user(user=request.user)
         usage = generation_selectors.usage_credits(account=account, start=start, end=end, by_day=group == "day")
         # Plain data already (dates as text); UsageSerializer describes it for the schema.
         return Response(_usage_body(start=start, end=end, group=group, usage=usage))

@@ -178,11 +178,11 @@ def test_moving_a_member_to_another_account_revokes_their_keys():
 
 @pytest.fixture
 def generation(transactional_db, seeded_catalog, sandbox, settings):
-    from creditgate.generation import dispatch
+    from creditgate.core import runtime
 
     settings.CREDITGATE_JOBS_BACKEND = "inprocess"
     yield
-    dispatch.wait_idle()
+    runtime.wait_idle()
 
 
 def test_a_generation_request_over_the_cap_is_a_402_and_one_within_it_is_held_for_the_member(generation):

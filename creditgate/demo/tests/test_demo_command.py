@@ -9,7 +9,7 @@ from django.test import Client
 
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
-from creditgate.web.management.commands.demo import DEMO_CREDITS, DEMO_PASSWORD, DEMO_USERNAME
+from creditgate.demo.management.commands.demo import DEMO_CREDITS, DEMO_PASSWORD, DEMO_USERNAME
 
 pytestmark = pytest.mark.django_db
 

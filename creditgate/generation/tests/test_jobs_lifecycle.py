@@ -14,7 +14,8 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from creditgate.catalog.models import AIModelConfig
-from creditgate.generation import dispatch, intake, leases, selectors, services
+from creditgate.core import reconciliation, runtime
+from creditgate.generation import intake, leases, services
 from creditgate.generation.models import CallStatus, Job, ProviderCall
 from creditgate.generation.signals import job_step
 from creditgate.generation.tests.conftest import balance, make_user
@@ -49,14 +50,14 @@ class Workers:
     it (every worker gone), so a test can run it by hand first."""
 
     def __init__(self, monkeypatch):
-        self.monkeypatch, self.real = monkeypatch, dispatch.enqueue
+        self.monkeypatch, self.real = monkeypatch, runtime.enqueue
         self.down()
 
     def down(self) -> None:
-        self.monkeypatch.setattr(dispatch, "enqueue", lambda job_id: True)
+        self.monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)
 
     def up(self) -> None:
-        self.monkeypatch.setattr(dispatch, "enqueue", self.real)
+        self.monkeypatch.setattr(runtime, "enqueue", self.real)
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def recover(workers: Workers) -> services.Swept:
     """The sweep with the workers back: lapsed jobs are queued again and run."""
     workers.up()
     swept = services.jobs_sweep()
-    dispatch.wait_idle()
+    runtime.wait_idle()
     return swept
 
 
@@ -92,7 +93,7 @@ def images_per_call(model_name: str, n: int) -> None:
 
 
 def audit_clean() -> None:
-    assert selectors.reconciliation_audit() == []
+    assert reconciliation.reconciliation_audit() == []
 
 
 # --- A worker that dies is recovered; the user pays once, for what was delivered -----------------
@@ -205,7 +206,7 @@ def test_a_slow_run_keeps_its_lease_and_is_charged_for_what_it_delivered(sandbox
     for _ in range(4):  # well past the lease while the provider works
         time.sleep(1)
         sweeps.append(services.jobs_sweep())
-    dispatch.wait_idle()
+    runtime.wait_idle()
 
     assert all(s.requeued == s.settled == 0 for s in sweeps), sweeps
     job.refresh_from_db()
@@ -264,8 +265,8 @@ def test_two_runs_of_one_job_at_once_run_it_once(sandbox, workers):
 
 
 def test_a_job_whose_hand_off_failed_is_accepted_and_handed_over_by_the_sweep(api, monkeypatch):
-    real_enqueue = dispatch.enqueue
-    monkeypatch.setattr(dispatch, "enqueue", lambda job_id: False)  # the broker is down
+    real_enqueue = runtime.enqueue
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: False)  # the broker is down
     body = {"prompt": "a red fox", "tier": "basic", "count": 2}
     first = api.post("/api/v1/images/generations/", body, format="json", HTTP_IDEMPOTENCY_KEY="k1")
     assert first.status_code == 202
@@ -276,9 +277,9 @@ def test_a_job_whose_hand_off_failed_is_accepted_and_handed_over_by_the_sweep(ap
     assert (again.status_code, again.json()["id"]) == (202, str(job.pk))  # a retry finds the same job
 
     assert services.jobs_sweep().dispatched == 0  # still down: it stays owed
-    monkeypatch.setattr(dispatch, "enqueue", real_enqueue)  # the broker is back
+    monkeypatch.setattr(runtime, "enqueue", real_enqueue)  # the broker is back
     assert services.jobs_sweep().dispatched == 1
-    dispatch.wait_idle()
+    runtime.wait_idle()
     final = api.get(f"/api/v1/jobs/{job.pk}/").json()
     assert (final["status"], final["credits_charged"]) == ("succeeded", 2)
     audit_clean()
@@ -301,7 +302,7 @@ def test_release_stale_holds_command_and_beat_task_run_the_sweep(crash_at, worke
     out = capsys.readouterr().out
     assert "Queued again 1 job(s) whose worker was lost" in out
     assert "handed 1 to the queue" in out
-    dispatch.wait_idle()
+    runtime.wait_idle()
     assert Job.objects.get(pk=job.pk).status == "succeeded"
     assert sweep_jobs() == services.Swept().as_dict()
 
@@ -315,7 +316,7 @@ def test_in_process_mode_sweeps_on_its_own(crash_at, workers, settings):
     workers.up()
 
     settings.CREDITGATE_JOB_SWEEP_SECONDS = 0.1
-    dispatch.inprocess_start()  # what the first request a process serves does
+    runtime.inprocess_start()  # what the first request a process serves does
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and not job.is_final:
         time.sleep(0.1)
@@ -327,6 +328,6 @@ def test_in_process_mode_sweeps_on_its_own(crash_at, workers, settings):
 
 def test_a_request_starts_the_in_process_sweeper(client, settings, monkeypatch):
     started = []
-    monkeypatch.setattr(dispatch, "_executor", lambda: started.append(True))
+    monkeypatch.setattr(runtime, "_executor", lambda: started.append(True))
     client.get("/api/v1/system/ai-config/")
     assert started
