@@ -12,6 +12,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 from creditgate.core import logging as core_logging
 
@@ -227,6 +228,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Keep database connections across tasks (creditgate.celery closes only broken or old ones, as
 # Django does per request); Celery's fix-up would otherwise reconnect for every job.
 CELERY_DB_REUSE_MAX = 1_000_000
+# Two queues, each with its own worker line in the Procfile, so that recovery never waits behind
+# work: `jobs` holds the paid generations; `housekeeping` everything else (the sweep that recovers
+# lost jobs and runs the outbox, the audit, webhook deliveries, emails, rollups, the model check).
+# A backlog of jobs then delays no sweep. A worker started without -Q consumes both (the demo, tests).
+CELERY_TASK_QUEUES = (Queue("jobs"), Queue("housekeeping"))
+CELERY_TASK_DEFAULT_QUEUE = "housekeeping"
+CELERY_TASK_ROUTES = {"creditgate.generation.tasks.run_job": {"queue": "jobs"}}
 
 # --- Durable jobs ------------------------------------------------------------------------
 # Jobs go to Celery only when a broker is configured; otherwise they run in this process.
