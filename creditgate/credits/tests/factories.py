@@ -16,3 +16,12 @@ def make_user(username: str = "alice", credits: int = 0, *, email: str | None = 
     if credits:
         services.credits_grant(account=services.account_for_user(user=user), amount=credits, reason=reason)
     return user
+
+
+def make_team(credits: int = 100):
+    """(owner, writer, account): an owner whose account holds `credits`, and a writer in it."""
+    owner = make_user("owner", credits=credits)
+    account = services.account_for_user(user=owner)
+    writer = make_user("writer")
+    services.account_member_add(account=account, user=writer)
+    return owner, writer, account

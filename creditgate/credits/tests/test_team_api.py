@@ -10,6 +10,7 @@ from rest_framework.test import APIClient
 
 from creditgate.credits import selectors, services
 from creditgate.credits.models import ApiKey, Hold, MemberRole
+from creditgate.credits.tests.factories import make_team
 
 from .conftest import make_user
 
@@ -29,11 +30,7 @@ def client_for(user=None, *, bearer=None, token=None):
 
 @pytest.fixture
 def team():
-    owner = make_user("owner", credits=200)
-    account = services.account_for_user(user=owner)
-    writer = make_user("writer")
-    services.account_member_add(account=account, user=writer)
-    return owner, writer, account
+    return make_team(credits=200)
 
 
 def test_an_owner_sees_every_member_with_the_months_spending_and_sets_a_cap(team):

@@ -288,15 +288,21 @@ def test_a_job_whose_hand_off_failed_is_accepted_and_handed_over_by_the_sweep(ap
 # --- The sweep's interfaces ----------------------------------------------------------------------
 
 
-def test_release_stale_holds_command_and_beat_task_run_the_sweep(crash_at, workers, capsys):
-    from creditgate.generation.tasks import sweep_jobs
-
+def job_of_a_lost_worker(crash_at, workers) -> Job:
+    """A job whose worker died after claiming it, its lease lapsed; workers are up again."""
     user = make_user(credits=20)
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
     crash_at("claimed")
     run_until_crash(job)
     lapse(job)
     workers.up()
+    return job
+
+
+def test_release_stale_holds_command_and_beat_task_run_the_sweep(crash_at, workers, capsys):
+    from creditgate.generation.tasks import sweep_jobs
+
+    job = job_of_a_lost_worker(crash_at, workers)
 
     call_command("release_stale_holds")
     out = capsys.readouterr().out
@@ -308,12 +314,7 @@ def test_release_stale_holds_command_and_beat_task_run_the_sweep(crash_at, worke
 
 
 def test_in_process_mode_sweeps_on_its_own(crash_at, workers, settings):
-    user = make_user(credits=20)
-    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
-    crash_at("claimed")
-    run_until_crash(job)
-    lapse(job)
-    workers.up()
+    job = job_of_a_lost_worker(crash_at, workers)
 
     settings.CREDITGATE_JOB_SWEEP_SECONDS = 0.1
     runtime.inprocess_start()  # what the first request a process serves does
@@ -323,7 +324,7 @@ def test_in_process_mode_sweeps_on_its_own(crash_at, workers, settings):
         job.refresh_from_db()
     settings.CREDITGATE_JOB_SWEEP_SECONDS = 0
     assert (job.status, job.credits_charged) == ("succeeded", 2)
-    assert balance(user) == {"balance": 18, "held": 0, "available": 18}
+    assert balance(job.user) == {"balance": 18, "held": 0, "available": 18}
 
 
 def test_a_request_starts_the_in_process_sweeper(client, settings, monkeypatch):
