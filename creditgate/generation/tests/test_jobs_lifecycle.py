@@ -7,7 +7,6 @@ The same points with real killed processes are in test_crash_points.py.
 
 import datetime as dt
 import threading
-import time
 
 import pytest
 from django.core.management import call_command
@@ -15,6 +14,7 @@ from django.utils import timezone
 
 from creditgate.catalog.models import AIModelConfig
 from creditgate.core import reconciliation, runtime
+from creditgate.core.tests.polling import wait_for
 from creditgate.generation import intake, leases, services
 from creditgate.generation.models import CallStatus, Job, ProviderCall
 from creditgate.generation.signals import job_step
@@ -199,15 +199,18 @@ def test_a_slow_run_keeps_its_lease_and_is_charged_for_what_it_delivered(sandbox
     sandbox.configure(latency_ms=5000)
     user = make_user(credits=40)
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="premium", count=2)
-    deadline = time.monotonic() + 10
-    while Job.objects.get(pk=job.pk).status == "queued" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    sweeps = []
-    for _ in range(4):  # well past the lease while the provider works
-        time.sleep(1)
+    first_lease = wait_for(lambda: Job.objects.get(pk=job.pk).lease_expires_at, what="the run's start")
+    sweeps, swept_at = [], []
+
+    def sweep_until_final() -> bool:  # sweeps again and again while the provider works (5 s)
         sweeps.append(services.jobs_sweep())
+        swept_at.append(timezone.now())
+        return Job.objects.get(pk=job.pk).is_final
+
+    wait_for(sweep_until_final, timeout=60, interval=0.25, what="the job's end")
     runtime.wait_idle()
 
+    assert any(at > first_lease for at in swept_at)  # sweeps ran after the first lease would have lapsed
     assert all(s.requeued == s.settled == 0 for s in sweeps), sweeps
     job.refresh_from_db()
     assert (job.status, job.attempts, job.credits_charged, job.images.count()) == ("succeeded", 1, 30, 2)
@@ -318,10 +321,8 @@ def test_in_process_mode_sweeps_on_its_own(crash_at, workers, settings):
 
     settings.CREDITGATE_JOB_SWEEP_SECONDS = 0.1
     runtime.inprocess_start()  # what the first request a process serves does
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not job.is_final:
-        time.sleep(0.1)
-        job.refresh_from_db()
+    wait_for(lambda: Job.objects.get(pk=job.pk).is_final, what="the sweeper thread's settling")
+    job.refresh_from_db()
     settings.CREDITGATE_JOB_SWEEP_SECONDS = 0
     assert (job.status, job.credits_charged) == ("succeeded", 2)
     assert balance(job.user) == {"balance": 18, "held": 0, "available": 18}
