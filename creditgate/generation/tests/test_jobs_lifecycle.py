@@ -200,6 +200,7 @@ def test_a_slow_run_keeps_its_lease_and_is_charged_for_what_it_delivered(sandbox
     user = make_user(credits=40)
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="premium", count=2)
     first_lease = wait_for(lambda: Job.objects.get(pk=job.pk).lease_expires_at, what="the run's start")
+    assert first_lease is not None  # wait_for returns the first truthy value
     sweeps, swept_at = [], []
 
     def sweep_until_final() -> bool:  # sweeps again and again while the provider works (5 s)
