@@ -137,17 +137,16 @@ def job_event_id(job_id) -> str:
     return f"evt_{uuid.uuid5(_EVENT_NAMESPACE, f'job.finished:{job_id}').hex}"
 
 
-_DELIVERY = WebhookDelivery._meta.db_table
 _JOB_KEY = WebhookDelivery._meta.get_field("job").target_field
-_ENDPOINT = WebhookEndpoint._meta.db_table
 # One statement, whether the account has endpoints or not: a final job's settlement pays one
 # INSERT ... SELECT for its webhooks (a replayed settlement inserts nothing: the unique event id).
+# One constant, the tables' names written out (test_webhooks checks them against the models).
 _JOB_EVENTS_SQL = (
-    f"INSERT INTO {_DELIVERY} (event_id, event_type, endpoint_id, job_id, payload, status, attempts, "
-    f"next_attempt_at, created_at, finished_at, last_status_code, last_error) "
-    f"SELECT %s, %s, id, %s, '', %s, 0, %s, %s, NULL, NULL, '' FROM {_ENDPOINT} "
-    f"WHERE account_id = %s AND is_active AND (all_jobs OR id = %s) "
-    f"ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING id")
+    "INSERT INTO webhooks_webhookdelivery (event_id, event_type, endpoint_id, job_id, payload, status, attempts, "
+    "next_attempt_at, created_at, finished_at, last_status_code, last_error) "
+    "SELECT %s, %s, id, %s, '', %s, 0, %s, %s, NULL, NULL, '' FROM webhooks_webhookendpoint "
+    "WHERE account_id = %s AND is_active AND (all_jobs OR id = %s) "
+    "ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING id")
 
 
 def job_events_record(*, job_id, account_id: int, endpoint_id) -> int:

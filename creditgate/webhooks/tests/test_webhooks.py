@@ -237,3 +237,10 @@ def test_the_secret_is_encrypted_at_rest_and_shown_once(owner, receiver):
     assert created["secret"] not in row.secret_encrypted
     assert services.endpoint_secret(row) == created["secret"]
     assert "secret" not in client_for(owner).get(f"/api/v1/webhooks/endpoints/{created['id']}/").json()
+
+
+def test_the_outbox_statement_names_the_models_tables():
+    from creditgate.webhooks.models import WebhookDelivery, WebhookEndpoint
+
+    assert f"INSERT INTO {WebhookDelivery._meta.db_table} " in services._JOB_EVENTS_SQL
+    assert f" FROM {WebhookEndpoint._meta.db_table} " in services._JOB_EVENTS_SQL
