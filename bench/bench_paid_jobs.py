@@ -58,7 +58,9 @@ LITELLM_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
 # --- The fake provider: a few lines of asyncio, so it is never the bottleneck --------------------
 
 
-async def _serve_fake(port: int) -> None:
+async def _serve_fake(port: int, latency: float = 0.0) -> None:
+    """Answers every request with COMPLETION, after `latency` seconds (a real provider takes 1-60 s)."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
@@ -69,6 +71,8 @@ async def _serve_fake(port: int) -> None:
                         length = int(line.split(b":", 1)[1])
                 if length:
                     await reader.readexactly(length)
+                if latency:
+                    await asyncio.sleep(latency)
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-request-id: req-bench\r\n"
                              b"Content-Length: " + str(len(COMPLETION)).encode() + b"\r\n\r\n" + COMPLETION)
                 await writer.drain()
@@ -77,7 +81,7 @@ async def _serve_fake(port: int) -> None:
         finally:
             writer.close()
 
-    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=512)
+    server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
     async with server:
         await server.serve_forever()
 
@@ -150,9 +154,9 @@ class Server:
                 proc.kill()
 
 
-def start_fake() -> Server:
+def start_fake(latency: float = 0.0) -> Server:
     port = free_port()
-    proc = subprocess.Popen([PYTHON, __file__, "--serve-fake-provider", str(port)])
+    proc = subprocess.Popen([PYTHON, __file__, "--serve-fake-provider", str(port), "--fake-latency", str(latency)])
     wait_for_port(port)
     return Server("direct", port, [proc])
 
@@ -205,11 +209,24 @@ print("TOKEN", Token.objects.get_or_create(user=user)[0].key)
 """
 
 
-def start_creditgate(fake: Server, workdir: Path, *, full: bool) -> Server:
+def procfile_processes(env: dict, *, lines: tuple[str, ...], log) -> list[subprocess.Popen]:
+    """The Procfile's lines named, started as a deployment would (through a shell, with the
+    virtualenv's bin first on PATH), so a benchmark measures the production recipe as written."""
+    procfile = dict(line.split(": ", 1) for line in (ROOT / "Procfile").read_text().splitlines() if line.strip())
+    env = {**env, "PATH": f"{Path(PYTHON).parent}:{env.get('PATH', '')}"}
+    return [subprocess.Popen(["bash", "-c", f"exec {procfile[name]}"], cwd=ROOT, env=env, stdout=log,
+                             stderr=subprocess.STDOUT) for name in lines]
+
+
+def start_creditgate(fake: Server, workdir: Path, *, full: bool, procfile: bool = False,
+                     extra_env: dict | None = None, warmup: int = 20) -> Server:
+    """creditgate in front of `fake`: gunicorn (and a Celery worker when `full`) as this benchmark
+    has always run it, or with `procfile` the Procfile's own lines (web, worker, housekeeping; for
+    the embedded default, web alone with one process)."""
     name = "cg-full" if full else "cg-embedded"
     workdir = workdir / name
     (workdir / "var").mkdir(parents=True, exist_ok=True)
-    env = creditgate_env(workdir, full=full)
+    env = {**creditgate_env(workdir, full=full), **(extra_env or {})}
     if full:
         import psycopg
 
@@ -226,10 +243,14 @@ def start_creditgate(fake: Server, workdir: Path, *, full: bool) -> Server:
     port = free_port()
     workers = ["-w", "2"] if full else ["-w", "1"]
     with open(workdir / "server.log", "w") as log:  # each child keeps its own copy of the descriptor
-        procs = [subprocess.Popen([PYTHON, "-m", "gunicorn", "creditgate.wsgi", *workers, "-k", "gthread",
-                                   "--threads", "8", "-b", f"127.0.0.1:{port}", "--keep-alive", "30"],
-                                  cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)]
-        if full:
+        if procfile:
+            env = {"WEB_CONCURRENCY": "2" if full else "1", **env, "PORT": str(port)}
+            procs = procfile_processes(env, lines=("web", "worker", "housekeeping") if full else ("web",), log=log)
+        else:
+            procs = [subprocess.Popen([PYTHON, "-m", "gunicorn", "creditgate.wsgi", *workers, "-k", "gthread",
+                                       "--threads", "8", "-b", f"127.0.0.1:{port}", "--keep-alive", "30"],
+                                      cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)]
+        if full and not procfile:
             procs.append(subprocess.Popen([PYTHON, "-m", "celery", "-A", "creditgate", "worker", "--concurrency=4",
                                            "--loglevel=WARNING", "--without-heartbeat", "--without-gossip",
                                            "--without-mingle"], cwd=ROOT, env=env, stdout=log,
@@ -237,7 +258,7 @@ def start_creditgate(fake: Server, workdir: Path, *, full: bool) -> Server:
     wait_for_port(port)
     server = Server(name, port, procs, token)
     # Warm up every worker process (imports, connections) before anything is measured.
-    for _ in range(20):
+    for _ in range(warmup):
         one_job(_Client(port), server.token, wait=True)
     return server
 
@@ -350,9 +371,10 @@ def main() -> int:
     parser.add_argument("--litellm", help="path of a litellm executable (its own virtualenv)")
     parser.add_argument("--targets", default="direct,litellm,cg-embedded,cg-full")
     parser.add_argument("--serve-fake-provider", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--fake-latency", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake_provider:
-        asyncio.run(_serve_fake(args.serve_fake_provider))
+        asyncio.run(_serve_fake(args.serve_fake_provider, args.fake_latency))
         return 0
 
     wanted = args.targets.split(",")

@@ -130,6 +130,9 @@ INSTALLED_APPS = [
     "creditgate.billing",
     "creditgate.webhooks",
     "creditgate.reports",
+    # After our apps: their templates (creditgate/credits/templates/account/, allauth/) come first.
+    "allauth",
+    "allauth.account",
 ]
 
 MIDDLEWARE = [
@@ -150,6 +153,8 @@ MIDDLEWARE = [
     # Binds the request id (and the user id) into the log context; logs each request once.
     "django_structlog.middlewares.RequestMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
+    # django-allauth: its login, sign-up, email verification and password reset flows (/accounts/).
+    "allauth.account.middleware.AccountMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
@@ -167,6 +172,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "creditgate.credits.context_processors.accounts",
             ],
         },
     },
@@ -320,6 +326,25 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/accounts/login/"
+# Accounts through django-allauth: sign-up with a verified email, log in with the username or the
+# email, log out, password reset, all at /accounts/ (templates in creditgate/credits/templates/account/).
+AUTHENTICATION_BACKENDS = ["django.contrib.auth.backends.ModelBackend",
+                           "allauth.account.auth_backends.AuthenticationBackend"]
+ACCOUNT_LOGIN_METHODS = {"username", "email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "username*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = "mandatory"
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_LOGOUT_REDIRECT_URL = LOGOUT_REDIRECT_URL
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "creditgate: "
+ACCOUNT_ADAPTER = "creditgate.credits.accounts.AccountAdapter"
+# Invite-only installations: false closes /accounts/signup/ (invited people still join: an owner
+# invites an existing user, or the operator makes the user in the admin).
+CREDITGATE_SIGNUP_OPEN = env.bool("CREDITGATE_SIGNUP_OPEN", default=True)
+# How long an invitation's link works.
+CREDITGATE_INVITATION_DAYS = env.float("CREDITGATE_INVITATION_DAYS", default=7)
+# Django's email API (allauth's emails, invitations) goes through Resend like the low-balance
+# emails: the key from the admin's Providers page, or the sandbox (creditgate.providers.mail).
+EMAIL_BACKEND = "creditgate.providers.mail.ResendEmailBackend"
 
 
 def _rate(value: str) -> tuple[int, int]:

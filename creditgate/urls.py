@@ -1,12 +1,19 @@
 """URL wiring only: each app owns its routes."""
 
+from allauth.account import views as account_views
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from creditgate.credits.views import JoinView
+
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/", include("django.contrib.auth.urls")),
+    # django-allauth: sign-up, email verification, log in and out, password reset. The names
+    # "login" and "logout" stay for the templates and code that use Django's.
+    path("accounts/login/", account_views.login, name="login"),
+    path("accounts/logout/", account_views.logout, name="logout"),
+    path("accounts/", include("allauth.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api/v1/system/", include("creditgate.providers.urls")),
@@ -16,6 +23,7 @@ urlpatterns = [
     path("api/v1/account/", include("creditgate.credits.team_urls")),
     path("api/v1/webhooks/", include("creditgate.webhooks.urls")),
     path("api/v1/", include("creditgate.generation.urls")),
+    path("team/join/<str:token>/", JoinView.as_view(), name="team-join"),
     path("", include("creditgate.core.urls")),
     path("", include("creditgate.web.urls")),
 ]

@@ -45,7 +45,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from creditgate.billing import emails, selectors, stripe_gateway
+from creditgate.billing import selectors, stripe_gateway
 from creditgate.billing.errors import PaymentsUnavailable
 from creditgate.billing.models import (
     CheckoutSession,
@@ -61,6 +61,7 @@ from creditgate.core import runtime
 from creditgate.core.errors import InvalidRequest
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Account, EntryKind
+from creditgate.providers import email as emails
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ import contextlib
 from celery import shared_task
 
 from creditgate.billing import services
-from creditgate.billing.emails import EmailNotSent
+from creditgate.core.errors import EmailNotSent
 
 
 @shared_task(name=services.SEND_LOW_BALANCE_EMAIL, ignore_result=True, autoretry_for=(EmailNotSent,),

@@ -72,6 +72,14 @@ def models_servable_ordered() -> dict[str, list[AIModelConfig]]:
     return {t: by_tier[t] for t in QualityTier.values if t in by_tier}
 
 
+def models_serving_tier(tier: str) -> list[AIModelConfig]:
+    """The models that can serve `tier` right now, by priority then name, read from the database
+    (not the routing memo): what a job about to call a provider must use. One query on the small
+    catalog table, with the provider that is called loaded."""
+    return list(_servable_models().filter(model_type=ModelType.IMAGE, quality_tier_id=tier)
+                .order_by("priority", "model_name"))
+
+
 def models_servable_by_tier() -> dict[str, AIModelConfig]:
     """{tier: the first model to serve it} for every tier that can be served right now, in display order."""
     return {tier: models[0] for tier, models in models_servable_ordered().items()}

@@ -4,8 +4,10 @@ each rate it was charged at to the catalog version that set it."""
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.contrib.contenttypes.models import ContentType
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -16,8 +18,17 @@ from django.utils.safestring import mark_safe
 from creditgate.audit.admin import version_url
 from creditgate.catalog import history as catalog_history
 from creditgate.core.errors import ApplicationError
-from creditgate.credits import services
-from creditgate.credits.models import Account, AccountMember, ApiKey, EntryKind, Hold, LedgerEntry
+from creditgate.credits import services, team
+from creditgate.credits.models import (
+    Account,
+    AccountMember,
+    ApiKey,
+    EntryKind,
+    Hold,
+    Invitation,
+    LedgerEntry,
+    MemberRole,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -32,11 +43,35 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 class AccountMemberInline(admin.TabularInline):
+    """The account's members. Adding one is the "Add a member" button (credits.team's rules: one
+    account per user, whose own account is kept for them); removing one, roles and hand-overs are
+    the Team page's (the API's), which keep an owner on every account."""
+
     model = AccountMember
+    fk_name = "account"
     extra = 0
-    raw_id_fields = ["user"]
-    fields = ["user", "role", "monthly_cap", "joined_at"]
-    readonly_fields = ["joined_at"]
+    fields = ["user", "role", "monthly_cap", "home_account", "joined_at"]
+    readonly_fields = ["user", "role", "home_account", "joined_at"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+class AddMemberForm(forms.Form):
+    user = forms.CharField(label="Username or email")
+    role = forms.ChoiceField(choices=MemberRole.choices, initial=MemberRole.MEMBER)
+    monthly_cap = forms.IntegerField(required=False, min_value=0, help_text="Credits per month; empty: no cap.")
+
+    def clean_user(self):
+        value = self.cleaned_data["user"].strip()
+        users = get_user_model().objects.filter(Q(username=value) | Q(email__iexact=value))
+        if len(users) != 1:
+            raise forms.ValidationError("No user with this username or email." if not users else
+                                        "Several users have this email: use the username.")
+        return users[0]
 
 
 class GrantForm(forms.Form):
@@ -51,8 +86,8 @@ class GrantForm(forms.Form):
 class AccountAdmin(admin.ModelAdmin):
     list_display = ["id", "name", "balance", "available", "held", "created_at"]
     search_fields = ["name", "members__user__username", "members__user__email"]
-    readonly_fields = ["available", "held", "balance", "created_at", "grant_link"]
-    fields = ["name", "balance", "available", "held", "created_at", "grant_link"]
+    readonly_fields = ["available", "held", "balance", "created_at", "grant_link", "add_member_link"]
+    fields = ["name", "balance", "available", "held", "created_at", "grant_link", "add_member_link"]
     inlines = [AccountMemberInline]
 
     def has_delete_permission(self, request, obj=None):
@@ -65,9 +100,40 @@ class AccountAdmin(admin.ModelAdmin):
         return format_html('<a class="button" href="{}">Grant or adjust credits</a>',
                            reverse("admin:credits_account_grant", args=[obj.pk]))
 
+    @admin.display(description="Members")
+    def add_member_link(self, obj):
+        if obj is None or obj.pk is None:
+            return "-"
+        return format_html('<a class="button" href="{}">Add a member</a>',
+                           reverse("admin:credits_account_add_member", args=[obj.pk]))
+
     def get_urls(self):
         return [path("<int:account_id>/grant/", self.admin_site.admin_view(self.grant_view),
-                     name="credits_account_grant"), *super().get_urls()]
+                     name="credits_account_grant"),
+                path("<int:account_id>/add-member/", self.admin_site.admin_view(self.add_member_view),
+                     name="credits_account_add_member"), *super().get_urls()]
+
+    def add_member_view(self, request, account_id):
+        """An existing user joins this account (credits.team.member_join: their own account is
+        kept, with its credits, and given back when they leave)."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        account = get_object_or_404(Account, pk=account_id)
+        form = AddMemberForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            user = form.cleaned_data["user"]
+            try:
+                team.member_join(user=user, account=account, role=form.cleaned_data["role"],
+                                 monthly_cap=form.cleaned_data["monthly_cap"])
+            except ApplicationError as exc:
+                form.add_error("user", exc.message)
+            else:
+                self.message_user(request, f"{user} is now a {form.cleaned_data['role']} of {account}.",
+                                  messages.SUCCESS)
+                return redirect("admin:credits_account_change", account.pk)
+        context = {**self.admin_site.each_context(request), "opts": self.model._meta, "account": account,
+                   "form": form, "title": f"Add a member: {account}"}
+        return TemplateResponse(request, "admin/credits/account/add_member.html", context)
 
     def grant_view(self, request, account_id):
         if not self.has_change_permission(request):
@@ -159,3 +225,14 @@ class HoldAdmin(ReadOnlyAdmin):
     list_filter = ["state"]
     search_fields = ["account__name", "reference", "idempotency_key"]
     list_select_related = ["account"]
+
+
+@admin.register(Invitation)
+class InvitationAdmin(ReadOnlyAdmin):
+    """Invitations to join an account (owners send and revoke them on the Team page)."""
+
+    list_display = ["email", "account", "role", "monthly_cap", "invited_by", "created_at", "expires_at",
+                    "accepted_at", "revoked_at"]
+    list_filter = ["role"]
+    search_fields = ["email", "account__name"]
+    exclude = ["token_hash"]

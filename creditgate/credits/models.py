@@ -82,6 +82,12 @@ class AccountMember(models.Model):
         help_text="Credits this member may use per calendar month (spent plus held by running jobs); "
                   "empty: no cap.")
     joined_at = models.DateTimeField(auto_now_add=True)
+    # One account per user: joining a team moves the membership. The account the user was alone
+    # in before (their own, with its credits and history) is kept here and given back when they
+    # leave or are removed (credits.team).
+    home_account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, null=True, blank=True, related_name="+",
+        help_text="The user's own account, kept while they are a member of another one; theirs again when they leave.")
 
     class Meta:
         verbose_name = "member"
@@ -108,6 +114,9 @@ class ApiKey(models.Model):
     """
 
     member = models.ForeignKey(AccountMember, on_delete=models.PROTECT, related_name="api_keys")
+    # The account the key was made in: a membership moves with its user when they join or leave a
+    # team (their keys are revoked then), and the key stays listed where it was used.
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="api_keys")
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True, editable=False)
     hashed_key = models.CharField(max_length=200, editable=False)
@@ -304,3 +313,53 @@ class LedgerEntry(models.Model):
 
     def delete(self, *args, **kwargs):
         raise ValueError("Ledger entries are append-only.")
+
+
+class InvitationState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    REVOKED = "revoked", "Revoked"
+    EXPIRED = "expired", "Expired"
+
+
+class Invitation(models.Model):
+    """An owner's invitation to join their account, sent by email (credits.team).
+
+    The emailed link holds a random token; only its SHA-256 is stored. It is accepted once, by
+    whoever is logged in with the link, before `expires_at`, unless an owner revoked it. The role
+    and monthly cap are the owner's, set when inviting, and become the new member's.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=10, choices=MemberRole.choices, default=MemberRole.MEMBER)
+    monthly_cap = models.BigIntegerField(null=True, blank=True)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True,
+                                    related_name="+")
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(condition=Q(role__in=MemberRole.values), name="invitation_role_valid"),
+            models.CheckConstraint(condition=Q(monthly_cap__isnull=True) | Q(monthly_cap__gte=0),
+                                   name="invitation_cap_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.account}"
+
+    def state(self, now) -> str:
+        if self.accepted_at:
+            return InvitationState.ACCEPTED
+        if self.revoked_at:
+            return InvitationState.REVOKED
+        if self.expires_at <= now:
+            return InvitationState.EXPIRED
+        return InvitationState.PENDING

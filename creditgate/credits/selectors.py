@@ -21,6 +21,7 @@ from creditgate.credits.models import (
     EntryKind,
     Hold,
     HoldState,
+    Invitation,
     LedgerEntry,
     MemberSpend,
 )
@@ -35,6 +36,23 @@ def balance_get(*, account: Account) -> dict:
 def ledger_list(*, account: Account) -> QuerySet[LedgerEntry]:
     """The account's entries, newest first."""
     return LedgerEntry.objects.filter(account=account).order_by("-id")
+
+
+def ledger_visible(*, viewer: AccountMember) -> QuerySet[LedgerEntry]:
+    """The ledger lines `viewer` may see, newest first, each annotated with the member whose job it
+    belongs to (`job_user_id`, `job_username`; None for a line of no job).
+
+    An owner sees the account's whole ledger. A member sees the lines of their own jobs (hold,
+    capture, release) and the account's own lines, which belong to no job and no member (grants,
+    purchases, refunds, take-backs, adjustments: they change the balance every member spends
+    from, which members see anyway); never another member's job. Who ran a job is the job's user
+    (through its hold: holds placed before teams name no spender, their jobs do).
+    """
+    lines = LedgerEntry.objects.filter(account_id=viewer.account_id).order_by("-id").annotate(
+        job_user_id=F("hold__job__user_id"), job_username=F("hold__job__user__username"))
+    if not viewer.is_owner:
+        lines = lines.filter(Q(hold__isnull=True) | Q(hold__job__user_id=viewer.user_id))
+    return lines
 
 
 @snapshot()
@@ -204,7 +222,7 @@ def api_keys_list(*, viewer: AccountMember) -> list[tuple[ApiKey, Spending]]:
     """The API keys the viewer manages (an owner: the account's; a member: their own), newest
     first, with what each used this month."""
     month = spending_month()
-    managed = ApiKey.objects.filter(member__account_id=viewer.account_id).select_related("member__user")
+    managed = ApiKey.objects.filter(account_id=viewer.account_id).select_related("member__user")
     if not viewer.is_owner:
         managed = managed.filter(member=viewer)
     keys = list(managed.order_by("-created_at", "-pk"))
@@ -217,7 +235,7 @@ def api_key_get(*, viewer: AccountMember, key_id) -> ApiKey:
     if not isinstance(key_id, int):  # not an id: no such key
         raise NotFound("No such API key.")
     key = ApiKey.objects.select_related("member__user", "member").filter(
-        pk=key_id, member__account_id=viewer.account_id).first()
+        pk=key_id, account_id=viewer.account_id).first()
     if key is None or not (viewer.is_owner or key.member_id == viewer.pk):
         raise NotFound("No such API key.")
     return key
@@ -234,3 +252,17 @@ def member_spending(*, member: AccountMember) -> Spending:
     row = (MemberSpend.objects.filter(account_id=member.account_id, user_id=member.user_id, month=month)
            .values("spent", "held").first())
     return Spending(month, row["spent"], row["held"]) if row else Spending(month)
+
+
+def invitations_pending(*, account) -> list[Invitation]:
+    """The account's invitations whose link still works, newest first."""
+    return list(Invitation.objects.filter(account=account, accepted_at__isnull=True, revoked_at__isnull=True,
+                                          expires_at__gt=timezone.now()).select_related("invited_by"))
+
+
+def invitation_get(*, account, invitation_id) -> Invitation:
+    invitation = Invitation.objects.select_related("account", "invited_by").filter(
+        pk=invitation_id, account=account).first() if isinstance(invitation_id, int) else None
+    if invitation is None:
+        raise NotFound("No such invitation.")
+    return invitation

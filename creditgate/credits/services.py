@@ -199,27 +199,14 @@ def account_for_user(*, user) -> Account:
         return AccountMember.objects.select_related("account").get(user=user).account
 
 
-def account_member_add(*, account: Account, user, role: str = MemberRole.MEMBER) -> AccountMember:
-    """Move a user into `account` with `role`. Refused if the user's own account still has credits
-    or holds. The user's API keys are revoked (they were made for the old account), and the cap
-    of the old membership does not follow them."""
-    if role not in MemberRole.values:
-        raise InvalidRequest("Unknown role.", details={"role": [f"Must be one of {', '.join(MemberRole.values)}."]})
-    with transaction.atomic():
-        current = AccountMember.objects.select_related("account").filter(user=user).first()
-        if current and current.account_id == account.pk:
-            return current
-        if current:
-            old = Account.objects.select_for_update().get(pk=current.account_id)
-            if old.available or old.held:
-                raise InvalidRequest(f"{user} still has credits in their own account.",
-                                     details={"user": ["The user's current account is not empty."]})
-            ApiKey.objects.filter(member=current, revoked_at__isnull=True).update(revoked_at=timezone.now())
-            current.account, current.role, current.monthly_cap = account, role, None
-            current.save(update_fields=["account", "role", "monthly_cap"])
-            user.credit_membership = current  # account_for_user trusts a membership loaded with the user
-            return current
-        return AccountMember.objects.create(account=account, user=user, role=role)
+def account_member_add(*, account: Account, user, role: str = MemberRole.MEMBER,
+                       monthly_cap: int | None = None) -> AccountMember:
+    """Bring a user into `account` with `role` (the admin's "Add a member", tests, shells). The
+    rules are credits.team's: the user's own account is kept, with its credits, and given back
+    when they leave; a user in a team with others must leave it first."""
+    from creditgate.credits import team  # team builds on this module
+
+    return team.member_join(user=user, account=account, role=role, monthly_cap=monthly_cap)
 
 
 # --- Members: roles and monthly caps (owners manage them) --------------------------------------
@@ -317,8 +304,9 @@ def api_key_create(*, actor, member: AccountMember, name: str, monthly_cap: int 
         key, prefix, hashed = _key_generator.generate()
         try:
             with transaction.atomic():
-                api_key = ApiKey.objects.create(member=member, name=name, prefix=prefix, hashed_key=hashed,
-                                                monthly_cap=cap, created_by=actor)
+                api_key = ApiKey.objects.create(member=member, account_id=member.account_id, name=name,
+                                                prefix=prefix, hashed_key=hashed, monthly_cap=cap,
+                                                created_by=actor)
             return api_key, API_KEY_MARKER + key
         except IntegrityError:  # the prefix was taken (about one chance in 10^14 per key in use)
             continue
@@ -334,20 +322,42 @@ def _key_name_clean(name) -> str:
 
 def _key_manage_check(actor, api_key: ApiKey, what: str) -> None:
     actor_member = member_for_user(user=actor)
-    if actor_member.pk != api_key.member_id:
-        _owner_check(actor_member, api_key.member.account_id, what)
+    if actor_member.pk != api_key.member_id or actor_member.account_id != api_key.account_id:
+        _owner_check(actor_member, api_key.account_id, what)
+
+
+def _cap_or_none(cap):
+    return float("inf") if cap is None else cap
 
 
 def api_key_update(*, actor, api_key: ApiKey, name=_UNCHANGED, monthly_cap=_UNCHANGED) -> ApiKey:
+    """Rename a key or change its monthly cap.
+
+    Who may change what (the README's "Who may change what"): an owner of the key's account
+    changes anything on any of its keys. A member, on their own keys, renames them and may
+    *lower* a cap (or set one where there is none), never raise or remove one, whoever set it:
+    a cap an owner put on a member's key binds that member. A refused change changes nothing."""
     _key_manage_check(actor, api_key, "change other members' API keys")
+    actor_member = member_for_user(user=actor)
+    is_owner = actor_member.is_owner and actor_member.account_id == api_key.account_id
     fields = []
+    new_name = api_key.name
     if name is not _UNCHANGED:
-        api_key.name = _key_name_clean(name)
+        new_name = _key_name_clean(name)
         fields.append("name")
+    new_cap = api_key.monthly_cap
     if monthly_cap is not _UNCHANGED:
-        api_key.monthly_cap = _cap_clean(monthly_cap)
+        new_cap = _cap_clean(monthly_cap)
+        if not is_owner and _cap_or_none(new_cap) > _cap_or_none(api_key.monthly_cap):
+            current = "no cap" if api_key.monthly_cap is None else f"a cap of {api_key.monthly_cap} credits"
+            raise PermissionDenied(
+                f"Only an owner can raise or remove an API key's monthly cap; this key has {current}, "
+                f"and you may only lower it.",
+                code="cap_change_not_allowed",
+                details={"monthly_cap": ["A member may lower their key's cap, never raise or remove it."]})
         fields.append("monthly_cap")
     if fields:
+        api_key.name, api_key.monthly_cap = new_name, new_cap
         api_key.save(update_fields=fields)
     return api_key
 

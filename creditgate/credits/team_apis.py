@@ -1,10 +1,12 @@
-"""The team API: the account's members with their monthly caps and spending, and members' API keys.
+"""The team API: the account's members with their monthly caps and spending, members' API keys,
+invitations, and leaving, removing and handing over (the rules: credits.services and credits.team).
 
 Owners see and manage everyone; a member sees themself and manages their own keys. Requests
 made with an API key may read but not change any of this (a leaked key must not be able to make
 itself a new, uncapped key): changes need a login session or the legacy token.
 """
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import permissions, serializers, status
 from rest_framework.response import Response
@@ -12,9 +14,9 @@ from rest_framework.views import APIView
 
 from creditgate.core.schema import error_response
 from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
-from creditgate.credits import selectors, services
+from creditgate.credits import selectors, services, team
 from creditgate.credits.authentication import request_api_key
-from creditgate.credits.models import MemberRole
+from creditgate.credits.models import InvitationState, MemberRole
 
 FORBIDDEN = error_response("permission_denied: only an owner may do this (or: made with an API key, which may not "
                            "change members, keys or webhooks).")
@@ -188,3 +190,119 @@ class ApiKeyRevokeApi(TeamApi):
         return Response(_key_data(key, selectors.api_key_spending(api_key=key)))
 
 
+
+
+# --- Membership: leave, remove, hand over ---------------------------------------------------------
+
+
+class MemberRemoveApi(TeamApi):
+    @extend_schema(request=None, responses={204: None, 400: INVALID, 403: FORBIDDEN, 404: NOT_FOUND})
+    def post(self, request, member_id: int):
+        """An owner removes a member: they are back in their own account, their API keys revoked;
+        their running jobs still settle."""
+        member = selectors.member_get(viewer=self.viewer(request), member_id=member_id)
+        team.member_remove(actor=request.user, member=member)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class MemberTransferApi(TeamApi):
+    @extend_schema(request=None, responses={200: MemberSerializer, 400: INVALID, 403: FORBIDDEN, 404: NOT_FOUND})
+    def post(self, request, member_id: int):
+        """An owner makes this member the owner and becomes a member."""
+        viewer = self.viewer(request)
+        member = selectors.member_get(viewer=viewer, member_id=member_id)
+        member = team.ownership_transfer(actor=request.user, member=member)
+        return Response(_member_data(member, selectors.member_spending(member=member), self.viewer(request)))
+
+
+class LeaveApi(TeamApi):
+    @extend_schema(request=None, responses={204: None, 400: INVALID, 403: FORBIDDEN})
+    def post(self, request):
+        """Leave the team you are in: you are back in your own account, as it was (credits and
+        history kept). The last owner hands the account over first."""
+        team.member_leave(user=request.user)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+# --- Invitations ----------------------------------------------------------------------------------
+
+
+@extend_schema_serializer(component_name="Invitation")
+class InvitationSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    email = serializers.EmailField()
+    role = serializers.ChoiceField(choices=MemberRole.choices)
+    monthly_cap = serializers.IntegerField(allow_null=True, help_text="The new member's cap; null: none.")
+    invited_by = serializers.CharField(allow_null=True)
+    created_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    state = serializers.ChoiceField(choices=InvitationState.choices)
+
+
+@extend_schema_serializer(component_name="InvitationCreated")
+class InvitationCreatedSerializer(InvitationSerializer):
+    link = serializers.CharField(help_text="The invitation's link, shown this once (it was also emailed).")
+    email_sent = serializers.BooleanField(help_text="false: the email could not be sent; hand the link over "
+                                                    "yourself.")
+
+
+def _invitation_data(invitation, now) -> dict:
+    return {"id": invitation.pk, "email": invitation.email, "role": invitation.role,
+            "monthly_cap": invitation.monthly_cap,
+            "invited_by": invitation.invited_by.get_username() if invitation.invited_by else None,
+            "created_at": invitation.created_at, "expires_at": invitation.expires_at,
+            "state": invitation.state(now)}
+
+
+class InvitationListApi(TeamApi):
+    @extend_schema_serializer(component_name="InvitationCreate")
+    class InputSerializer(serializers.Serializer):
+        email = StrictCharField(max_length=254)
+        role = serializers.ChoiceField(choices=MemberRole.choices, required=False, default=MemberRole.MEMBER)
+        monthly_cap = StrictIntegerField(required=False, allow_null=True, min_value=0,
+                                         max_value=services.MAX_AMOUNT, help_text="null: no cap.")
+
+    @extend_schema(responses={200: InvitationSerializer(many=True), 403: FORBIDDEN})
+    def get(self, request):
+        """The account's pending invitations (owners)."""
+        viewer = services.owner_check(user=request.user, what="see invitations")
+        now = timezone.now()
+        return Response([_invitation_data(i, now) for i in selectors.invitations_pending(account=viewer.account)])
+
+    @extend_schema(request=InputSerializer, responses={201: InvitationCreatedSerializer, 400: INVALID,
+                                                       403: FORBIDDEN})
+    def post(self, request):
+        """Invite someone by email with a role and a monthly cap (owners); the email holds the link."""
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        invitation, link, sent = team.invitation_create(actor=request.user, **serializer.validated_data)
+        return Response({**_invitation_data(invitation, timezone.now()), "link": link, "email_sent": sent},
+                        status=status.HTTP_201_CREATED)
+
+
+class InvitationRevokeApi(TeamApi):
+    @extend_schema(request=None, responses={200: InvitationSerializer, 400: INVALID, 403: FORBIDDEN,
+                                            404: NOT_FOUND})
+    def post(self, request, invitation_id: int):
+        """Withdraw a pending invitation (owners): its link stops working."""
+        viewer = services.owner_check(user=request.user, what="revoke invitations")
+        invitation = selectors.invitation_get(account=viewer.account, invitation_id=invitation_id)
+        invitation = team.invitation_revoke(actor=request.user, invitation=invitation)
+        return Response(_invitation_data(invitation, timezone.now()))
+
+
+class InvitationAcceptApi(TeamApi):
+    @extend_schema_serializer(component_name="InvitationAccept")
+    class InputSerializer(serializers.Serializer):
+        token = StrictCharField(max_length=200, help_text="The token at the end of the invitation's link.")
+
+    @extend_schema(request=InputSerializer, responses={200: MemberSerializer, 400: INVALID, 403: FORBIDDEN,
+                                                       404: NOT_FOUND,
+                                                       410: error_response("invitation_expired, _revoked or "
+                                                                           "_accepted: the link no longer works.")})
+    def post(self, request):
+        """Accept an invitation as the logged-in user: you join its account with its role and cap."""
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        member = team.invitation_accept(user=request.user, token=serializer.validated_data["token"])
+        return Response(_member_data(member, selectors.member_spending(member=member), member))

@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from creditgate.core.pagination import PageNumberPagination
 from creditgate.core.schema import error_response
+from creditgate.credits.apis import UserRefSerializer
 from creditgate.credits.authentication import request_api_key
 from creditgate.generation import intake, selectors, waiting
 from creditgate.generation.models import FINAL_STATUSES, Job, JobKind
@@ -70,6 +71,7 @@ class JobOutputSerializer(serializers.Serializer):
     id = serializers.UUIDField()
     kind = serializers.CharField()
     status = serializers.CharField()
+    user = serializers.SerializerMethodField()
     prompt = serializers.CharField()
     tier = serializers.SerializerMethodField()
     count = serializers.SerializerMethodField()
@@ -92,6 +94,13 @@ class JobOutputSerializer(serializers.Serializer):
         just created has none, so its 202 spares the query), else read (prefetched by the lists)."""
         images = self.context.get("images")
         return list(job.images.all()) if images is None else images
+
+    @extend_schema_field(UserRefSerializer(help_text="Who ran the job (an owner sees every member's jobs, a member "
+                                                     "only their own)."))
+    def get_user(self, job) -> dict:
+        # Loaded with the job by every reader (job_get, job_list, the replay lookup), or the
+        # requesting user on creation: no query here.
+        return {"id": job.user_id, "username": job.user.get_username()}
 
     def get_tier(self, job) -> str | None:
         return job.tier or None
@@ -135,7 +144,7 @@ def job_public_data(job_id) -> dict:
     """A job's public representation, as GET /api/v1/jobs/{id}/ shows it with its image URLs made
     absolute with CREDITGATE_PUBLIC_URL: the `data` of its webhook events (handed to webhooks in
     GenerationConfig.ready, so webhooks deliver it without knowing jobs)."""
-    job = Job.objects.prefetch_related("images").get(pk=job_id)
+    job = Job.objects.select_related("user").prefetch_related("images").get(pk=job_id)
     data = dict(JobOutputSerializer(job).data)
     base = settings.CREDITGATE_PUBLIC_URL
     if base:
@@ -251,7 +260,7 @@ class JobListApi(APIView):
 
     @extend_schema(responses={200: JobOutputSerializer(many=True)})
     def get(self, request):
-        """Your jobs, newest first, paginated."""
+        """Your jobs, newest first, paginated: an owner sees the account's, with who ran each; a member their own."""
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(selectors.job_list(user=request.user), request, view=self)
         return paginator.get_paginated_response(JobOutputSerializer(page, many=True, context={"request": request}).data)

@@ -31,7 +31,7 @@ from functools import partial
 from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, models, transaction
 from django.db.models import Count
 from django.utils import timezone
 
@@ -120,6 +120,18 @@ def _text_snapshot(model: AIModelConfig, *, temperature) -> dict:
 # --- 2. Hold ----------------------------------------------------------------------------------
 
 
+def jobs_of_key(account, user, key: str) -> models.QuerySet[Job]:
+    """The member's jobs under an Idempotency-Key (at most one): a key is the member's own."""
+    return Job.objects.filter(account=account, user=user, idempotency_key=key).select_related("user")
+
+
+def _hold_key(user, key: str) -> str:
+    """The job's hold's idempotency key: the member's and their key, so that two members' jobs
+    under one key hold separately. Never starts with `job:`, the form holds had when keys were the
+    account's (`job:<key>`), so no new key can meet an old one."""
+    return f"user:{user.pk}:job:{key}"
+
+
 def job_hold(*, account, user, key: str, fingerprint: str, price: pricing.Price, fields: dict,
              api_key: ApiKey | None, admit: Callable[[Any], None],
              hand_over: Callable[[Any], None]) -> tuple[Job, bool]:
@@ -137,7 +149,7 @@ def job_hold(*, account, user, key: str, fingerprint: str, price: pricing.Price,
             # and is recognised below, after this transaction rolled back (so no savepoint is
             # needed around the hold); a new job is then inserted once, already pointing at its hold.
             hold, created = credits_services.hold_place(
-                account=account, amount=price.credits, idempotency_key=f"job:{key}",
+                account=account, amount=price.credits, idempotency_key=_hold_key(user, key),
                 fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate, expires=False,
                 user=user, api_key=api_key, savepoint=False)
             if created:
@@ -145,13 +157,13 @@ def job_hold(*, account, user, key: str, fingerprint: str, price: pricing.Price,
                 job.hold = hold
                 job.save(force_insert=True)
                 transaction.on_commit(lambda: hand_over(job.id))
-    except IntegrityError:  # the hold's or the job's unique key: the first request's job exists
-        if not Job.objects.filter(account=account, idempotency_key=key).exists():
+    except IntegrityError:  # the hold's or the job's unique key: the member's first request's job exists
+        if not jobs_of_key(account, user, key).exists():
             raise
         created = False
     if created:
         return job, True
-    existing = Job.objects.get(account=account, idempotency_key=key)
+    existing = jobs_of_key(account, user, key).get()
     if existing.request_fingerprint != fingerprint:
         raise IdempotencyConflict()
     return existing, False

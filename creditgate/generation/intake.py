@@ -12,10 +12,11 @@ the estimate endpoint and the three generation endpoints (and so the page) all g
 `estimate` / `job_create`, so an estimate equals the hold of the job it describes.
 
 Creating a job (`job_create`):
-1. Replays first. A request carrying an Idempotency-Key this account already had accepted gets
+1. Replays first. A request carrying an Idempotency-Key this member already had accepted gets
    that job back (a 409 when its body differs) before anything that could refuse it: the rate
    limit, the balance, even validation (the admin may have deactivated the tier since). So the
-   fingerprint is a hash of the body as sent, not of the cleaned input.
+   fingerprint is a hash of the body as sent, not of the cleaned input. Keys are each member's
+   own: another member of the account sending the same key starts a job of their own.
 2. Check and quote the request (400, 422); resolve the webhook endpoint it names (400).
 3. One transaction: the hold (402 when short), the rate limit (429), the job row. After the
    commit the job is handed to its runner. Whatever is refused writes nothing and counts nothing.
@@ -278,7 +279,7 @@ def job_create(*, kind: str, user, body: Any, idempotency_key: str | None = None
     fingerprint = request_fingerprint(kind, body)
     account = credits_services.account_for_user(user=user)
     if idempotency_key is not None:
-        replayed = _job_replayed(account, key, fingerprint)
+        replayed = _job_replayed(account, user, key, fingerprint)
         if replayed is not None:
             return replayed, False
     routing = catalog_selectors.routing_get()
@@ -317,8 +318,9 @@ def _given(**fields) -> dict:
     return {name: value for name, value in fields.items() if value is not None}
 
 
-def _job_replayed(account, key: str, fingerprint: str) -> Job | None:
-    job = Job.objects.filter(account=account, idempotency_key=key).prefetch_related("images").first()
+def _job_replayed(account, user, key: str, fingerprint: str) -> Job | None:
+    """The job this member started with this key, if any (another member's key is not theirs)."""
+    job = charging.jobs_of_key(account, user, key).prefetch_related("images").first()
     if job is not None and job.request_fingerprint != fingerprint:
         raise IdempotencyConflict()
     return job

@@ -96,6 +96,8 @@ class Job(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["account", "-created_at"]),
+            # A member's own jobs (members see only theirs), newest first.
+            models.Index(fields=["account", "user", "-created_at"], name="job_account_user_newest_idx"),
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["status", "lease_expires_at"], name="job_status_lease_idx"),
             models.Index(fields=["status", "run_after"], name="job_status_run_after_idx"),
@@ -103,7 +105,10 @@ class Job(models.Model):
             models.Index(fields=["created_at"], name="job_created_idx"),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["account", "idempotency_key"], name="job_idempotency_key_per_account"),
+            # An Idempotency-Key is the member's own: two members of an account using the same key
+            # start two jobs, and neither ever receives the other's.
+            models.UniqueConstraint(fields=["account", "user", "idempotency_key"],
+                                    name="job_idempotency_key_per_member"),
             models.CheckConstraint(condition=Q(status__in=JobStatus.values), name="job_status_valid"),
             models.CheckConstraint(condition=Q(credits_charged__lte=F("credits_held")),
                                    name="job_charged_at_most_held"),

@@ -21,12 +21,18 @@ logger = logging.getLogger(__name__)
 
 
 def job_list(*, user) -> QuerySet[Job]:
-    account = credits_services.account_for_user(user=user)
-    return Job.objects.filter(account=account).prefetch_related("images").order_by("-created_at")
+    """The jobs `user` may see, newest first, with who ran each: an owner the account's, a member
+    only their own."""
+    member = credits_services.member_for_user(user=user)
+    jobs = Job.objects.filter(account_id=member.account_id)
+    if not member.is_owner:
+        jobs = jobs.filter(user_id=member.user_id)
+    return jobs.select_related("user").prefetch_related("images").order_by("-created_at")
 
 
 def job_get(*, user, job_id) -> Job:
-    """A job of the user's account; anyone else's is indistinguishable from a missing one."""
+    """A job the user may see (job_list); anyone else's, another member's included, is
+    indistinguishable from a missing one."""
     job = job_list(user=user).filter(pk=job_id).first()
     if job is None:
         raise NotFound("No such job.")
@@ -82,13 +88,20 @@ def jobs_audit(*, now: dt.datetime | None = None, full: bool = True) -> list[str
 TEXT_USAGE = "text"  # the usage key of text (a job's text or an article's text part); tiers are image tiers
 
 
-def usage_credits(*, account, start: dt.date, end: dt.date, by_day: bool) -> dict[tuple, int]:
-    """Credits charged for the account's jobs asked for from `start` to `end` (both included, UTC
-    days), keyed by (day, usage) when `by_day`, else by (usage,). A usage is an image tier or
-    `TEXT_USAGE`; keys with nothing charged are left out.
+def usage_visible(*, user, start: dt.date, end: dt.date, by_day: bool) -> dict[tuple, int]:
+    """The usage `user` may see (usage_credits): an owner the account's, a member their own jobs'."""
+    member = credits_services.member_for_user(user=user)
+    return usage_credits(account=member.account_id, start=start, end=end, by_day=by_day,
+                         user=None if member.is_owner else member.user_id)
 
-    Aggregated in the database (one query, served by the job table's (account, created_at)
-    index), so the cost does not grow with the number of jobs in Python. An article is split
+
+def usage_credits(*, account, start: dt.date, end: dt.date, by_day: bool, user=None) -> dict[tuple, int]:
+    """Credits charged for the account's jobs (only `user`'s, when given) asked for from `start`
+    to `end` (both included, UTC days), keyed by (day, usage) when `by_day`, else by (usage,). A
+    usage is an image tier or `TEXT_USAGE`; keys with nothing charged are left out.
+
+    Aggregated in the database (one query, served by the job table's (account, created_at) or
+    (account, user, created_at) index), so the cost does not grow with the number of jobs in Python. An article is split
     into its images, at the per-image rate its job held, and its text, the rest of its charge.
     """
     delivered = Subquery(JobImage.objects.filter(job=OuterRef("pk")).order_by().values("job")
@@ -99,8 +112,9 @@ def usage_credits(*, account, start: dt.date, end: dt.date, by_day: bool) -> dic
                                               Coalesce(F("credits_per_image"), 0) * Coalesce(delivered, 0))),
         default=Value(0), output_field=IntegerField())
     keys = ["day", "tier"] if by_day else ["tier"]
-    rows = (Job.objects
-            .filter(account=account, credits_charged__gt=0,
+    jobs = Job.objects.filter(account=account) if user is None else Job.objects.filter(account=account, user=user)
+    rows = (jobs
+            .filter(credits_charged__gt=0,
                     created_at__gte=dt.datetime.combine(start, dt.time.min, tzinfo=dt.UTC),
                     created_at__lt=dt.datetime.combine(end + dt.timedelta(days=1), dt.time.min, tzinfo=dt.UTC))
             .annotate(day=TruncDate("created_at", tzinfo=dt.UTC))

@@ -33,7 +33,7 @@ from django.utils import timezone
 from PIL import Image
 
 from creditgate.catalog import selectors as catalog_selectors
-from creditgate.catalog.models import AIModelConfig, ModelType
+from creditgate.catalog.models import AIModelConfig, ModelType, QualityTier
 from creditgate.core import metrics, runtime
 from creditgate.core.logging import log_context_bind
 from creditgate.credits import services as credits_services
@@ -212,6 +212,7 @@ class _Run:
         self.unanswered: list[ProviderCall] = []
         self.images_stored = 0
         self.models: dict[str, tuple[AIModelConfig, ...]] = {}
+        self.gone: set[str] = set()  # models of self.models that can no longer serve (read again at a failover)
 
     def load_progress(self, retrying: bool = False) -> None:
         """What earlier runs of this job left: stored images, calls sent and never answered."""
@@ -279,9 +280,15 @@ class _Run:
     def _calls(self, kind: str, units: int, *, after: int = -1, error: tuple[str, str] | None = None) -> list:
         """The calls that ask the first model after position `after` that can serve now (its
         provider configured, its breakers closed) for `units` units; none, with the reason
-        recorded, when no model of the tier can."""
+        recorded, when no model of the tier can. A failover (`after` >= 0) first reads the
+        tier's models again: one switched off while the failed call was out is not called."""
+        if after >= 0:
+            _db_retry(lambda retrying: self._models_refresh(kind), what=f"job {self.job.pk}: read the models")
+        if not self.models[kind]:
+            self.errors.append(_unavailable(self.job, kind))
+            return []
         for index, model in enumerate(self.models[kind]):
-            if index <= after:
+            if index <= after or model.model_name in self.gone:
                 continue
             try:
                 adapter = adapter_for(provider_id=model.provider_id, provider=model.provider)
@@ -301,6 +308,17 @@ class _Run:
             return []  # the failed call already reported its error
         self.errors.append(error or ("tier_unavailable", "No model can serve this right now."))
         return []
+
+    def _models_refresh(self, kind: str) -> None:
+        """The models of `kind` as the catalog has them now. Positions in the order of service stay
+        what they were (calls still out refer to them): a model no longer servable is skipped from
+        now on, one that became servable comes last."""
+        fresh = {m.model_name: m for m in _models_of(self.job, kind)}
+        known = self.models[kind]
+        self.gone |= {m.model_name for m in known if m.model_name not in fresh}
+        self.gone -= set(fresh)
+        self.models[kind] = (tuple(fresh.get(m.model_name, m) for m in known)
+                             + tuple(m for name, m in fresh.items() if name not in {k.model_name for k in known}))
 
     def _new_call(self, model: AIModelConfig, kind: str, units: int) -> ProviderCall:
         return ProviderCall(job_id=self.job.pk, attempt=self.job.attempts, kind=kind, provider_id=model.provider_id,
@@ -482,23 +500,28 @@ def _health(error: ProviderError) -> bool | None:
 
 
 def _models_in_order(job: Job) -> dict[str, tuple[AIModelConfig, ...]]:
-    """The models that may serve the job, in order of service: its tier's (its text's) servable
-    models as the catalog lists them now, all at the rate the job was held at; the model the job
-    was priced with when none of them is servable any more (its call then says why)."""
-    routing = catalog_selectors.routing_get()
-    models: dict[str, tuple[AIModelConfig, ...]] = {ModelType.TEXT: (), ModelType.IMAGE: ()}
-    if job.text_model_name:
-        models[ModelType.TEXT] = routing.text_models_ordered or _named(job.text_model_name)
-    if job.image_model_name:
-        models[ModelType.IMAGE] = routing.image_models_ordered.get(job.tier) or _named(job.image_model_name)
-    return models
+    """The models that may serve the job, in order of service: its tier's (its text's) models that
+    can be served now, all at the rate the job was held at. Read from the database, not from the
+    routing memo, which another process may have changed up to CHECK_SECONDS ago (longer for a
+    change made by SQL): a model switched off while the job waited in the queue is never called.
+    One query per part of the job (two for an article), at the start of each run and before a
+    failover (`_Run._calls`). Empty: nothing can serve it any more (the job fails, uncharged)."""
+    return {ModelType.TEXT: _models_of(job, ModelType.TEXT) if job.text_model_name else (),
+            ModelType.IMAGE: _models_of(job, ModelType.IMAGE) if job.image_model_name else ()}
 
 
-def _named(name: str) -> tuple[AIModelConfig, ...]:
-    try:
-        return (_model_for_call(name),)
-    except ProviderError:
-        return ()
+def _models_of(job: Job, kind: str) -> tuple[AIModelConfig, ...]:
+    if kind == ModelType.TEXT:
+        return tuple(catalog_selectors.models_text_ordered())
+    return tuple(catalog_selectors.models_serving_tier(job.tier))
+
+
+def _unavailable(job: Job, kind: str) -> tuple[str, str]:
+    """The error of a job whose tier (or text) lost every model that could serve it."""
+    if kind == ModelType.TEXT:
+        return ("tier_unavailable", "Text generation is not available any more: no active model serves it.")
+    label = QualityTier(job.tier).label if job.tier in QualityTier.values else job.tier
+    return ("tier_unavailable", f"The {label} quality is not available any more: no active model serves it.")
 
 
 def _count_calls(calls: list[ProviderCall]) -> None:

@@ -31,7 +31,7 @@ logger = logging.getLogger("creditgate.providers")
 T = TypeVar("T")
 
 # The generic names of optional parameters (as listed in AIModelConfig.optional_params) that a
-# caller may pass to generate_images. Each adapter maps the ones its API knows to its own names.
+# caller may pass to generate_image_batch. Each adapter maps the ones its API knows to its own names.
 IMAGE_OPTIONS = ("negative_prompt", "steps", "cfg_scale", "seed")
 
 

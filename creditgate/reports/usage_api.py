@@ -1,4 +1,5 @@
-"""GET /api/v1/credits/usage/: what the user's account spent, per day or per tier.
+"""GET /api/v1/credits/usage/: what the user's account spent (an owner), or the user's own jobs (a
+member), per day or per tier.
 
 Credits only: what the providers cost is the operator's business, not the user's. Days are UTC.
 """
@@ -14,7 +15,6 @@ from rest_framework.views import APIView
 
 from creditgate.catalog.models import QualityTier
 from creditgate.core.schema import error_response
-from creditgate.credits import services as credits_services
 from creditgate.generation import selectors as generation_selectors
 
 MAX_DAYS = 366
@@ -109,7 +109,7 @@ def _usage_body(*, start: dt.date, end: dt.date, group: str, usage: dict[tuple, 
 
 class UsageApi(APIView):
     @extend_schema(
-        summary="Credits your account spent, per day or per tier",
+        summary="Credits your account spent (an owner) or your own jobs spent (a member), per day or per tier",
         parameters=[
             OpenApiParameter("from", DATE_OR_EMPTY, description=f"First day (UTC), YYYY-MM-DD. Default (also when "
                                                                 f"empty): {DEFAULT_DAYS - 1} days before `to`."),
@@ -128,7 +128,6 @@ class UsageApi(APIView):
         query = UsageQuerySerializer(data=request.query_params)  # an empty value means the default
         query.is_valid(raise_exception=True)
         start, end, group = query.validated_data["start"], query.validated_data["end"], query.validated_data["group"]
-        account = credits_services.account_for_user(user=request.user)
-        usage = generation_selectors.usage_credits(account=account, start=start, end=end, by_day=group == "day")
+        usage = generation_selectors.usage_visible(user=request.user, start=start, end=end, by_day=group == "day")
         # Plain data already (dates as text); UsageSerializer describes it for the schema.
         return Response(_usage_body(start=start, end=end, group=group, usage=usage))

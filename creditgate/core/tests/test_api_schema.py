@@ -68,7 +68,7 @@ def test_every_list_answers_the_shape_the_schema_declares(client, seeded_catalog
     assert shapes == {
         "/api/v1/jobs/": "page", "/api/v1/credits/transactions/": "page", "/api/v1/webhooks/deliveries/": "page",
         "/api/v1/credits/packs/": "array", "/api/v1/account/members/": "array", "/api/v1/account/api-keys/": "array",
-        "/api/v1/webhooks/endpoints/": "array",
+        "/api/v1/webhooks/endpoints/": "array", "/api/v1/account/invitations/": "array",
     }
     assert api.get("/api/v1/credits/transactions/").json()["count"] == 1  # the grant: a real page, not an empty one
 

@@ -36,11 +36,17 @@ def test_several_members_share_one_account():
     assert AccountMember.objects.filter(account=account).count() == 2
 
 
-def test_a_member_with_credits_cannot_be_moved_away_from_them():
+def test_a_member_with_credits_of_their_own_keeps_them_and_gets_them_back_on_leaving():
+    from creditgate.credits import team
+
     owner, rich = make_user("owner"), make_user("rich", credits=5)
-    with pytest.raises(InvalidRequest):
-        services.account_member_add(account=services.account_for_user(user=owner), user=rich)
-    assert services.account_for_user(user=rich).available == 5
+    own = services.account_for_user(user=rich)
+    services.account_member_add(account=services.account_for_user(user=owner), user=rich)
+    assert services.account_for_user(user=rich) == services.account_for_user(user=owner)
+    own.refresh_from_db()
+    assert own.available == 5
+    team.member_leave(user=rich)
+    assert services.account_for_user(user=rich) == own and own.available == 5
 
 
 def test_grant_records_actor_reason_and_counters(account):

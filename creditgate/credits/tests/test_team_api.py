@@ -8,6 +8,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from creditgate.core.errors import InvalidRequest
 from creditgate.credits import selectors, services
 from creditgate.credits.models import ApiKey, Hold, MemberRole
 from creditgate.credits.tests.factories import make_team
@@ -162,12 +163,19 @@ def test_the_legacy_token_keeps_working_until_it_is_deleted(team):
 
 
 def test_moving_a_member_to_another_account_revokes_their_keys():
+    from creditgate.credits import team
+
     old_owner = make_user("old-owner")
     mover = make_user("mover")
     services.account_member_add(account=services.account_for_user(user=old_owner), user=mover)
     _, key = services.api_key_create(actor=mover, member=services.member_for_user(user=mover), name="k")
     new_account = services.account_for_user(user=make_user("new-owner"))
     mover = get_user_model().objects.get(pk=mover.pk)
+    # In a team: they leave it first (straight from one team to another is refused).
+    with pytest.raises(InvalidRequest):
+        services.account_member_add(account=new_account, user=mover)
+    assert client_for(bearer=key).get("/api/v1/credits/balance/").status_code == 200
+    team.member_leave(user=mover)
     services.account_member_add(account=new_account, user=mover)
     assert client_for(bearer=key).get("/api/v1/credits/balance/").status_code == 401
     assert services.member_for_user(user=mover).role == MemberRole.MEMBER

@@ -67,9 +67,9 @@ def test_login_page_has_labelled_fields_and_logs_in(client):
     page = client.get("/accounts/login/?next=/")
     html = page.content.decode()
     assert page.status_code == 200
-    assert '<label for="id_username">' in html and '<label for="id_password">' in html
+    assert '<label for="id_login">' in html and '<label for="id_password">' in html
 
-    response = client.post("/accounts/login/", {"username": "alice", "password": "pw-123456789", "next": "/"})
+    response = client.post("/accounts/login/", {"login": "alice", "password": "pw-123456789", "next": "/"})
     assert response.status_code == 302 and response["Location"] == "/"
     assert client.get("/").status_code == 200
 
@@ -77,9 +77,9 @@ def test_login_page_has_labelled_fields_and_logs_in(client):
 @pytest.mark.django_db
 def test_wrong_password_shows_an_error_and_stays_logged_out(client):
     get_user_model().objects.create_user(username="alice", password="pw-123456789")
-    response = client.post("/accounts/login/", {"username": "alice", "password": "nope", "next": "/"})
+    response = client.post("/accounts/login/", {"login": "alice", "password": "nope", "next": "/"})
     assert response.status_code == 200
-    assert "didn't match" in response.content.decode()
+    assert "you specified are not correct" in response.content.decode()  # django-allauth's words
     assert client.get("/").status_code == 302
 
 

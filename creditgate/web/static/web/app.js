@@ -265,6 +265,8 @@
       link.textContent = job ? jobTitle(job) : "a job";
       what.append((JOB_KIND_WORDS[entry.kind] || KIND_WORDS[entry.kind] || entry.kind) + " ", link);
       if (job && job.prompt) notes.push("“" + shorten(job.prompt, 80) + "”");
+      // An owner sees every member's jobs: name who ran the ones that are not theirs.
+      if (entry.user && entry.user.username !== urls.username) notes.push("by " + entry.user.username);
     } else {
       what.textContent = KIND_WORDS[entry.kind] || entry.kind;
     }

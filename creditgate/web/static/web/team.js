@@ -86,6 +86,10 @@
       renderMembers();
       renderKeyMemberChoice();
       $("endpoint-form").hidden = !state.owner;
+      $("invite-section").hidden = !state.owner;
+      // Members see only themselves: anyone who is not the account's only member may try to leave
+      // (the server refuses the last owner, and says so).
+      $("leave-actions").hidden = state.owner ? members.length < 2 : false;
     });
   }
 
@@ -114,9 +118,99 @@
       } else {
         capCell.textContent = m.monthly_cap === null ? "No cap" : m.monthly_cap + " credits";
       }
+      var actions = el("td");
+      if (state.owner && !m.is_you) {
+        [["Make owner", "Make " + m.username + " the owner", function () { makeOwner(m); }],
+         ["Remove", "Remove " + m.username + " from the team", function () { removeMember(m); }]
+        ].forEach(function (spec) {
+          var b = el("button", { type: "button", class: "secondary", text: spec[0], "aria-label": spec[1] });
+          b.addEventListener("click", spec[2]);
+          actions.appendChild(b);
+        });
+      }
       body.appendChild(el("tr", { "data-member": m.username }, [
         el("td", { text: name }), el("td", { text: m.role === "owner" ? "Owner" : "Member" }), usage(m), capCell,
+        actions,
       ]));
+    });
+  }
+
+  function makeOwner(member) {
+    showAlert("");
+    api(urls.membersUrl + member.id + "/make-owner/", { method: "POST" }).then(function () {
+      announce(member.username + " is now the owner; you are a member.");
+      return reloadAll();
+    }).catch(fail);
+  }
+
+  function removeMember(member) {
+    showAlert("");
+    api(urls.membersUrl + member.id + "/remove/", { method: "POST" }).then(function () {
+      announce(member.username + " was removed from the team.");
+      return reloadAll();
+    }).catch(fail);
+  }
+
+  function leaveTeam() {
+    showAlert("");
+    api(urls.leaveUrl, { method: "POST" }).then(function () {
+      announce("You left the team and are back in your own account.");
+      return reloadAll();
+    }).catch(fail);
+  }
+
+  // --- invitations --------------------------------------------------------------------------------
+
+  function loadInvitations() {
+    if (!state.owner) return Promise.resolve();
+    return api(urls.invitationsUrl).then(function (invitations) {
+      var body = $("invite-rows");
+      body.textContent = "";
+      $("invites-empty").hidden = invitations.length > 0;
+      invitations.forEach(function (inv) {
+        var button = el("button", { type: "button", class: "secondary", text: "Revoke",
+                                    "aria-label": "Revoke the invitation of " + inv.email });
+        button.addEventListener("click", function () { revokeInvitation(inv); });
+        body.appendChild(el("tr", { "data-invitation": inv.email }, [
+          el("td", { text: inv.email }), el("td", { text: inv.role === "owner" ? "Owner" : "Member" }),
+          el("td", { text: inv.monthly_cap === null ? "No cap" : inv.monthly_cap + " credits" }),
+          el("td", { text: when(inv.expires_at) }), el("td", {}, [button]),
+        ]));
+      });
+    });
+  }
+
+  function sendInvitation(event) {
+    event.preventDefault();
+    var email = $("invite-email").value.trim();
+    var cap = capValue($("invite-cap").value);
+    if (!email) { showAlert("Enter the email address to invite."); return; }
+    if (cap === undefined) { showAlert("A cap is a whole number of credits (0 or more), or empty for no cap."); return; }
+    showAlert("");
+    api(urls.invitationsUrl, { method: "POST", body: { email: email, role: $("invite-role").value,
+                                                       monthly_cap: cap } }).then(function (created) {
+      $("new-invite-text").textContent = created.email_sent
+        ? "Invitation emailed to " + created.email + ". Its link, if you want to hand it over yourself:"
+        : "The email could not be sent. Hand this link to " + created.email + " yourself:";
+      $("new-invite-link").textContent = created.link;
+      $("new-invite").hidden = false;
+      $("invite-form").reset();
+      announce("Invitation sent to " + created.email + ".");
+      return loadInvitations();
+    }).catch(fail);
+  }
+
+  function revokeInvitation(invitation) {
+    showAlert("");
+    api(urls.invitationsUrl + invitation.id + "/revoke/", { method: "POST" }).then(function () {
+      announce("The invitation of " + invitation.email + " was revoked.");
+      return loadInvitations();
+    }).catch(fail);
+  }
+
+  function reloadAll() {
+    return loadMembers().then(function () {
+      return Promise.all([loadKeys(), loadEndpoints(), loadInvitations()]);
     });
   }
 
@@ -303,11 +397,13 @@
   }
 
   $("key-form").addEventListener("submit", createKey);
+  $("invite-form").addEventListener("submit", sendInvitation);
+  $("leave-team").addEventListener("click", leaveTeam);
   $("endpoint-form").addEventListener("submit", createEndpoint);
   $("deliveries-refresh").addEventListener("click", function () { loadDeliveries().catch(fail); });
 
   loadMembers()
-    .then(function () { return Promise.all([loadKeys(), loadEndpoints(), loadDeliveries()]); })
+    .then(function () { return Promise.all([loadKeys(), loadEndpoints(), loadDeliveries(), loadInvitations()]); })
     .then(function () { root.dataset.ready = "true"; })
     .catch(fail);
 })();
