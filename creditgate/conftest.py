@@ -43,9 +43,13 @@ def seeded_catalog(django_db_blocker):
 def sandbox_server():
     """One emulator for the whole session. Its starting knobs keep tests quick: a 429 asks for a
     20 ms wait, and a "timeout" hangs 10 s (the `sandbox` fixture's read timeout is 5 s)."""
+    from django.conf import settings
+
     from creditgate.providers.sandbox import SandboxServer
 
-    server = SandboxServer(retry_after_s=0.02, hang_s=10).start()
+    # Signing Stripe's events with this installation's secret, as `manage.py sandbox` does.
+    server = SandboxServer(retry_after_s=0.02, hang_s=10,
+                           stripe_webhook_secret=settings.CREDITGATE_SANDBOX_STRIPE_WEBHOOK_SECRET).start()
     yield server
     server.stop()
 

@@ -19,6 +19,16 @@ from django.conf import settings  # needs DJANGO_SETTINGS_MODULE
 worker_class = "gthread"
 threads = int(os.environ.get("GUNICORN_THREADS", "16"))
 
+# Limits on what gunicorn reads before Django sees a request, set well above what a legitimate
+# client sends: the longest request line of the API or the admin (a changelist's filters and
+# search) is a few hundred bytes; the largest header is a browser's Cookie (ours: session, CSRF,
+# and Django's messages cookie of up to 2 KB; a parent domain's cookies may come along, each up to
+# 4 KB); a browser sends some 20 headers, a proxy adds a few. Beyond them gunicorn answers itself,
+# with a short HTML page (README, Production): 414 for the line, 431 for a header or too many.
+limit_request_line = 8190          # bytes; gunicorn's maximum short of "unlimited" (twice its default)
+limit_request_field_size = 16384   # bytes of one header, name and value (twice gunicorn's default)
+limit_request_fields = 100         # headers per request (gunicorn's default, stated)
+
 # gunicorn's own lines (start, worker boot, timeouts) in the service's format, JSON in production.
 # Requests are logged once, by django-structlog, with their request id: no separate access log.
 logconfig_dict = {

@@ -7,6 +7,7 @@ import ipaddress
 import logging
 import os
 import re
+import secrets
 import zoneinfo
 from pathlib import Path
 
@@ -25,8 +26,30 @@ if (BASE_DIR / ".env").exists():
 
 DEBUG = env.bool("DEBUG", default=True)
 
+
+def _installation_secret(name: str, make) -> str:
+    """A development secret generated once for this installation and kept in the var dir (0600), so
+    every process of the installation (web, worker, `manage.py sandbox`) reads the same one and no
+    two installations share it: nothing accepts a secret written in this repository. Written under
+    a temporary name and linked into place, so processes starting together agree on the first one."""
+    path = VAR_DIR / name
+    if not path.exists():
+        VAR_DIR.mkdir(parents=True, exist_ok=True)
+        draft = VAR_DIR / f".{name}.{os.getpid()}"
+        draft.write_text(make())
+        draft.chmod(0o600)
+        try:
+            os.link(draft, path)
+        except FileExistsError:  # another process was first: its secret is the one
+            pass
+        finally:
+            draft.unlink()
+    return path.read_text().strip()
+
+
 if DEBUG:
-    SECRET_KEY = env.str("SECRET_KEY", default="dev-only-insecure-secret-key-do-not-use-in-production")
+    SECRET_KEY = env.str("SECRET_KEY", default="") or _installation_secret(
+        "dev-secret-key", lambda: secrets.token_urlsafe(50))
     ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]", "testserver"])
 else:
     SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -68,22 +91,28 @@ if not CREDITGATE_ENCRYPTION_KEYS:
         )
     from cryptography.fernet import Fernet
 
-    _dev_key_file = VAR_DIR / "dev-encryption.key"
-    if not _dev_key_file.exists():
-        VAR_DIR.mkdir(parents=True, exist_ok=True)
-        _dev_key_file.write_text(Fernet.generate_key().decode())
-        _dev_key_file.chmod(0o600)
-    CREDITGATE_ENCRYPTION_KEYS = [_dev_key_file.read_text().strip()]
+    CREDITGATE_ENCRYPTION_KEYS = [_installation_secret("dev-encryption.key", lambda: Fernet.generate_key().decode())]
     logging.getLogger("creditgate").warning(
         "CREDITGATE_ENCRYPTION_KEYS is not set: using the development key in %s. "
         "Never run production this way.",
-        _dev_key_file,
+        VAR_DIR / "dev-encryption.key",
     )
 
 # --- Providers ---------------------------------------------------------------------------
 # With the sandbox on, every provider that has no real key is served by the local emulator.
 CREDITGATE_SANDBOX = env.bool("CREDITGATE_SANDBOX", default=DEBUG)
 CREDITGATE_SANDBOX_URL = env.str("CREDITGATE_SANDBOX_URL", default="http://127.0.0.1:8765")
+# Stripe and Resend are served by the sandbox in development only: with DEBUG off they are called with
+# their real keys or not at all, whatever CREDITGATE_SANDBOX says (a sandboxed Stripe would let anyone
+# who reaches the sandbox, or signs as it does, add credits). Fixed by DEBUG as the process starts,
+# never read from the environment; a setting of its own because pytest-django turns settings.DEBUG
+# off in every test (tests switch this one off to act as production).
+CREDITGATE_SANDBOX_PAYMENTS = DEBUG
+# What the sandbox signs its Stripe events with, and so the only secret the webhook accepts from it:
+# generated for this installation (var/sandbox-stripe-webhook.secret, read by the web processes and
+# by `manage.py sandbox` alike). Empty with DEBUG off: no sandboxed Stripe event is ever accepted.
+CREDITGATE_SANDBOX_STRIPE_WEBHOOK_SECRET = _installation_secret(
+    "sandbox-stripe-webhook.secret", lambda: "whsec_" + secrets.token_hex(24)) if DEBUG else ""
 # Provider calls: explicit timeouts (seconds) and bounded retries (providers.base.CallPolicy).
 CREDITGATE_PROVIDER_CONNECT_TIMEOUT = env.float("CREDITGATE_PROVIDER_CONNECT_TIMEOUT", default=5.0)
 CREDITGATE_PROVIDER_TEXT_TIMEOUT = env.float("CREDITGATE_PROVIDER_TEXT_TIMEOUT", default=120.0)
@@ -374,7 +403,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["creditgate.core.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "creditgate.core.exception_handler.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "creditgate.core.schema.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "creditgate.core.pagination.PageNumberPagination",
+    # OPTIONS: a bare 200 with Allow, never the framework's description of the view (core/metadata.py).
+    "DEFAULT_METADATA_CLASS": "creditgate.core.metadata.NoMetadata",
     "PAGE_SIZE": 20,
     "UNAUTHENTICATED_USER": None,
 }

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
@@ -31,6 +33,17 @@ def version_url(*, object_type, object_id: str, history_id: int) -> str | None:
         return None
 
 
+class _ChangeList(ChangeList):
+    def get_filters(self, request):
+        # The date drill-down (?changed_at__year=9999&changed_at__month=12&changed_at__day=31): Django
+        # computes the next day, month or year without a bound, so the calendar's last ones overflow
+        # (a 500). An impossible date is a bad lookup, answered as Django answers those.
+        try:
+            return super().get_filters(request)
+        except (OverflowError, ValueError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
+
+
 @admin.register(ConfigChange)
 class ConfigChangeAdmin(admin.ModelAdmin):
     list_display = ["changed_at", "who", "what", "action", "changes_made", "version"]
@@ -42,6 +55,9 @@ class ConfigChangeAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return selectors.config_changes_list()
+
+    def get_changelist(self, request, **kwargs):
+        return _ChangeList
 
     def has_add_permission(self, request):
         return False

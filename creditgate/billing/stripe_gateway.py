@@ -1,9 +1,9 @@
 """Stripe, through its official SDK: the one module that knows Stripe's API.
 
 Its key comes from the IntegrationProvider row `stripe` (and, without a key while
-CREDITGATE_SANDBOX is on, the sandbox serves it: providers.registry.provider_endpoint, as for the
-AI providers). Stripe's errors become PaymentsUnavailable with the cause chained, and no key or
-secret ever reaches a message or a log line.
+CREDITGATE_SANDBOX is on in development, the sandbox serves it: providers.registry.provider_endpoint;
+never with DEBUG off). Stripe's errors become PaymentsUnavailable with the cause chained, and no key
+or secret ever reaches a message or a log line.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 import stripe
+from django.conf import settings
 from stripe.params.checkout import SessionCreateParams
 
 from creditgate.billing.errors import PaymentsUnavailable, WebhookSignatureInvalid
@@ -24,9 +25,6 @@ logger = logging.getLogger(__name__)
 
 PROVIDER_ID = "stripe"
 SANDBOX_PATH = "stripe"
-# What the sandbox signs its events with (providers/sandbox/stripe_api.py). Used only while the
-# sandbox serves Stripe, that is with no real key: there is no real payment to forge then.
-SANDBOX_WEBHOOK_SECRET = "whsec_sandbox"
 # Stripe's own default: an event signed longer ago than this is refused, so a captured delivery
 # cannot be replayed later (within it, the event's id and the payment's unique row make a replay
 # harmless).
@@ -102,7 +100,10 @@ def event_verify(*, payload: bytes, signature: str | None) -> dict:
         logger.error("stripe: a webhook arrived but Stripe is not configured (%s); it was refused",
                      exc.__cause__.message if isinstance(exc.__cause__, ProviderNotConfigured) else exc.message)
         raise
-    secret = SANDBOX_WEBHOOK_SECRET if endpoint.sandboxed else endpoint.provider.get_signing_secret()
+    # While the sandbox serves Stripe (development only), what it signs with: this installation's
+    # generated secret (settings.CREDITGATE_SANDBOX_STRIPE_WEBHOOK_SECRET), never a constant.
+    secret = (settings.CREDITGATE_SANDBOX_STRIPE_WEBHOOK_SECRET if endpoint.sandboxed
+              else endpoint.provider.get_signing_secret())
     if not secret:
         logger.error("stripe: a webhook arrived but the provider 'stripe' has no signing secret; it was refused")
         raise PaymentsUnavailable("Stripe's webhook signing secret is not configured.")

@@ -12,11 +12,22 @@ from rest_framework import pagination, serializers
 class PageNumberPagination(pagination.PageNumberPagination):
     """{"count", "next", "previous", "results"}; `?page=N` (a page past the last: 404).
 
-    Unlike DRF's, a `page_size` that is not a whole number in 1..max_page_size is refused (400)
-    rather than silently replaced: what a client asks for is what it gets, or it is told."""
+    Unlike DRF's, a `page` that is not a whole number from 1 (`abc`, `0`, `-1`, `1e9`, empty, DRF's
+    `last`) and a `page_size` that is not a whole number in 1..max_page_size are refused (400)
+    rather than answered as a missing page or silently replaced: what a client asks for is what it
+    gets, or it is told."""
 
     page_size = 20
     max_page_size: int | None = None
+    last_page_strings = ()  # not in the schema: "last" is no page number
+
+    def get_page_number(self, request, paginator):
+        raw = request.query_params.get(self.page_query_param)
+        if raw is None:
+            return 1
+        if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+            raise serializers.ValidationError({self.page_query_param: ["A whole number from 1 is required."]})
+        return int(raw)
 
     def get_page_size(self, request):
         if not self.page_size_query_param or self.page_size_query_param not in request.query_params:

@@ -93,8 +93,7 @@ class AutoSchema(SpectacularAutoSchema):
         has_body = self.method in ("POST", "PUT", "PATCH") and self._get_request_body() is not None
         parameters = self._get_parameters()
         paginator = self._get_paginator() if self._is_list_view() else None
-        page_param = getattr(paginator, "page_query_param", None)  # a bad page is a 404, not a 400
-        has_query = any(p["in"] == "query" and p["name"] != page_param for p in parameters)
+        has_query = any(p["in"] == "query" for p in parameters)  # a page that is no page number too
         has_path = any(p["in"] == "path" for p in parameters)
         paginated = paginator is not None
         session = any(issubclass(a, SessionAuthentication) for a in getattr(view, "authentication_classes", []))

@@ -11,8 +11,11 @@ import dataclasses
 import datetime
 import hmac
 import sys
+from collections.abc import Callable
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.db import DatabaseError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views import defaults
 from django.views.decorators.cache import never_cache
@@ -123,15 +126,37 @@ def readiness_checks() -> dict[str, HealthCheck]:
     return checks
 
 
+# Which providers the sandbox answers for in production (ids): registered by the providers app in
+# its ready() (core imports no app).
+sandboxed_in_production: Callable[[], list[str]] = list
+
+
+def sandboxed_set(find: Callable[[], list[str]]) -> None:
+    global sandboxed_in_production
+    sandboxed_in_production = find
+
+
+def _sandboxed() -> list[str]:
+    try:
+        return sandboxed_in_production()
+    except DatabaseError:  # the database check says so already
+        return []
+
+
 @never_cache
 async def ready(request):
     """Readiness: 200 when every check passes, else 503; JSON naming each check's state. Messages
-    are django-health-check's short ones (no address, no credential)."""
+    are django-health-check's short ones (no address, no credential). With the sandbox on in
+    production, `sandboxed` names the providers it answers for (ids only): ready, but not real."""
     checks = readiness_checks()
     results = await asyncio.gather(*(check.get_result() for check in checks.values()))
     states = {name: str(result.error) if result.error else "ok" for name, result in zip(checks, results, strict=True)}
     ok = all(state == "ok" for state in states.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": states}, status=200 if ok else 503)
+    body: dict = {"status": "ok" if ok else "unavailable", "checks": states}
+    sandboxed = await sync_to_async(_sandboxed)() if settings.CREDITGATE_SANDBOX else []
+    if sandboxed:
+        body["sandboxed"] = sandboxed
+    return JsonResponse(body, status=200 if ok else 503)
 
 
 def metrics(request):

@@ -68,6 +68,7 @@ from creditgate.core.errors import (
     PermissionDenied,
     ShortfallOwed,
 )
+from creditgate.core.text import has_visible_character
 from creditgate.credits import events, selectors
 from creditgate.credits.models import (
     Account,
@@ -314,9 +315,10 @@ def api_key_create(*, actor, member: AccountMember, name: str, monthly_cap: int 
 
 
 def _key_name_clean(name) -> str:
-    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 100:
-        raise InvalidRequest("An API key needs a name of 1 to 100 characters.",
-                             details={"name": ["Must be 1 to 100 characters."]})
+    """1 to 100 characters, one of them visible (core/text.py), without surrounding whitespace."""
+    if not has_visible_character(name) or len(name.strip()) > 100:
+        raise InvalidRequest("An API key needs a name of 1 to 100 characters, one of them visible.",
+                             details={"name": ["Must be 1 to 100 characters, one of them visible."]})
     return name.strip()
 
 

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from creditgate.core.schema import error_response
-from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
+from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField, VisibleTextField
 from creditgate.credits import selectors, services, team
 from creditgate.credits.authentication import request_api_key
 from creditgate.credits.models import InvitationState, MemberRole
@@ -136,7 +136,7 @@ def _key_data(key, spending) -> dict:
 class ApiKeyListApi(TeamApi):
     @extend_schema_serializer(component_name="ApiKeyCreate")
     class InputSerializer(serializers.Serializer):
-        name = StrictCharField(max_length=100)
+        name = VisibleTextField(max_length=100)  # the name rule of services._key_name_clean
         member = StrictIntegerField(required=False, help_text="Whose key (owners only); default: yours.")
         monthly_cap = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=services.MAX_AMOUNT)
 
@@ -163,7 +163,7 @@ class ApiKeyListApi(TeamApi):
 class ApiKeyDetailApi(TeamApi):
     @extend_schema_serializer(component_name="ApiKeyUpdate")
     class InputSerializer(serializers.Serializer):
-        name = StrictCharField(required=False, max_length=100)
+        name = VisibleTextField(required=False, max_length=100)
         monthly_cap = StrictIntegerField(required=False, allow_null=True, min_value=0, max_value=services.MAX_AMOUNT)
 
     @extend_schema(responses={200: ApiKeySerializer, 404: NOT_FOUND})

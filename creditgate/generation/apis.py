@@ -24,12 +24,17 @@ from creditgate.credits.apis import UserRefSerializer
 from creditgate.credits.authentication import request_api_key
 from creditgate.generation import intake, selectors, waiting
 from creditgate.generation.models import FINAL_STATUSES, Job, JobKind
+from creditgate.webhooks import services as webhook_services
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=False,
-    description="Same key and body: the same job, charged once. Same key, other body: 409.")
+    "Idempotency-Key", {"type": "string", "minLength": 1, "maxLength": intake.IDEMPOTENCY_KEY_MAX_CHARS,
+                        "pattern": intake.IDEMPOTENCY_KEY_PATTERN},
+    OpenApiParameter.HEADER, required=False,
+    description="Same key and body: the same job, charged once. Same key, other body: 409. 1 to "
+                f"{intake.IDEMPOTENCY_KEY_MAX_CHARS} printable characters, not starting with `auto-`; otherwise 400.")
 WEBHOOK_HEADER = OpenApiParameter(
-    "Webhook-Endpoint", {"type": "string", "format": "uuid"}, OpenApiParameter.HEADER, required=False,
+    "Webhook-Endpoint", {"type": "string", "format": "uuid", "pattern": webhook_services.ENDPOINT_ID_PATTERN},
+    OpenApiParameter.HEADER, required=False,
     description="The id of one of the account's active webhook endpoints: it receives a signed job.finished event "
                 "when the job is final (besides the endpoints that receive every job). Unknown: 400, nothing held.")
 
@@ -195,6 +200,7 @@ class _GenerationApi(APIView):
                             "Retry-After header) says when the next one may start. A replay is never refused.")},
         parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER, PREFER_HEADER, *ACCEPTED_HEADERS])
     def post(self, request):
+        webhook_services.endpoint_id_check(request.headers.get("Webhook-Endpoint"))  # its shape, before a replay
         origin = intake.JobOrigin(api_key=request_api_key(request),
                                   webhook_endpoint=request.headers.get("Webhook-Endpoint"))
         job, created = intake.job_create(kind=self.kind, user=request.user, body=request.data,

@@ -29,18 +29,18 @@ import hashlib
 import json
 import logging
 import math
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator
 from django.db import DatabaseError, models
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
-from rest_framework.fields import empty
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import (
@@ -53,7 +53,7 @@ from creditgate.core.errors import (
     InvalidRequest,
     RateLimited,
 )
-from creditgate.core.serializer_fields import StrictCharField, StrictIntegerField
+from creditgate.core.serializer_fields import StrictIntegerField, VisibleTextField
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import ApiKey
 from creditgate.generation import charging
@@ -67,6 +67,13 @@ logger = logging.getLogger(__name__)
 IMAGE_PROMPT_MAX_CHARS = 1800
 TEXT_PROMPT_MAX_CHARS = 20000
 IDEMPOTENCY_KEY_MAX_CHARS = 255
+# The Idempotency-Key rule, checked by _idempotency_key_clean and declared in the schema as it is
+# (generation/apis.py): 1 to 255 printable characters (HTTP carries Latin-1: visible ASCII and
+# Latin-1's printable letters and signs, spaces inside only since HTTP drops them at the ends), not
+# starting with "auto-" (the keys made for requests that bring none).
+_KEY_CHAR = r"!-~\u00a1-\u00ac\u00ae-\u00ff"
+IDEMPOTENCY_KEY_PATTERN = (f"^(?!auto-)[{_KEY_CHAR}](?:[ {_KEY_CHAR}]{{0,{IDEMPOTENCY_KEY_MAX_CHARS - 2}}}"
+                           f"[{_KEY_CHAR}])?$")
 
 
 # --- The request definitions -------------------------------------------------------------------
@@ -111,21 +118,10 @@ def _limits(context: Mapping[str, Any]) -> Limits:
         return _OFFLINE_LIMITS
 
 
-# A prompt needs a visible character, and no NUL (DRF refuses those too; declared here so the
-# schema says so).
-_VISIBLE = RegexValidator(r"^[^\x00]*[^\s\x00][^\x00]*$", message="This field may not be blank.")
-
-
-class PromptField(StrictCharField):
-    """Text with a visible character and at most `max_length` characters as sent (the schema's
-    maxLength means what it says); stored without its surrounding whitespace."""
-
-    def __init__(self, **kwargs):
-        super().__init__(trim_whitespace=False, validators=[_VISIBLE], **kwargs)
-
-    def run_validation(self, data=empty):
-        value = super().run_validation(data)
-        return value.strip() if isinstance(value, str) else value
+class PromptField(VisibleTextField):
+    """Text with a visible character (not only whitespace, control or format characters such as
+    U+200B; no NUL) and at most `max_length` characters as sent (the schema's maxLength means what
+    it says); stored without its surrounding whitespace."""
 
 
 class TierField(serializers.ChoiceField):
@@ -365,7 +361,7 @@ def _job_hand_over(job_id) -> None:
 def _idempotency_key_clean(key: str | None) -> str:
     if key is None:
         return f"auto-{uuid.uuid4()}"  # no key given: no replay protection was asked for
-    if not (1 <= len(key) <= IDEMPOTENCY_KEY_MAX_CHARS) or not key.isprintable() or key.startswith("auto-"):
-        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable characters.",
-                             details={"Idempotency-Key": ["Invalid idempotency key."]})
+    if re.fullmatch(IDEMPOTENCY_KEY_PATTERN, key) is None:
+        raise InvalidRequest("The Idempotency-Key header must be 1 to 255 printable characters, not starting "
+                             "with auto-.", details={"Idempotency-Key": ["Invalid idempotency key."]})
     return key

@@ -77,16 +77,15 @@ def prefer_wait(header: str | None) -> int | None:
 
 
 def wait_param(value: str | None) -> int:
-    """The `?wait=N` query parameter: whole seconds >= 0, capped at MAX_WAIT_SECONDS."""
-    if value is None or value == "":
+    """The `?wait=N` query parameter: whole seconds >= 0 in ASCII digits, capped at
+    MAX_WAIT_SECONDS; absent: 0. Anything else, an empty `?wait=` included, is a 400 (not int()'s
+    leniency: " 5", "+5", an Arabic-Indic five)."""
+    if value is None:
         return 0
-    try:
-        seconds = int(value)
-    except ValueError:
-        seconds = -1
-    if seconds < 0:
-        raise InvalidRequest("wait must be a whole number of seconds, 0 or more.", details={"wait": value})
-    return min(seconds, MAX_WAIT_SECONDS)
+    if not (value.isascii() and value.isdigit()):
+        raise InvalidRequest("wait must be a whole number of seconds, 0 or more.",
+                             details={"wait": ["A whole number of seconds, 0 or more."]})
+    return min(int(value), MAX_WAIT_SECONDS)
 
 
 # --- Waiting ----------------------------------------------------------------------------------

@@ -69,6 +69,14 @@ class IntegrationProviderAdmin(catalog_admin.IntegrationProviderAdmin):
     list_display = [*catalog_admin.IntegrationProviderAdmin.list_display, "breaker_state"]
     actions = ["test_key", "reset_breakers"]
 
+    def changelist_view(self, request, extra_context=None):
+        # The sandbox answering in production (issue 22): said on the page where keys are entered.
+        if request.method == "GET":
+            warning = provider_services.sandbox_warning()
+            if warning:
+                self.message_user(request, warning, level=messages.WARNING)
+        return super().changelist_view(request, extra_context)
+
     @admin.display(description="Circuit breaker")
     def breaker_state(self, obj: IntegrationProvider) -> str:
         """The provider's own breaker, and any of its models' that is not plainly closed."""

@@ -2,7 +2,8 @@
 Resend backend. Billing's low-balance emails and the accounts' emails (providers.mail) go through it.
 
 Resend's key comes from the IntegrationProvider row `resend`; without a key while
-CREDITGATE_SANDBOX is on, the sandbox receives the email (providers.registry.provider_endpoint).
+CREDITGATE_SANDBOX is on in development, the sandbox receives the email
+(providers.registry.provider_endpoint); with DEBUG off, no key means no email.
 The connection is built per send from the row, so a key entered in the admin is used at once.
 """
 

@@ -3,7 +3,8 @@
 The key, the base URL and the active flag come from IntegrationProvider rows; nothing here
 knows a model. With no key and the sandbox on, the provider is served by the local emulator,
 so a laptop and the tests need no real key. `provider_endpoint` is that rule for any provider
-row: the AI providers' adapters and billing's payment and email clients alike.
+row: the AI providers' adapters and billing's payment and email clients alike, except that
+Stripe and Resend are never sandboxed in production (`sandbox_may_serve`).
 
 One adapter per provider is kept for the process and reused by every job, so its HTTP clients
 keep their connections alive (the OpenAI SDK builds an SSL context and a connection pool per
@@ -46,6 +47,35 @@ class Endpoint:
         return f"<Endpoint {self.provider.provider_id} {self.base_url or 'default URL'} sandboxed={self.sandboxed}>"
 
 
+def sandbox_may_serve(provider_id: str) -> bool:
+    """Whether the sandbox stands in for `provider_id` when it has no key: an AI provider while
+    CREDITGATE_SANDBOX is on; any other (Stripe, Resend) only in development as well
+    (CREDITGATE_SANDBOX_PAYMENTS, which DEBUG sets): a sandboxed payment is no payment."""
+    if not settings.CREDITGATE_SANDBOX:
+        return False
+    return provider_id in ADAPTERS or settings.CREDITGATE_SANDBOX_PAYMENTS
+
+
+def sandboxed_in_production() -> list[str]:
+    """The providers the sandbox serves although this is production (DEBUG off, CREDITGATE_SANDBOX
+    on): the active AI providers without a key, by id; empty in development. What /ready/ and the
+    admin name, so an operator cannot miss that generation is emulated. No key is decrypted."""
+    if not settings.CREDITGATE_SANDBOX or settings.CREDITGATE_SANDBOX_PAYMENTS:
+        return []
+    rows = IntegrationProvider.objects.filter(is_active=True, api_key_encrypted="").order_by("provider_id")
+    return [p for p in rows.values_list("provider_id", flat=True) if sandbox_may_serve(p)]
+
+
+def sandbox_production_warning(providers: list[str] | None = None) -> str | None:
+    """The warning to show while the sandbox serves providers in production, or None."""
+    if not settings.CREDITGATE_SANDBOX or settings.CREDITGATE_SANDBOX_PAYMENTS:
+        return None
+    named = ", ".join(providers) if providers is not None else "every AI provider without a key"
+    return (f"CREDITGATE_SANDBOX is on with DEBUG off: {named or 'no provider for now'} served by the sandbox "
+            f"({settings.CREDITGATE_SANDBOX_URL}), not the real provider; users are charged for emulated output. "
+            "Stripe and Resend are never sandboxed in production.")
+
+
 def _provider_usable(*, provider_id: str, kind: str, provider: IntegrationProvider | None = None
                      ) -> IntegrationProvider:
     """The provider's row if it can be called (with its key, or by the sandbox); otherwise
@@ -58,7 +88,7 @@ def _provider_usable(*, provider_id: str, kind: str, provider: IntegrationProvid
     name = provider.display_name or provider.provider_id
     if not provider.is_active:
         raise ProviderNotConfigured(f"The {kind} {name} is switched off.")
-    if not provider.api_key_encrypted and not settings.CREDITGATE_SANDBOX:
+    if not provider.api_key_encrypted and not sandbox_may_serve(provider_id):
         raise ProviderNotConfigured(f"The {kind} {name} has no API key.")
     return provider
 
@@ -67,6 +97,8 @@ def _endpoint_of(provider: IntegrationProvider, *, sandbox_path: str) -> Endpoin
     api_key = provider.get_api_key()
     if api_key:
         return Endpoint(provider=provider, api_key=api_key, base_url=provider.base_url or None, sandboxed=False)
+    if not sandbox_may_serve(provider.provider_id):
+        raise ProviderNotConfigured(f"{provider.display_name or provider.provider_id} has no API key.")
     return Endpoint(provider=provider, api_key=SANDBOX_API_KEY, sandboxed=True,
                     base_url=f"{settings.CREDITGATE_SANDBOX_URL.rstrip('/')}/{sandbox_path}")
 

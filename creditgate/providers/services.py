@@ -12,7 +12,13 @@ from creditgate.catalog import services as catalog_services
 from creditgate.catalog.models import ProviderListing
 from creditgate.catalog.selectors import ServiceAtRisk
 from creditgate.providers.base import CredentialCheck, ProviderError, ProviderNotConfigured
-from creditgate.providers.registry import adapter_for
+from creditgate.providers.registry import adapter_for, sandbox_production_warning, sandboxed_in_production
+
+
+def sandbox_warning() -> str | None:
+    """What the admin says while the sandbox serves providers in production (naming them), or None."""
+    providers = sandboxed_in_production()
+    return sandbox_production_warning(providers) if providers else None
 
 
 def provider_check_credentials(*, provider_id: str) -> CredentialCheck:

@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from django import forms
 
+from creditgate.core import dates
 from creditgate.reports.selectors import GROUPS, MAX_DAYS, USAGE_LABELS, ReportFilter
 
 DEFAULT_DAYS = 30
@@ -17,8 +18,10 @@ def _today() -> dt.date:
 
 
 def _date_field(label: str) -> forms.DateField:
-    return forms.DateField(label=label, required=False, input_formats=["%Y-%m-%d"],
-                           widget=forms.DateInput(attrs={"type": "date"}, format="%Y-%m-%d"))
+    # Days from 1970-01-01 to 9998-12-31 (core/dates.py): no week or next day overflows the calendar.
+    return forms.DateField(label=label, required=False, input_formats=["%Y-%m-%d"], validators=[dates.day_in_range],
+                           widget=forms.DateInput(attrs={"type": "date", "min": dates.FIRST_DAY.isoformat(),
+                                                         "max": dates.LAST_DAY.isoformat()}, format="%Y-%m-%d"))
 
 
 class ReportFilterForm(forms.Form):
@@ -39,7 +42,7 @@ class ReportFilterForm(forms.Form):
         super().clean()
         data = self.cleaned_data  # what Form.clean returns
         end = data.get("to") or _today()
-        start = data.get("from") or end - dt.timedelta(days=DEFAULT_DAYS - 1)
+        start = data.get("from") or dates.days_before(end, DEFAULT_DAYS - 1)
         if start > end:
             raise forms.ValidationError({"from": f"Must be on or before {end.isoformat()}."})
         if (end - start).days + 1 > MAX_DAYS:

@@ -62,6 +62,7 @@ from django.db.models.functions import Coalesce, TruncDate, TruncWeek
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, QualityTier
+from creditgate.core import dates
 from creditgate.generation import costs
 from creditgate.generation.models import CallStatus, CostSource, Job, JobImage, JobKind, JobStatus, ProviderCall
 from creditgate.generation.selectors import TEXT_USAGE
@@ -101,6 +102,8 @@ class ReportFilter:
             raise ValueError(f"usage must be one of {USAGES}")
         if self.start > self.end:
             raise ValueError("start must be on or before end")
+        if self.start < dates.FIRST_DAY or self.end > dates.LAST_DAY:  # its weeks and next days must exist
+            raise ValueError(dates.OUT_OF_RANGE)
 
 
 @dataclass(frozen=True)

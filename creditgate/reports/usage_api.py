@@ -14,6 +14,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from creditgate.catalog.models import QualityTier
+from creditgate.core import dates
 from creditgate.core.schema import error_response
 from creditgate.generation import selectors as generation_selectors
 
@@ -33,21 +34,19 @@ def _today() -> dt.date:
 
 
 class UsageQuerySerializer(serializers.Serializer):
-    to = serializers.DateField(required=False, input_formats=DATE_FORMATS)
+    # Days from 1970-01-01 to 9998-12-31 (core/dates.py): 9999-12-31 has no day after it to count to.
+    to = serializers.DateField(required=False, input_formats=DATE_FORMATS, validators=[dates.day_in_range])
     group = serializers.ChoiceField(choices=["day", "tier"], default="day")
 
     def get_fields(self):
         fields = super().get_fields()
-        fields["from"] = serializers.DateField(required=False, input_formats=DATE_FORMATS)  # a keyword in Python
+        fields["from"] = serializers.DateField(required=False, input_formats=DATE_FORMATS,  # a keyword in Python
+                                               validators=[dates.day_in_range])
         return fields
 
     def validate(self, data):
         end = data.get("to") or _today()
-        try:
-            start = data.get("from") or end - dt.timedelta(days=DEFAULT_DAYS - 1)
-        except OverflowError:  # to=0001-01-05: a valid date with no 30 days before it
-            raise serializers.ValidationError({"to": [(f"Must be at least {DEFAULT_DAYS} days after 0001-01-01 "
-                                                      "when `from` is not given.")]}) from None
+        start = data.get("from") or dates.days_before(end, DEFAULT_DAYS - 1)
         if start > end:
             raise serializers.ValidationError({"from": [f"Must be on or before to ({end.isoformat()})."]})
         if (end - start).days + 1 > MAX_DAYS:
@@ -115,13 +114,15 @@ class UsageApi(APIView):
                                                                 f"empty): {DEFAULT_DAYS - 1} days before `to`."),
             OpenApiParameter("to", DATE_OR_EMPTY, description="Last day (UTC), included, YYYY-MM-DD. Default (also "
                                                               f"when empty): today. At most {MAX_DAYS} days from "
-                                                              "`from`."),
+                                                              f"`from`. Both days from {dates.FIRST_DAY} to "
+                                                              f"{dates.LAST_DAY}."),
             OpenApiParameter("group", {"type": "string", "enum": ["day", "tier", ""]}, default="day",
                              description="Rows per day or per tier (empty: day)."),
         ],
         responses={200: UsageSerializer,
-                   400: error_response("invalid_request: a date that is not YYYY-MM-DD, `from` after `to`, a range "
-                                       f"over {MAX_DAYS} days, or a group other than day or tier; details name the "
+                   400: error_response("invalid_request: a date that is not YYYY-MM-DD or outside "
+                                       f"{dates.FIRST_DAY}..{dates.LAST_DAY}, `from` after `to`, a range over "
+                                       f"{MAX_DAYS} days, or a group other than day or tier; details name the "
                                        "parameter."),
                    401: error_response("not_authenticated")})
     def get(self, request):

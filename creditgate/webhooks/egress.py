@@ -33,12 +33,60 @@ class AddressRefused(Exception):
     """The URL's host is, or resolves to, an address we do not send to."""
 
 
+# IPv6 forms that carry an IPv4 address, which the IPv6 address's own flags do not judge (Python
+# calls 2002:7f00:1:: global, yet a 6to4 relay delivers it to 127.0.0.1). Each one is judged by the
+# IPv4 address inside it too. NAT64's local-use prefix may put the IPv4 address anywhere from bit 48
+# (RFC 6052's /48../96 layouts), so that prefix is refused whole.
+NAT64_WELL_KNOWN = ipaddress.IPv6Network("64:ff9b::/96")
+NAT64_LOCAL_USE = ipaddress.IPv6Network("64:ff9b:1::/48")
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+ISATAP_IDS = (0x0000_5EFE, 0x0200_5EFE)  # the interface id's upper half: ::0:5efe:a.b.c.d, ::200:5efe:a.b.c.d
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
+    """The IPv4 addresses an IPv6 address wraps, each with the name of its form: IPv4-mapped,
+    IPv4-compatible, 6to4 (bits 16-48), Teredo (its server, and its client: the inverted last 32
+    bits), NAT64 (the last 32 bits), ISATAP (an interface id of 0:5efe or 200:5efe and an IPv4)."""
+    found: list[tuple[str, ipaddress.IPv4Address]] = []
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF)
+    if ip.ipv4_mapped is not None:
+        found.append(("IPv4-mapped", ip.ipv4_mapped))
+    elif ip in IPV4_COMPATIBLE and int(ip) > 1:  # not :: or ::1, which are judged as themselves
+        found.append(("IPv4-compatible", low32))
+    if ip.sixtofour is not None:
+        found.append(("6to4", ip.sixtofour))
+    if ip.teredo is not None:
+        server, client = ip.teredo
+        found += [("Teredo server", server), ("Teredo client", client)]
+    if ip in NAT64_WELL_KNOWN:
+        found.append(("NAT64", low32))
+    if (int(ip) >> 32) & 0xFFFF_FFFF in ISATAP_IDS:
+        found.append(("ISATAP", low32))
+    return found
+
+
 def address_refusal(address: str) -> str | None:
-    """Why we do not send to `address` (an IP literal), or None if we may."""
+    """Why we do not send to `address` (an IP literal), or None if we may. An IPv6 address that
+    wraps an IPv4 one (embedded_ipv4) is refused if the IPv4 address would be."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone ("fe80::1%eth0") is link-local anyway
     if ip.version == 6 and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
-    if any(ip in network for network in allowed_networks()):
+        return _refusal(ip.ipv4_mapped)  # ::ffff:127.0.0.1 is 127.0.0.1 on the wire
+    if ip.version == 6 and not _allowed(ip):
+        if ip in NAT64_LOCAL_USE:
+            return f"{ip} is a local-use NAT64 address"
+        for form, inner in embedded_ipv4(ip):
+            reason = _refusal(inner)
+            if reason:
+                return f"{ip} wraps {inner} ({form}): {reason}"
+    return _refusal(ip)
+
+
+def _allowed(ip) -> bool:
+    return any(ip in network for network in allowed_networks())
+
+
+def _refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    if _allowed(ip):
         return None
     for kind, flag in (("a loopback", ip.is_loopback), ("a private", ip.is_private), ("a link-local", ip.is_link_local),
                        ("a multicast", ip.is_multicast), ("an unspecified", ip.is_unspecified),

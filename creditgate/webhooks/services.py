@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import uuid
 from collections.abc import Callable
@@ -83,6 +84,22 @@ def endpoint_secret(endpoint: WebhookEndpoint) -> str:
     return crypto.decrypt(endpoint.secret_encrypted)
 
 
+ENDPOINT_ID_PATTERN = r"^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$"
+
+
+def _no_such_endpoint() -> InvalidRequest:
+    return InvalidRequest("Webhook-Endpoint must be the id of one of the account's active webhook endpoints.",
+                          details={"Webhook-Endpoint": ["No such active endpoint in this account."]})
+
+
+def endpoint_id_check(endpoint_id: str | None) -> None:
+    """The Webhook-Endpoint header's shape (an id, as the schema declares it), checked before
+    anything else, a replay included: a malformed request is refused whatever it repeats (empty
+    is malformed, not absent). Whether it names an active endpoint is endpoint_for_request's."""
+    if endpoint_id is not None and re.fullmatch(ENDPOINT_ID_PATTERN, endpoint_id) is None:
+        raise _no_such_endpoint()
+
+
 def endpoint_for_request(*, account, endpoint_id) -> WebhookEndpoint:
     """The endpoint a generation request names (the Webhook-Endpoint header): one of the account's
     active endpoints, else a 400 (nothing is held)."""
@@ -92,8 +109,7 @@ def endpoint_for_request(*, account, endpoint_id) -> WebhookEndpoint:
         pk = None
     endpoint = WebhookEndpoint.objects.filter(pk=pk, account=account, is_active=True).first() if pk else None
     if endpoint is None:
-        raise InvalidRequest("Webhook-Endpoint must be the id of one of the account's active webhook endpoints.",
-                             details={"Webhook-Endpoint": ["No such active endpoint in this account."]})
+        raise _no_such_endpoint()
     return endpoint
 
 

@@ -137,7 +137,7 @@ def test_an_unsigned_wrongly_signed_or_stale_event_is_refused_and_nothing_is_wri
     before, events = books(user), StripeEvent.objects.count()
     now = int(time.time())
     signature: str | None
-    body, signature = resigned(event, "whsec_sandbox", now)
+    body, signature = resigned(event, stripe.knobs.webhook_secret, now)
     if case == "no signature":
         signature = None
     elif case == "wrong secret":
@@ -145,7 +145,7 @@ def test_an_unsigned_wrongly_signed_or_stale_event_is_refused_and_nothing_is_wri
     elif case == "tampered body":
         body = body.replace(b'"amount_total": 1200', b'"amount_total": 1')
     elif case == "stale":
-        body, signature = resigned(event, "whsec_sandbox", now - 301)
+        body, signature = resigned(event, stripe.knobs.webhook_secret, now - 301)
     elif case == "garbage header":
         signature = "v1=deadbeef"
     extra: dict[str, Any] = {"HTTP_STRIPE_SIGNATURE": signature} if signature else {}

@@ -93,3 +93,38 @@ def test_plain_http_is_redirected_except_for_probes_and_the_proxys_https(setting
     assert client.get("/api/v1/credits/balance/", HTTP_X_FORWARDED_PROTO="https").status_code == 401
     assert client.get("/health/").status_code == 200  # probes reach the process over plain http
     assert client.get("/metrics").status_code == 404  # not redirected (and not public without a token)
+
+
+SHOW_SANDBOX = ("from django.conf import settings as s; print(s.CREDITGATE_SANDBOX, s.CREDITGATE_SANDBOX_PAYMENTS, "
+                "repr(s.CREDITGATE_SANDBOX_STRIPE_WEBHOOK_SECRET))")
+
+
+def test_with_debug_off_the_sandbox_never_serves_payments_even_when_asked(tmp_path):
+    """Issue 22: CREDITGATE_SANDBOX=true with DEBUG=false sandboxes the AI providers only; there
+    is no sandbox signing secret to forge a Stripe event with."""
+    env = {**readme_production_env(tmp_path), "CREDITGATE_SANDBOX": "true"}
+    result = run_manage(["shell", "-c", SHOW_SANDBOX], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True False ''"
+    assert "CREDITGATE_SANDBOX is on with DEBUG off" in result.stderr  # said as the process starts
+    assert not (tmp_path / "var" / "sandbox-stripe-webhook.secret").exists()
+
+
+def test_in_development_each_installation_makes_its_own_secrets(tmp_path):
+    """No constant secret: SECRET_KEY and the sandbox's Stripe signing secret are generated per
+    installation (its var dir), the same for every process of it, different for another one."""
+    show = ("from django.conf import settings as s; "
+            "print(s.SECRET_KEY, s.CREDITGATE_SANDBOX_STRIPE_WEBHOOK_SECRET, s.CREDITGATE_SANDBOX_PAYMENTS)")
+
+    def secrets_of(var: Path) -> list[str]:
+        result = run_manage(["shell", "-c", show], {"DEBUG": "true", "CREDITGATE_VAR_DIR": str(var)}, tmp_path)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip().splitlines()[-1].split()
+
+    first = secrets_of(tmp_path / "one")
+    assert first == secrets_of(tmp_path / "one")  # another process of the same installation
+    other = secrets_of(tmp_path / "two")
+    assert first[0] != other[0] and first[1] != other[1]
+    assert first[1].startswith("whsec_") and first[1] != "whsec_sandbox" and first[2] == "True"
+    assert "dev-only-insecure" not in first[0] and len(first[0]) >= 50
+    assert (tmp_path / "one" / "sandbox-stripe-webhook.secret").stat().st_mode & 0o077 == 0

@@ -41,12 +41,16 @@ IMAGE_PATH = re.compile(r"^/(openai|runware)/images/([0-9a-fA-F-]{8,64})\.png$")
 
 
 class SandboxServer:
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, **knobs: Any):
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, stripe_webhook_secret: str | None = None,
+                 **knobs: Any):
+        """`stripe_webhook_secret`: what Stripe's events are signed with, the secret the service's
+        webhook checks (settings.CREDITGATE_SANDBOX_STRIPE_WEBHOOK_SECRET); default: a random one."""
         unknown = set(knobs) - Knobs.names()
         if unknown:
             raise ValueError(f"unknown knob(s): {', '.join(sorted(unknown))}")
         self.state = SandboxState(initial=Knobs(**knobs))
-        self.stripe = StripeSandbox(self.state)  # its own knobs: SandboxServer.stripe.configure(...)
+        # Its own knobs: SandboxServer.stripe.configure(...)
+        self.stripe = StripeSandbox(self.state, webhook_secret=stripe_webhook_secret)
         self.resend = ResendSandbox(self.state)
         self._httpd = _HTTPServer((host, port), _Handler)
         self._httpd.sandbox = self

@@ -13,7 +13,9 @@ Delivery knobs (`POST /_sandbox/stripe/config`, or `SandboxServer.stripe.configu
 (each event delivered that many times at once, from as many threads), `hold` (keep events queued
 until `POST /_sandbox/stripe/deliver {"order": "sent"|"reversed"}`, which is how a test reorders
 them), `delay_ms` (deliver in the background that much later: the user's browser is back before
-the webhook), `timestamp_offset_s` (sign with an older timestamp: a replay), `webhook_secret`,
+the webhook), `timestamp_offset_s` (sign with an older timestamp: a replay), `webhook_secret` (what
+events are signed with; by default the one the sandbox was started with: the installation's
+generated secret, settings.CREDITGATE_SANDBOX_STRIPE_WEBHOOK_SECRET, or a random one; never shown back),
 `webhook_url` (default: the session's success URL's origin + /api/v1/webhooks/stripe/), and
 `fail_creates` (the next N session creations answer Stripe's 500). Actions a test or the demo can
 take like a user or Stripe would: `POST /_sandbox/stripe/pay {"session", "payment_status"?,
@@ -48,7 +50,7 @@ SESSION_TTL_S = 24 * 3600
 @dataclass
 class StripeKnobs:
     webhook_url: str = ""               # default: the success URL's origin + WEBHOOK_PATH
-    webhook_secret: str = "whsec_sandbox"
+    webhook_secret: str = ""            # default: the StripeSandbox's own (never a constant)
     copies: int = 1
     hold: bool = False
     delay_ms: int = 0
@@ -96,14 +98,17 @@ def _id(prefix: str) -> str:
 
 
 class StripeSandbox:
-    def __init__(self, state: SandboxState):
+    def __init__(self, state: SandboxState, *, webhook_secret: str | None = None):
         self.state = state
+        # What it signs with unless a test sets another: given by whoever started it (the web
+        # process must know it), else made up now, so that no constant secret signs anything.
+        self.webhook_secret = webhook_secret or "whsec_" + secrets.token_hex(24)
         self.lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
         with getattr(self, "lock", threading.Lock()):
-            self.knobs = StripeKnobs()
+            self.knobs = StripeKnobs(webhook_secret=self.webhook_secret)
             self.sessions: dict[str, dict] = {}
             self.idempotent: dict[str, str] = {}
             self.charges: dict[str, dict] = {}  # by payment intent
@@ -248,7 +253,8 @@ background:#635bff;color:#fff;border:0;border-radius:6px;cursor:pointer}}.muted{
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
             if action == "config":
-                return Reply(200, {"knobs": asdict(self.configure(**body))}, slow=False)
+                knobs = asdict(self.configure(**body))
+                return Reply(200, {"knobs": {**knobs, "webhook_secret": "(set)"}}, slow=False)
             if action == "pay":
                 session = self.pay(str(body.get("session", "")), payment_status=body.get("payment_status", "paid"),
                                    amount_total=body.get("amount_total"), currency=body.get("currency"))

@@ -26,7 +26,11 @@ from django.conf import settings as django_settings
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
+from creditgate.billing.models import CheckoutSession, CreditPack, Payment, StripeEvent
+from creditgate.catalog.models import IntegrationProvider
+from creditgate.credits import services as credits_services
 from creditgate.credits.tests import factories
+from creditgate.providers.sandbox.stripe_api import sign
 
 REPO = Path(__file__).resolve().parents[3]
 PASSWORD = "pw-production-123"
@@ -246,7 +250,8 @@ def test_health_and_readiness_answer_json_without_secrets(served):
     ready = wait_ready(served)
     assert ready.status_code == 200, ready.text
     expected = {"database", "cache", "storage"} | ({"broker", "workers"} if with_celery() else set())
-    assert ready.json() == {"status": "ok", "checks": dict.fromkeys(expected, "ok")}
+    # The recipe's CREDITGATE_SANDBOX=true with DEBUG=false: ready, and saying which providers are emulated.
+    assert ready.json() == {"status": "ok", "checks": dict.fromkeys(expected, "ok"), "sandboxed": ["openai", "runware"]}
     assert ready.headers["Content-Type"] == "application/json"
     assert "no-cache" in ready.headers["Cache-Control"]
 
@@ -274,6 +279,83 @@ def test_readiness_fails_with_503_when_the_database_or_redis_is_unreachable(prod
     finally:
         no_db.stop()
         no_redis.stop()
+
+
+# --- No credits minted through the sandbox (issue 22) ---------------------------------------------
+
+def forged_completion(session_id: str, checkout_id: str, secret: str) -> tuple[bytes, str]:
+    event = {"id": "evt_forged_" + uuid.uuid4().hex, "object": "event", "type": "checkout.session.completed",
+             "created": int(time.time()),
+             "data": {"object": {"id": session_id, "object": "checkout.session", "status": "complete",
+                                 "payment_status": "paid", "amount_total": 1200, "currency": "usd",
+                                 "client_reference_id": checkout_id, "payment_intent": "pi_forged",
+                                 "metadata": {"creditgate_checkout": checkout_id}}}}
+    payload = json.dumps(event)
+    return payload.encode(), sign(payload, secret, int(time.time()))
+
+
+def test_with_debug_off_the_sandbox_never_sells_credits(served, sandbox_server):
+    """DEBUG=false and CREDITGATE_SANDBOX=true (the README's old advice), no Stripe key: no pack, a
+    checkout is a 503, and a `checkout.session.completed` signed as the sandbox signs (the old public
+    secret, or this installation's development one) grants nothing. The start-up log says loudly
+    which providers the sandbox answers for."""
+    for provider_id in ("stripe", "resend"):
+        IntegrationProvider.objects.get_or_create(provider_id=provider_id)
+    pack = CreditPack.objects.create(name="Prod pack", credits=250, price_amount=1200, currency="usd")
+    user = make_user("eve", credits=0)
+    headers = token_for(user)
+
+    assert requests.get(served.url + "/api/v1/credits/packs/", headers=headers, timeout=10).json() == []
+    response = requests.post(served.url + "/api/v1/credits/checkout/", json={"pack": pack.pk}, headers=headers,
+                             timeout=30)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "payments_unavailable"
+    assert sandbox_server.stripe.sessions == {}
+
+    # A session as one started on the sandbox would have left it (its cs_… id in the checkout's URL).
+    account = credits_services.account_for_user(user=user)
+    checkout = CheckoutSession.objects.create(account=account, user=user, pack=pack, credits=250, amount=1200,
+                                              currency="usd", stripe_session_id="cs_test_forged")
+    for secret in ("whsec_sandbox", django_settings.CREDITGATE_SANDBOX_STRIPE_WEBHOOK_SECRET,
+                   sandbox_server.stripe.webhook_secret):
+        body, signature = forged_completion("cs_test_forged", str(checkout.pk), secret)
+        response = requests.post(served.url + "/api/v1/webhooks/stripe/", data=body, timeout=30,
+                                 headers={"Content-Type": "application/json", "Stripe-Signature": signature})
+        assert response.status_code == 503, response.text
+        assert response.json()["error"]["code"] == "payments_unavailable"
+    balance = requests.get(served.url + "/api/v1/credits/balance/", headers=headers, timeout=10).json()
+    assert balance["available"] == 0
+    assert not StripeEvent.objects.exists() and not Payment.objects.exists()
+
+    warnings = [line for line in served.log_lines() if line.get("level") == "warning"
+                and "CREDITGATE_SANDBOX is on with DEBUG off" in line.get("event", "")]
+    assert warnings, served.log.read_text()[-3000:]
+
+
+# --- gunicorn's limits (issue 22) -------------------------------------------------------------------
+
+def test_gunicorn_takes_long_lines_and_headers_and_answers_its_own_414_and_431_beyond_its_limits(served):
+    """gunicorn_conf.py: a request line up to 8,190 bytes and headers up to 16,384 bytes reach the
+    API (its JSON answers); beyond, gunicorn answers itself, as the README says."""
+    def get(path: str, headers: dict | None = None) -> requests.Response:
+        return requests.get(served.url + path, headers=headers, timeout=10)
+
+    base = "/api/v1/jobs/?x="
+    line = len("GET  HTTP/1.1") + len(base)
+    reached = get(base + "a" * (8190 - line))  # the longest line taken: the API answers (401, no credentials)
+    assert reached.status_code == 401 and reached.json()["error"]["code"] == "not_authenticated"
+    too_long = get(base + "a" * (8191 - line))
+    assert too_long.status_code == 414 and "application/json" not in too_long.headers.get("Content-Type", "")
+
+    # gunicorn counts a header's line with its CRLF.
+    big_cookie = {"Cookie": "other=" + "c" * (16384 - len("Cookie: other=\r\n"))}
+    assert get("/api/v1/credits/balance/", big_cookie).status_code == 401
+    too_big = get("/api/v1/credits/balance/", {"Cookie": "other=" + "c" * 16400})
+    assert too_big.status_code == 431
+    many = {f"X-Extra-{n}": "1" for n in range(80)}
+    assert get("/api/v1/credits/balance/", many).status_code == 401
+    too_many = get("/api/v1/credits/balance/", {f"X-Extra-{n}": "1" for n in range(101)})
+    assert too_many.status_code == 431
 
 
 # --- Metrics ----------------------------------------------------------------------------------------

@@ -58,7 +58,8 @@ class Command(BaseCommand):
 
         sandbox_port = urlsplit(settings.CREDITGATE_SANDBOX_URL).port or 80
         try:
-            SandboxServer(port=sandbox_port).start()
+            SandboxServer(port=sandbox_port,
+                          stripe_webhook_secret=settings.CREDITGATE_SANDBOX_STRIPE_WEBHOOK_SECRET or None).start()
         except OSError as exc:
             # Most often `manage.py sandbox` is already running on that port; use it.
             self.stderr.write(self.style.WARNING(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from creditgate.providers.sandbox import SandboxServer
@@ -36,7 +37,10 @@ class Command(BaseCommand):
             server = SandboxServer(host=options["host"], port=options["port"], latency_ms=options["latency_ms"],
                                    error_rate=options["error_rate"], error_kind=options["error_kind"],
                                    api_key=options["api_key"], outages=outages,
-                                   dropped_models=options["drop_model"])
+                                   dropped_models=options["drop_model"],
+                                   # The secret this installation's web processes expect (a random one
+                                   # with DEBUG off, where no sandboxed Stripe event is accepted).
+                                   stripe_webhook_secret=settings.CREDITGATE_SANDBOX_STRIPE_WEBHOOK_SECRET or None)
         except (OSError, ValueError) as exc:
             raise CommandError(f"Could not start the sandbox: {exc}") from exc
         # The handlers before the line that says the sandbox is up: whoever reads that line may stop it at once.
