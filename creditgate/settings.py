@@ -154,6 +154,7 @@ INSTALLED_APPS = [
     "creditgate.providers",
     "creditgate.generation",
     "creditgate.web",
+    "creditgate.demo",
     "creditgate.legacy",
     "creditgate.audit",
     "creditgate.billing",
@@ -393,8 +394,8 @@ CREDITGATE_SIGNUP_OPEN = env.bool("CREDITGATE_SIGNUP_OPEN", default=True)
 # How long an invitation's link works.
 CREDITGATE_INVITATION_DAYS = env.float("CREDITGATE_INVITATION_DAYS", default=7)
 # Django's email API (allauth's emails, invitations) goes through Resend like the low-balance
-# emails: the key from the admin's Providers page, or the sandbox (creditgate.credits.mail).
-EMAIL_BACKEND = "creditgate.credits.mail.ResendEmailBackend"
+# emails: the key from the admin's Providers page, or the sandbox (creditgate.providers.mail).
+EMAIL_BACKEND = "creditgate.providers.mail.ResendEmailBackend"
 
 
 def _rate(value: str) -> tuple[int, int]:

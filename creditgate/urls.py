@@ -18,8 +18,9 @@ urlpatterns = [
     # The split view: Swagger UI's start script is a URL of its own, not inline (the Content-Security-Policy).
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="core/swagger_ui.html"),
          name="api-docs"),
-    path("api/v1/system/", include("creditgate.catalog.urls")),
+    path("api/v1/system/", include("creditgate.providers.urls")),
     path("api/v1/credits/", include("creditgate.credits.urls")),
+    path("api/v1/credits/", include("creditgate.reports.urls")),
     path("api/v1/", include("creditgate.billing.urls")),
     path("api/v1/account/", include("creditgate.credits.team_urls")),
     path("api/v1/webhooks/", include("creditgate.webhooks.urls")),

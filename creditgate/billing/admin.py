@@ -8,7 +8,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 from simple_history.admin import SimpleHistoryAdmin
 
-from creditgate.billing import dispatch
+from creditgate.billing import services
 from creditgate.billing.models import (
     CheckoutSession,
     CreditPack,
@@ -121,7 +121,7 @@ class LowBalanceEmailAdmin(ReadOnlyAdmin):
     def send_again(self, request, queryset):
         unsent = list(queryset.filter(sent_at__isnull=True).values_list("pk", flat=True))
         for pk in unsent:
-            dispatch.send(dispatch.SEND_LOW_BALANCE_EMAIL, pk)
+            services.low_balance_email_hand_over(email_id=pk)
         self.message_user(request, f"{len(unsent)} email(s) handed to the sender.", messages.SUCCESS)
 
 

@@ -10,9 +10,14 @@ class BillingConfig(AppConfig):
     def ready(self):
         from django.conf import settings
 
-        from creditgate.billing import dispatch, receivers, tasks  # noqa: F401 - connects the receivers, registers the tasks
-        from creditgate.generation import dispatch as generation_dispatch
+        from creditgate.billing import receivers, services, tasks  # noqa: F401 - connects the receivers, registers the tasks
+        from creditgate.core import runtime
 
         # Without a broker there is no beat: the in-process sweeper hands owed emails over again too.
-        generation_dispatch.sweep_register(dispatch.RETRY_LOW_BALANCE_EMAILS,
-                                           every=lambda: settings.CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS)
+        runtime.sweep_register(services.RETRY_LOW_BALANCE_EMAILS,
+                               every=lambda: settings.CREDITGATE_LOW_BALANCE_EMAIL_RETRY_SECONDS)
+
+        from creditgate.billing import selectors
+        from creditgate.core import reconciliation
+
+        reconciliation.check_register("payments", selectors.payments_audit)

@@ -45,7 +45,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from creditgate.billing import dispatch, emails, selectors, stripe_gateway
+from creditgate.billing import selectors, stripe_gateway
 from creditgate.billing.errors import PaymentsUnavailable
 from creditgate.billing.models import (
     CheckoutSession,
@@ -57,11 +57,20 @@ from creditgate.billing.models import (
     StripeEvent,
     payment_reference,
 )
+from creditgate.core import runtime
 from creditgate.core.errors import InvalidRequest
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Account, EntryKind
+from creditgate.providers import email as emails
 
 logger = logging.getLogger(__name__)
+
+# Billing's tasks, by name (core.runtime hands them to Celery or to this process's runner).
+SEND_LOW_BALANCE_EMAIL = "creditgate.billing.tasks.send_low_balance_email"
+# One more try of an email the first task's retries could not send (no retries of its own).
+RETRY_LOW_BALANCE_EMAIL = "creditgate.billing.tasks.retry_low_balance_email"
+# Periodic (Celery beat, or the in-process sweeper): hands the emails still owed to RETRY_LOW_BALANCE_EMAIL.
+RETRY_LOW_BALANCE_EMAILS = "creditgate.billing.tasks.retry_low_balance_emails"
 
 # Our own ids on Stripe's objects, so an event can be traced back even before we stored the session's id.
 METADATA_CHECKOUT = "creditgate_checkout"
@@ -398,12 +407,18 @@ def low_balance_alert_set(*, user, threshold: int | None, email: str | None = No
                                              email=(email or getattr(user, "email", "") or ""))
 
 
+def low_balance_email_hand_over(*, email_id: int) -> bool:
+    """Hand one email to the task that sends it (with its retries); False if the broker refused
+    (the row still says it is owed: the periodic retry comes back to it)."""
+    return runtime.send(SEND_LOW_BALANCE_EMAIL, email_id, inline_retries=True)
+
+
 def low_balance_email_create(*, account_id: int, available: int, threshold: int, email: str) -> LowBalanceEmail:
     """Record the email of one crossing (credits.events.low_balance_crossed, after the capture
     committed) and hand it to a task to send."""
     with transaction.atomic():
         row = LowBalanceEmail.objects.create(account_id=account_id, to=email, available=available, threshold=threshold)
-        transaction.on_commit(lambda: dispatch.send(dispatch.SEND_LOW_BALANCE_EMAIL, row.pk))
+        transaction.on_commit(lambda: low_balance_email_hand_over(email_id=row.pk))
     return row
 
 
@@ -454,7 +469,7 @@ def low_balance_emails_retry(*, now: dt.datetime | None = None) -> int:
     owed = list(selectors.low_balance_emails_owed(now=now).values_list("pk", flat=True)[:LOW_BALANCE_RETRY_BATCH])
     for email_id in owed:
         claimed = selectors.low_balance_emails_owed(now=now).filter(pk=email_id).update(last_attempt_at=now)
-        if claimed and dispatch.send(dispatch.RETRY_LOW_BALANCE_EMAIL, email_id):
+        if claimed and runtime.send(RETRY_LOW_BALANCE_EMAIL, email_id, inline_retries=True):
             handed += 1
     if handed:
         logger.info("low-balance emails: %d handed to the sender again", handed)

@@ -1,4 +1,8 @@
-"""The catalog's admin: "AI models", "Providers" and the settings singleton.
+"""The catalog's admin: "AI models", "Image tiers", "Providers" and the settings singleton.
+
+What needs another app's knowledge is added by that app, which extends these classes and registers
+its subclass in their place (the catalog sits below both): providers.admin adds the circuit
+breakers, the providers' model-list check and "Test key"; reports.admin adds the cost drift warning.
 
 Thin: rules are database constraints (shown as form errors through model validation) and
 services; the admin only lays them out. An API key is taken through a write-only field and shown
@@ -35,9 +39,6 @@ from creditgate.catalog.models import (
     QualityTier,
 )
 from creditgate.core.errors import ApplicationError
-from creditgate.providers import breaker
-from creditgate.providers import services as provider_services
-from creditgate.reports import selectors as report_selectors
 
 _INTEGRITY_MESSAGE = ("The change was refused by a database rule (probably a concurrent change): "
                       "nothing was saved. Reload the page and try again.")
@@ -88,8 +89,8 @@ class TierModelsInline(admin.TabularInline):
 
     model = AIModelConfig
     fk_name = "quality_tier"
-    fields = ["priority", "model_name", "provider", "is_active", "retires_on", "provider_says", "breaker_state"]
-    readonly_fields = ["model_name", "provider", "is_active", "retires_on", "provider_says", "breaker_state"]
+    fields = ["priority", "model_name", "provider", "is_active", "retires_on", "provider_says"]
+    readonly_fields = ["model_name", "provider", "is_active", "retires_on", "provider_says"]
     ordering = ["-is_active", "priority", "model_name"]
     extra = 0
     can_delete = False
@@ -100,21 +101,9 @@ class TierModelsInline(admin.TabularInline):
     def has_add_permission(self, request, obj=None):
         return False  # a model is added on the AI models page, where all its fields are
 
-    @admin.display(description="Circuit breaker")
-    def breaker_state(self, obj: AIModelConfig) -> str:
-        return _breaker_label(obj)
-
     @admin.display(description="Provider says")
     def provider_says(self, obj: AIModelConfig):
         return _lifecycle_label(obj)
-
-
-def _breaker_label(model: AIModelConfig) -> str:
-    """The breakers that decide whether this model is called now: its provider's and its own."""
-    provider, own = breaker.breaker_state(model.provider_id), breaker.breaker_state(model.provider_id, model.model_name)
-    if provider.state != "closed":
-        return f"provider {provider.label}"
-    return own.label
 
 
 @admin.register(ImageTier)
@@ -177,12 +166,12 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
 
     # Two facts per column where they belong together, and short headers: every column, "Active"
     # and "Retirement" included, fits beside the navigation and the filters at 1400 px.
-    list_display = ["names", "serves", "provider_and_breaker", "credits", "default", "active", "retirement"]
+    list_display = ["names", "serves", "provider", "credits", "default", "active", "retirement"]
     list_display_links = ["names"]
     list_filter = ["model_type", "provider", "quality_tier", "is_active", "is_default"]
     search_fields = ["model_name", "display_name"]
     list_select_related = ["provider", "quality_tier", "lifecycle"]
-    actions = ["make_default", "check_lifecycle", "adopt_provider_retirement"]
+    actions = ["make_default", "adopt_provider_retirement"]
     readonly_fields = ["updated_at", "tier_price"]
     fieldsets = [
         (None, {"fields": ["model_name", "display_name", "model_type", "provider", "is_active", "is_default"]}),
@@ -241,12 +230,6 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
             return f"1 / {obj.tokens_per_credit} tokens"
         return "—"
 
-    @admin.display(description="Provider", ordering="provider")
-    def provider_and_breaker(self, obj: AIModelConfig):
-        """The provider, and the circuit breaker that decides whether the model is called now."""
-        return format_html('{}<br><small class="cg-quiet">breaker {}</small>', obj.provider,
-                           _breaker_label(obj))
-
     @admin.display(description="Retirement", ordering="retires_on")
     def retirement(self, obj: AIModelConfig):
         """The catalog's retirement date, and under it what the provider said at the last lifecycle check."""
@@ -296,42 +279,24 @@ class AIModelConfigAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
         extra_context = {**(extra_context or {}), "tier_prices_form": self._tier_prices_form(),
                          "tier_prices_editable": self.has_change_permission(request)}
         if request.method == "GET":
-            today = timezone.localdate()
-            for risk in selectors.services_at_risk(within_days=settings.CREDITGATE_RETIREMENT_WARNING_DAYS):
-                self.message_user(request, risk.message, level=messages.ERROR)
-            for model in selectors.models_retiring(within_days=settings.CREDITGATE_RETIREMENT_WARNING_DAYS
-                                                   ).select_related("provider", "quality_tier"):
-                what = (f"{model} ({model.model_name}), a model of the {model.quality_tier} tier,"
-                        if model.quality_tier else
-                        f"The {model.get_model_type_display().lower()} model {model} ({model.model_name})")
-                assert model.retires_on is not None  # models_retiring: models with a retirement date
-                when = ("has retired" if model.retires_on <= today
-                        else f"retires in {(model.retires_on - today).days} days")
-                self.message_user(request, f"{what[0].upper()}{what[1:]} {when} ({model.retires_on}).",
-                                  level=messages.WARNING)
-            self._warn_cost_drift(request)
+            self.changelist_warnings(request)
         return super().changelist_view(request, extra_context)
 
-    def _warn_cost_drift(self, request) -> None:
-        """Models whose provider-reported cost per image drifts from the catalog's price (issue 16;
-        the threshold is CREDITGATE_COST_DRIFT_PERCENT)."""
-        for drift in report_selectors.models_cost_drifting():
-            self.message_user(
-                request,
-                f"{drift['display_name']} ({drift['model']}): the provider reported ${drift['recorded_usd_per_unit']} "
-                f"per image over the last {report_selectors.COST_DRIFT_DAYS} days ({drift['units']} images), "
-                f"{drift['drift_pct']:+}% from the catalog's ${drift['catalog_usd_per_unit']}. Update its USD per "
-                f"image, or check the provider's pricing.",
-                level=messages.WARNING)
-
-    @admin.action(description="Check the providers' model lists now")
-    def check_lifecycle(self, request, queryset):
-        report = provider_services.model_lifecycle_check()
-        for line in report.lines():
-            if line.startswith("WARNING: "):
-                continue  # the list's own warnings show each tier at risk
-            self.message_user(request, line.strip(), level=messages.WARNING if "!" in line or "COULD NOT" in line
-                              else messages.INFO)
+    def changelist_warnings(self, request) -> None:
+        """The messages above the list: tiers at risk, models retiring (apps that extend this admin add theirs)."""
+        today = timezone.localdate()
+        for risk in selectors.services_at_risk(within_days=settings.CREDITGATE_RETIREMENT_WARNING_DAYS):
+            self.message_user(request, risk.message, level=messages.ERROR)
+        for model in selectors.models_retiring(within_days=settings.CREDITGATE_RETIREMENT_WARNING_DAYS
+                                               ).select_related("provider", "quality_tier"):
+            what = (f"{model} ({model.model_name}), a model of the {model.quality_tier} tier,"
+                    if model.quality_tier else
+                    f"The {model.get_model_type_display().lower()} model {model} ({model.model_name})")
+            assert model.retires_on is not None  # models_retiring: models with a retirement date
+            when = ("has retired" if model.retires_on <= today
+                    else f"retires in {(model.retires_on - today).days} days")
+            self.message_user(request, f"{what[0].upper()}{what[1:]} {when} ({model.retires_on}).",
+                              level=messages.WARNING)
 
     @admin.action(description="Adopt the provider's announced retirement date")
     def adopt_provider_retirement(self, request, queryset):
@@ -410,22 +375,13 @@ class ProviderForm(forms.ModelForm):
 @admin.register(IntegrationProvider)
 class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
     form = ProviderForm
-    list_display = ["provider_id", "display_name", "is_active", "stored_key", "base_url", "breaker_state"]
+    list_display = ["provider_id", "display_name", "is_active", "stored_key", "base_url"]
     list_filter = ["is_active"]
-    actions = ["test_key", "reset_breakers"]
 
     # An error report (a 500 mailed to the admins, a debug page) must not carry the posted key.
     @method_decorator(sensitive_post_parameters("new_api_key", "new_signing_secret"))
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         return super().changeform_view(request, object_id, form_url, extra_context)
-
-    def changelist_view(self, request, extra_context=None):
-        # The sandbox answering in production (issue 22): said on the page where keys are entered.
-        if request.method == "GET":
-            warning = provider_services.sandbox_warning()
-            if warning:
-                self.message_user(request, warning, level=messages.WARNING)
-        return super().changelist_view(request, extra_context)
 
     def get_fields(self, request, obj=None):
         return ["provider_id", "display_name", "is_active", "base_url", "stored_key", "new_api_key",
@@ -435,22 +391,6 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
         # The primary key: changing it would create another provider, not rename this one.
         stored = ["stored_key", "stored_signing_secret"]
         return [*stored, "provider_id"] if obj else stored
-
-    @admin.display(description="Circuit breaker")
-    def breaker_state(self, obj: IntegrationProvider) -> str:
-        """The provider's own breaker, and any of its models' that is not plainly closed."""
-        parts = [breaker.breaker_state(obj.provider_id).label]
-        parts += [f"{s.model_name}: {s.label}" for s in breaker.breakers_list()
-                  if s.provider_id == obj.provider_id and s.model_name and s.state != "closed"]
-        return "; ".join(parts)
-
-    @admin.action(description="Reset circuit breakers (the provider is back)")
-    def reset_breakers(self, request, queryset):
-        for provider in queryset:
-            for status in breaker.breakers_list():
-                if status.provider_id == provider.provider_id:
-                    breaker.breaker_reset(provider.provider_id, status.model_name or None)
-            self.message_user(request, f"{provider}: circuit breakers closed.", level=messages.SUCCESS)
 
     @admin.display(description="Stored key")
     def stored_key(self, obj: IntegrationProvider) -> str:
@@ -490,18 +430,6 @@ class IntegrationProviderAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):
         else:
             # One save for the form's fields and the secrets: one version in the configuration history.
             services.provider_update_secrets(provider=obj, api_key=api_key, signing_secret=secret, save_all_fields=True)
-
-    @admin.action(description="Test key")
-    def test_key(self, request, queryset):
-        # Imported here: the catalog must import even where the providers app is not ready.
-        from creditgate.providers.services import provider_check_credentials
-
-        for provider in queryset:
-            result = provider_check_credentials(provider_id=provider.provider_id)
-            name = str(provider)
-            message = result.message if result.message.startswith(name) else f"{name}: {result.message}"
-            self.message_user(request, message, level=messages.SUCCESS if result.ok else messages.ERROR)
-
 
 @admin.register(GlobalIntegrationSettings)
 class GlobalIntegrationSettingsAdmin(_RefuseIntegrityErrorsMixin, SimpleHistoryAdmin):

@@ -141,3 +141,12 @@ class TierUnavailable(ApplicationError):
 class ProviderUnavailable(ApplicationError):
     status_code = 503
     code = "provider_unavailable"
+
+
+class EmailNotSent(ApplicationError):
+    """The email provider (Resend) did not take the email (not configured, refused, unreachable);
+    the cause is chained. Here, not in providers, so that apps that only hear of it (the accounts'
+    adapter) need not import providers."""
+
+    status_code = 503
+    code = "email_not_sent"

@@ -32,8 +32,8 @@ knows no job kinds, so neither does this counter."""
 credits_charged = Counter(
     "creditgate_credits_charged", "Credits captured from accounts.", ["kind", "tier"],
 )
-"""By the captured amount, where a job's settlement captures its hold (generation.services
-_Settlement.settle_hold), after that transaction commits, with the job's kind and image tier
+"""By the captured amount, where a job's settlement captures its hold (generation.charging
+Settlement.settle_hold), after that transaction commits, with the job's kind and image tier
 (NO_TIER for a text job)."""
 
 provider_calls = Counter(

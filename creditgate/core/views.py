@@ -11,6 +11,7 @@ import dataclasses
 import datetime
 import hmac
 import sys
+from collections.abc import Callable
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -125,9 +126,17 @@ def readiness_checks() -> dict[str, HealthCheck]:
     return checks
 
 
-def _sandboxed() -> list[str]:
-    from creditgate.providers.registry import sandboxed_in_production
+# Which providers the sandbox answers for in production (ids): registered by the providers app in
+# its ready() (core imports no app).
+sandboxed_in_production: Callable[[], list[str]] = list
 
+
+def sandboxed_set(find: Callable[[], list[str]]) -> None:
+    global sandboxed_in_production
+    sandboxed_in_production = find
+
+
+def _sandboxed() -> list[str]:
     try:
         return sandboxed_in_production()
     except DatabaseError:  # the database check says so already

@@ -26,7 +26,7 @@ class AccountAdapter(DefaultAccountAdapter):
     def send_mail(self, template_prefix, email, context) -> None:
         # An email Resend does not take must not turn the sign-up or the reset into a 500: the
         # user can ask again (the login page resends the verification), and the operator sees the log.
-        from creditgate.billing.emails import EmailNotSent
+        from creditgate.core.errors import EmailNotSent
 
         try:
             super().send_mail(template_prefix, email, context)

@@ -15,8 +15,8 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
-from creditgate.audit import selectors as audit_selectors
 from creditgate.audit.admin import version_url
+from creditgate.catalog import history as catalog_history
 from creditgate.core.errors import ApplicationError
 from creditgate.credits import services, team
 from creditgate.credits.models import (
@@ -169,7 +169,7 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
         """Each catalog rate in the entry's snapshot, linked to the history version that set it."""
         # A job's entries are priced when its hold is placed: the capture charges the rate held.
         priced_at = entry.hold.created_at if entry.hold is not None else entry.created_at
-        origins = audit_selectors.rate_origins(rate=entry.rate, at=priced_at)
+        origins = catalog_history.rate_origins(rate=entry.rate, at=priced_at)
         if not origins:
             return "—"
         lines = []

@@ -8,4 +8,7 @@ class CreditsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from creditgate.credits import signals  # noqa: F401 - connects the receivers
+        from creditgate.core import reconciliation
+        from creditgate.credits import selectors, signals  # noqa: F401 - connects the receivers
+
+        reconciliation.check_register("ledger", selectors.ledger_check)

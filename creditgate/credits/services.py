@@ -99,42 +99,44 @@ def _check_amount(amount, *, allow_negative: bool = False, allow_zero: bool = Fa
     return amount
 
 
-_ACCOUNT = Account._meta.db_table
-_HOLD = Hold._meta.db_table
-_ENTRY = LedgerEntry._meta.db_table
-_ENTRY_COLUMNS = ("account_id, kind, amount, available_delta, held_delta, available_after, held_after, hold_id, "
-                  "actor_id, reason, reference, rate, created_at")
+# The ledger's statements, one constant each, with the tables' names written out (no SQL is built at
+# run time); test_services checks the names against the models' db_table.
 
 # Each counter move is one of these conditional UPDATEs (the module docstring's statement, with
 # what each operation also needs). A hold is placed only while no shortfall is owed.
-_HOLD_COUNTERS_MOVE_SQL = (f"UPDATE {_ACCOUNT} SET available = available + %s, held = held + %s "
-                           f"WHERE id = %s AND available + %s >= 0 AND shortfall = 0 RETURNING available, held")
+_HOLD_COUNTERS_MOVE_SQL = ("UPDATE credits_account SET available = available + %s, held = held + %s "
+                           "WHERE id = %s AND available + %s >= 0 AND shortfall = 0 RETURNING available, held")
 # Settling also says whether the account is now below its armed low-balance threshold.
-_SETTLE_COUNTERS_MOVE_SQL = (f"UPDATE {_ACCOUNT} SET available = available + %s, held = held + %s "
-                             f"WHERE id = %s AND available + %s >= 0 "
-                             f"RETURNING available, held, low_balance_armed AND available < low_balance_threshold")
-_LOW_BALANCE_DISARM_SQL = (f"UPDATE {_ACCOUNT} SET low_balance_armed = %s WHERE id = %s AND low_balance_armed "
-                           f"RETURNING available, low_balance_threshold, low_balance_email")
+_SETTLE_COUNTERS_MOVE_SQL = ("UPDATE credits_account SET available = available + %s, held = held + %s "
+                             "WHERE id = %s AND available + %s >= 0 "
+                             "RETURNING available, held, low_balance_armed AND available < low_balance_threshold")
+_LOW_BALANCE_DISARM_SQL = ("UPDATE credits_account SET low_balance_armed = %s WHERE id = %s AND low_balance_armed "
+                           "RETURNING available, low_balance_threshold, low_balance_email")
 # A grant to an account that owes nothing; it re-arms the low-balance alert when it lifts
 # `available` to the threshold.
-_GRANT_COUNTERS_MOVE_SQL = (f"UPDATE {_ACCOUNT} SET available = available + %s, low_balance_armed = CASE "
-                            f"WHEN %s AND available + %s >= low_balance_threshold THEN %s ELSE low_balance_armed END "
-                            f"WHERE id = %s AND available + %s >= 0 AND shortfall = 0 RETURNING available, held")
+_GRANT_COUNTERS_MOVE_SQL = ("UPDATE credits_account SET available = available + %s, low_balance_armed = CASE "
+                            "WHEN %s AND available + %s >= low_balance_threshold THEN %s ELSE low_balance_armed END "
+                            "WHERE id = %s AND available + %s >= 0 AND shortfall = 0 RETURNING available, held")
 # Under the account's row lock (the split was computed from the counters before).
-_GRANT_PAYING_SHORTFALL_SQL = (f"UPDATE {_ACCOUNT} SET available = available + %s, shortfall = shortfall - %s, "
-                               f"low_balance_armed = low_balance_armed OR %s WHERE id = %s AND shortfall >= %s "
-                               f"RETURNING available, held")
-_TAKE_BACK_SQL = (f"UPDATE {_ACCOUNT} SET available = available - %s, shortfall = shortfall + %s "
-                  f"WHERE id = %s AND available >= %s RETURNING available, held")
-_HOLD_INSERT_SQL = (f"INSERT INTO {_HOLD} (account_id, amount, captured_amount, state, idempotency_key, fingerprint, "
-                    f"reference, rate, created_at, expires_at, settled_at, user_id, api_key_id, spend_month) "
-                    f"VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s) RETURNING id")
-_HOLD_SETTLE_SQL = (f"UPDATE {_HOLD} SET state = %s, captured_amount = %s, settled_at = %s "
-                    f"WHERE id = %s AND state = %s AND amount >= %s "
-                    f"RETURNING account_id, amount, reference, rate, user_id, api_key_id, spend_month")
-_ENTRY_INSERT_SQL = (f"INSERT INTO {_ENTRY} ({_ENTRY_COLUMNS}) "
+_GRANT_PAYING_SHORTFALL_SQL = ("UPDATE credits_account SET available = available + %s, shortfall = shortfall - %s, "
+                               "low_balance_armed = low_balance_armed OR %s WHERE id = %s AND shortfall >= %s "
+                               "RETURNING available, held")
+_TAKE_BACK_SQL = ("UPDATE credits_account SET available = available - %s, shortfall = shortfall + %s "
+                  "WHERE id = %s AND available >= %s RETURNING available, held")
+_HOLD_INSERT_SQL = ("INSERT INTO credits_hold (account_id, amount, captured_amount, state, idempotency_key, "
+                    "fingerprint, reference, rate, created_at, expires_at, settled_at, user_id, api_key_id, "
+                    "spend_month) "
+                    "VALUES (%s, %s, 0, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s) RETURNING id")
+_HOLD_SETTLE_SQL = ("UPDATE credits_hold SET state = %s, captured_amount = %s, settled_at = %s "
+                    "WHERE id = %s AND state = %s AND amount >= %s "
+                    "RETURNING account_id, amount, reference, rate, user_id, api_key_id, spend_month")
+_ENTRY_INSERT_SQL = ("INSERT INTO credits_ledgerentry (account_id, kind, amount, available_delta, held_delta, "
+                     "available_after, held_after, hold_id, actor_id, reason, reference, rate, created_at) "
                      "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s)")
-_ENTRY_INSERT_2_SQL = _ENTRY_INSERT_SQL + ", (%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s)"
+_ENTRY_INSERT_2_SQL = ("INSERT INTO credits_ledgerentry (account_id, kind, amount, available_delta, held_delta, "
+                       "available_after, held_after, hold_id, actor_id, reason, reference, rate, created_at) "
+                       "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s), "
+                       "(%s, %s, %s, %s, %s, %s, %s, %s, NULL, %s, %s, %s, %s)")
 
 
 def _execute(sql: str, params: list) -> tuple | None:
@@ -573,7 +575,9 @@ def hold_place(*, account: Account, amount: int, idempotency_key: str, fingerpri
                     raise _cap_exceeded(over, hold) from None
                 _execute(_ENTRY_INSERT_SQL, [hold.account_id, EntryKind.HOLD, 0, -amount, amount, after[0], after[1],
                                              hold.pk, "", hold.reference, rate_db, now_db])
-                hold._state.adding, hold._state.db = False, connection.alias  # as if loaded from the database
+                # As if loaded from the database (Model.from_db): a later save() updates this row.
+                hold = Hold.from_db(connection.alias, [f.attname for f in Hold._meta.concrete_fields],
+                                    [getattr(hold, f.attname) for f in Hold._meta.concrete_fields])
     except IntegrityError:
         if not savepoint:
             raise
@@ -689,27 +693,23 @@ def _low_balance_disarm(account_id: int) -> None:
 # A month's row is created on its first hold (INSERT ... ON CONFLICT DO NOTHING, then the UPDATE
 # again). A cap is read from its own row in the statement: a change of cap applies at once.
 
-_MEMBER = AccountMember._meta.db_table
-_API_KEY = ApiKey._meta.db_table
-_MEMBER_SPEND = MemberSpend._meta.db_table
-_KEY_SPEND = ApiKeySpend._meta.db_table
-
 # (the UPDATE that holds within the cap, the INSERT of the month's row, the UPDATE that settles)
 _MEMBER_SPEND_SQL = (
-    (f"UPDATE {_MEMBER_SPEND} SET held = held + %s WHERE account_id = %s AND user_id = %s AND month = %s AND "
-    f"COALESCE(held + spent + %s <= (SELECT monthly_cap FROM {_MEMBER} WHERE account_id = %s AND user_id = %s), "
-    f"TRUE) RETURNING held"),
-    (f"INSERT INTO {_MEMBER_SPEND} (account_id, user_id, month, held, spent) VALUES (%s, %s, %s, 0, 0) "
-    f"ON CONFLICT (account_id, user_id, month) DO NOTHING"),
-    (f"UPDATE {_MEMBER_SPEND} SET held = held - %s, spent = spent + %s "
-    f"WHERE account_id = %s AND user_id = %s AND month = %s RETURNING held"),
+    ("UPDATE credits_memberspend SET held = held + %s WHERE account_id = %s AND user_id = %s AND month = %s AND "
+    "COALESCE(held + spent + %s <= (SELECT monthly_cap FROM credits_accountmember "
+    "WHERE account_id = %s AND user_id = %s), TRUE) RETURNING held"),
+    ("INSERT INTO credits_memberspend (account_id, user_id, month, held, spent) VALUES (%s, %s, %s, 0, 0) "
+    "ON CONFLICT (account_id, user_id, month) DO NOTHING"),
+    ("UPDATE credits_memberspend SET held = held - %s, spent = spent + %s "
+    "WHERE account_id = %s AND user_id = %s AND month = %s RETURNING held"),
 )
 _KEY_SPEND_SQL = (
-    (f"UPDATE {_KEY_SPEND} SET held = held + %s WHERE api_key_id = %s AND month = %s AND "
-    f"COALESCE(held + spent + %s <= (SELECT monthly_cap FROM {_API_KEY} WHERE id = %s), TRUE) RETURNING held"),
-    (f"INSERT INTO {_KEY_SPEND} (api_key_id, month, held, spent) VALUES (%s, %s, 0, 0) "
-    f"ON CONFLICT (api_key_id, month) DO NOTHING"),
-    f"UPDATE {_KEY_SPEND} SET held = held - %s, spent = spent + %s WHERE api_key_id = %s AND month = %s RETURNING held",
+    ("UPDATE credits_apikeyspend SET held = held + %s WHERE api_key_id = %s AND month = %s AND "
+    "COALESCE(held + spent + %s <= (SELECT monthly_cap FROM credits_apikey WHERE id = %s), TRUE) RETURNING held"),
+    ("INSERT INTO credits_apikeyspend (api_key_id, month, held, spent) VALUES (%s, %s, 0, 0) "
+    "ON CONFLICT (api_key_id, month) DO NOTHING"),
+    ("UPDATE credits_apikeyspend SET held = held - %s, spent = spent + %s "
+     "WHERE api_key_id = %s AND month = %s RETURNING held"),
 )
 
 

@@ -31,7 +31,9 @@ class NoChangesWithApiKey(permissions.BasePermission):
         return request.method in permissions.SAFE_METHODS or request_api_key(request) is None
 
 
-class _TeamApi(APIView):
+class TeamApi(APIView):
+    """The base of the account's team endpoints (here and in webhooks): signed in, no changes with an API key."""
+
     permission_classes = [permissions.IsAuthenticated, NoChangesWithApiKey]
 
     def viewer(self, request):
@@ -66,7 +68,7 @@ def _member_data(member, spending, viewer) -> dict:
             "joined_at": member.joined_at}
 
 
-class MemberListApi(_TeamApi):
+class MemberListApi(TeamApi):
     """The account's members and what each used this month (a member sees only themself)."""
 
     @extend_schema(responses=MemberSerializer(many=True))
@@ -76,7 +78,7 @@ class MemberListApi(_TeamApi):
         return Response([_member_data(m, s, viewer) for m, s in rows])
 
 
-class MemberDetailApi(_TeamApi):
+class MemberDetailApi(TeamApi):
     @extend_schema_serializer(component_name="MemberUpdate")
     class InputSerializer(serializers.Serializer):
         monthly_cap = StrictIntegerField(required=False, allow_null=True, min_value=0,
@@ -135,7 +137,7 @@ def _key_data(key, spending) -> dict:
             "revoked_at": key.revoked_at}
 
 
-class ApiKeyListApi(_TeamApi):
+class ApiKeyListApi(TeamApi):
     @extend_schema_serializer(component_name="ApiKeyCreate")
     class InputSerializer(serializers.Serializer):
         name = VisibleTextField(max_length=100)  # the name rule of services._key_name_clean
@@ -162,7 +164,7 @@ class ApiKeyListApi(_TeamApi):
                         status=status.HTTP_201_CREATED)
 
 
-class ApiKeyDetailApi(_TeamApi):
+class ApiKeyDetailApi(TeamApi):
     @extend_schema_serializer(component_name="ApiKeyUpdate")
     class InputSerializer(serializers.Serializer):
         name = VisibleTextField(required=False, max_length=100)
@@ -183,7 +185,7 @@ class ApiKeyDetailApi(_TeamApi):
         return Response(_key_data(key, selectors.api_key_spending(api_key=key)))
 
 
-class ApiKeyRevokeApi(_TeamApi):
+class ApiKeyRevokeApi(TeamApi):
     @extend_schema(request=None, responses={200: ApiKeySerializer, 403: FORBIDDEN, 404: NOT_FOUND})
     def post(self, request, key_id: int):
         """Revoke the key: every request with it answers 401 from now on. Final."""
@@ -197,7 +199,7 @@ class ApiKeyRevokeApi(_TeamApi):
 # --- Membership: leave, remove, hand over ---------------------------------------------------------
 
 
-class MemberRemoveApi(_TeamApi):
+class MemberRemoveApi(TeamApi):
     @extend_schema(request=None, responses={204: None, 400: INVALID, 403: FORBIDDEN, 404: NOT_FOUND})
     def post(self, request, member_id: int):
         """An owner removes a member: they are back in their own account, their API keys revoked;
@@ -207,7 +209,7 @@ class MemberRemoveApi(_TeamApi):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class MemberTransferApi(_TeamApi):
+class MemberTransferApi(TeamApi):
     @extend_schema(request=None, responses={200: MemberSerializer, 400: INVALID, 403: FORBIDDEN, 404: NOT_FOUND})
     def post(self, request, member_id: int):
         """An owner makes this member the owner and becomes a member."""
@@ -217,7 +219,7 @@ class MemberTransferApi(_TeamApi):
         return Response(_member_data(member, selectors.member_spending(member=member), self.viewer(request)))
 
 
-class LeaveApi(_TeamApi):
+class LeaveApi(TeamApi):
     @extend_schema(request=None, responses={204: None, 400: INVALID, 403: FORBIDDEN})
     def post(self, request):
         """Leave the team you are in: you are back in your own account, as it was (credits and
@@ -256,7 +258,7 @@ def _invitation_data(invitation, now) -> dict:
             "state": invitation.state(now)}
 
 
-class InvitationListApi(_TeamApi):
+class InvitationListApi(TeamApi):
     @extend_schema_serializer(component_name="InvitationCreate")
     class InputSerializer(serializers.Serializer):
         email = StrictCharField(max_length=254)
@@ -282,7 +284,7 @@ class InvitationListApi(_TeamApi):
                         status=status.HTTP_201_CREATED)
 
 
-class InvitationRevokeApi(_TeamApi):
+class InvitationRevokeApi(TeamApi):
     @extend_schema(request=None, responses={200: InvitationSerializer, 400: INVALID, 403: FORBIDDEN,
                                             404: NOT_FOUND})
     def post(self, request, invitation_id: int):
@@ -293,7 +295,7 @@ class InvitationRevokeApi(_TeamApi):
         return Response(_invitation_data(invitation, timezone.now()))
 
 
-class InvitationAcceptApi(_TeamApi):
+class InvitationAcceptApi(TeamApi):
     @extend_schema_serializer(component_name="InvitationAccept")
     class InputSerializer(serializers.Serializer):
         token = StrictCharField(max_length=200, help_text="The token at the end of the invitation's link.")

@@ -1,9 +1,9 @@
 from django.urls import path
 
-from creditgate.credits import apis, usage_api
+from creditgate.credits import apis
 
 urlpatterns = [
     path("balance/", apis.BalanceApi.as_view(), name="credits-balance"),
     path("transactions/", apis.TransactionListApi.as_view(), name="credits-transactions"),
-    path("usage/", usage_api.UsageApi.as_view(), name="credits-usage"),
+    # usage/ is reports.usage_api (routed in creditgate/urls.py): it reads jobs, which credits does not know.
 ]

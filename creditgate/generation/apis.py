@@ -1,6 +1,9 @@
 """Generation endpoints and the estimate: hand the request to the request layer (intake), return
 the job (202) or the quote."""
 
+from urllib.parse import urljoin
+
+from django.conf import settings
 from django.http import FileResponse
 from django.urls import reverse
 from drf_spectacular.utils import (
@@ -23,7 +26,7 @@ from creditgate.credits import services as credits_services
 from creditgate.credits.apis import UserRefSerializer
 from creditgate.credits.authentication import request_api_key
 from creditgate.generation import intake, selectors, waiting
-from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind
+from creditgate.generation.models import FINAL_STATUSES, Job, JobKind
 from creditgate.webhooks import services as webhook_services
 
 IDEMPOTENCY_HEADER = OpenApiParameter(
@@ -96,6 +99,12 @@ class JobOutputSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
 
+    def _images(self, job) -> list:
+        """The job's images: given in the context as "images" when the caller knows them (a job
+        just created has none, so its 202 spares the query), else read (prefetched by the lists)."""
+        images = self.context.get("images")
+        return list(job.images.all()) if images is None else images
+
     @extend_schema_field(UserRefSerializer(help_text="Who ran the job (an owner sees every member's jobs, a member "
                                                      "only their own)."))
     def get_user(self, job) -> dict:
@@ -110,13 +119,13 @@ class JobOutputSerializer(serializers.Serializer):
         return job.image_count or None
 
     def get_images_delivered(self, job) -> int:
-        return len(job.images.all())
+        return len(self._images(job))
 
     @extend_schema_field(JobImageOutputSerializer(many=True))
     def get_images(self, job) -> list[dict]:
         request = self.context.get("request")
         out = []
-        images = list(job.images.all())
+        images = list(self._images(job))
         shown = catalog_selectors.model_display_names() if images else {}
         for image in images:
             url = reverse("job-image", kwargs={"job_id": job.id, "index": image.index})
@@ -144,18 +153,28 @@ class JobOutputSerializer(serializers.Serializer):
         return {"code": job.error_code, "message": job.error_message}
 
 
+def job_public_data(job_id) -> dict:
+    """A job's public representation, as GET /api/v1/jobs/{id}/ shows it with its image URLs made
+    absolute with CREDITGATE_PUBLIC_URL: the `data` of its webhook events (handed to webhooks in
+    GenerationConfig.ready, so webhooks deliver it without knowing jobs)."""
+    job = Job.objects.select_related("user").prefetch_related("images").get(pk=job_id)
+    data = dict(JobOutputSerializer(job).data)
+    base = settings.CREDITGATE_PUBLIC_URL
+    if base:
+        data["images"] = [{**image, "url": urljoin(base, image["url"])} for image in data["images"]]
+    return data
+
+
 def _accepted(request, job: Job, created: bool, *, waited: int | None = None) -> Response:
     if waited is not None:  # Prefer: wait=N: the job as it is once final, or after N seconds
         job_id = job.id
         job = waiting.job_wait_final(job_id, seconds=waited,
                                      read=lambda: selectors.job_get(user=request.user, job_id=job_id))
-    elif created:  # a job that was just created has no images yet: spare the query
-        no_images = JobImage.objects.none()
-        no_images._result_cache = []  # already evaluated, as prefetch_related leaves it
-        # Django's prefetch cache is a private attribute the stubs do not declare.
-        job._prefetched_objects_cache = {"images": no_images}  # type: ignore[attr-defined]
+    context: dict = {"request": request}
+    if waited is None and created:  # a job that was just created has no images yet: spare the query
+        context["images"] = []
     final = waited is not None and job.status in FINAL_STATUSES  # without a wait: 202, as ever
-    response = Response(JobOutputSerializer(job, context={"request": request}).data,
+    response = Response(JobOutputSerializer(job, context=context).data,
                         status=status.HTTP_200_OK if final else status.HTTP_202_ACCEPTED)
     if waited is not None:
         response["Preference-Applied"] = f"wait={waited}"

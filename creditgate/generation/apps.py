@@ -7,10 +7,19 @@ class GenerationConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from django.core.signals import request_started
+        from creditgate.core import runtime
+        from creditgate.generation import tasks  # registers the tasks the runners look up
 
-        from creditgate.generation import dispatch, tasks  # noqa: F401 - registers the tasks the runners look up
+        runtime.job_runner_set(tasks.RUN_JOB)
+        runtime.sweep_register(tasks.SWEEP_JOBS)
 
-        # In-process mode has no Celery beat: the first request a process serves starts its
-        # sweeper, which also recovers what a previous process left behind.
-        request_started.connect(dispatch.inprocess_start, dispatch_uid="creditgate-inprocess-start")
+        from creditgate.core import reconciliation
+        from creditgate.generation import selectors
+
+        reconciliation.check_register("jobs", lambda: selectors.jobs_audit(full=True))
+
+        from creditgate.generation.apis import job_public_data
+        from creditgate.webhooks import services as webhook_services
+
+        # A job's webhook payload is its public representation: webhooks deliver it, generation says what it is.
+        webhook_services.job_representation_set(job_public_data)

@@ -1,5 +1,5 @@
-"""The request layer of a paid generation: what a request may say, what it costs, and how it
-becomes a job (the create half of the charge path; services.py runs and settles the job).
+"""The request layer of a paid generation: what a request may say, and how it becomes a job
+(what it costs and its hold are generation.charging; services.py runs the job).
 
 One place for a request's rules. The request definitions below are DRF serializers that carry
 every input rule (the tier enum, the count range, the prompt's length and its visible character,
@@ -7,7 +7,7 @@ the article's image count, the max_tokens range), and drf-spectacular generates 
 from these same declarations, so the schema and the checks cannot drift apart. The bounds an admin
 sets (images per request, images per article, the text model's output limit) are read from the
 catalog's routing when a definition is instantiated: a request is checked, and the schema is
-declared, against the settings of that moment. `quote` prices checked input with credits.pricing;
+declared, against the settings of that moment. `charging.quote` prices checked input;
 the estimate endpoint and the three generation endpoints (and so the page) all go through
 `estimate` / `job_create`, so an estimate equals the hold of the job it describes.
 
@@ -37,28 +37,26 @@ from typing import Any, ClassVar
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator
-from django.db import DatabaseError, IntegrityError, models, transaction
+from django.db import DatabaseError, models
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema_serializer
 from rest_framework import serializers
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import (
-    AIModelConfig,
     GlobalIntegrationSettings,
     QualityTier,
 )
+from creditgate.core import runtime
 from creditgate.core.errors import (
     IdempotencyConflict,
     InvalidRequest,
     RateLimited,
-    TierUnavailable,
 )
 from creditgate.core.serializer_fields import StrictIntegerField, VisibleTextField
-from creditgate.credits import pricing
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import ApiKey
-from creditgate.generation import dispatch
+from creditgate.generation import charging
 from creditgate.generation.models import Job, JobKind, JobStatus
 from creditgate.webhooks import services as webhook_services
 
@@ -236,53 +234,7 @@ def request_check(definition: type[RequestDefinition], body: Any, *,
 # --- Quotes: what a request would hold, priced by the one pricing module -----------------------
 
 
-@dataclass(frozen=True)
-class Quote:
-    kind: str
-    price: pricing.Price  # what the job holds: the most it can cost
-    request: dict  # the checked input with its defaults filled in (max_tokens, image_count)
-    job_fields: dict  # the job's columns: the input and the snapshot of the models it is priced by
-    image_model: AIModelConfig | None = None
-    text_model: AIModelConfig | None = None
-
-
-def quote(kind: str, data: dict, *, routing: catalog_selectors.Routing) -> Quote:
-    """Price checked input (`request_check`): the models that serve it and what it holds. A tier
-    (or text) that nothing can serve right now is a 422."""
-    gs = routing.settings
-    if kind == JobKind.IMAGE:
-        model = _image_model(routing, data["tier"])
-        request = {"prompt": data.get("prompt", ""), "tier": data["tier"], "count": data["count"]}
-        return Quote(kind, pricing.price_images(model=model, count=data["count"]), request,
-                     dict(kind=kind, prompt=request["prompt"], tier=data["tier"], image_count=data["count"],
-                          **_image_snapshot(model, style=gs.image_style)), image_model=model)
-    text_model = routing.text_model
-    if text_model is None:
-        raise TierUnavailable("Text generation is not available right now.", details={"kind": "text"})
-    max_tokens = data.get("max_tokens")
-    if max_tokens is None:
-        max_tokens = min(gs.default_max_tokens, text_model.max_output_tokens or gs.default_max_tokens)
-    text_price = pricing.price_text_max(model=text_model, prompt=data["prompt"], max_tokens=max_tokens)
-    text_fields = dict(prompt=data["prompt"], max_tokens=max_tokens,
-                       **_text_snapshot(text_model, temperature=gs.temperature))
-    if kind == JobKind.TEXT:
-        return Quote(kind, text_price, {"prompt": data["prompt"], "max_tokens": max_tokens},
-                     dict(kind=kind, **text_fields), text_model=text_model)
-    image_count = data.get("image_count")
-    if image_count is None:
-        image_count = gs.max_in_article_images
-    parts, image_fields, image_model = [text_price], {}, None
-    if image_count:
-        image_model = _image_model(routing, data["tier"])
-        parts.append(pricing.price_images(model=image_model, count=image_count))
-        image_fields = _image_snapshot(image_model, style=gs.image_style)
-    request = {"prompt": data["prompt"], "tier": data["tier"], "image_count": image_count, "max_tokens": max_tokens}
-    return Quote(kind, pricing.price_total(*parts), request,
-                 dict(kind=kind, tier=data["tier"], image_count=image_count, **text_fields, **image_fields),
-                 image_model=image_model, text_model=text_model)
-
-
-def estimate(*, body: Any) -> Quote:
+def estimate(*, body: Any) -> charging.Quote:
     """POST /credits/estimate/: the quote of `{"kind": ..., <that kind's request>}`, checked by
     the same definitions as the generation endpoints."""
     kind = body.get("kind") if isinstance(body, dict) else None
@@ -290,26 +242,7 @@ def estimate(*, body: Any) -> Quote:
         choices = ", ".join(ESTIMATE_REQUESTS)
         raise InvalidRequest("Invalid input: kind.", details={"kind": [f"Must be one of {choices}."]})
     routing = catalog_selectors.routing_get()
-    return quote(kind, request_check(ESTIMATE_REQUESTS[kind], body, routing=routing), routing=routing)
-
-
-def _image_model(routing: catalog_selectors.Routing, tier: str) -> AIModelConfig:
-    model = routing.image_models.get(tier)
-    if model is None:
-        raise TierUnavailable(f"The {QualityTier(tier).label} quality is not available right now.",
-                              details={"tier": tier})
-    return model
-
-
-def _image_snapshot(model: AIModelConfig, *, style: str) -> dict:
-    return {"image_model_name": model.model_name, "image_provider_id": model.provider_id,
-            "credits_per_image": model.credits_per_image, "image_style": style}
-
-
-def _text_snapshot(model: AIModelConfig, *, temperature) -> dict:
-    return {"text_model_name": model.model_name, "text_provider_id": model.provider_id,
-            "tokens_per_credit": model.tokens_per_credit,
-            "temperature": temperature if model.accepts("temperature") else None}
+    return charging.quote(kind, request_check(ESTIMATE_REQUESTS[kind], body, routing=routing), routing=routing)
 
 
 # --- Creating a job: replay, check, quote, hold ------------------------------------------------
@@ -346,14 +279,14 @@ def job_create(*, kind: str, user, body: Any, idempotency_key: str | None = None
         if replayed is not None:
             return replayed, False
     routing = catalog_selectors.routing_get()
-    priced = quote(kind, request_check(REQUESTS[kind], body, routing=routing), routing=routing)
+    priced = charging.quote(kind, request_check(REQUESTS[kind], body, routing=routing), routing=routing)
     origin = origin or JobOrigin()
     fields = priced.job_fields
     if origin.webhook_endpoint is not None:
         fields = {**fields, "webhook_endpoint": webhook_services.endpoint_for_request(
             account=account, endpoint_id=origin.webhook_endpoint)}
-    return _job_insert(account=account, user=user, key=key, fingerprint=fingerprint, price=priced.price,
-                       fields=fields, api_key=origin.api_key)
+    return charging.job_hold(account=account, user=user, key=key, fingerprint=fingerprint, price=priced.price,
+                             fields=fields, api_key=origin.api_key, admit=_rate_check, hand_over=_job_hand_over)
 
 
 def job_create_images(*, user, prompt, tier, count, idempotency_key: str | None = None,
@@ -383,54 +316,10 @@ def _given(**fields) -> dict:
 
 def _job_replayed(account, user, key: str, fingerprint: str) -> Job | None:
     """The job this member started with this key, if any (another member's key is not theirs)."""
-    job = _jobs_of_key(account, user, key).prefetch_related("images").first()
+    job = charging.jobs_of_key(account, user, key).prefetch_related("images").first()
     if job is not None and job.request_fingerprint != fingerprint:
         raise IdempotencyConflict()
     return job
-
-
-def _jobs_of_key(account, user, key: str) -> models.QuerySet[Job]:
-    return Job.objects.filter(account=account, user=user, idempotency_key=key).select_related("user")
-
-
-def _hold_key(user, key: str) -> str:
-    """The job's hold's idempotency key: the member's and their key, so that two members' jobs
-    under one key hold separately. Never starts with `job:`, the form holds had when keys were the
-    account's (`job:<key>`), so no new key can meet an old one."""
-    return f"user:{user.pk}:job:{key}"
-
-
-def _job_insert(*, account, user, key: str, fingerprint: str, price: pricing.Price, fields: dict,
-                api_key: ApiKey | None) -> tuple[Job, bool]:
-    """Hold the job's price, check the rate limit and create the job in one transaction."""
-    now = timezone.now()
-    job = Job(account=account, user=user, idempotency_key=key, request_fingerprint=fingerprint,
-              credits_held=price.credits, created_at=now, run_after=now, dispatched_at=now, **fields)
-    try:
-        with transaction.atomic():
-            # The hold first, keyed by the job's key: a replay that raced the first request fails
-            # on the hold's unique key (once the first committed), with no read before the write,
-            # and is recognised below, after this transaction rolled back (so no savepoint is
-            # needed around the hold); a new job is then inserted once, already pointing at its hold.
-            hold, created = credits_services.hold_place(
-                account=account, amount=price.credits, idempotency_key=_hold_key(user, key),
-                fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate, expires=False,
-                user=user, api_key=api_key, savepoint=False)
-            if created:
-                _rate_check(account)
-                job.hold = hold
-                job.save(force_insert=True)
-                transaction.on_commit(lambda: _job_hand_over(job.id))
-    except IntegrityError:  # the hold's or the job's unique key: the member's first request's job exists
-        if not _jobs_of_key(account, user, key).exists():
-            raise
-        created = False
-    if created:
-        return job, True
-    existing = _jobs_of_key(account, user, key).get()
-    if existing.request_fingerprint != fingerprint:
-        raise IdempotencyConflict()
-    return existing, False
 
 
 def _rate_check(account) -> None:
@@ -461,7 +350,7 @@ def _job_hand_over(job_id) -> None:
     """After the job's commit: hand it to its runner. If that fails (the broker is down), the job
     is still durable and accepted: it stays owed to the queue (the outbox) and the sweep hands it
     over once the broker answers."""
-    if dispatch.enqueue(job_id):
+    if runtime.enqueue(job_id):
         return
     try:
         Job.objects.filter(pk=job_id, status=JobStatus.QUEUED).update(dispatched_at=None)

@@ -1,23 +1,20 @@
-"""Reads of jobs, and the reconciliation audit of jobs against the ledger."""
+"""Reads of jobs, and the jobs' part of the reconciliation audit (core.reconciliation runs it
+with the other apps' checks)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
 
 from django.conf import settings
 from django.db.models import Case, Count, F, IntegerField, OuterRef, QuerySet, Subquery, Sum, Value, When
 from django.db.models.functions import Coalesce, Least, TruncDate
 from django.utils import timezone
 
-from creditgate.billing import selectors as billing_selectors
 from creditgate.core.errors import NotFound
-from creditgate.core.snapshot import snapshot
-from creditgate.credits import pricing
-from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Hold, HoldState
+from creditgate.generation import charging
 from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind, JobStatus
 
 logger = logging.getLogger(__name__)
@@ -82,65 +79,7 @@ def jobs_audit(*, now: dt.datetime | None = None, full: bool = True) -> list[str
                         .values_list("pk", "run_after")[:100]):
         problems.append(f"job {job_id} has been owed its hand-off to the queue since {due:%Y-%m-%d %H:%M:%S}")
     if full:
-        problems.extend(_charges_audit())
-    return problems
-
-
-def job_charge(job: Job, *, images: int, text_tokens: int | None) -> pricing.Price | None:
-    """What a job that delivered `images` images and, if any, a text of `text_tokens` tokens owes,
-    at the rates it was held at (the catalog may have changed since), capped at its hold; None if
-    it delivered nothing. Settlement charges this; the audit checks every final job against it."""
-    parts = []
-    if images:
-        parts.append(pricing.price_images(model=_Rates(job.image_model_name, credits_per_image=job.credits_per_image),
-                                          count=images))
-    if text_tokens is not None:
-        parts.append(pricing.price_text_tokens(
-            model=_Rates(job.text_model_name, tokens_per_credit=job.tokens_per_credit), total_tokens=text_tokens))
-    if not parts:
-        return None
-    price = pricing.price_total(*parts)
-    return pricing.Price(credits=min(price.credits, job.credits_held), rate=price.rate)
-
-
-@dataclass(frozen=True)
-class _Rates:
-    """A job's rates in the shape `credits.pricing` prices by."""
-
-    model_name: str
-    credits_per_image: int | None = None
-    tokens_per_credit: int | None = None
-
-
-def _charges_audit() -> list[str]:
-    problems = []
-    jobs = (Job.objects.filter(status__in=FINAL_STATUSES).annotate(delivered=Count("images"))
-            .select_related("hold").only("pk", "image_model_name", "credits_per_image", "text_model_name",
-                                         "tokens_per_credit", "total_tokens", "credits_held", "credits_charged",
-                                         "hold__captured_amount", "hold__state"))
-    for job in jobs.iterator(chunk_size=2000):
-        price = job_charge(job, images=job.delivered, text_tokens=job.total_tokens)
-        expected = price.credits if price else 0
-        if job.credits_charged != expected:
-            tokens = f" and {job.total_tokens} tokens" if job.total_tokens is not None else ""
-            problems.append(f"job {job.pk}: charged {job.credits_charged} credits but delivered {job.delivered} "
-                            f"image(s){tokens}, worth {expected}")
-        if job.hold is not None and job.hold.captured_amount != job.credits_charged:
-            problems.append(f"job {job.pk}: charged {job.credits_charged} credits but its hold captured "
-                            f"{job.hold.captured_amount}")
-    return problems
-
-
-@snapshot()
-def reconciliation_audit(*, log: bool = False) -> list[str]:
-    """The whole audit behind `manage.py check_ledger`: the ledger against itself (credits), then
-    the jobs against the ledger, then the payments against the ledger (billing), all in one
-    snapshot of the database, so jobs and payments settling meanwhile are not reported as breaks."""
-    problems = credits_selectors.ledger_check() + jobs_audit(full=True) + billing_selectors.payments_audit()
-    if log:
-        for problem in problems[:50]:
-            logger.error("audit: %s", problem)
-        logger.info("audit: %d problem(s)", len(problems))
+        problems.extend(charging.charges_audit())
     return problems
 
 

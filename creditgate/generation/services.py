@@ -1,7 +1,8 @@
-"""The charge path, top to bottom: price → hold → call → capture what was delivered → release the rest.
+"""Running a job, and the sweep: claim → call → store → settle (the money of each step is
+generation.charging, which reads top to bottom: quote, hold, run, settle, the final charge).
 
-Creating a job (generation.intake) prices the request and places a hold for the most it can
-cost, in the same short transaction that creates the job row (a job committed with its hold is
+Creating a job (generation.intake, charging.job_hold) prices the request and places a hold for
+the most it can cost, in the same short transaction that creates the job row (a job committed with its hold is
 always run: if handing it to the queue fails, the sweep hands it over later). Nothing is held
 across a provider call. Running a job claims it with a lease, calls the providers outside any
 transaction and stores each answer in our own media storage as it arrives; settling records the
@@ -33,12 +34,10 @@ from PIL import Image
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, ModelType, QualityTier
-from creditgate.core import metrics
-from creditgate.core.errors import credits_words
+from creditgate.core import metrics, runtime
 from creditgate.core.logging import log_context_bind
 from creditgate.credits import services as credits_services
-from creditgate.credits.models import Hold
-from creditgate.generation import dispatch, leases, waiting
+from creditgate.generation import charging, leases
 from creditgate.generation import selectors as generation_selectors
 from creditgate.generation.calls import CALL_OUTCOME_FIELDS, call_ended_unanswered, call_size, call_tries_recorded
 from creditgate.generation.models import (
@@ -61,7 +60,6 @@ from creditgate.providers.base import (
 )
 from creditgate.providers.breaker import breaker_allow, breaker_record
 from creditgate.providers.registry import adapter_for
-from creditgate.webhooks import services as webhook_services
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +161,13 @@ def _lease_remaining(job_id) -> float | None:
     return max((expires - timezone.now()).total_seconds(), 0.0) if expires else None
 
 
+# One constant statement (the table's name written out); RETURNING * gives Model.raw every column.
+_JOB_CLAIM_SQL = ("UPDATE generation_job SET status = %s, attempts = attempts + 1, lease_token = %s, "
+                  "lease_expires_at = %s, started_at = COALESCE(started_at, %s) "
+                  "WHERE id = %s AND ((status = %s AND run_after <= %s) OR (status = %s AND lease_expires_at < %s)) "
+                  "RETURNING *")
+
+
 def _job_claim(job_id) -> Job | None:
     """Take a due job: one conditional UPDATE that also returns the row. Due: queued and past its
     backoff, or running under a lease that lapsed (taking it over voids the old run's token).
@@ -170,17 +175,11 @@ def _job_claim(job_id) -> Job | None:
     now = timezone.now()
     lease_until = now + dt.timedelta(seconds=settings.CREDITGATE_JOB_LEASE_SECONDS)
     fields = {f.name: f for f in Job._meta.concrete_fields}
-    # Concrete fields are exactly those with a column (`if f.column` only narrows the type).
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields.values() if f.column)
-    sql = (f"UPDATE {connection.ops.quote_name(Job._meta.db_table)} SET status = %s, attempts = attempts + 1, "
-           f"lease_token = %s, lease_expires_at = %s, started_at = COALESCE(started_at, %s) "
-           f"WHERE id = %s AND ((status = %s AND run_after <= %s) OR (status = %s AND lease_expires_at < %s)) "
-           f"RETURNING {columns}")
     prep = lambda name, value: fields[name].get_db_prep_value(value, connection)  # noqa: E731
     params = [JobStatus.RUNNING, prep("lease_token", uuid.uuid4()), prep("lease_expires_at", lease_until),
               prep("started_at", now), prep("id", job_id), JobStatus.QUEUED, prep("run_after", now),
               JobStatus.RUNNING, prep("lease_expires_at", now)]
-    claimed = list(Job.objects.raw(sql, params))
+    claimed = list(Job.objects.raw(_JOB_CLAIM_SQL, params))
     return claimed[0] if claimed else None
 
 
@@ -444,7 +443,7 @@ class _Run:
         with transaction.atomic(durable=True):
             if retrying and Job.objects.filter(pk=job.pk, status__in=FINAL_STATUSES).exists():
                 return  # the first try committed before its connection broke
-            outcome = _settlement(job, images=images, text_tokens=text, errors=self.errors)
+            outcome = charging.settlement(job, images=images, text_tokens=text, errors=self.errors)
             if not Job.objects.filter(pk=job.pk, lease_token=self.lease.token, status=JobStatus.RUNNING).update(
                     **outcome.job_fields, **self._text_fields()):
                 raise LeaseLost()
@@ -583,70 +582,6 @@ def styled_prompt(prompt: str, style: str) -> str:
     return f"{prompt.rstrip(' .')}, in a {style} style" if style else prompt
 
 
-# --- Settling: the one place a job's money is decided -----------------------------------------
-
-
-@dataclass(frozen=True)
-class _Settlement:
-    job_fields: dict
-    charge: int
-    rate: dict | None
-
-    def settle_hold(self, job: Job) -> None:
-        """In the settlement's transaction: capture the charge, release the rest; and record the
-        job's webhook deliveries (an outbox: committed with the final state, never lost)."""
-        webhook_services.job_events_record(job=job)
-        transaction.on_commit(partial(_count_settled, job.kind, job.tier, self.job_fields["status"], self.charge))
-        transaction.on_commit(partial(waiting.job_final_announce, job.pk))  # Prefer: wait, ?wait=N
-        if not job.hold_id:
-            return
-        reason = "" if self.charge else "nothing was delivered"
-        if not credits_services.hold_settle(hold_id=job.hold_id, captured=self.charge, rate=self.rate, reason=reason):
-            # Holds of jobs have no expiry and only settle here, under the job's row lock: this
-            # cannot happen unless someone settled it by hand. Keep the books as they are.
-            logger.error("job %s: its hold %s was already settled; the job records what it captured",
-                         job.pk, job.hold_id)
-            captured = Hold.objects.filter(pk=job.hold_id).values_list("captured_amount", flat=True).first() or 0
-            Job.objects.filter(pk=job.pk).update(credits_charged=captured)
-
-
-def _count_settled(kind: str, tier: str, status: str, charge: int) -> None:
-    metrics.jobs_finished.labels(kind, status).inc()
-    if charge:
-        metrics.credits_charged.labels(kind, tier or metrics.NO_TIER).inc(charge)
-
-
-def _settlement(job: Job, *, images: int, text_tokens: int | None, errors: list[tuple[str, str]]) -> _Settlement:
-    """The final state of a job that delivered `images` images and, if any, a text of
-    `text_tokens` tokens: status, message, and what it costs (never more than was held)."""
-    price = generation_selectors.job_charge(job, images=images, text_tokens=text_tokens)
-    charge = price.credits if price else 0
-
-    wanted_text = bool(job.text_model_name)
-    complete = images >= job.image_count and (text_tokens is not None or not wanted_text)
-    if complete:
-        status, code, message = JobStatus.SUCCEEDED, "", ""
-    elif images or text_tokens is not None:
-        status, code = JobStatus.PARTIAL, "partial"
-        message = _partial_message(job, images, text_tokens is not None, charge)
-    else:
-        status = JobStatus.FAILED
-        code, reason = errors[0] if errors else ("generation_failed", "The provider could not make this.")
-        message = f"{reason} No credits were charged."
-    fields = dict(status=status, credits_charged=charge, error_code=code, error_message=message,
-                  finished_at=timezone.now(), lease_token=None, lease_expires_at=None)
-    return _Settlement(job_fields=fields, charge=charge, rate=price.rate if price else None)
-
-
-def _partial_message(job: Job, images: int, text: bool, charged: int) -> str:
-    parts = []
-    if job.image_count:
-        parts.append(f"Delivered {images} of {job.image_count} images")
-    if job.text_model_name and not text:
-        parts.append("the text could not be written")
-    return "; ".join(parts) + f"; charged {credits_words(charged)}."
-
-
 # --- Recovery: the sweep ----------------------------------------------------------------------
 
 
@@ -685,7 +620,7 @@ def jobs_sweep(*, now: dt.datetime | None = None) -> Swept:
             counts[outcome] += 1
     timeout = now - dt.timedelta(seconds=settings.CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS)
     for job in Job.objects.filter(status=JobStatus.QUEUED, created_at__lt=timeout).order_by("created_at")[:500]:
-        if _isolated(lambda retrying, job=job: _job_expire(job, now=now, timeout=timeout),
+        if _isolated(lambda retrying, job=job: charging.job_expire(job, now=now, timeout=timeout),
                      what=f"job {job.pk}: expire"):
             counts["expired"] += 1
     counts["dispatched"] = _outbox_dispatch(now=now)
@@ -727,29 +662,13 @@ def _job_recover(job: Job, *, now: dt.datetime) -> str | None:
             return "requeued" if taken else None
         errors = [] if complete else [("job_interrupted", (f"The job was interrupted {job.attempts} times and could "
                                                           f"not be finished."))]
-        outcome = _settlement(job, images=images, text_tokens=text_tokens, errors=errors)
+        outcome = charging.settlement(job, images=images, text_tokens=text_tokens, errors=errors)
         if not Job.objects.filter(lapsed).update(**outcome.job_fields):
             return None
         outcome.settle_hold(job)
     logger.warning("job %s: settled by recovery after attempt %d (%s)", job.pk, job.attempts,
                    outcome.job_fields["status"])
     return "settled"
-
-
-def _job_expire(job: Job, *, now: dt.datetime, timeout: dt.datetime) -> bool:
-    """Settle a job that waited in the queue past the timeout. What an earlier attempt delivered
-    is still charged; the rest of the hold goes back."""
-    with transaction.atomic(durable=True):
-        images = JobImage.objects.filter(job=job).count()
-        outcome = _settlement(job, images=images, text_tokens=job.total_tokens, errors=[
-            ("job_expired", "No worker could start the job in time.")])
-        if not Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED, created_at__lt=timeout).update(
-                **outcome.job_fields):
-            return False
-        outcome.settle_hold(job)
-    logger.warning("job %s: waited in the queue past %ss; settled", job.pk,
-                   settings.CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS)
-    return True
 
 
 def _outbox_dispatch(*, now: dt.datetime) -> int:
@@ -761,7 +680,7 @@ def _outbox_dispatch(*, now: dt.datetime) -> int:
             .order_by("run_after").values_list("pk", flat=True)[:1000])
     dispatched = 0
     for pk in owed:
-        if not dispatch.enqueue(pk):
+        if not runtime.enqueue(pk):
             break
         Job.objects.filter(pk=pk, status=JobStatus.QUEUED).update(dispatched_at=now)
         dispatched += 1

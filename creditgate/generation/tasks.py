@@ -9,7 +9,8 @@ failure: the job's own settlement and recovery own its money.
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from creditgate.generation import dispatch, selectors, services
+from creditgate.core import reconciliation
+from creditgate.generation import services
 
 RUN_JOB = "creditgate.generation.tasks.run_job"
 SWEEP_JOBS = "creditgate.generation.tasks.sweep_jobs"
@@ -30,12 +31,8 @@ def sweep_jobs() -> dict:
     return services.jobs_sweep().as_dict()
 
 
-dispatch.job_runner_set(RUN_JOB)
-dispatch.sweep_register(SWEEP_JOBS)
-
-
 @shared_task(name="creditgate.generation.tasks.audit_ledger", ignore_result=True)
 def audit_ledger() -> int:
     """The full reconciliation audit (what `manage.py check_ledger` prints); returns and logs the
     number of problems."""
-    return len(selectors.reconciliation_audit(log=True))
+    return len(reconciliation.reconciliation_audit(log=True))

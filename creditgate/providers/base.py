@@ -15,7 +15,6 @@ import random
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TypeVar
@@ -32,7 +31,7 @@ logger = logging.getLogger("creditgate.providers")
 T = TypeVar("T")
 
 # The generic names of optional parameters (as listed in AIModelConfig.optional_params) that a
-# caller may pass to generate_images. Each adapter maps the ones its API knows to its own names.
+# caller may pass to generate_image_batch. Each adapter maps the ones its API knows to its own names.
 IMAGE_OPTIONS = ("negative_prompt", "steps", "cfg_scale", "seed")
 
 
@@ -420,38 +419,6 @@ class ProviderAdapter(ABC):
         look it up), so the work has to be asked for again. `record` is told of each try of that
         call the provider still knows about, in the order they were sent (latency unknown)."""
         return None
-
-    def generate_images(self, *, model: AIModelConfig, prompt: str, count: int, size: str | None = None,
-                        options: dict | None = None, record: TryRecorder | None = None) -> list[ImageOutcome]:
-        """`count` outcomes, in order, from as many concurrent calls as the model needs. Partial
-        failure is expressed as failed outcomes; a ProviderError is raised only when nothing could
-        be delivered at all (then every call failed, and the first failure is what the caller is
-        told)."""
-        if count < 1:
-            raise ProviderRejectedRequest("At least one image must be requested.")
-        chunks = self.image_call_sizes(model=model, count=count)
-
-        def run(n: int) -> list[ImageOutcome] | ProviderError:
-            try:
-                return self.generate_image_batch(model=model, prompt=prompt, n=n, size=size, options=options,
-                                                 record=record)
-            except ProviderError as exc:
-                return exc
-
-        if len(chunks) == 1:
-            results = [run(chunks[0])]
-        else:
-            with ThreadPoolExecutor(max_workers=min(len(chunks), self.policy.max_parallel_calls),
-                                    thread_name_prefix=f"{self.provider_id}-images") as pool:
-                results = list(pool.map(run, chunks))
-
-        errors = [r for r in results if isinstance(r, ProviderError)]
-        if len(errors) == len(results):
-            raise errors[0]
-        outcomes: list[ImageOutcome] = []
-        for n, result in zip(chunks, results, strict=True):
-            outcomes.extend([ImageOutcome.failed(result)] * n if isinstance(result, ProviderError) else result)
-        return outcomes
 
     @abstractmethod
     def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,

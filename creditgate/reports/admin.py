@@ -13,13 +13,15 @@ from decimal import Decimal
 from functools import wraps
 
 from django.conf import settings
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import PermissionDenied
 from django.http import HttpResponse, JsonResponse
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
+from creditgate.catalog.models import AIModelConfig
+from creditgate.providers import admin as providers_admin
 from creditgate.reports import selectors
 from creditgate.reports.forms import ReportFilterForm
 from creditgate.reports.models import UsageReport
@@ -157,3 +159,24 @@ def _invalid(form: ReportFilterForm) -> JsonResponse:
     details = {field: [str(e) for e in errors] for field, errors in form.errors.items()}
     return JsonResponse({"error": {"code": "invalid_request", "message": "The report's filters are not valid.",
                                    "details": details}}, status=400)
+
+
+class AIModelConfigAdmin(providers_admin.AIModelConfigAdmin):
+    """The AI models list, warning too of models whose provider-reported cost drifts (registered in
+    place of the catalog's, as extended by providers: catalog and providers sit below reports)."""
+
+    def changelist_warnings(self, request) -> None:
+        super().changelist_warnings(request)
+        # Issue 16; the threshold is CREDITGATE_COST_DRIFT_PERCENT.
+        for drift in selectors.models_cost_drifting():
+            self.message_user(
+                request,
+                f"{drift['display_name']} ({drift['model']}): the provider reported ${drift['recorded_usd_per_unit']} "
+                f"per image over the last {selectors.COST_DRIFT_DAYS} days ({drift['units']} images), "
+                f"{drift['drift_pct']:+}% from the catalog's ${drift['catalog_usd_per_unit']}. Update its USD per "
+                f"image, or check the provider's pricing.",
+                level=messages.WARNING)
+
+
+admin.site.unregister(AIModelConfig)
+admin.site.register(AIModelConfig, AIModelConfigAdmin)

@@ -10,7 +10,7 @@ from creditgate.core.pagination import LargePagesPagination
 from creditgate.core.schema import error_response
 from creditgate.core.serializer_fields import StrictCharField
 from creditgate.credits import services as credits_services
-from creditgate.credits.team_apis import FORBIDDEN, INVALID, _TeamApi
+from creditgate.credits.team_apis import FORBIDDEN, INVALID, TeamApi
 from creditgate.webhooks import selectors, services
 from creditgate.webhooks.models import DeliveryStatus, EventType
 
@@ -74,7 +74,7 @@ class DeliveryDetailSerializer(DeliverySerializer):
     attempt_log = AttemptSerializer(many=True, help_text="Every attempt, oldest first.")
 
 
-class _WebhooksApi(_TeamApi):
+class _WebhooksApi(TeamApi):
     def account(self, request):
         return credits_services.account_for_user(user=request.user)
 

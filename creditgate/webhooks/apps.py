@@ -8,7 +8,7 @@ class WebhooksConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from creditgate.generation import dispatch
+        from creditgate.core import runtime
         from creditgate.webhooks import services, tasks  # noqa: F401 - registers the tasks the runners look up by name
 
-        dispatch.sweep_register(services.SWEEP_DELIVERIES)
+        runtime.sweep_register(services.SWEEP_DELIVERIES)

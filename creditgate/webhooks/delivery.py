@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import logging
 import time
-from urllib.parse import urljoin
 
 import requests
 from django.conf import settings
@@ -23,9 +22,7 @@ from django.db import transaction
 from django.utils import timezone
 from standardwebhooks import Webhook
 
-from creditgate.generation import dispatch
-from creditgate.generation.apis import JobOutputSerializer
-from creditgate.generation.models import Job
+from creditgate.core import runtime
 from creditgate.webhooks import egress, services
 from creditgate.webhooks.models import DeliveryStatus, WebhookAttempt, WebhookDelivery
 
@@ -135,7 +132,7 @@ def _record(delivery: WebhookDelivery, *, started, duration_ms: int, status_code
             finished_at=None if status == DeliveryStatus.PENDING else now,
             last_status_code=status_code, last_error=error[:500])
         if status == DeliveryStatus.PENDING:
-            transaction.on_commit(lambda: dispatch.task_send(services.DELIVER, str(delivery.pk), countdown=delay))
+            transaction.on_commit(lambda: runtime.send(services.DELIVER, str(delivery.pk), countdown=delay))
     if not ok:
         logger.warning("webhook delivery %s (event %s) attempt %d failed: %s%s", delivery.pk, delivery.event_id,
                        number, error, "" if status == DeliveryStatus.PENDING else "; giving up")
@@ -152,10 +149,6 @@ def _job_payload(delivery: WebhookDelivery) -> str:
     as GET /api/v1/jobs/{id}/ shows it (image URLs made absolute with CREDITGATE_PUBLIC_URL)."""
     # Only a job's event is written without its body (a test event carries it from the start).
     assert delivery.job_id is not None
-    job = Job.objects.select_related("user").prefetch_related("images").get(pk=delivery.job_id)
-    data = dict(JobOutputSerializer(job).data)
-    base = settings.CREDITGATE_PUBLIC_URL
-    if base:
-        data["images"] = [{**image, "url": urljoin(base, image["url"])} for image in data["images"]]
+    data = services.job_representation(delivery.job_id)
     return json.dumps({"id": delivery.event_id, "type": delivery.event_type, "created_at": delivery.created_at,
                        "data": data}, cls=DjangoJSONEncoder, separators=(",", ":"))

@@ -18,16 +18,17 @@ import json
 import re
 import secrets
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
 from creditgate.catalog import crypto
+from creditgate.core import runtime
 from creditgate.core.errors import InvalidRequest, NotFound
 from creditgate.credits import services as credits_services
-from creditgate.generation import dispatch
-from creditgate.generation.models import Job
 from creditgate.webhooks import egress
 from creditgate.webhooks.models import DeliveryStatus, EventType, WebhookDelivery, WebhookEndpoint
 
@@ -128,32 +129,51 @@ def _bool_clean(value, field: str) -> bool:
 # --- The outbox -----------------------------------------------------------------------------
 
 
+# The job's public representation (what GET /api/v1/jobs/{id}/ shows, image URLs absolute), by job
+# id: the generation app hands it over from its ready() (job_representation_set), so webhooks
+# deliver a job's payload without knowing jobs. Read at the first attempt, outside the settlement's
+# transaction: building it there would cost every settlement a re-read of the final job and its
+# images, endpoints or not.
+_job_representation: Callable[[Any], dict] | None = None
+
+
+def job_representation_set(represent: Callable[[Any], dict]) -> None:
+    global _job_representation
+    _job_representation = represent
+
+
+def job_representation(job_id) -> dict:
+    if _job_representation is None:
+        raise RuntimeError("No job representation is registered (the generation app registers it in its ready()).")
+    return _job_representation(job_id)
+
+
 def job_event_id(job_id) -> str:
     """A final job's event id, derived from the job: recording it twice makes one delivery."""
     return f"evt_{uuid.uuid5(_EVENT_NAMESPACE, f'job.finished:{job_id}').hex}"
 
 
-_DELIVERY = WebhookDelivery._meta.db_table
-_ENDPOINT = WebhookEndpoint._meta.db_table
+_JOB_KEY = WebhookDelivery._meta.get_field("job").target_field
 # One statement, whether the account has endpoints or not: a final job's settlement pays one
 # INSERT ... SELECT for its webhooks (a replayed settlement inserts nothing: the unique event id).
+# One constant, the tables' names written out (test_webhooks checks them against the models).
 _JOB_EVENTS_SQL = (
-    f"INSERT INTO {_DELIVERY} (event_id, event_type, endpoint_id, job_id, payload, status, attempts, "
-    f"next_attempt_at, created_at, finished_at, last_status_code, last_error) "
-    f"SELECT %s, %s, id, %s, '', %s, 0, %s, %s, NULL, NULL, '' FROM {_ENDPOINT} "
-    f"WHERE account_id = %s AND is_active AND (all_jobs OR id = %s) "
-    f"ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING id")
+    "INSERT INTO webhooks_webhookdelivery (event_id, event_type, endpoint_id, job_id, payload, status, attempts, "
+    "next_attempt_at, created_at, finished_at, last_status_code, last_error) "
+    "SELECT %s, %s, id, %s, '', %s, 0, %s, %s, NULL, NULL, '' FROM webhooks_webhookendpoint "
+    "WHERE account_id = %s AND is_active AND (all_jobs OR id = %s) "
+    "ON CONFLICT (endpoint_id, event_id) DO NOTHING RETURNING id")
 
 
-def job_events_record(*, job) -> int:
-    """In the transaction that makes `job` final: one delivery per endpoint that hears of it (the
-    account's active endpoints that receive every job, and the one its request named), handed to
-    the runner once that transaction commits. How many were recorded."""
+def job_events_record(*, job_id, account_id: int, endpoint_id) -> int:
+    """In the transaction that makes a job final: one delivery per endpoint that hears of it (the
+    account's active endpoints that receive every job, and `endpoint_id`, the one its request
+    named), handed to the runner once that transaction commits. How many were recorded."""
     now = _db_value(WebhookDelivery._meta.get_field("created_at"), timezone.now())
     with connection.cursor() as cursor:
         cursor.execute(_JOB_EVENTS_SQL, [
-            job_event_id(job.pk), EventType.JOB_FINISHED, _db_value(Job._meta.pk, job.pk), DeliveryStatus.PENDING,
-            now, now, job.account_id, _db_value(WebhookEndpoint._meta.pk, job.webhook_endpoint_id)])
+            job_event_id(job_id), EventType.JOB_FINISHED, _db_value(_JOB_KEY, job_id), DeliveryStatus.PENDING,
+            now, now, account_id, _db_value(WebhookEndpoint._meta.pk, endpoint_id)])
         ids = [str(row[0]) for row in cursor.fetchall()]
     if ids:
         transaction.on_commit(lambda: _hand_over(ids))
@@ -185,7 +205,7 @@ def _hand_over(ids: list[str]) -> None:
     # A hand-off that fails (the broker is down) is not lost: the delivery is due, and the sweep
     # hands it over later.
     for pk in ids:
-        if not dispatch.task_send(DELIVER, pk):
+        if not runtime.send(DELIVER, pk):
             break
 
 
@@ -198,7 +218,7 @@ def deliveries_sweep(*, now=None, limit: int = 1000) -> int:
                .order_by("next_attempt_at").values_list("pk", flat=True)[:limit])
     sent = 0
     for pk in due:
-        if not dispatch.task_send(DELIVER, str(pk)):
+        if not runtime.send(DELIVER, str(pk)):
             break
         sent += 1
     return sent

@@ -1,6 +1,5 @@
-"""A separate OS process for billing's PostgreSQL concurrency tests: sets Django up against the
-test database in DATABASE_URL, says "ready", waits for "go" on stdin, then runs the given
-operations from several threads at once and prints the outcomes as JSON.
+"""A separate OS process for billing's PostgreSQL concurrency tests (core.tests.races), against the
+test database in DATABASE_URL.
 
     python -m creditgate.billing.tests.concurrency_worker '<json job>'
 
@@ -9,60 +8,33 @@ event to the webhook service as the view does; {"op": "capture", "account_id", "
 places and captures a hold.
 """
 
-import json
-import os
-import sys
-import threading
-from concurrent.futures import ThreadPoolExecutor
+from creditgate.core.tests import races
 
 
-def run(job: dict, go: threading.Event) -> list:
-    from django.db import connection
-
+def one(op: dict) -> dict:
     from creditgate.billing import services
     from creditgate.core.errors import ApplicationError
     from creditgate.credits import services as credits_services
     from creditgate.credits.models import Account
 
-    def one(op):
-        go.wait()
-        try:
-            if op["op"] == "webhook":
-                result = services.stripe_webhook_handle(payload=op["payload"].encode(), signature=op["signature"])
-                return {"ok": True, "outcome": result.outcome, "duplicate": result.duplicate, "event": result.event_id}
-            if op["op"] == "capture":
-                hold, _ = credits_services.hold_place(account=Account(pk=op["account_id"]), amount=op["amount"],
-                                                      idempotency_key=op["key"], fingerprint="f")
-                return {"ok": credits_services.hold_capture(hold_id=hold.pk, amount=op["amount"])}
-            raise ValueError(op["op"])
-        except ApplicationError as exc:
-            return {"ok": False, "code": exc.code}
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=job["threads"]) as pool:
-        return list(pool.map(one, job["ops"]))
+    try:
+        if op["op"] == "webhook":
+            result = services.stripe_webhook_handle(payload=op["payload"].encode(), signature=op["signature"])
+            return {"ok": True, "outcome": result.outcome, "duplicate": result.duplicate, "event": result.event_id}
+        if op["op"] == "capture":
+            hold, _ = credits_services.hold_place(account=Account(pk=op["account_id"]), amount=op["amount"],
+                                                  idempotency_key=op["key"], fingerprint="f")
+            return {"ok": credits_services.hold_capture(hold_id=hold.pk, amount=op["amount"])}
+        raise ValueError(op["op"])
+    except ApplicationError as exc:
+        return {"ok": False, "code": exc.code}
 
 
-def main() -> None:
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "creditgate.settings")
-    import django
+def _emails_sent() -> None:
+    from creditgate.core import runtime
 
-    django.setup()
-    job = json.loads(sys.argv[1])
-    go = threading.Event()
-    print("ready", flush=True)
-    results = []
-    thread = threading.Thread(target=lambda: results.extend(run(job, go)))
-    thread.start()
-    sys.stdin.readline()
-    go.set()
-    thread.join()
-    from creditgate.billing import dispatch
-
-    dispatch.wait_idle()  # emails handed to this process's runner go out before it exits
-    print(json.dumps(results), flush=True)
+    runtime.wait_idle()  # emails handed to this process's runner go out before it exits
 
 
 if __name__ == "__main__":
-    main()
+    races.worker_main(one, before_exit=_emails_sent)

@@ -7,23 +7,17 @@ import json
 from typing import Any
 
 import pytest
-from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from creditgate.billing.models import CreditPack
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Account, LedgerEntry
+from creditgate.credits.tests.factories import make_user  # noqa: F401  (the tests import it from here)
 from creditgate.providers.sandbox.stripe_api import sign
 
 WEBHOOK = "/api/v1/webhooks/stripe/"
 
 
-def make_user(username="alice", credits=0, email=None):
-    user = get_user_model().objects.create_user(username=username, email=email or f"{username}@example.com")
-    if credits:
-        credits_services.credits_grant(account=credits_services.account_for_user(user=user), amount=credits,
-                                       reason="test")
-    return user
 
 
 def client_for(user) -> APIClient:

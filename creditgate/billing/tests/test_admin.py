@@ -132,15 +132,15 @@ def test_the_operator_sees_payments_reports_and_shortfalls(admin_client, stripe,
 
 
 def test_unsent_emails_can_be_sent_again_from_the_admin(admin_client, sandbox, monkeypatch):
-    from creditgate.billing import dispatch
+    from creditgate.core import runtime
 
     sent: list[tuple] = []
 
-    def send(name, *args) -> bool:
+    def send(name, *args, **options) -> bool:
         sent.append(args)
         return True
 
-    monkeypatch.setattr(dispatch, "send", send)
+    monkeypatch.setattr(runtime, "send", send)
     user = make_user()
     account = user.credit_membership.account
     unsent = LowBalanceEmail.objects.create(account=account, to="a@example.com", available=3, threshold=10)

@@ -10,12 +10,11 @@ import pytest
 from django.db import transaction
 from django.db.models import F
 
-from creditgate.billing import dispatch as billing_dispatch
 from creditgate.billing import services
 from creditgate.billing.models import LowBalanceEmail
 from creditgate.catalog.models import IntegrationProvider
+from creditgate.core import runtime
 from creditgate.credits import services as credits_services
-from creditgate.generation import dispatch as generation_dispatch
 
 from .conftest import account_of, client_for, make_user
 
@@ -27,11 +26,11 @@ def mail(transactional_db, sandbox, settings):
     settings.CREDITGATE_JOBS_BACKEND = "inprocess"
     IntegrationProvider.objects.get_or_create(provider_id="resend", defaults={"display_name": "Resend"})
     yield sandbox
-    billing_dispatch.wait_idle()
+    runtime.wait_idle()
 
 
 def emails(sandbox) -> list[dict]:
-    billing_dispatch.wait_idle()
+    runtime.wait_idle()
     return sandbox.requests("resend.emails")
 
 
@@ -158,7 +157,7 @@ def test_the_capture_of_a_real_job_sends_it(mail, seeded_catalog, settings):
     response = client.post("/api/v1/images/generations/", {"prompt": "a fox", "tier": "quality", "count": 1},
                            format="json", HTTP_IDEMPOTENCY_KEY="job-1")
     assert response.status_code == 202, response.content
-    generation_dispatch.wait_idle()
+    runtime.wait_idle()
     job = client.get(f"/api/v1/jobs/{response.json()['id']}/").json()
     assert job["status"] == "succeeded"
     (sent,) = emails(mail)
@@ -173,7 +172,7 @@ def age(minutes: int) -> None:
 
 def retried() -> int:
     handed = services.low_balance_emails_retry()
-    billing_dispatch.wait_idle()
+    runtime.wait_idle()
     return handed
 
 
@@ -216,7 +215,7 @@ def test_an_email_sent_on_a_later_try_goes_out_once(mail, resend_down):
     age(60)
     assert retried() == 0
     # Even handed over again by hand (the admin's action), a sent email is not sent twice.
-    billing_dispatch.send(billing_dispatch.RETRY_LOW_BALANCE_EMAIL, row.pk)
+    runtime.send(services.RETRY_LOW_BALANCE_EMAIL, row.pk, inline_retries=True)
     assert len(emails(mail)) == 1
 
 
@@ -236,10 +235,10 @@ def test_an_email_no_longer_true_is_not_tried_again(mail, resend_down):
 
 def test_the_in_process_sweeper_and_celery_beat_run_the_retry(mail, resend_down, settings):
     assert settings.CELERY_BEAT_SCHEDULE["retry-low-balance-emails"]["task"] == \
-        billing_dispatch.RETRY_LOW_BALANCE_EMAILS
+        services.RETRY_LOW_BALANCE_EMAILS
     mail.resend.fail_next = 0
     age(11)
-    generation_dispatch._sweeps_last_run.pop(billing_dispatch.RETRY_LOW_BALANCE_EMAILS, None)
-    assert billing_dispatch.RETRY_LOW_BALANCE_EMAILS in generation_dispatch.sweep_round()
+    runtime._sweeps_last_run.pop(services.RETRY_LOW_BALANCE_EMAILS, None)
+    assert services.RETRY_LOW_BALANCE_EMAILS in runtime.sweep_round()
     assert len(emails(mail)) == 1
-    assert billing_dispatch.RETRY_LOW_BALANCE_EMAILS not in generation_dispatch.sweep_round()  # at beat's pace
+    assert services.RETRY_LOW_BALANCE_EMAILS not in runtime.sweep_round()  # at beat's pace

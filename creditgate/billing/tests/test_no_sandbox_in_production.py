@@ -12,8 +12,9 @@ import pytest
 import requests
 from rest_framework.test import APIClient
 
-from creditgate.billing import emails, selectors
+from creditgate.billing import selectors
 from creditgate.billing.models import CheckoutSession, StripeEvent
+from creditgate.providers import email as emails
 from creditgate.providers.sandbox.stripe_api import sign
 
 from .conftest import WEBHOOK, account_of, books, buy, client_for, make_user

@@ -11,9 +11,9 @@ from django.core.management import call_command
 
 from creditgate.billing import selectors
 from creditgate.billing.models import EventOutcome, Payment, StripeEvent
+from creditgate.core import reconciliation
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import LedgerEntry
-from creditgate.generation import selectors as generation_selectors
 
 from .conftest import account_of, books, buy, client_for, deliver, make_user
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 
 def clean() -> None:
-    assert generation_selectors.reconciliation_audit() == []
+    assert reconciliation.reconciliation_audit() == []
     call_command("check_ledger", stdout=io.StringIO())  # exits 1 on any problem
 
 
@@ -156,7 +156,7 @@ def test_the_payments_audit_finds_credits_granted_without_a_payment(stripe, pack
     credits_services.credits_grant(account=account_of(user), amount=99, reference="stripe:cs_test_forged")
     problems = selectors.payments_audit()
     assert problems == ["stripe:cs_test_forged: 99 credits granted for a Stripe session with no payment"]
-    assert "stripe:cs_test_forged" in " ".join(generation_selectors.reconciliation_audit())
+    assert "stripe:cs_test_forged" in " ".join(reconciliation.reconciliation_audit())
 
 
 def dispute(stripe, intent: str, amount: int) -> tuple[dict, dict]:

@@ -1,17 +1,10 @@
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connection
 from rest_framework.test import APIClient
 
 from creditgate.credits import services
 from creditgate.credits.models import Account, LedgerEntry
-
-
-def make_user(username="alice", credits=0):
-    user = get_user_model().objects.create_user(username=username)  # no password: hashing one costs a second
-    if credits:
-        services.credits_grant(account=services.account_for_user(user=user), amount=credits, reason="test")
-    return user
+from creditgate.credits.tests.factories import make_user
 
 
 def snapshot(account: Account) -> tuple:

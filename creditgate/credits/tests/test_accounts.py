@@ -95,7 +95,7 @@ def test_account_emails_go_through_resend_to_the_sandbox(client, sandbox, settin
     from creditgate.catalog.models import IntegrationProvider
 
     IntegrationProvider.objects.get_or_create(provider_id="resend", defaults={"display_name": "Resend"})
-    settings.EMAIL_BACKEND = "creditgate.credits.mail.ResendEmailBackend"
+    settings.EMAIL_BACKEND = "creditgate.providers.mail.ResendEmailBackend"
     sign_up(client, "rae", "rae@example.com")
     sent = sandbox.requests("resend.emails")
     assert len(sent) == 1

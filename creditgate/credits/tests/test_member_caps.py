@@ -10,6 +10,7 @@ from django.utils import timezone
 from creditgate.core.errors import ApiKeyCapExceeded, InsufficientCredits, MemberCapExceeded, PermissionDenied
 from creditgate.credits import selectors, services
 from creditgate.credits.models import ApiKeySpend, Hold, MemberRole, MemberSpend
+from creditgate.credits.tests.factories import make_team
 
 from .conftest import make_user, snapshot
 
@@ -19,11 +20,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def team():
     """An owner with 100 credits and a writer in the owner's account."""
-    owner = make_user("owner", credits=100)
-    account = services.account_for_user(user=owner)
-    writer = make_user("writer")
-    services.account_member_add(account=account, user=writer)
-    return owner, writer, account
+    return make_team(credits=100)
 
 
 def member(user):

@@ -2,14 +2,9 @@
 several OS processes against one committed database."""
 
 import datetime as dt
-import json
-import os
 import random
-import subprocess
-import sys
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from django.core.management import call_command
@@ -17,13 +12,14 @@ from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from creditgate.core.errors import InsufficientCredits
+from creditgate.core.tests import races
 from creditgate.credits import selectors, services
 from creditgate.credits.models import Hold, LedgerEntry, MemberSpend
 
 from .conftest import make_user
 
 pytestmark = pytest.mark.postgres
-ROOT = Path(__file__).resolve().parents[3]
+WORKER = "creditgate.credits.tests.concurrency_worker"
 
 
 @pytest.fixture
@@ -37,32 +33,9 @@ def _database_url() -> str:
     return f"postgres://{s['USER']}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{s['NAME']}"
 
 
-class Workers:
-    """OS processes that each run a list of operations on several threads when told to go."""
-
-    def __init__(self, jobs: list[dict], *, module: str = "creditgate.credits.tests.concurrency_worker",
-                 env: dict | None = None):
-        env = {**os.environ, "DATABASE_URL": _database_url(), "DJANGO_SETTINGS_MODULE": "creditgate.settings",
-               **(env or {})}
-        self.procs = [subprocess.Popen([sys.executable, "-m", module,
-                                        json.dumps(job)], cwd=ROOT, env=env, text=True,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE) for job in jobs]
-        for proc in self.procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-
-    def go(self) -> None:
-        for proc in self.procs:
-            assert proc.stdin is not None  # stdin=PIPE
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-
-    def results(self) -> list[dict]:
-        out = []
-        for proc in self.procs:
-            stdout, _ = proc.communicate(timeout=120)
-            assert proc.returncode == 0
-            out.extend(json.loads(stdout.strip().splitlines()[-1]))
-        return out
+def Workers(jobs: list[dict], *, module: str = WORKER, env: dict | None = None) -> races.Workers:
+    """The ledger's worker processes (core.tests.races) against this test database."""
+    return races.Workers(module, jobs, env={"DATABASE_URL": _database_url(), **(env or {})})
 
 
 def in_threads(fn, args: list, *, threads: int, go: threading.Event) -> tuple[ThreadPoolExecutor, list[Future]]:

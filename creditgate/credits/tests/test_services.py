@@ -218,3 +218,19 @@ def test_ledger_entries_cannot_be_rewritten_through_the_orm(account):
         entry.save()
     with pytest.raises(ValueError):
         entry.delete()
+
+
+def test_the_ledgers_statements_name_the_models_tables():
+    """The ledger's SQL constants write the tables' names out; they must be the models' tables."""
+    from creditgate.credits import models as credit_models
+    from creditgate.credits import services as ledger
+    from creditgate.generation import services as generation_services
+    from creditgate.generation.models import Job
+
+    statements = " ".join(v if isinstance(v, str) else " ".join(v) for k, v in vars(ledger).items()
+                          if k.endswith("_SQL"))
+    named = {word for word in statements.replace("(", " ").split() if word.startswith("credits_")}
+    tables = {m._meta.db_table for m in vars(credit_models).values()
+              if isinstance(m, type) and hasattr(m, "_meta") and not m._meta.abstract}
+    assert named and named <= tables
+    assert f"UPDATE {Job._meta.db_table} " in generation_services._JOB_CLAIM_SQL

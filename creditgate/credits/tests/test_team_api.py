@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 from creditgate.core.errors import InvalidRequest
 from creditgate.credits import selectors, services
 from creditgate.credits.models import ApiKey, Hold, MemberRole
+from creditgate.credits.tests.factories import make_team
 
 from .conftest import make_user
 
@@ -30,11 +31,7 @@ def client_for(user=None, *, bearer=None, token=None):
 
 @pytest.fixture
 def team():
-    owner = make_user("owner", credits=200)
-    account = services.account_for_user(user=owner)
-    writer = make_user("writer")
-    services.account_member_add(account=account, user=writer)
-    return owner, writer, account
+    return make_team(credits=200)
 
 
 def test_an_owner_sees_every_member_with_the_months_spending_and_sets_a_cap(team):
@@ -186,11 +183,11 @@ def test_moving_a_member_to_another_account_revokes_their_keys():
 
 @pytest.fixture
 def generation(transactional_db, seeded_catalog, sandbox, settings):
-    from creditgate.generation import dispatch
+    from creditgate.core import runtime
 
     settings.CREDITGATE_JOBS_BACKEND = "inprocess"
     yield
-    dispatch.wait_idle()
+    runtime.wait_idle()
 
 
 def test_a_generation_request_over_the_cap_is_a_402_and_one_within_it_is_held_for_the_member(generation):

@@ -17,12 +17,12 @@ from .conftest import make_user
 
 @pytest.fixture
 def generation(transactional_db, seeded_catalog, sandbox, settings):
-    from creditgate.generation import dispatch
+    from creditgate.core import runtime
 
     settings.CREDITGATE_JOBS_BACKEND = "inprocess"
     settings.CREDITGATE_PUBLIC_URL = "http://testserver"
     yield
-    dispatch.wait_idle()
+    runtime.wait_idle()
 
 
 def session(user) -> APIClient:
@@ -65,7 +65,7 @@ def test_the_cap_set_at_invite_time_binds_the_new_members_generation_requests(ge
 
 
 def test_a_member_removed_while_their_job_runs_still_has_it_settled(generation, monkeypatch):
-    from creditgate.generation import dispatch
+    from creditgate.core import runtime
     from creditgate.generation import services as generation_services
 
     owner = make_user("olivia", credits=500)
@@ -79,7 +79,7 @@ def test_a_member_removed_while_their_job_runs_still_has_it_settled(generation, 
         handed.append(job_id)
         return True
 
-    monkeypatch.setattr(dispatch, "enqueue", enqueue)
+    monkeypatch.setattr(runtime, "enqueue", enqueue)
     accepted = session(writer).post("/api/v1/images/generations/",
                                     {"prompt": "a lighthouse", "tier": "basic", "count": 2}, format="json")
     assert accepted.status_code == 202

@@ -7,9 +7,10 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from creditgate.core import reconciliation, runtime
 from creditgate.credits import services as credits_services
 from creditgate.credits.services import account_for_user
-from creditgate.generation import dispatch, intake, selectors, services
+from creditgate.generation import intake, selectors, services
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import make_user
 
@@ -23,14 +24,14 @@ def user():
 
 def finished_job(user, **kwargs):
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2, **kwargs)
-    dispatch.wait_idle()
+    runtime.wait_idle()
     job.refresh_from_db()
     assert job.status == "succeeded"
     return job
 
 
 def waiting_job(user, monkeypatch):
-    monkeypatch.setattr(dispatch, "enqueue", lambda job_id: True)  # accepted, never run
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)  # accepted, never run
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
     return job
 
@@ -38,8 +39,8 @@ def waiting_job(user, monkeypatch):
 def test_clean_after_normal_use(user):
     finished_job(user)
     intake.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=100)
-    dispatch.wait_idle()
-    assert selectors.reconciliation_audit() == []
+    runtime.wait_idle()
+    assert reconciliation.reconciliation_audit() == []
     out = io.StringIO()
     call_command("check_ledger", stdout=out)
     assert "Ledger OK" in out.getvalue()

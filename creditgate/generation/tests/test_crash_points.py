@@ -22,7 +22,8 @@ from django.db import connection
 from django.utils import timezone
 
 from creditgate.catalog.models import AIModelConfig
-from creditgate.generation import dispatch, intake, selectors, services
+from creditgate.core import reconciliation, runtime
+from creditgate.generation import intake, services
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import balance, make_user
 
@@ -126,7 +127,7 @@ def assert_charged_exactly_once(job, user, sandbox, *, images: int, price: int, 
     assert (job.status, job.credits_charged, job.images.count()) == ("succeeded", images * price, images)
     assert sorted(job.images.values_list("index", flat=True)) == list(range(images))
     assert balance(user) == {"balance": start - images * price, "held": 0, "available": start - images * price}
-    assert selectors.reconciliation_audit() == []
+    assert reconciliation.reconciliation_audit() == []
 
 
 @pytest.mark.postgres
@@ -209,8 +210,8 @@ def test_the_in_process_runner_killed_at_each_step_recovers_on_the_next_start(sa
                                                                               step):
     settings.CREDITGATE_JOB_RETRY_DELAY_SECONDS = 0
     user = make_user(credits=20)
-    real_enqueue = dispatch.enqueue
-    monkeypatch.setattr(dispatch, "enqueue", lambda job_id: True)  # the dying process runs it, below
+    real_enqueue = runtime.enqueue
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)  # the dying process runs it, below
     job = three_basic_images_in_three_calls(user)
 
     died = subprocess.run([sys.executable, "-m", "creditgate.generation.tests.crash_worker", "run", str(job.pk)],
@@ -219,12 +220,12 @@ def test_the_in_process_runner_killed_at_each_step_recovers_on_the_next_start(sa
     assert died.returncode == 137, died.stdout + died.stderr
 
     # The next start of the service: its sweep recovers what the dead process left.
-    monkeypatch.setattr(dispatch, "enqueue", real_enqueue)
+    monkeypatch.setattr(runtime, "enqueue", real_enqueue)
     job.refresh_from_db()
     if not job.is_final:
         Job.objects.filter(pk=job.pk).update(lease_expires_at=timezone.now())  # (not waiting out the lease)
     services.jobs_sweep()
-    dispatch.wait_idle()
+    runtime.wait_idle()
     job.refresh_from_db()
     assert_charged_exactly_once(job, user, sandbox, images=3, price=1, start=20)
     assert sandbox.stats["runware.imageInference"] == 3

@@ -4,7 +4,8 @@ the tier's one price; a provider that keeps failing is skipped by its circuit br
 import pytest
 
 from creditgate.catalog.models import AIModelConfig, IntegrationProvider
-from creditgate.generation import dispatch, intake, selectors
+from creditgate.core import reconciliation, runtime
+from creditgate.generation import intake
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import balance, make_user
 from creditgate.providers import breaker
@@ -26,7 +27,7 @@ def basic_backup_on_openai():
 
 def run_images(user, tier: str, count: int) -> Job:
     job, _ = intake.job_create_images(user=user, prompt="a red fox", tier=tier, count=count)
-    dispatch.wait_idle()
+    runtime.wait_idle()
     job.refresh_from_db()
     return job
 
@@ -50,7 +51,7 @@ def test_basic_is_served_by_its_backup_while_its_provider_is_down(sandbox, basic
     # Every try is recorded: the primary's first request and its two retries, then the backup.
     assert calls == [("runware:97@1", "failed", 0)] * 3 + [("test-basic-backup", "succeeded", 2)]
     assert balance(user) == {"balance": 18, "held": 0, "available": 18}
-    assert selectors.reconciliation_audit() == []
+    assert reconciliation.reconciliation_audit() == []
 
 
 def test_a_content_refusal_does_not_fail_over(sandbox):
@@ -74,7 +75,7 @@ def test_a_batch_of_8_whose_primary_fails_after_3_images_gets_8_from_two_models(
     assert made_by(job) == {"gpt-image-2": 3, "google:2@1": 5}
     assert sorted(job.images.values_list("index", flat=True)) == list(range(8))
     assert balance(user)["available"] == 60
-    assert selectors.reconciliation_audit() == []
+    assert reconciliation.reconciliation_audit() == []
 
 
 def test_the_breaker_skips_a_failing_provider_during_its_cool_down_then_one_trial_brings_it_back(
@@ -118,7 +119,7 @@ def test_all_models_of_a_tier_down_fails_the_job_uncharged_and_ai_config_drops_t
     assert balance(user) == {"balance": 20, "held": 0, "available": 20}
     tiers = [t["tier"] for t in client.get("/api/v1/system/ai-config/").json()["image_qualities"]]
     assert "quality" not in tiers  # while its models' breakers are open
-    assert selectors.reconciliation_audit() == []
+    assert reconciliation.reconciliation_audit() == []
 
 
 def test_the_job_api_and_page_say_which_model_made_each_image_of_a_batch_served_by_two(sandbox, settings, client):
@@ -131,7 +132,7 @@ def test_the_job_api_and_page_say_which_model_made_each_image_of_a_batch_served_
     response = client.post("/api/v1/images/generations/", {"prompt": "a red fox", "tier": "quality", "count": 4},
                            content_type="application/json")
     assert response.status_code == 202, response.content
-    dispatch.wait_idle()
+    runtime.wait_idle()
     job = client.get(f"/api/v1/jobs/{response.json()['id']}/").json()
 
     assert (job["status"], job["credits_charged"]) == ("succeeded", 20)  # 4 x the tier's price, whoever served it

@@ -20,7 +20,8 @@ from django.conf import settings as django_settings
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
-from creditgate.generation import intake, selectors
+from creditgate.core import reconciliation
+from creditgate.generation import intake
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import balance, make_user
 from creditgate.generation.tests.test_crash_points import ROOT, CeleryWorker, wait_final, worker_env
@@ -126,7 +127,7 @@ def test_broker_down_at_the_post_the_job_is_accepted_and_runs_when_the_broker_is
         final = post()  # the same key, later: the same, finished job
         assert (final.json()["id"], final.json()["status"]) == (str(job.pk), "succeeded")
         assert balance(user) == {"balance": 18, "held": 0, "available": 18}
-        assert selectors.reconciliation_audit() == []
+        assert reconciliation.reconciliation_audit() == []
     finally:
         for proc in (web, worker):
             if proc is not None and proc.poll() is None:
@@ -161,6 +162,6 @@ def test_database_connections_terminated_during_runs_every_job_still_finishes(pg
         spent = sum(j.credits_charged for j in finished)
         assert spent == 2 * (1 + 5 + 15 + 1 + 5 + 1) + finished[-1].credits_charged
         assert balance(user) == {"balance": 500 - spent, "held": 0, "available": 500 - spent}
-        assert selectors.reconciliation_audit() == []
+        assert reconciliation.reconciliation_audit() == []
     finally:
         worker.stop()

@@ -7,14 +7,15 @@ The same points with real killed processes are in test_crash_points.py.
 
 import datetime as dt
 import threading
-import time
 
 import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
 from creditgate.catalog.models import AIModelConfig
-from creditgate.generation import dispatch, intake, leases, selectors, services
+from creditgate.core import reconciliation, runtime
+from creditgate.core.tests.polling import wait_for
+from creditgate.generation import intake, leases, services
 from creditgate.generation.models import CallStatus, Job, ProviderCall
 from creditgate.generation.signals import job_step
 from creditgate.generation.tests.conftest import balance, make_user
@@ -49,14 +50,14 @@ class Workers:
     it (every worker gone), so a test can run it by hand first."""
 
     def __init__(self, monkeypatch):
-        self.monkeypatch, self.real = monkeypatch, dispatch.enqueue
+        self.monkeypatch, self.real = monkeypatch, runtime.enqueue
         self.down()
 
     def down(self) -> None:
-        self.monkeypatch.setattr(dispatch, "enqueue", lambda job_id: True)
+        self.monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)
 
     def up(self) -> None:
-        self.monkeypatch.setattr(dispatch, "enqueue", self.real)
+        self.monkeypatch.setattr(runtime, "enqueue", self.real)
 
 
 @pytest.fixture
@@ -83,7 +84,7 @@ def recover(workers: Workers) -> services.Swept:
     """The sweep with the workers back: lapsed jobs are queued again and run."""
     workers.up()
     swept = services.jobs_sweep()
-    dispatch.wait_idle()
+    runtime.wait_idle()
     return swept
 
 
@@ -92,7 +93,7 @@ def images_per_call(model_name: str, n: int) -> None:
 
 
 def audit_clean() -> None:
-    assert selectors.reconciliation_audit() == []
+    assert reconciliation.reconciliation_audit() == []
 
 
 # --- A worker that dies is recovered; the user pays once, for what was delivered -----------------
@@ -198,15 +199,19 @@ def test_a_slow_run_keeps_its_lease_and_is_charged_for_what_it_delivered(sandbox
     sandbox.configure(latency_ms=5000)
     user = make_user(credits=40)
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="premium", count=2)
-    deadline = time.monotonic() + 10
-    while Job.objects.get(pk=job.pk).status == "queued" and time.monotonic() < deadline:
-        time.sleep(0.05)
-    sweeps = []
-    for _ in range(4):  # well past the lease while the provider works
-        time.sleep(1)
-        sweeps.append(services.jobs_sweep())
-    dispatch.wait_idle()
+    first_lease = wait_for(lambda: Job.objects.get(pk=job.pk).lease_expires_at, what="the run's start")
+    assert first_lease is not None  # wait_for returns the first truthy value
+    sweeps, swept_at = [], []
 
+    def sweep_until_final() -> bool:  # sweeps again and again while the provider works (5 s)
+        sweeps.append(services.jobs_sweep())
+        swept_at.append(timezone.now())
+        return Job.objects.get(pk=job.pk).is_final
+
+    wait_for(sweep_until_final, timeout=60, interval=0.25, what="the job's end")
+    runtime.wait_idle()
+
+    assert any(at > first_lease for at in swept_at)  # sweeps ran after the first lease would have lapsed
     assert all(s.requeued == s.settled == 0 for s in sweeps), sweeps
     job.refresh_from_db()
     assert (job.status, job.attempts, job.credits_charged, job.images.count()) == ("succeeded", 1, 30, 2)
@@ -264,8 +269,8 @@ def test_two_runs_of_one_job_at_once_run_it_once(sandbox, workers):
 
 
 def test_a_job_whose_hand_off_failed_is_accepted_and_handed_over_by_the_sweep(api, monkeypatch):
-    real_enqueue = dispatch.enqueue
-    monkeypatch.setattr(dispatch, "enqueue", lambda job_id: False)  # the broker is down
+    real_enqueue = runtime.enqueue
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: False)  # the broker is down
     body = {"prompt": "a red fox", "tier": "basic", "count": 2}
     first = api.post("/api/v1/images/generations/", body, format="json", HTTP_IDEMPOTENCY_KEY="k1")
     assert first.status_code == 202
@@ -276,9 +281,9 @@ def test_a_job_whose_hand_off_failed_is_accepted_and_handed_over_by_the_sweep(ap
     assert (again.status_code, again.json()["id"]) == (202, str(job.pk))  # a retry finds the same job
 
     assert services.jobs_sweep().dispatched == 0  # still down: it stays owed
-    monkeypatch.setattr(dispatch, "enqueue", real_enqueue)  # the broker is back
+    monkeypatch.setattr(runtime, "enqueue", real_enqueue)  # the broker is back
     assert services.jobs_sweep().dispatched == 1
-    dispatch.wait_idle()
+    runtime.wait_idle()
     final = api.get(f"/api/v1/jobs/{job.pk}/").json()
     assert (final["status"], final["credits_charged"]) == ("succeeded", 2)
     audit_clean()
@@ -287,46 +292,45 @@ def test_a_job_whose_hand_off_failed_is_accepted_and_handed_over_by_the_sweep(ap
 # --- The sweep's interfaces ----------------------------------------------------------------------
 
 
-def test_release_stale_holds_command_and_beat_task_run_the_sweep(crash_at, workers, capsys):
-    from creditgate.generation.tasks import sweep_jobs
-
+def job_of_a_lost_worker(crash_at, workers) -> Job:
+    """A job whose worker died after claiming it, its lease lapsed; workers are up again."""
     user = make_user(credits=20)
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
     crash_at("claimed")
     run_until_crash(job)
     lapse(job)
     workers.up()
+    return job
+
+
+def test_release_stale_holds_command_and_beat_task_run_the_sweep(crash_at, workers, capsys):
+    from creditgate.generation.tasks import sweep_jobs
+
+    job = job_of_a_lost_worker(crash_at, workers)
 
     call_command("release_stale_holds")
     out = capsys.readouterr().out
     assert "Queued again 1 job(s) whose worker was lost" in out
     assert "handed 1 to the queue" in out
-    dispatch.wait_idle()
+    runtime.wait_idle()
     assert Job.objects.get(pk=job.pk).status == "succeeded"
     assert sweep_jobs() == services.Swept().as_dict()
 
 
 def test_in_process_mode_sweeps_on_its_own(crash_at, workers, settings):
-    user = make_user(credits=20)
-    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
-    crash_at("claimed")
-    run_until_crash(job)
-    lapse(job)
-    workers.up()
+    job = job_of_a_lost_worker(crash_at, workers)
 
     settings.CREDITGATE_JOB_SWEEP_SECONDS = 0.1
-    dispatch.inprocess_start()  # what the first request a process serves does
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and not job.is_final:
-        time.sleep(0.1)
-        job.refresh_from_db()
+    runtime.inprocess_start()  # what the first request a process serves does
+    wait_for(lambda: Job.objects.get(pk=job.pk).is_final, what="the sweeper thread's settling")
+    job.refresh_from_db()
     settings.CREDITGATE_JOB_SWEEP_SECONDS = 0
     assert (job.status, job.credits_charged) == ("succeeded", 2)
-    assert balance(user) == {"balance": 18, "held": 0, "available": 18}
+    assert balance(job.user) == {"balance": 18, "held": 0, "available": 18}
 
 
 def test_a_request_starts_the_in_process_sweeper(client, settings, monkeypatch):
     started = []
-    monkeypatch.setattr(dispatch, "_executor", lambda: started.append(True))
+    monkeypatch.setattr(runtime, "_executor", lambda: started.append(True))
     client.get("/api/v1/system/ai-config/")
     assert started

@@ -12,8 +12,8 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from creditgate.core import reconciliation, runtime
 from creditgate.credits import services as credits_services
-from creditgate.generation import dispatch, selectors
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import balance, make_user
 
@@ -39,7 +39,7 @@ def run_job(client, prompt: str, key: str | None = None) -> dict:
     response = client.post("/api/v1/images/generations/", {"prompt": prompt, "tier": "basic", "count": 1},
                            format="json", **headers)
     assert response.status_code == 202, response.content
-    dispatch.wait_idle()
+    runtime.wait_idle()
     return client.get(f"/api/v1/jobs/{response.json()['id']}/").json()
 
 
@@ -155,4 +155,4 @@ def test_one_idempotency_key_sent_by_two_members_makes_two_jobs_each_charged_onc
     assert conflict.status_code == 409 and conflict.json()["error"]["code"] == "idempotency_conflict"
     assert Job.objects.filter(idempotency_key=key).count() == 3
     assert start - balance(users["owner"])["available"] == 3 * PRICE
-    assert selectors.reconciliation_audit() == []
+    assert reconciliation.reconciliation_audit() == []

@@ -9,10 +9,10 @@ import pytest
 import requests
 from rest_framework.authtoken.models import Token
 
+from creditgate.core import reconciliation
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import Hold
-from creditgate.generation import selectors
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import START_CREDITS, balance, make_user
 from creditgate.generation.tests.test_rate_limit_burst import PRICE, _burst, _gunicorn
@@ -63,7 +63,7 @@ def test_two_members_racing_one_key_each_get_their_own_job_charged_once(sandbox,
             assert get(next(iter(own))).status_code == 200
             assert get(next(iter(other))).status_code == 404
         assert START_CREDITS - balance(owner)["available"] == 2 * PRICE
-        assert credits_selectors.ledger_check() == [] and selectors.reconciliation_audit() == []
+        assert credits_selectors.ledger_check() == [] and reconciliation.reconciliation_audit() == []
 
 
 def _wait_final(jobs, timeout: float = 60) -> None:

@@ -4,10 +4,10 @@ they equal what the ledger, the jobs and the provider calls tables say."""
 import pytest
 from django.db.models import Count, Sum
 
-from creditgate.core import metrics
+from creditgate.core import metrics, runtime
 from creditgate.core.errors import InsufficientCredits
 from creditgate.credits.models import EntryKind, Hold, LedgerEntry
-from creditgate.generation import dispatch, intake
+from creditgate.generation import intake
 from creditgate.generation.models import Job, ProviderCall
 from creditgate.generation.tests.conftest import make_user
 
@@ -45,7 +45,7 @@ def test_counters_equal_the_ledger_and_the_jobs_after_a_run_with_failures(sandbo
     intake.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=100)
     with pytest.raises(InsufficientCredits):  # a refused hold is counted too
         intake.job_create_images(user=make_user("bob", credits=10), prompt="too much", tier="premium", count=1)
-    dispatch.wait_idle()
+    runtime.wait_idle()
     after = counter_values()
 
     captured = -(LedgerEntry.objects.filter(kind=EntryKind.CAPTURE).aggregate(s=Sum("amount"))["s"] or 0)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from creditgate.catalog.models import AIModelConfig, IntegrationProvider
-from creditgate.generation import dispatch, intake, selectors, services
+from creditgate.core import reconciliation, runtime
+from creditgate.generation import intake, services
 from creditgate.generation.models import Job, ProviderCall
 from creditgate.generation.tests.conftest import balance, make_user
 from creditgate.generation.tests.test_crash_points import CeleryWorker, celery_env, wait_final  # noqa: F401
@@ -31,7 +32,7 @@ def deactivate(model_name: str, *, how: str = "admin") -> None:
 def queued_job(monkeypatch, user, tier: str, count: int) -> Job:
     """A job accepted (held) and waiting in the queue: nothing has run it yet."""
     with monkeypatch.context() as patch:
-        patch.setattr(dispatch, "enqueue", lambda job_id: True)  # handed over, not yet picked up
+        patch.setattr(runtime, "enqueue", lambda job_id: True)  # handed over, not yet picked up
         job, created = intake.job_create_images(user=user, prompt="a red fox", tier=tier, count=count)
     assert created and job.status == "queued"
     return job
@@ -56,7 +57,7 @@ class TestInProcess:
         assert ProviderCall.objects.filter(job=job).count() == 0
         assert sandbox.stats.get(RUNWARE_IMAGES, 0) == 0 and sandbox.stats.get(OPENAI_IMAGES, 0) == 0
         assert balance(user) == {"balance": 100, "held": 0, "available": 100}  # the hold went back
-        assert selectors.reconciliation_audit() == []
+        assert reconciliation.reconciliation_audit() == []
 
     @pytest.mark.parametrize("how", ["admin", "elsewhere"])
     def test_a_queued_job_whose_first_model_went_inactive_is_served_by_the_backup(self, sandbox, monkeypatch, how):
@@ -72,12 +73,12 @@ class TestInProcess:
         assert set(ProviderCall.objects.filter(job=job).values_list("model_name", flat=True)) == {"google:2@1"}
         assert sandbox.stats.get(OPENAI_IMAGES, 0) == 0
         assert balance(user)["available"] == 90
-        assert selectors.reconciliation_audit() == []
+        assert reconciliation.reconciliation_audit() == []
 
     def test_a_text_job_whose_text_models_all_went_out_of_service_fails_uncharged(self, sandbox, monkeypatch):
         user = make_user(credits=100)
         with monkeypatch.context() as patch:
-            patch.setattr(dispatch, "enqueue", lambda job_id: True)
+            patch.setattr(runtime, "enqueue", lambda job_id: True)
             job, _ = intake.job_create_text(user=user, prompt="Say hello.", max_tokens=16)
         assert set(AIModelConfig.objects.filter(model_type="text", is_active=True)
                    .values_list("provider_id", flat=True)) == {"openai"}
@@ -135,7 +136,7 @@ def test_a_celery_worker_never_calls_a_model_deactivated_while_its_job_waited(
 
     waiting = queued_job(monkeypatch, user, "premium", 1)
     deactivate("google:4@2")
-    assert dispatch.enqueue(waiting.pk)  # the warm worker picks it up now
+    assert runtime.enqueue(waiting.pk)  # the warm worker picks it up now
     job = wait_final(waiting, sweep=False)
 
     assert (job.status, job.error_code, job.credits_charged) == ("failed", "tier_unavailable", 0), worker.output()
@@ -146,11 +147,11 @@ def test_a_celery_worker_never_calls_a_model_deactivated_while_its_job_waited(
     openai_calls = sandbox.stats.get(OPENAI_IMAGES, 0)
     waiting = queued_job(monkeypatch, user, "quality", 2)
     deactivate("gpt-image-2")
-    assert dispatch.enqueue(waiting.pk)
+    assert runtime.enqueue(waiting.pk)
     job = wait_final(waiting, sweep=False)
 
     assert (job.status, job.credits_charged) == ("succeeded", 10), worker.output()
     assert set(job.images.values_list("model_name", flat=True)) == {"google:2@1"}
     assert sandbox.stats.get(OPENAI_IMAGES, 0) == openai_calls
     assert balance(user)["available"] == 75
-    assert selectors.reconciliation_audit() == []
+    assert reconciliation.reconciliation_audit() == []

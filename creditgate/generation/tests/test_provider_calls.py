@@ -2,12 +2,14 @@
 call delivered, and the resumption of a Runware call kept intact (its first try is the row
 recorded before it went out; a later run finds its retries by the task ids derived from it)."""
 
+import threading
 from decimal import Decimal
 
 import pytest
 
 from creditgate.catalog.models import AIModelConfig
-from creditgate.generation import dispatch, intake
+from creditgate.core import runtime
+from creditgate.generation import intake
 from creditgate.generation.models import CallStatus, CostSource, Job, ProviderCall
 from creditgate.generation.tests.conftest import balance, make_user
 from creditgate.generation.tests.test_jobs_lifecycle import (  # noqa: F401 - fixtures
@@ -56,7 +58,7 @@ def test_a_call_refused_before_it_was_sent_is_one_failed_row(sandbox):
     AIModelConfig.objects.filter(model_name="runware:97@1").update(sizes=[])
     user = make_user(credits=20)
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
-    dispatch.wait_idle()
+    runtime.wait_idle()
     job.refresh_from_db()
     assert job.status == "failed" and "runware.imageInference" not in sandbox.stats
     call = job.calls.get()
@@ -70,7 +72,7 @@ def test_retries_of_a_fan_out_point_at_their_own_first_try(sandbox, settings):
     sandbox.fail_next(1, "server_error")
     user = make_user(credits=50)
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="quality", count=2)
-    dispatch.wait_idle()
+    runtime.wait_idle()
     job.refresh_from_db()
     assert job.status == "succeeded" and job.calls.count() == 3 == sandbox.stats["openai.images.generations"]
     retry = job.calls.get(try_number=2)
@@ -80,3 +82,62 @@ def test_retries_of_a_fan_out_point_at_their_own_first_try(sandbox, settings):
     assert [c.cost_source for c in job.calls.filter(units_delivered=1)] == [CostSource.CATALOG] * 2
     assert sorted((i.call_id for i in job.images.all()), key=str) == sorted(
         job.calls.filter(units_delivered=1).values_list("pk", flat=True), key=str)
+
+
+# The fan-out: the job runner splits a batch into the model's calls and makes them at once (the one
+# fan-out path; adapters make single calls).
+
+
+def _tracked_calls(monkeypatch, *, together: int, fail_call: int | None = None) -> dict:
+    """Wrap the OpenAI adapter's single call: count calls in flight (the first `together` must be
+    in flight at the same time, or the barrier breaks) and make call number `fail_call` refused."""
+    from creditgate.providers.base import ProviderContentRefused
+    from creditgate.providers.openai import OpenAIAdapter
+
+    seen = {"in_flight": 0, "peak": 0, "calls": 0}
+    lock, barrier = threading.Lock(), threading.Barrier(together, timeout=30)
+    real = OpenAIAdapter._generate_image_call
+
+    def tracked(self, **kwargs):
+        with lock:
+            seen["calls"] += 1
+            number = seen["calls"]
+            seen["in_flight"] += 1
+            seen["peak"] = max(seen["peak"], seen["in_flight"])
+        try:
+            if number <= together:
+                barrier.wait()  # raises BrokenBarrierError unless these calls are in flight together
+            if number == fail_call:
+                raise ProviderContentRefused()
+            return real(self, **kwargs)
+        finally:
+            with lock:
+                seen["in_flight"] -= 1
+
+    monkeypatch.setattr(OpenAIAdapter, "_generate_image_call", tracked)
+    return seen
+
+
+def test_a_batch_is_split_into_calls_made_at_once_and_bounded_by_the_setting(sandbox, settings, monkeypatch):
+    AIModelConfig.objects.filter(model_name="gpt-image-2").update(max_images_per_call=1)
+    settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS = 3
+    seen = _tracked_calls(monkeypatch, together=3)
+    user = make_user(credits=100)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="quality", count=6)
+    runtime.wait_idle()
+    job.refresh_from_db()
+    assert (job.status, job.credits_charged, job.images.count()) == ("succeeded", 30, 6)
+    assert seen["calls"] == 6 and seen["peak"] == 3  # three at once, never more than the setting
+
+
+def test_a_refused_call_of_a_batch_costs_only_its_images(sandbox, settings, monkeypatch):
+    AIModelConfig.objects.filter(model_name="gpt-image-2").update(max_images_per_call=2)
+    settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS = 1  # one call after the other: the second is refused
+    _tracked_calls(monkeypatch, together=1, fail_call=2)
+    user = make_user(credits=100)
+    job, _ = intake.job_create_images(user=user, prompt="foxes", tier="quality", count=5)
+    runtime.wait_idle()
+    job.refresh_from_db()
+    # A content refusal does not fail over: 5 asked, 2 refused, 3 delivered and charged.
+    assert (job.status, job.images.count(), job.credits_charged) == ("partial", 3, 15)
+    assert balance(user)["available"] == 100 - 15

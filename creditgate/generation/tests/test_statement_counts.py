@@ -10,7 +10,8 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from creditgate.generation import dispatch, services
+from creditgate.core import runtime
+from creditgate.generation import services
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import make_user
 
@@ -22,8 +23,8 @@ def test_statements_of_a_paid_text_job(monkeypatch):
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
     client.post("/api/v1/text/generations/", {"prompt": "warm up", "max_tokens": 16}, format="json")
-    dispatch.wait_idle()  # warm: the catalog memo, the adapter
-    monkeypatch.setattr(dispatch, "enqueue", lambda job_id: True)  # run the job below, in this thread
+    runtime.wait_idle()  # warm: the catalog memo, the adapter
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)  # run the job below, in this thread
 
     with CaptureQueriesContext(connection) as post:
         response = client.post("/api/v1/text/generations/", {"prompt": "Say hello.", "max_tokens": 16}, format="json")

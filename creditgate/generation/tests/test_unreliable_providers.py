@@ -5,8 +5,9 @@ import math
 import pytest
 
 from creditgate.catalog.models import AIModelConfig
+from creditgate.core import runtime
 from creditgate.credits import selectors as credits_selectors
-from creditgate.generation import dispatch, intake
+from creditgate.generation import intake
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import balance, make_user
 
@@ -22,7 +23,7 @@ def test_thirty_percent_errors_never_break_the_ledger(sandbox, kind):
         intake.job_create_images(user=user, prompt=f"{tier} {count}", tier=tier, count=count)
     intake.job_create_text(user=user, prompt="Write about ledgers.", max_tokens=300)
     intake.job_create_article(user=user, prompt="Foxes", tier="basic", image_count=2, max_tokens=200)
-    dispatch.wait_idle(timeout=120)
+    runtime.wait_idle(timeout=120)
 
     assert credits_selectors.ledger_check() == []
     jobs = list(Job.objects.all())

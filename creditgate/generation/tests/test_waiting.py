@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from creditgate.generation import dispatch, waiting
+from creditgate.core import runtime
+from creditgate.generation import waiting
 from creditgate.generation.tests.conftest import make_user
 from creditgate.generation.tests.test_crash_points import CeleryWorker, celery_env  # noqa: F401 - a fixture
 
@@ -45,10 +46,10 @@ def test_without_prefer_the_post_answers_202_at_once(client):
 
 
 def test_a_wait_that_ends_first_answers_202_with_the_job_as_it_is(client, gen_env):
-    gen_env.configure(latency_ms=2500)
-    began = time.monotonic()
+    # The provider answers after 5 s: a 1 s wait ends first (had it waited for the job, the job
+    # would be final and the answer a 200), whatever the machine's speed.
+    gen_env.configure(latency_ms=5000)
     response = client.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json", HTTP_PREFER="wait=1")
-    assert 0.9 < time.monotonic() - began < 2.4
     assert response.status_code == 202
     assert response["Preference-Applied"] == "wait=1"
     assert response.json()["status"] in ("queued", "running")
@@ -63,20 +64,20 @@ def test_get_with_wait_answers_as_soon_as_the_job_is_final_not_after_the_wait(cl
     assert response.status_code == 200
     assert response.json()["status"] == "succeeded"
     assert response.json()["credits_charged"] > 0
-    assert 0.3 < elapsed < 5, elapsed  # it waited for the job (~0.8 s), and not the 20 s asked for
+    assert elapsed < 15, elapsed  # answered when the job was final (~0.8 s), not after the 20 s asked for
 
 
 def test_waits_are_bounded(client, monkeypatch):
-    monkeypatch.setattr(dispatch, "enqueue", lambda job_id: True)  # nobody runs it: it stays queued
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)  # nobody runs it: it stays queued
     monkeypatch.setattr(waiting, "MAX_WAIT_SECONDS", 1)
     job = client.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json").json()
     began = time.monotonic()
     response = client.get(f"/api/v1/jobs/{job['id']}/?wait=3600")
-    assert time.monotonic() - began < 3
+    assert time.monotonic() - began < 30  # the 1 s cap, not the hour asked for
     assert (response.status_code, response.json()["status"]) == (200, "queued")
     began = time.monotonic()
     response = client.post(TEXT, {"prompt": "Again.", "max_tokens": 16}, format="json", HTTP_PREFER="wait=3600")
-    assert time.monotonic() - began < 3
+    assert time.monotonic() - began < 30
     assert response.status_code == 202 and response["Preference-Applied"] == "wait=1"
 
 
@@ -141,7 +142,7 @@ def _job(job_id):
 @pytest.mark.postgres
 @pytest.mark.celery
 def test_with_celery_a_waiting_get_is_woken_by_the_worker(client, celery_env, gen_env, settings,  # noqa: F811
-                                                          tmp_path):
+                                                          tmp_path, monkeypatch):
     settings.CREDITGATE_JOBS_BACKEND = "celery"
     gen_env.configure(latency_ms=700)
     worker = CeleryWorker(gen_env, tmp_path / "worker.log")
@@ -151,10 +152,11 @@ def test_with_celery_a_waiting_get_is_woken_by_the_worker(client, celery_env, ge
     assert first.status_code == 200, worker.output()
     assert first.json()["status"] == "succeeded" and first.json()["credits_charged"] > 0
 
+    # No safety re-read during the wait below: only the worker's message can end it before its 25 s.
+    monkeypatch.setattr(waiting, "SAFETY_POLL_SECONDS", 60.0)
     job = client.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json").json()
     began = time.monotonic()
     response = client.get(f"/api/v1/jobs/{job['id']}/?wait=25")
     elapsed = time.monotonic() - began
     assert response.json()["status"] == "succeeded", worker.output()
-    # Woken by the worker's message, not by the waiter's safety re-read every 5 s.
-    assert elapsed < waiting.SAFETY_POLL_SECONDS - 1, elapsed
+    assert elapsed < 20, elapsed  # woken by the worker's message (~0.7 s), not by the end of the wait

@@ -42,3 +42,15 @@ def openai_adapter(sandbox):
 @pytest.fixture
 def runware_adapter(sandbox):
     return RunwareAdapter(api_key="sandbox", base_url=f"{sandbox.url}/runware/v1")
+
+
+def each_call(adapter, *, model: AIModelConfig, prompt: str, count: int) -> list[base.ImageOutcome]:
+    """The calls a `count`-image request is split into, one after the other (the job runner makes
+    them at once: generation's fan-out tests), a call that fails counting as failed outcomes."""
+    outcomes: list[base.ImageOutcome] = []
+    for n in adapter.image_call_sizes(model=model, count=count):
+        try:
+            outcomes += adapter.generate_image_batch(model=model, prompt=prompt, n=n)
+        except base.ProviderError as exc:
+            outcomes += [base.ImageOutcome.failed(exc)] * n
+    return outcomes

@@ -70,78 +70,38 @@ def test_options_are_sent_only_when_the_model_accepts_them_and_the_provider_has_
     assert params == {"steps": 30, "style": "x", "negativePrompt": "blur"}
 
 
-# Fan-out.
+# One call (the job runner makes the calls, several at once: generation's fan-out tests).
 
-def test_count_is_split_by_the_models_per_call_limit_and_results_keep_the_count():
+def test_count_is_split_by_the_models_per_call_limit():
     adapter = FakeAdapter(ok)
-    outcomes = adapter.generate_images(model=image_model(max_images_per_call=3), prompt="p", count=8)
-    assert sorted(adapter.calls) == [2, 3, 3]
-    assert len(outcomes) == 8 and all(o.ok for o in outcomes)
+    assert adapter.image_call_sizes(model=image_model(max_images_per_call=3), count=8) == [3, 3, 2]
+    assert adapter.image_call_sizes(model=image_model(max_images_per_call=4), count=4) == [4]
 
 
-def test_fan_out_calls_run_at_the_same_time():
-    barrier = threading.Barrier(8, timeout=5)
-
-    def wait_for_all(n):
-        barrier.wait()  # raises BrokenBarrierError unless all 8 calls are in flight together
-        return ok(n)
-
-    outcomes = FakeAdapter(wait_for_all).generate_images(model=image_model(max_images_per_call=1), prompt="p",
-                                                         count=8)
-    assert [o.ok for o in outcomes] == [True] * 8
-
-
-def test_fan_out_is_bounded_by_the_policy():
-    in_flight, peak, lock = [0], [0], threading.Lock()
-
-    def track(n):
-        with lock:
-            in_flight[0] += 1
-            peak[0] = max(peak[0], in_flight[0])
-        threading.Event().wait(0.02)
-        with lock:
-            in_flight[0] -= 1
-        return ok(n)
-
-    adapter = FakeAdapter(track, policy=policy(max_retries=0, max_parallel_calls=3))
-    adapter.generate_images(model=image_model(max_images_per_call=1), prompt="p", count=9)
-    assert peak[0] <= 3
-
-
-def test_a_failed_call_fails_only_its_images():
-    seen = []
-
-    def second_fails(n):
-        seen.append(n)
-        if len(seen) == 2:
-            raise ProviderContentRefused()
-        return ok(n)
-
-    adapter = FakeAdapter(second_fails, policy=policy(max_retries=0, max_parallel_calls=1))
-    outcomes = adapter.generate_images(model=image_model(max_images_per_call=2), prompt="p", count=5)
-
-    assert [o.ok for o in outcomes] == [True, True, False, False, True]
-    assert {o.error_code for o in outcomes if not o.ok} == {"content_refused"}
+def test_a_call_returns_its_n_outcomes():
+    adapter = FakeAdapter(ok)
+    outcomes = adapter.generate_image_batch(model=image_model(max_images_per_call=3), prompt="p", n=3)
+    assert adapter.calls == [3] and [o.ok for o in outcomes] == [True] * 3
 
 
 def test_fewer_images_than_asked_are_padded_with_failures():
-    outcomes = FakeAdapter(lambda n: ok(n - 1)).generate_images(model=image_model(max_images_per_call=4),
-                                                                prompt="p", count=4)
+    outcomes = FakeAdapter(lambda n: ok(n - 1)).generate_image_batch(model=image_model(max_images_per_call=4),
+                                                                     prompt="p", n=4)
     assert [o.ok for o in outcomes] == [True, True, True, False]
     assert outcomes[-1].error_code == "provider_bad_response"
 
 
-def test_nothing_delivered_raises_the_first_error():
+def test_a_failed_call_raises_its_error():
     def refuse(n):
         raise ProviderAuthError()
 
     with pytest.raises(ProviderAuthError):
-        FakeAdapter(refuse).generate_images(model=image_model(), prompt="p", count=3)
+        FakeAdapter(refuse).generate_image_batch(model=image_model(), prompt="p", n=1)
 
 
 def test_zero_images_is_refused():
     with pytest.raises(ProviderRejectedRequest):
-        FakeAdapter(ok).generate_images(model=image_model(), prompt="p", count=0)
+        FakeAdapter(ok).generate_image_batch(model=image_model(), prompt="p", n=0)
 
 
 # Retries.

@@ -1,23 +1,19 @@
 """Circuit breakers: the rules on both stores, across OS processes, one trial under concurrency,
 and what ai-config and the admin show."""
 
-import json
 import os
-import subprocess
-import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from django.db import connection
 
 from creditgate.catalog import ai_config_cache
+from creditgate.core.tests import races
+from creditgate.core.tests.polling import wait_for
 from creditgate.providers import breaker
 from creditgate.providers.breaker import breaker_allow, breaker_record, breaker_state
 
-ROOT = Path(__file__).resolve().parents[3]
 N = 3  # failures in a row that open a breaker, in these tests
 P, M, M2 = "runware", "runware:97@1", "google:4@2"
 
@@ -191,25 +187,9 @@ def _worker_env(settings) -> dict:
     return env
 
 
-class Workers:
-    def __init__(self, jobs: list[dict], env: dict):
-        self.procs = [subprocess.Popen([sys.executable, "-m", "creditgate.providers.tests.breaker_worker",
-                                        json.dumps(job)], cwd=ROOT, env=env, text=True,
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE) for job in jobs]
-        for proc in self.procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-
-    def run(self) -> list:
-        for proc in self.procs:
-            assert proc.stdin is not None  # stdin=PIPE
-            proc.stdin.write("go\n")
-            proc.stdin.flush()
-        out = []
-        for proc in self.procs:
-            stdout, _ = proc.communicate(timeout=120)
-            assert proc.returncode == 0
-            out.extend(json.loads(stdout.strip().splitlines()[-1]))
-        return out
+def Workers(jobs: list[dict], env: dict) -> races.Workers:
+    """Breaker worker processes (core.tests.races) with these settings."""
+    return races.Workers("creditgate.providers.tests.breaker_worker", jobs, env=env)
 
 
 @pytest.fixture
@@ -227,12 +207,11 @@ def test_another_process_sees_the_breaker_this_one_opened_and_its_trial(shared_s
     settings.CREDITGATE_BREAKER_COOLDOWN_SECONDS = 2.0
     peek = Workers([{"ops": [{"op": "state", "provider": P}, {"op": "allow", "provider": P, "model": M2}]}],
                    _worker_env(settings))
-    opened = time.time()
     fail(N)
     assert peek.run() == ["open", False]
     trial = Workers([{"ops": [{"op": "allow", "provider": P, "model": M},
                               {"op": "record", "provider": P, "model": M, "ok": True}]}], _worker_env(settings))
-    time.sleep(max(0.0, opened + 2.05 - time.time()))
+    wait_for(lambda: breaker_state(P).state == "half_open", what="the cool-down's end")
     # The other process takes the trial and reports success; this one sees it closed.
     assert trial.run() == [True, None]
     assert breaker_state(P).state == "closed" and breaker_allow(P, M2)
@@ -252,12 +231,12 @@ def test_exactly_one_trial_goes_through_when_many_processes_and_threads_ask_at_o
     # A trial holds its place for one cool-down: long enough here that a slow machine cannot let
     # a second trial through legitimately while the callers below are still asking.
     settings.CREDITGATE_BREAKER_COOLDOWN_SECONDS = 3.0
-    opened = time.time()
     fail(N)
     ask = {"op": "allow", "provider": P, "model": M}
     jobs = [{"threads": 6, "ops": [ask] * 6} for _ in range(3)]
     workers = Workers(jobs, _worker_env(settings))  # they start while the cool-down runs
-    time.sleep(max(0.0, opened + 3.05 - time.time()))  # over: every caller below competes for the one trial
+    # Over: every caller below competes for the one trial.
+    wait_for(lambda: breaker_state(P).state == "half_open", what="the cool-down's end")
     go = threading.Event()
 
     def here(_):
@@ -347,8 +326,8 @@ def test_ai_config_lists_a_tier_while_one_of_its_models_can_be_called(store, cli
     for _ in range(N):
         breaker_record("runware", "runware:97@1", False)
     assert _tiers(client) == []  # every model of every tier is refused now
-    time.sleep(COOL_DOWN + 0.05)  # the cool-downs end: a trial may go, so the tiers are offered again
-    assert _tiers(client) == ["basic", "quality", "premium"]
+    # The cool-downs end: a trial may go, so the tiers are offered again.
+    wait_for(lambda: _tiers(client) == ["basic", "quality", "premium"], what="the tiers offered again")
     assert client.get(URL).json()["text_model"] == "gpt-5.1"
 
 
@@ -358,8 +337,7 @@ def test_a_failed_trial_hides_the_tier_again_at_once(store, client, fresh_proces
     for _ in range(N):
         breaker_record("runware", "runware:97@1", False)
     assert "basic" not in _tiers(client)
-    time.sleep(COOL_DOWN + 0.05)
-    assert "basic" in _tiers(client)
+    wait_for(lambda: "basic" in _tiers(client), what="basic offered again after the cool-down")
     assert breaker_allow("runware", "runware:97@1")
     breaker_record("runware", "runware:97@1", False)
     assert "basic" not in _tiers(client)

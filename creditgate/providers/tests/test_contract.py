@@ -125,7 +125,7 @@ def test_openai_images_request_and_base64_response(replay):
     adapter = OpenAIAdapter(api_key="sk-test-123", base_url=f"{server.url}/v1", policy=POLICY)
     model = image_model("gpt-image-2", max_images_per_call=10, request_defaults={"quality": "medium"})
 
-    (outcome,) = adapter.generate_images(model=model, prompt="a red fox", count=1)
+    (outcome,) = adapter.generate_image_batch(model=model, prompt="a red fox", n=1)
 
     (request,) = server.posts()
     assert request["path"] == "/v1/images/generations"
@@ -140,7 +140,7 @@ def test_openai_images_url_response_is_downloaded(replay):
     server = replay("openai_images_url")
     adapter = OpenAIAdapter(api_key="sk-test-123", base_url=f"{server.url}/v1", policy=POLICY)
 
-    (outcome,) = adapter.generate_images(model=image_model("dall-e-3"), prompt="a red fox", count=1)
+    (outcome,) = adapter.generate_image_batch(model=image_model("dall-e-3"), prompt="a red fox", n=1)
 
     assert outcome.ok and outcome.data == PNG and outcome.source_url == f"{server.url}/files/img-1.png"
     assert [r["path"] for r in server.requests] == ["/v1/images/generations", "/files/img-1.png"]
@@ -151,7 +151,7 @@ def test_openai_content_policy_error(replay, waits):
     adapter = OpenAIAdapter(api_key="sk-test-123", base_url=f"{server.url}/v1", policy=POLICY)
 
     with pytest.raises(ProviderContentRefused) as caught:
-        adapter.generate_images(model=image_model("gpt-image-2"), prompt="x", count=1)
+        adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="x", n=1)
 
     assert len(server.posts()) == 1 and waits == []
     assert "safety system" not in caught.value.message
@@ -172,7 +172,7 @@ def test_openai_rate_limit_honours_retry_after_ms(replay, waits):
     server = replay("openai_error_rate_limit", "openai_images_b64")
     adapter = OpenAIAdapter(api_key="sk-test-123", base_url=f"{server.url}/v1", policy=POLICY)
 
-    (outcome,) = adapter.generate_images(model=image_model("gpt-image-2"), prompt="x", count=1)
+    (outcome,) = adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="x", n=1)
 
     assert outcome.ok and len(server.posts()) == 2 and waits == [0.15]
 
@@ -195,7 +195,7 @@ def test_runware_request_matches_the_documented_task(replay):
                         optional_params=["negative_prompt", "steps", "cfg_scale", "seed"],
                         request_defaults={"steps": 30})
 
-    adapter.generate_images(model=model, prompt="a red fox in snow", count=2,
+    adapter.generate_image_batch(model=model, prompt="a red fox in snow", n=2,
                             options={"negative_prompt": "blurry", "cfg_scale": 7, "seed": 42})
 
     (request,) = server.posts()
@@ -216,8 +216,8 @@ def test_runware_data_response_is_parsed(replay):
     server = replay("runware_data_response")
     adapter = RunwareAdapter(api_key="rw-test-key", base_url=f"{server.url}/v1", policy=POLICY)
 
-    outcomes = adapter.generate_images(model=image_model("runware:97@1", max_images_per_call=20), prompt="a fox",
-                                       count=2)
+    outcomes = adapter.generate_image_batch(model=image_model("runware:97@1", max_images_per_call=20), prompt="a fox",
+                                       n=2)
 
     task_uuid = server.posts()[0]["body"][0]["taskUUID"]
     assert [o.ok for o in outcomes] == [True, True]
@@ -239,7 +239,7 @@ def test_runware_error_envelopes(replay, waits, fixture, error):
     adapter = RunwareAdapter(api_key="rw-test-key", base_url=f"{server.url}/v1", policy=POLICY)
 
     with pytest.raises(error) as caught:
-        adapter.generate_images(model=image_model("runware:97@1"), prompt="a fox", count=1)
+        adapter.generate_image_batch(model=image_model("runware:97@1"), prompt="a fox", n=1)
 
     assert len(server.posts()) == 1 and waits == []  # none of these is worth a retry
     assert "runware.ai" not in str(caught.value)
@@ -249,8 +249,8 @@ def test_runware_rate_limit_is_retried_with_a_new_task_after_retry_after(replay,
     server = replay("runware_rate_limited", "runware_data_response")
     adapter = RunwareAdapter(api_key="rw-test-key", base_url=f"{server.url}/v1", policy=POLICY)
 
-    outcomes = adapter.generate_images(model=image_model("runware:97@1", max_images_per_call=20), prompt="a fox",
-                                       count=2)
+    outcomes = adapter.generate_image_batch(model=image_model("runware:97@1", max_images_per_call=20), prompt="a fox",
+                                       n=2)
 
     assert [o.ok for o in outcomes] == [True, True] and waits == [2.0]
     first, second = (r["body"][0]["taskUUID"] for r in server.posts())

@@ -80,12 +80,12 @@ def test_a_provider_outage_fails_that_providers_calls_only(sandbox):
     sandbox.configure(outages={"runware": "server_error"})
     runware_model = AIModelConfig.objects.get(model_name="runware:97@1")
     with pytest.raises(ProviderServerError):
-        adapter_for(provider_id="runware").generate_images(model=runware_model, prompt="a fox", count=1)
+        adapter_for(provider_id="runware").generate_image_batch(model=runware_model, prompt="a fox", n=1)
     assert sandbox.stats["runware.imageInference"] == 3  # the first call and its two retries
     openai_model = AIModelConfig.objects.get(model_name="gpt-image-2")
-    outcomes = adapter_for(provider_id="openai").generate_images(model=openai_model, prompt="a fox", count=1)
+    outcomes = adapter_for(provider_id="openai").generate_image_batch(model=openai_model, prompt="a fox", n=1)
     assert [o.ok for o in outcomes] == [True]
     # The model list still answers during an outage: a lifecycle check is not an outage detector.
     assert adapter_for(provider_id="runware").list_models(names=["runware:97@1"])
     sandbox.configure(outages={})
-    assert adapter_for(provider_id="runware").generate_images(model=runware_model, prompt="a fox", count=1)[0].ok
+    assert adapter_for(provider_id="runware").generate_image_batch(model=runware_model, prompt="a fox", n=1)[0].ok

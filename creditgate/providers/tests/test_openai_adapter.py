@@ -13,7 +13,7 @@ from creditgate.providers.base import (
     ProviderTimeout,
 )
 from creditgate.providers.openai import OpenAIAdapter
-from creditgate.providers.tests.conftest import image_model, text_model
+from creditgate.providers.tests.conftest import each_call, image_model, text_model
 
 PNG = b"\x89PNG\r\n\x1a\n"
 IMAGES = "openai.images.generations"
@@ -26,10 +26,10 @@ CHAT = "openai.chat.completions"
 def test_one_image_per_call_model_fans_out_into_count_calls(openai_adapter, sandbox, count):
     model = image_model("gpt-image-2", max_images_per_call=1)
 
-    outcomes = openai_adapter.generate_images(model=model, prompt="a red fox", count=count)
+    outcomes = each_call(openai_adapter, model=model, prompt="a red fox", count=count)
 
     assert len(outcomes) == count
-    assert all(o.ok and o.data.startswith(PNG) and o.content_type == "image/png" for o in outcomes)
+    assert all(o.ok and (o.data or b"").startswith(PNG) and o.content_type == "image/png" for o in outcomes)
     assert sandbox.stats[IMAGES] == count
     assert all(body["n"] == 1 for body in sandbox.requests(IMAGES))
 
@@ -38,7 +38,7 @@ def test_one_image_per_call_model_fans_out_into_count_calls(openai_adapter, sand
 def test_batch_model_asks_for_all_images_in_one_call(openai_adapter, sandbox, count):
     model = image_model("gpt-image-2", max_images_per_call=10)
 
-    outcomes = openai_adapter.generate_images(model=model, prompt="a red fox", count=count)
+    outcomes = openai_adapter.generate_image_batch(model=model, prompt="a red fox", n=count)
 
     assert [o.ok for o in outcomes] == [True] * count
     assert sandbox.stats[IMAGES] == 1
@@ -46,8 +46,9 @@ def test_batch_model_asks_for_all_images_in_one_call(openai_adapter, sandbox, co
 
 
 def test_count_above_the_per_call_limit_is_split_into_calls_that_add_up(openai_adapter, sandbox):
-    outcomes = openai_adapter.generate_images(model=image_model("gpt-image-2", max_images_per_call=3),
-                                              prompt="foxes", count=8)
+    model = image_model("gpt-image-2", max_images_per_call=3)
+    assert openai_adapter.image_call_sizes(model=model, count=8) == [3, 3, 2]
+    outcomes = each_call(openai_adapter, model=model, prompt="foxes", count=8)
 
     assert len(outcomes) == 8 and all(o.ok for o in outcomes)
     assert sorted(body["n"] for body in sandbox.requests(IMAGES)) == [2, 3, 3]
@@ -55,16 +56,17 @@ def test_count_above_the_per_call_limit_is_split_into_calls_that_add_up(openai_a
 
 def test_url_answers_are_downloaded_so_the_bytes_outlive_the_url(openai_adapter, sandbox):
     # dall-e-3 answered with URLs that expire after an hour; the adapter must copy the bytes.
-    outcomes = openai_adapter.generate_images(model=image_model("dall-e-3"), prompt="a fox", count=2)
+    outcomes = each_call(openai_adapter, model=image_model("dall-e-3"), prompt="a fox", count=2)
 
-    assert all(o.ok and o.data.startswith(PNG) and o.source_url.startswith(sandbox.url) for o in outcomes)
+    assert all(o.ok and (o.data or b"").startswith(PNG) and (o.source_url or "").startswith(sandbox.url)
+               for o in outcomes)
     assert sandbox.stats["openai.image_file"] == 2
 
 
 def test_request_carries_model_size_and_defaults_but_never_response_format(openai_adapter, sandbox):
     model = image_model("gpt-image-2", sizes=["1024x1024", "1536x1024"], request_defaults={"quality": "medium"})
 
-    openai_adapter.generate_images(model=model, prompt="a fox", count=1, size="1536x1024",
+    openai_adapter.generate_image_batch(model=model, prompt="a fox", n=1, size="1536x1024",
                                    options={"negative_prompt": "blur", "steps": 10})
 
     body = sandbox.last_request(IMAGES)
@@ -74,13 +76,13 @@ def test_request_carries_model_size_and_defaults_but_never_response_format(opena
 
 
 def test_default_size_is_the_models_first(openai_adapter, sandbox):
-    openai_adapter.generate_images(model=image_model(sizes=["1536x1024", "1024x1024"]), prompt="x", count=1)
+    openai_adapter.generate_image_batch(model=image_model(sizes=["1536x1024", "1024x1024"]), prompt="x", n=1)
     assert sandbox.last_request(IMAGES)["size"] == "1536x1024"
 
 
 def test_a_size_the_model_does_not_take_is_refused_before_any_call(openai_adapter, sandbox):
     with pytest.raises(ProviderRejectedRequest) as caught:
-        openai_adapter.generate_images(model=image_model(sizes=["1024x1024"]), prompt="x", count=1, size="512x512")
+        openai_adapter.generate_image_batch(model=image_model(sizes=["1024x1024"]), prompt="x", n=1, size="512x512")
     assert "512x512" in caught.value.message
     assert sandbox.stats.get(IMAGES, 0) == 0
 
@@ -89,7 +91,7 @@ def test_rate_limited_call_is_retried_after_retry_after_and_delivers_once(openai
     sandbox.configure(retry_after_s=0.25)
     sandbox.fail_next(1, "rate_limit")
 
-    outcomes = openai_adapter.generate_images(model=image_model("gpt-image-2"), prompt="fox", count=1)
+    outcomes = openai_adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert [o.ok for o in outcomes] == [True]
     assert sandbox.stats[IMAGES] == 2
@@ -102,7 +104,7 @@ def test_retry_after_is_capped(sandbox, settings, waits):
     sandbox.fail_next(1, "rate_limit")
     adapter = OpenAIAdapter(api_key="sandbox", base_url=f"{sandbox.url}/openai/v1")
 
-    adapter.generate_images(model=image_model("gpt-image-2"), prompt="fox", count=1)
+    adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert waits == [0.5]
 
@@ -111,7 +113,7 @@ def test_insufficient_quota_is_not_retried(openai_adapter, sandbox, waits):
     sandbox.fail_next(1, "quota")
 
     with pytest.raises(ProviderQuotaExhausted) as caught:
-        openai_adapter.generate_images(model=image_model("gpt-image-2"), prompt="fox", count=1)
+        openai_adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert sandbox.stats[IMAGES] == 1 and waits == []
     assert caught.value.__cause__ is not None  # chained to the SDK's RateLimitError
@@ -121,7 +123,7 @@ def test_content_refusal_is_not_retried_and_reads_plainly(openai_adapter, sandbo
     sandbox.fail_next(1, "content_refusal")
 
     with pytest.raises(ProviderContentRefused) as caught:
-        openai_adapter.generate_images(model=image_model("gpt-image-2"), prompt="fox", count=1)
+        openai_adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert sandbox.stats[IMAGES] == 1 and waits == []
     assert caught.value.code == "content_refused"
@@ -132,7 +134,7 @@ def test_server_error_is_retried_then_reported(openai_adapter, sandbox, waits):
     sandbox.configure(error_rate=1.0, error_kind="server_error")
 
     with pytest.raises(ProviderServerError) as caught:
-        openai_adapter.generate_images(model=image_model("gpt-image-2"), prompt="fox", count=1)
+        openai_adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert sandbox.stats[IMAGES] == 3  # the first try and two retries
     assert len(waits) == 2
@@ -142,7 +144,7 @@ def test_server_error_is_retried_then_reported(openai_adapter, sandbox, waits):
 def test_partial_fan_out_keeps_the_calls_that_worked(openai_adapter, sandbox):
     sandbox.configure(error_rate=1.0, error_kind="partial")
 
-    outcomes = openai_adapter.generate_images(model=image_model("gpt-image-2"), prompt="fox", count=8)
+    outcomes = each_call(openai_adapter, model=image_model("gpt-image-2"), prompt="fox", count=8)
 
     assert len(outcomes) == 8
     assert sum(o.ok for o in outcomes) == 4
@@ -150,10 +152,10 @@ def test_partial_fan_out_keeps_the_calls_that_worked(openai_adapter, sandbox):
     assert all(o.error_code == "content_refused" and o.error_message and o.data is None for o in failed)
 
 
-def test_every_call_failing_raises_instead_of_returning_outcomes(openai_adapter, sandbox):
+def test_every_call_failing_fails_every_image(openai_adapter, sandbox):
     sandbox.configure(error_rate=1.0, error_kind="content_refusal")
-    with pytest.raises(ProviderContentRefused):
-        openai_adapter.generate_images(model=image_model("gpt-image-2"), prompt="fox", count=3)
+    outcomes = each_call(openai_adapter, model=image_model("gpt-image-2"), prompt="fox", count=3)
+    assert [o.error_code for o in outcomes] == ["content_refused"] * 3
     assert sandbox.stats[IMAGES] == 3
 
 
@@ -164,7 +166,7 @@ def test_timeout_is_retried_then_reported(sandbox, settings, waits):
     adapter = OpenAIAdapter(api_key="sandbox", base_url=f"{sandbox.url}/openai/v1")
 
     with pytest.raises(ProviderTimeout):
-        adapter.generate_images(model=image_model("gpt-image-2"), prompt="fox", count=1)
+        adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
     assert sandbox.stats[IMAGES] == 2
 
 
@@ -172,7 +174,7 @@ def test_wrong_key_is_an_auth_error_without_the_key_in_it(sandbox):
     adapter = OpenAIAdapter(api_key="sk-live-secret-1234567890", base_url=f"{sandbox.url}/openai/v1")
 
     with pytest.raises(ProviderAuthError) as caught:
-        adapter.generate_images(model=image_model("gpt-image-2"), prompt="fox", count=1)
+        adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert "secret" not in str(caught.value) and "7890" not in str(caught.value)
     assert "secret" not in repr(adapter)

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from creditgate.generation import dispatch
+from creditgate.core import runtime
+from creditgate.core.tests.polling import wait_for
 from creditgate.reports import selectors, services
 from creditgate.reports.models import ClosedPeriod
 from creditgate.reports.tasks import ROLL_UP_USAGE
@@ -32,9 +33,9 @@ def forty_closed_days():
 
 @pytest.fixture
 def fresh_sweeper_clock():
-    dispatch._sweeps_last_run.pop(ROLL_UP_USAGE, None)
+    runtime._sweeps_last_run.pop(ROLL_UP_USAGE, None)
     yield
-    dispatch._sweeps_last_run.pop(ROLL_UP_USAGE, None)
+    runtime._sweeps_last_run.pop(ROLL_UP_USAGE, None)
 
 
 def closed_days() -> int:
@@ -46,41 +47,50 @@ def test_the_in_process_sweeper_rolls_up_closed_days_at_a_bounded_rate(forty_clo
     first, last = forty_closed_days
     settings.CREDITGATE_USAGE_ROLLUP_SECONDS = 3600
 
-    assert ROLL_UP_USAGE in dispatch.sweep_round(now=1000.0)  # a process's first round rolls up at once
+    assert ROLL_UP_USAGE in runtime.sweep_round(now=1000.0)  # a process's first round rolls up at once
     assert closed_days() == 31  # at most 31 days a run
     assert selectors.closed_days_through() == first + dt.timedelta(days=30)
 
     for now in (1015.0, 1030.0, 4000.0):  # later rounds within the hour leave it alone
-        assert ROLL_UP_USAGE not in dispatch.sweep_round(now=now)
+        assert ROLL_UP_USAGE not in runtime.sweep_round(now=now)
     assert closed_days() == 31
 
-    assert ROLL_UP_USAGE in dispatch.sweep_round(now=4600.0)  # an hour on: the rest
+    assert ROLL_UP_USAGE in runtime.sweep_round(now=4600.0)  # an hour on: the rest
     assert selectors.closed_days_through() == last and closed_days() == (last - first).days + 1
 
     settings.CREDITGATE_USAGE_ROLLUP_SECONDS = 60  # a changed setting applies at the next round
-    assert ROLL_UP_USAGE in dispatch.sweep_round(now=4660.0)
+    assert ROLL_UP_USAGE in runtime.sweep_round(now=4660.0)
     assert closed_days() == (last - first).days + 1  # nothing new closed: nothing rolled up twice
 
 
-def test_the_sweeper_thread_of_the_embedded_default_runs_it(forty_closed_days, fresh_sweeper_clock, settings):
+def test_the_sweeper_thread_of_the_embedded_default_runs_it(forty_closed_days, fresh_sweeper_clock, settings,
+                                                            monkeypatch):
     settings.CREDITGATE_JOBS_BACKEND = "inprocess"
     # A sweeper an earlier test started ends after its round once the interval is 0: wait for it,
     # so the thread measured here is the one this process's start-up gives.
     settings.CREDITGATE_JOB_SWEEP_SECONDS = 0
-    earlier = dispatch._sweeper
+    earlier = runtime._sweeper
     if earlier is not None:
         earlier.join(timeout=30)
         assert not earlier.is_alive(), "an earlier sweeper thread is stuck in a round"
+    rounds: list[list[str]] = []
+    real_round = runtime.sweep_round
+    def counted_round(**kwargs) -> list[str]:
+        rounds.append(real_round(**kwargs))
+        return rounds[-1]
+
+    monkeypatch.setattr(runtime, "sweep_round", counted_round)
     settings.CREDITGATE_JOB_SWEEP_SECONDS = 0.05
-    dispatch.inprocess_start()
-    assert dispatch._sweeper is not None and dispatch._sweeper is not earlier and dispatch._sweeper.is_alive()
+    runtime.inprocess_start()
+    assert runtime._sweeper is not None and runtime._sweeper is not earlier and runtime._sweeper.is_alive()
     try:
         deadline = time.monotonic() + 30
         while closed_days() < 31 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert closed_days() == 31  # the first round; the next runs wait for CREDITGATE_USAGE_ROLLUP_SECONDS
-        time.sleep(0.3)  # several more rounds
+        rounds_then = len(rounds)
+        wait_for(lambda: len(rounds) >= rounds_then + 3, what="three more rounds of the sweeper")
         assert closed_days() == 31
     finally:
         settings.CREDITGATE_JOB_SWEEP_SECONDS = 0  # the thread ends after its current round
-        dispatch.wait_idle()
+        runtime.wait_idle()

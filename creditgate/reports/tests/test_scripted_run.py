@@ -15,10 +15,10 @@ from django.db.models import F, Sum
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings
+from creditgate.core import reconciliation, runtime
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits.models import EntryKind, LedgerEntry
-from creditgate.generation import dispatch, intake
-from creditgate.generation import selectors as generation_selectors
+from creditgate.generation import intake
 from creditgate.generation.models import CallStatus, CostSource, Job, JobImage, ProviderCall
 from creditgate.generation.tests.conftest import make_user
 from creditgate.providers import runware
@@ -36,7 +36,7 @@ def env(transactional_db, seeded_catalog, sandbox, settings):
     AIModelConfig.objects.filter(model_type="image").update(usd_per_image=F("usd_per_image") + Decimal("0.0010"))
     GlobalIntegrationSettings.objects.update_or_create(id=1, defaults={"usd_per_credit": Decimal("0.012")})
     yield sandbox
-    dispatch.wait_idle()
+    runtime.wait_idle()
 
 
 def run(sandbox, make, *, fail=None, **knobs) -> Job:
@@ -46,7 +46,7 @@ def run(sandbox, make, *, fail=None, **knobs) -> Job:
     if fail:
         sandbox.fail_next(*fail)
     job, _ = make()
-    dispatch.wait_idle(timeout=60)
+    runtime.wait_idle(timeout=60)
     job.refresh_from_db()
     assert job.is_final, job.status
     return job
@@ -163,7 +163,7 @@ def test_a_scripted_run_is_recorded_try_by_try_and_adds_up(env):
     assert no_cost.calls.get().cost_source == CostSource.CATALOG
 
     # --- The report's totals equal the ledger's captures and the calls' costs -----------------------
-    assert credits_selectors.ledger_check() == [] and generation_selectors.reconciliation_audit() == []
+    assert credits_selectors.ledger_check() == [] and reconciliation.reconciliation_audit() == []
     today = dt.datetime.now(dt.UTC).date()
     report = report_selectors.usage_report(filter=ReportFilter(start=today, end=today))
     captured = -LedgerEntry.objects.filter(kind=EntryKind.CAPTURE).aggregate(s=Sum("amount"))["s"]

@@ -10,13 +10,12 @@ import re
 import pytest
 from django.contrib.auth import get_user_model
 
-from creditgate.billing import dispatch as billing_dispatch
 from creditgate.billing.models import CreditPack
 from creditgate.catalog.models import IntegrationProvider
+from creditgate.core import runtime
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import LedgerEntry
-from creditgate.generation import dispatch
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed").expect
@@ -33,8 +32,8 @@ def shop(transactional_db, seeded_catalog, sandbox, settings, live_server):
     small = CreditPack.objects.create(name="Handful", credits=40, price_amount=300, currency="usd", position=1)
     big = CreditPack.objects.create(name="Bucket", credits=250, price_amount=1200, currency="usd", position=2)
     yield live_server, small, big
-    dispatch.wait_idle()
-    billing_dispatch.wait_idle()
+    runtime.wait_idle()
+    runtime.wait_idle()
 
 
 def log_in(page, live_server, username: str, credits: int):

@@ -8,16 +8,17 @@ written here, so the tests hold for any catalog an operator configures.
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.test import Client
 
 from creditgate.catalog.models import AIModelConfig, ImageTier
+from creditgate.core import runtime
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import LedgerEntry
-from creditgate.generation import dispatch
+from creditgate.credits.tests import factories
 
 pytestmark = pytest.mark.browser
 expect = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed").expect
@@ -31,15 +32,10 @@ def page_env(transactional_db, seeded_catalog, sandbox, settings, live_server):
     by the sandbox."""
     settings.CREDITGATE_JOBS_BACKEND = "inprocess"
     yield live_server
-    dispatch.wait_idle()
+    runtime.wait_idle()
 
 
-def make_user(username: str, credits: int):
-    user = get_user_model().objects.create_user(username=username, password=PASSWORD)
-    if credits:
-        credits_services.credits_grant(account=credits_services.account_for_user(user=user), amount=credits,
-                                       reason="browser test grant")
-    return user
+make_user = partial(factories.make_user, password=PASSWORD, reason="browser test grant")
 
 
 def account_balance(user) -> dict:

@@ -17,18 +17,19 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import pytest
 import requests
 from django.conf import settings as django_settings
-from django.contrib.auth import get_user_model
 from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from creditgate.billing.models import CheckoutSession, CreditPack, Payment, StripeEvent
 from creditgate.catalog.models import IntegrationProvider
 from creditgate.credits import services as credits_services
+from creditgate.credits.tests import factories
 from creditgate.providers.sandbox.stripe_api import sign
 
 REPO = Path(__file__).resolve().parents[3]
@@ -179,12 +180,7 @@ def served(server, transactional_db, seeded_catalog):
     return server
 
 
-def make_user(username: str, credits: int):
-    user = get_user_model().objects.create_user(username=username, password=PASSWORD)
-    if credits:
-        credits_services.credits_grant(account=credits_services.account_for_user(user=user), amount=credits,
-                                       reason="production test grant")
-    return user
+make_user = partial(factories.make_user, password=PASSWORD, reason="production test grant")
 
 
 def token_for(user) -> dict:

@@ -24,7 +24,7 @@ PASSWORD = "a-long-enough-pw-1"
 def mail_env(page_env, sandbox, settings):  # noqa: F811 - page_env: the fixture imported above
     """Emails through Resend's sandbox, as in the demo; links point at the live server."""
     IntegrationProvider.objects.get_or_create(provider_id="resend", defaults={"display_name": "Resend"})
-    settings.EMAIL_BACKEND = "creditgate.credits.mail.ResendEmailBackend"
+    settings.EMAIL_BACKEND = "creditgate.providers.mail.ResendEmailBackend"
     settings.CREDITGATE_PUBLIC_URL = page_env.url
     return page_env
 

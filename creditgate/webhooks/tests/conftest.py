@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from rest_framework.test import APIClient
 
+from creditgate.core import runtime
 from creditgate.credits import services as credits_services
 from creditgate.credits.tests.conftest import make_user
-from creditgate.generation import dispatch
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -83,7 +83,7 @@ def hooks_env(transactional_db, seeded_catalog, sandbox, settings):
     settings.CREDITGATE_WEBHOOK_TIMEOUT_SECONDS = 5
     settings.CREDITGATE_PUBLIC_URL = "http://testserver"
     yield
-    dispatch.wait_idle()
+    runtime.wait_idle()
 
 
 @pytest.fixture

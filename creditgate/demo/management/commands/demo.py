@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from creditgate.credits import services as credits_services
-from creditgate.web import services
+from creditgate.demo import services
 
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-pass-123"

@@ -9,7 +9,7 @@ from django.test import Client
 
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
-from creditgate.web.management.commands.demo import DEMO_CREDITS, DEMO_PASSWORD, DEMO_USERNAME
+from creditgate.demo.management.commands.demo import DEMO_CREDITS, DEMO_PASSWORD, DEMO_USERNAME
 
 pytestmark = pytest.mark.django_db
 
@@ -58,7 +58,7 @@ def test_demo_repairs_a_changed_password_and_uses_the_port_option():
 
 
 def test_demo_public_url_follows_the_port_and_webhooks_may_go_to_loopback(settings, monkeypatch):
-    from creditgate.web.management.commands.demo import demo_settings
+    from creditgate.demo.management.commands.demo import demo_settings
     from creditgate.webhooks import egress
 
     monkeypatch.delenv("CREDITGATE_PUBLIC_URL", raising=False)
@@ -72,7 +72,7 @@ def test_demo_public_url_follows_the_port_and_webhooks_may_go_to_loopback(settin
 
 
 def test_demo_never_opens_loopback_without_debug_and_keeps_a_set_public_url(settings, monkeypatch):
-    from creditgate.web.management.commands.demo import demo_settings
+    from creditgate.demo.management.commands.demo import demo_settings
 
     monkeypatch.setenv("CREDITGATE_PUBLIC_URL", "https://credits.example")
     settings.DEBUG = False

@@ -5,7 +5,7 @@ from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.views import APIView
 
-from creditgate.catalog.services import ai_config_snapshot_get
+from creditgate.providers.ai_config import ai_config_snapshot_get
 
 # Browsers and proxies may keep a copy but must ask again every time: a change in the admin shows
 # on the very next request, and asking again is cheap (a 304 against the ETag).

@@ -1,4 +1,5 @@
-"""Email through Resend, with Django's email API and django-anymail's Resend backend.
+"""Email through Resend (a provider like the others), with Django's email API and django-anymail's
+Resend backend. Billing's low-balance emails and the accounts' emails (providers.mail) go through it.
 
 Resend's key comes from the IntegrationProvider row `resend`; without a key while
 CREDITGATE_SANDBOX is on in development, the sandbox receives the email
@@ -15,23 +16,18 @@ from anymail.message import AnymailMessage
 from django.conf import settings
 from django.core.mail import get_connection
 
-from creditgate.core.errors import ApplicationError
+from creditgate.core.errors import EmailNotSent
 from creditgate.providers.base import ProviderNotConfigured
 from creditgate.providers.registry import provider_endpoint
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["PROVIDER_ID", "EmailNotSent", "email_send"]  # EmailNotSent lives in core.errors
+
 PROVIDER_ID = "resend"
 SANDBOX_PATH = "resend/"
 BACKEND = "anymail.backends.resend.EmailBackend"
 TIMEOUT_SECONDS = 20
-
-
-class EmailNotSent(ApplicationError):
-    """Resend did not take the email (not configured, refused, unreachable); the cause is chained."""
-
-    status_code = 503
-    code = "email_not_sent"
 
 
 def email_send(*, to: str, subject: str, body: str) -> str:

@@ -1,18 +1,18 @@
-"""Where a job runs: on a Celery worker when a broker is configured, else in this process.
+"""The task runtime, shared by every app: where a task runs (a Celery worker when a broker is
+configured, else a thread of this process), by its registered name, and the periodic registry.
 
-This module knows no task: generation.tasks registers the task that runs a job (`job_runner_set`)
-and its sweep (`sweep_register`) when it is imported (AppConfig.ready, or Celery's autodiscovery
-in a worker), so the dependencies point one way (tasks -> services -> dispatch), with no task name
-here that would loop back to the tasks. A hand-off may fail (the broker is down): `enqueue` then
-says so and the job stays in the outbox (`Job.dispatched_at` empty) for the sweep to hand over
-later; the job is durable either way.
+This module knows no task and no app: each app registers its own in its AppConfig.ready() (the
+task that runs a job: `job_runner_set`; periodic work: `sweep_register`), so the dependencies
+point one way (apps -> core), with no task name here that would loop back. A hand-off may fail
+(the broker is down): `enqueue` and `send` then say so (False) and the work stays owed in the
+database (a job's outbox, `Job.dispatched_at` empty; an email's row) for a sweep to hand over later.
 
 The in-process backend is for one machine with no Redis (the demo, a laptop): a small thread
-pool runs the tasks, and a daemon thread runs the sweep (recovery of lapsed leases, the outbox)
-every CREDITGATE_JOB_SWEEP_SECONDS, as Celery beat does with a broker. Other apps' periodic tasks
-ride on the same thread (`sweep_register`), each at most as often as it asks: beat's schedule and
-this thread run the same tasks, so the embedded default needs no beat. It starts with the first
-request the process serves, so a restarted process recovers what its predecessor left.
+pool runs the tasks, and a daemon thread runs the periodic work (recovery of lapsed leases, the
+outbox, due webhooks, usage rollups, owed emails) every CREDITGATE_JOB_SWEEP_SECONDS, each task at
+most as often as it asks: beat's schedule and this thread run the same tasks, so the embedded
+default needs no beat. It starts with the first request the process serves (connected in
+CoreConfig.ready), so a restarted process recovers what its predecessor left.
 """
 
 from __future__ import annotations
@@ -34,17 +34,15 @@ _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _sweeper: threading.Thread | None = None
 # What the in-process sweeper runs (Celery beat's schedule has the same tasks): task name -> at most
-# how often, in seconds (None: every round). Apps add theirs with sweep_register (generation: the
-# jobs' sweep; webhooks: due deliveries; reports: the usage rollups; billing: low-balance emails to
-# send again).
+# how often, in seconds (None: every round). Apps add theirs with sweep_register from their ready().
 _sweeps: dict[str, Callable[[], float] | None] = {}
 _sweeps_last_run: dict[str, float] = {}  # task name -> time.monotonic() of its last start here
-# The task that runs a job, by name (generation.tasks sets it).
+# The task that runs a job, by name (generation registers it).
 _job_runner: str | None = None
 
 
 def job_runner_set(task_name: str) -> None:
-    """The task `enqueue` hands jobs to (called by generation.tasks when it is imported)."""
+    """The task `enqueue` hands jobs to (generation registers it from its ready())."""
     global _job_runner
     _job_runner = task_name
 
@@ -52,7 +50,7 @@ def job_runner_set(task_name: str) -> None:
 def enqueue(job_id) -> bool:
     """Hand a job to its runner; False if that failed (the sweep hands it over later)."""
     if _job_runner is None:
-        raise RuntimeError("No job runner is registered: creditgate.generation.tasks was not imported.")
+        raise RuntimeError("No job runner is registered (the generation app registers it in its ready()).")
     if settings.CREDITGATE_JOBS_BACKEND == "celery":
         try:
             current_app.send_task(_job_runner, args=[str(job_id)])
@@ -66,10 +64,12 @@ def enqueue(job_id) -> bool:
     return True
 
 
-def task_send(task_name: str, *args, countdown: float | None = None) -> bool:
+def send(task_name: str, *args, countdown: float | None = None, inline_retries: bool = False) -> bool:
     """Hand any task to the runner by name, optionally `countdown` seconds from now; False if the
     broker refused it. In-process, a countdown is a timer thread: lost with the process, so a task
-    sent this way must also be found by a sweep (as a due webhook delivery is)."""
+    sent this way must also be found by a sweep (as a due webhook delivery is). `inline_retries`:
+    in-process, let Celery run the task's own retries here (at once: no countdown in a process),
+    as billing's emails want; otherwise a failure is logged and left to the sweeps."""
     if settings.CREDITGATE_JOBS_BACKEND == "celery":
         try:
             current_app.send_task(task_name, args=list(args), countdown=countdown)
@@ -77,12 +77,13 @@ def task_send(task_name: str, *args, countdown: float | None = None) -> bool:
             logger.warning("task %s%s could not be handed to the broker", task_name, args, exc_info=True)
             return False
         return True
+    run = _run_retrying_in_thread if inline_retries else _run_in_thread
     if countdown:
-        timer = threading.Timer(countdown, lambda: _executor().submit(_run_in_thread, task_name, *args))
+        timer = threading.Timer(countdown, lambda: _executor().submit(run, task_name, *args))
         timer.daemon = True
         timer.start()
     else:
-        _executor().submit(_run_in_thread, task_name, *args)
+        _executor().submit(run, task_name, *args)
     return True
 
 
@@ -136,6 +137,19 @@ def _run_in_thread(task_name: str, *args) -> None:
         current_app.tasks[task_name].apply(args=args, throw=True)
     except Exception:  # a background thread has nobody else to tell
         logger.exception("in-process task %s%s crashed", task_name, args)
+    finally:
+        connections.close_all()
+
+
+def _run_retrying_in_thread(task_name: str, *args) -> None:
+    close_old_connections()
+    try:
+        # throw=False: Celery then runs a task's retries here too (at once: no countdown in process).
+        result = current_app.tasks[task_name].apply(args=args, throw=False)
+        if result.failed():
+            logger.error("in-process task %s%s failed: %r", task_name, args, result.result)
+    except Exception:  # a background thread has nobody else to tell
+        logger.exception("in-process task %s%s failed", task_name, args)
     finally:
         connections.close_all()
 

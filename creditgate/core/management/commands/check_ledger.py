@@ -2,7 +2,7 @@ import sys
 
 from django.core.management.base import BaseCommand
 
-from creditgate.generation import selectors
+from creditgate.core import reconciliation
 
 
 class Command(BaseCommand):
@@ -13,7 +13,7 @@ class Command(BaseCommand):
             "Exit 1 with a report on any break.")
 
     def handle(self, *args, **options):
-        problems = selectors.reconciliation_audit()
+        problems = reconciliation.reconciliation_audit()
         if not problems:
             self.stdout.write("Ledger OK: every account's counters match its ledger and holds, and every job "
                               "was charged exactly for what it delivered.")

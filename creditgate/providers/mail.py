@@ -1,4 +1,4 @@
-"""Django's email API through Resend (billing.emails.email_send), so django-allauth's emails and
+"""Django's email API through Resend (providers.email.email_send), so django-allauth's emails and
 team invitations take the same road as the low-balance emails: Resend's key from the admin's
 Providers page, or the sandbox while CREDITGATE_SANDBOX is on (its /_sandbox/stats records them).
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from django.core.mail.backends.base import BaseEmailBackend
 
-from creditgate.billing import emails
+from creditgate.providers import email as emails
 
 
 class ResendEmailBackend(BaseEmailBackend):

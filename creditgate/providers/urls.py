@@ -1,6 +1,6 @@
 from django.urls import path
 
-from creditgate.catalog import apis
+from creditgate.providers import apis
 
 urlpatterns = [
     path("ai-config/", apis.AIConfigApi.as_view(), name="ai-config"),

@@ -8,13 +8,12 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
-from creditgate.audit import selectors
+from creditgate.audit.tests.admin_forms import submit_change_form
+from creditgate.catalog import history
 from creditgate.catalog.models import AIModelConfig, ImageTier
 from creditgate.credits import pricing
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import EntryKind, LedgerEntry
-
-from .admin_forms import submit_change_form
 
 pytestmark = pytest.mark.django_db
 
@@ -72,7 +71,7 @@ def test_the_origin_is_the_version_that_set_the_price_not_a_later_unrelated_edit
     model.refresh_from_db()
     entry = charge_images(model, 1)
 
-    [origin] = selectors.rate_origins(rate=entry.rate, at=entry.created_at)
+    [origin] = history.rate_origins(rate=entry.rate, at=entry.created_at)
 
     assert origin.matches
     assert origin.introduced_by is not None and origin.in_force is not None and origin.change is not None
@@ -99,7 +98,7 @@ def test_an_article_rate_names_both_of_its_models():
     rate = pricing.price_total(pricing.price_text_tokens(model=text_model, total_tokens=900),
                                pricing.price_images(model=image_model, count=2)).rate
 
-    origins = selectors.rate_origins(rate=rate, at=timezone.now())
+    origins = history.rate_origins(rate=rate, at=timezone.now())
 
     assert [(o.model_name, o.field, o.price) for o in origins] == [
         (text_model.model_name, "tokens_per_credit", text_model.tokens_per_credit),
@@ -110,7 +109,7 @@ def test_an_article_rate_names_both_of_its_models():
 def test_an_entry_older_than_the_history_says_so(admin_client):
     model = AIModelConfig.objects.get(quality_tier="basic", is_active=True)
     entry = charge_images(model, 1)
-    [origin] = selectors.rate_origins(rate=entry.rate, at=timezone.now() - dt.timedelta(days=400))
+    [origin] = history.rate_origins(rate=entry.rate, at=timezone.now() - dt.timedelta(days=400))
     assert origin.in_force is None and origin.introduced_by is None
 
     # An installation whose history began after this entry was charged.
@@ -120,5 +119,5 @@ def test_an_entry_older_than_the_history_says_so(admin_client):
 
 
 def test_entries_without_a_catalog_rate_show_nothing(admin_client):
-    assert selectors.rate_origins(rate=None, at=timezone.now()) == []
-    assert selectors.rate_origins(rate={"note": "manual"}, at=timezone.now()) == []
+    assert history.rate_origins(rate=None, at=timezone.now()) == []
+    assert history.rate_origins(rate={"note": "manual"}, at=timezone.now()) == []
