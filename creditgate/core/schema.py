@@ -155,9 +155,11 @@ class AutoSchema(SpectacularAutoSchema):
 _TAGS_BY_MODULE = [
     ("credits.team_apis", "Team"),
     ("credits.usage_api", "Credits"),
+    ("reports.usage_api", "Credits"),
     ("credits", "Credits"),
     ("generation", "Generation"),
     ("catalog", "Catalog"),
+    ("providers.apis", "Catalog"),
     ("billing", "Buying credits"),
     ("webhooks", "Webhooks"),
 ]
