@@ -4,6 +4,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from creditgate.catalog.models import AIModelConfig, GlobalIntegrationSettings
+from creditgate.core import runtime
 from creditgate.credits import services as credits_services
 from creditgate.generation.tests.conftest import START_CREDITS, balance, counts, make_user
 
@@ -56,6 +57,9 @@ def test_a_replay_after_the_tier_was_deactivated_and_the_credits_spent_returns_i
         model.is_active = False
         model.save()  # as the admin saves it
     assert post(api, IMAGES, body).status_code == 422  # a new request is refused now
+    # The first job has run meanwhile (on the in-process pool): with its tier gone it failed and its
+    # hold came back. Spend everything only once it has, or its release would land after the spend.
+    runtime.wait_idle()
     account = credits_services.account_for_user(user=user)
     credits_services.credits_grant(account=account, amount=-balance(user)["available"], kind="adjustment")
     assert balance(user)["available"] == 0
