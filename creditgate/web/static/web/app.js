@@ -664,6 +664,24 @@
     return step(job);
   }
 
+  // Follows a job to its end on the page: its summary line (announced to screen readers when its
+  // status changes) and, for a generator that has one, its progress bar.
+  function followJob(job, summary, describe, progress) {
+    var lastStatus = null;
+    return waitJob(job, function (current) {
+      var text = describe(current);
+      var final = FINAL.indexOf(current.status) !== -1;
+      summary.textContent = text;
+      if (progress) {
+        if (final) progress.value = 1;
+        else progress.removeAttribute("value");
+        progress.hidden = final;
+      }
+      if (current.status !== lastStatus) announce(text);
+      lastStatus = current.status;
+    });
+  }
+
   function failedSentence(job) {
     var reason = job.error && job.error.message ? sentence(job.error.message) : "The job failed.";
     var charged = job.credits_charged
@@ -739,7 +757,6 @@
     var panel = $("image-job");
     var summary = $("image-job-summary");
     var progress = $("image-progress");
-    var lastStatus = null;
     // The last job's result must not pass for this one's while the request is on its way.
     summary.textContent = "Sending…";
     summary.className = "";
@@ -752,15 +769,7 @@
       panel.hidden = false;
       $("images").textContent = "";
       loadBalance().catch(function () {});
-      return waitJob(job, function (current) {
-        var text = imageSummary(current);
-        summary.textContent = text;
-        if (FINAL.indexOf(current.status) === -1) progress.removeAttribute("value");
-        else progress.value = 1;
-        progress.hidden = FINAL.indexOf(current.status) !== -1;
-        if (current.status !== lastStatus) announce(text);
-        lastStatus = current.status;
-      }).then(function (done) {
+      return followJob(job, summary, imageSummary, progress).then(function (done) {
         renderImages(done);
         summary.className = done.status === "succeeded" ? "ok" : (done.status === "partial" ? "warn" : "short");
       });
@@ -796,7 +805,6 @@
     state.busyText = true;
     update();
     showAlert("");
-    var lastStatus = null;
     $("text-job-summary").textContent = "Sending…";
     $("text-output").textContent = "";
     api(urls.textUrl, {
@@ -807,12 +815,7 @@
       $("text-job").hidden = false;
       $("text-output").textContent = "";
       loadBalance().catch(function () {});
-      return waitJob(job, function (current) {
-        var text = textSummary(current);
-        $("text-job-summary").textContent = text;
-        if (current.status !== lastStatus) announce(text);
-        lastStatus = current.status;
-      }).then(function (done) {
+      return followJob(job, $("text-job-summary"), textSummary).then(function (done) {
         $("text-output").textContent = done.text || "";
       });
     }).catch(function (err) {
@@ -924,7 +927,6 @@
     state.busyArticle = true;
     update();
     showAlert("");
-    var lastStatus = null;
     var summary = $("article-job-summary");
     var progress = $("article-progress");
     summary.textContent = "Sending…";
@@ -938,15 +940,7 @@
     }).then(function (job) {
       $("article-job").hidden = false;
       loadBalance().catch(function () {});
-      return waitJob(job, function (current) {
-        var text = articleSummary(current);
-        summary.textContent = text;
-        if (FINAL.indexOf(current.status) === -1) progress.removeAttribute("value");
-        else progress.value = 1;
-        progress.hidden = FINAL.indexOf(current.status) !== -1;
-        if (current.status !== lastStatus) announce(text);
-        lastStatus = current.status;
-      }).then(function (done) {
+      return followJob(job, summary, articleSummary, progress).then(function (done) {
         $("article-output").textContent = done.text || "";
         renderImages(done, "article-images-out");
         summary.className = done.status === "succeeded" ? "ok" : (done.status === "partial" ? "warn" : "short");
