@@ -204,8 +204,11 @@ class _GenerationApi(APIView):
         409: error_response("idempotency_conflict: this Idempotency-Key was used with another request."),
         422: error_response("tier_unavailable: the tier (or text generation) cannot be served right now "
                             "(details name it); nothing was held."),
-        429: error_response("rate_limited: too many jobs started in the period; details.retry_after (also the "
-                            "Retry-After header) says when the next one may start. A replay is never refused.")},
+        429: error_response("rate_limited: too many jobs started in the period; too_many_jobs_in_flight: the "
+                            "account, or the API key, already has its limit of jobs in flight, queued or running "
+                            "(details: scope `account` or `api_key`, limit, in_flight); nothing was held. "
+                            "details.retry_after (also the Retry-After header) says when to try again. A replay is "
+                            "never refused.")},
         parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER, PREFER_HEADER, *ACCEPTED_HEADERS])
     def post(self, request):
         webhook_services.endpoint_id_check(request.headers.get("Webhook-Endpoint"))  # its shape, before a replay
