@@ -222,6 +222,14 @@ def jobs_in_flight(account, api_key: ApiKey | None) -> list[InFlight]:
     return shares
 
 
+def in_flight_binding(account, api_key: ApiKey | None) -> InFlight | None:
+    """The in-flight limit with the fewest places left for the caller's next job (the account's on a
+    tie, as in_flight_admit refuses by it first); None with no limit. A read without the lock, for
+    the estimate: in_flight_admit decides, under the lock."""
+    shares = jobs_in_flight(account, api_key)
+    return min(shares, key=lambda share: share.limit - share.in_flight) if shares else None
+
+
 def in_flight_admit(account, api_key: ApiKey | None) -> None:
     """Refuse the job (429 too_many_jobs_in_flight) when the account, or the API key, already has
     its limit of jobs in flight. Runs under the account row's lock (job_hold)."""

@@ -207,3 +207,29 @@ def test_refused_requests_leave_the_books_balanced(parked, limits):
         assert post(api, endpoint).status_code == 429
     assert balance(user)["available"] == START_CREDITS - 1
     assert credits_selectors.ledger_check() == []
+
+
+def estimate_in_flight(client) -> dict | None:
+    response = client.post("/api/v1/credits/estimate/", {"kind": "image", "tier": "basic", "count": 1}, format="json")
+    assert response.status_code == 200, response.content
+    return response.json()["jobs_in_flight"]
+
+
+def test_the_estimate_names_the_in_flight_limit_that_binds_and_whether_it_admits_a_job(parked, limits):
+    limits(account=3, api_key=2)
+    owner = make_user("owner")
+    _, secret = credits_services.api_key_create(actor=owner, member=credits_services.member_for_user(user=owner),
+                                                name="ci")
+    page, key = session(owner), bearer(secret)
+    assert estimate_in_flight(page) == {"scope": "account", "limit": 3, "in_flight": 0, "admits": True}
+    assert estimate_in_flight(key) == {"scope": "api_key", "limit": 2, "in_flight": 0, "admits": True}
+
+    assert [post(key).status_code for _ in range(2)] == [202, 202]
+    assert estimate_in_flight(key) == {"scope": "api_key", "limit": 2, "in_flight": 2, "admits": False}
+    assert_too_many(post(key), scope="api_key", limit=2, in_flight=2)  # as the estimate said
+    assert estimate_in_flight(page) == {"scope": "account", "limit": 3, "in_flight": 2, "admits": True}
+    assert post(page).status_code == 202
+    assert estimate_in_flight(page) == {"scope": "account", "limit": 3, "in_flight": 3, "admits": False}
+
+    limits(account=0, api_key=0)
+    assert estimate_in_flight(page) is None
