@@ -235,9 +235,9 @@ def in_flight_admit(account, api_key: ApiKey | None) -> None:
     its limit of jobs in flight. Runs under the account row's lock (job_hold)."""
     for share in jobs_in_flight(account, api_key):
         if not share.admits:
+            whose_jobs = api_key if share.scope == "api_key" else None  # the key's own, or all the account's
             raise TooManyJobsInFlight(scope=share.scope, limit=share.limit, in_flight=share.in_flight,
-                                      retry_after=_in_flight_retry_after(account, api_key if share.scope == "api_key"
-                                                                         else None, share.in_flight))
+                                      retry_after=_in_flight_retry_after(account, whose_jobs, share.in_flight))
 
 
 IN_FLIGHT_RECENT_JOBS = 20  # how many of the scope's latest finished jobs the Retry-After estimate reads

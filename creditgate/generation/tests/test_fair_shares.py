@@ -9,6 +9,10 @@ them: the hand-over to the runner is held back, and a test runs a parked job to 
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -42,6 +46,15 @@ def test_retry_after_is_the_mean_time_in_flight_shared_by_the_jobs_in_flight():
     assert charging.in_flight_retry_after([0.2], 12) == 1  # never 0: at least a second
     assert charging.in_flight_retry_after([3600.0], 2) == charging.IN_FLIGHT_RETRY_AFTER_MAX
     assert charging.in_flight_retry_after([], 12) == charging.IN_FLIGHT_RETRY_AFTER_DEFAULT  # nothing to go by
+
+
+@pytest.mark.parametrize("name", ["CREDITGATE_ACCOUNT_JOBS_IN_FLIGHT", "CREDITGATE_API_KEY_JOBS_IN_FLIGHT"])
+def test_a_negative_limit_is_refused_at_start(name):
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "creditgate.settings", name: "-1"}
+    started = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert started.returncode != 0
+    assert "must be 0 (no limit) or more" in started.stderr
 
 
 # --- Through HTTP and the database -----------------------------------------------------------------
