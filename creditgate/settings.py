@@ -410,6 +410,13 @@ def _rate(value: str) -> tuple[int, int]:
 
 # Generation jobs an account may start per period; over it the API answers 429.
 CREDITGATE_GENERATION_RATE = _rate(env.str("CREDITGATE_GENERATION_RATE", default="120/min"))
+# Fair shares: jobs in flight (queued or running) an account, and each API key, may have at once;
+# past either the API answers 429 too_many_jobs_in_flight. 0: no such limit.
+CREDITGATE_ACCOUNT_JOBS_IN_FLIGHT = env.int("CREDITGATE_ACCOUNT_JOBS_IN_FLIGHT", default=100)
+CREDITGATE_API_KEY_JOBS_IN_FLIGHT = env.int("CREDITGATE_API_KEY_JOBS_IN_FLIGHT", default=50)
+if CREDITGATE_ACCOUNT_JOBS_IN_FLIGHT < 0 or CREDITGATE_API_KEY_JOBS_IN_FLIGHT < 0:
+    raise ImproperlyConfigured("CREDITGATE_ACCOUNT_JOBS_IN_FLIGHT and CREDITGATE_API_KEY_JOBS_IN_FLIGHT must be "
+                               "0 (no limit) or more.")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

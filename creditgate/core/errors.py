@@ -133,6 +133,23 @@ class RateLimited(ApplicationError):
                          details={"retry_after": retry_after})
 
 
+class TooManyJobsInFlight(ApplicationError):
+    """Fair shares: the account, or the API key the request came with, already has its limit of
+    jobs in flight (queued or running). Distinct from rate_limited: this frees up as jobs finish,
+    not as time passes."""
+
+    status_code = 429
+    code = "too_many_jobs_in_flight"
+
+    def __init__(self, *, scope: str, limit: int, in_flight: int, retry_after: int):
+        whose = "This API key" if scope == "api_key" else "Your account"
+        jobs = f"{in_flight} job{'' if in_flight == 1 else 's'}"
+        super().__init__(
+            f"{whose} already has {jobs} in flight (queued or running), its limit of {limit}. "
+            f"Try again in {retry_after} seconds, or once one of them has finished.",
+            details={"scope": scope, "limit": limit, "in_flight": in_flight, "retry_after": retry_after})
+
+
 class TierUnavailable(ApplicationError):
     status_code = 422
     code = "tier_unavailable"

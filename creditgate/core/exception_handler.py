@@ -37,6 +37,7 @@ from creditgate.core.errors import (
     PayloadTooLarge,
     RateLimited,
     ServiceUnavailable,
+    TooManyJobsInFlight,
 )
 from creditgate.core.logging import request_id_current
 
@@ -152,7 +153,7 @@ def _field_errors(detail) -> dict:
 def api_exception_handler(exc, context):
     if isinstance(exc, ApplicationError):
         refused = Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
-        if isinstance(exc, (RateLimited, ServiceUnavailable)):
+        if isinstance(exc, (RateLimited, ServiceUnavailable, TooManyJobsInFlight)):
             refused["Retry-After"] = str(exc.details["retry_after"])
         return refused
 

@@ -25,7 +25,7 @@ from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
 from creditgate.credits.apis import UserRefSerializer
 from creditgate.credits.authentication import request_api_key
-from creditgate.generation import intake, selectors, waiting
+from creditgate.generation import charging, intake, selectors, waiting
 from creditgate.generation.models import FINAL_STATUSES, Job, JobKind
 from creditgate.webhooks import services as webhook_services
 
@@ -204,8 +204,11 @@ class _GenerationApi(APIView):
         409: error_response("idempotency_conflict: this Idempotency-Key was used with another request."),
         422: error_response("tier_unavailable: the tier (or text generation) cannot be served right now "
                             "(details name it); nothing was held."),
-        429: error_response("rate_limited: too many jobs started in the period; details.retry_after (also the "
-                            "Retry-After header) says when the next one may start. A replay is never refused.")},
+        429: error_response("rate_limited: too many jobs started in the period; too_many_jobs_in_flight: the "
+                            "account, or the API key, already has its limit of jobs in flight, queued or running "
+                            "(details: scope `account` or `api_key`, limit, in_flight); nothing was held. "
+                            "details.retry_after (also the Retry-After header) says when to try again. A replay is "
+                            "never refused.")},
         parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER, PREFER_HEADER, *ACCEPTED_HEADERS])
     def post(self, request):
         webhook_services.endpoint_id_check(request.headers.get("Webhook-Endpoint"))  # its shape, before a replay
@@ -238,6 +241,16 @@ class LimitSerializer(serializers.Serializer):
     covers = serializers.BooleanField(help_text="Whether this limit allows the estimated request.")
 
 
+@extend_schema_serializer(component_name="JobsInFlightLimit")
+class InFlightSerializer(serializers.Serializer):
+    scope = serializers.ChoiceField(choices=["account", "api_key"], help_text=(
+        "Whose limit: the account's, or the API key's the request is made with."))
+    limit = serializers.IntegerField(help_text="Jobs that may be in flight (queued or running) at once.")
+    in_flight = serializers.IntegerField(help_text="Jobs in flight now.")
+    admits = serializers.BooleanField(help_text="Whether a job may start now; when not, a generation request is "
+                                                "refused with 429 too_many_jobs_in_flight.")
+
+
 class EstimateApi(APIView):
     """What a generation request would hold, checked and priced by the same request layer as the
     generation endpoints (so the page's total is the job's hold). Lives with generation: it
@@ -260,6 +273,9 @@ class EstimateApi(APIView):
             "member's monthly cap (`member_cap`) and the API key's (`api_key_cap`), the one that allows the "
             "least. `covers` says whether it allows this request; when it does not, the generation request "
             "is refused with 402 by that limit."))
+        jobs_in_flight = InFlightSerializer(allow_null=True, help_text=(
+            "The limit on jobs in flight that binds the caller's next job (the account's, or the API key's: the "
+            "one with the fewest places left); null when there is none."))
 
     @extend_schema(
         request=PolymorphicProxySerializer(
@@ -284,6 +300,10 @@ class EstimateApi(APIView):
         limit = credits_selectors.binding_limit(member=credits_services.member_for_user(user=request.user),
                                                 api_key=request_api_key(request))
         out["limit"] = {**limit.as_dict(), "covers": quote.price.credits <= limit.remaining}
+        share = charging.in_flight_binding(credits_services.account_for_user(user=request.user),
+                                           request_api_key(request))
+        out["jobs_in_flight"] = None if share is None else {
+            "scope": share.scope, "limit": share.limit, "in_flight": share.in_flight, "admits": share.admits}
         return Response(out)
 
 

@@ -6,6 +6,8 @@
    credits.pricing; what a request may say is intake.)
 2. Hold: the quote is held, and the job created, in one short transaction (`job_hold`): a job
    committed is always run; a replayed Idempotency-Key finds the first job and holds nothing.
+   Under the account row's lock the hold takes, fair shares (`in_flight_admit`): the account, and
+   the API key the request came with, may have only so many jobs in flight.
 3. Run: the run (services._Run) calls the providers outside any transaction and decides no
    money: it records what was delivered. A failed image costs nothing; an image a backup model
    made costs the tier's one price, held at the start.
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -32,18 +35,25 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, models, transaction
-from django.db.models import Count
+from django.db.models import Count, Q
 from django.utils import timezone
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, QualityTier
 from creditgate.core import metrics
-from creditgate.core.errors import IdempotencyConflict, TierUnavailable, credits_words
+from creditgate.core.errors import IdempotencyConflict, TierUnavailable, TooManyJobsInFlight, credits_words
 from creditgate.credits import pricing
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import ApiKey, Hold
 from creditgate.generation import waiting
-from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind, JobStatus
+from creditgate.generation.models import (
+    FINAL_STATUSES,
+    IN_FLIGHT_STATUSES,
+    Job,
+    JobImage,
+    JobKind,
+    JobStatus,
+)
 from creditgate.webhooks import services as webhook_services
 
 logger = logging.getLogger(__name__)
@@ -135,13 +145,15 @@ def _hold_key(user, key: str) -> str:
 def job_hold(*, account, user, key: str, fingerprint: str, price: pricing.Price, fields: dict,
              api_key: ApiKey | None, admit: Callable[[Any], None],
              hand_over: Callable[[Any], None]) -> tuple[Job, bool]:
-    """Hold the job's price and create the job in one transaction: (job, created). `admit(account)`
-    runs under the account row's lock the hold took (intake's rate limit: raising refuses the job
-    and rolls the hold back); `hand_over(job_id)` runs after the commit. A replay of the key (a
-    concurrent first request committed) returns the first job, created False."""
+    """Hold the job's price and create the job in one transaction: (job, created). Under the
+    account row's lock the hold took: fair shares (`in_flight_admit`: the account's and the API
+    key's jobs in flight), then `admit(account)` (intake's rate limit); either refuses the job by
+    raising, which rolls the hold back. `hand_over(job_id)` runs after the commit. A replay of the
+    key (a concurrent first request committed) returns the first job, created False."""
     now = timezone.now()
     job = Job(account=account, user=user, idempotency_key=key, request_fingerprint=fingerprint,
-              credits_held=price.credits, created_at=now, run_after=now, dispatched_at=now, **fields)
+              credits_held=price.credits, created_at=now, run_after=now, dispatched_at=now, api_key=api_key,
+              **fields)
     try:
         with transaction.atomic():
             # The hold first, keyed by the job's key: a replay that raced the first request fails
@@ -153,6 +165,7 @@ def job_hold(*, account, user, key: str, fingerprint: str, price: pricing.Price,
                 fingerprint=fingerprint, reference=f"job:{job.id}", rate=price.rate, expires=False,
                 user=user, api_key=api_key, savepoint=False)
             if created:
+                in_flight_admit(account, api_key)
                 admit(account)
                 job.hold = hold
                 job.save(force_insert=True)
@@ -167,6 +180,89 @@ def job_hold(*, account, user, key: str, fingerprint: str, price: pricing.Price,
     if existing.request_fingerprint != fingerprint:
         raise IdempotencyConflict()
     return existing, False
+
+
+# Fair shares: jobs in flight. A job is in flight from its commit until it is final (queued or
+# running). Counted from the jobs themselves under the account row's lock that every new job's hold
+# takes (hold_place's conditional UPDATE): an account's new jobs are admitted one at a time, each
+# counting what its predecessors committed, so no race passes a limit; jobs only leave flight
+# concurrently. An API key belongs to one account, so its count is exact under the same lock.
+
+
+@dataclass(frozen=True)
+class InFlight:
+    """One in-flight limit on a caller's next job: `scope` "account" or "api_key"."""
+
+    scope: str
+    limit: int  # 0: no limit
+    in_flight: int
+
+    @property
+    def admits(self) -> bool:
+        return not self.limit or self.in_flight < self.limit
+
+
+def jobs_in_flight(account, api_key: ApiKey | None) -> list[InFlight]:
+    """The in-flight limits on the account's next job (and the API key's, for a request made with
+    one; a session's or a legacy token's count only against the account), with what is in flight
+    now. One query, on the partial index of unfinished jobs."""
+    account_limit = settings.CREDITGATE_ACCOUNT_JOBS_IN_FLIGHT
+    key_limit = settings.CREDITGATE_API_KEY_JOBS_IN_FLIGHT if api_key is not None else 0
+    if not account_limit and not key_limit:
+        return []
+    counted = {"account": Count("pk")}
+    if key_limit:
+        counted["api_key"] = Count("pk", filter=Q(api_key=api_key))
+    counts = Job.objects.filter(account=account, status__in=IN_FLIGHT_STATUSES).aggregate(**counted)
+    shares = []
+    if account_limit:  # the account's first: when it is full, another key would not help
+        shares.append(InFlight("account", account_limit, counts["account"]))
+    if key_limit:
+        shares.append(InFlight("api_key", key_limit, counts["api_key"]))
+    return shares
+
+
+def in_flight_binding(account, api_key: ApiKey | None) -> InFlight | None:
+    """The in-flight limit with the fewest places left for the caller's next job (the account's on a
+    tie, as in_flight_admit refuses by it first); None with no limit. A read without the lock, for
+    the estimate: in_flight_admit decides, under the lock."""
+    shares = jobs_in_flight(account, api_key)
+    return min(shares, key=lambda share: share.limit - share.in_flight) if shares else None
+
+
+def in_flight_admit(account, api_key: ApiKey | None) -> None:
+    """Refuse the job (429 too_many_jobs_in_flight) when the account, or the API key, already has
+    its limit of jobs in flight. Runs under the account row's lock (job_hold)."""
+    for share in jobs_in_flight(account, api_key):
+        if not share.admits:
+            whose_jobs = api_key if share.scope == "api_key" else None  # the key's own, or all the account's
+            raise TooManyJobsInFlight(scope=share.scope, limit=share.limit, in_flight=share.in_flight,
+                                      retry_after=_in_flight_retry_after(account, whose_jobs, share.in_flight))
+
+
+IN_FLIGHT_RECENT_JOBS = 20  # how many of the scope's latest finished jobs the Retry-After estimate reads
+IN_FLIGHT_RETRY_AFTER_DEFAULT = 5  # seconds, with no finished job to go by
+IN_FLIGHT_RETRY_AFTER_MAX = 60  # seconds: a client checks again at least once a minute
+
+
+def in_flight_retry_after(durations: list[float], in_flight: int) -> int:
+    """Seconds until a job in flight is likely to finish and free a place: with `in_flight` jobs
+    each in flight for about the mean of `durations` (seconds from creation to the final state, the
+    queue included), one finishes every mean / in_flight seconds on average (Little's law). From 1
+    to IN_FLIGHT_RETRY_AFTER_MAX; IN_FLIGHT_RETRY_AFTER_DEFAULT with nothing to go by."""
+    if not durations:
+        return IN_FLIGHT_RETRY_AFTER_DEFAULT
+    mean = sum(durations) / len(durations)
+    return min(IN_FLIGHT_RETRY_AFTER_MAX, max(1, math.ceil(mean / max(1, in_flight))))
+
+
+def _in_flight_retry_after(account, api_key: ApiKey | None, in_flight: int) -> int:
+    jobs = Job.objects.filter(account=account, status__in=FINAL_STATUSES)
+    if api_key is not None:
+        jobs = jobs.filter(api_key=api_key)
+    recent = jobs.order_by("-created_at").values_list("created_at", "finished_at")[:IN_FLIGHT_RECENT_JOBS]
+    return in_flight_retry_after([(finished - created).total_seconds() for created, finished in recent
+                                  if finished is not None], in_flight)
 
 
 # --- 3. Run ---------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ Creating a job (`job_create`):
    fingerprint is a hash of the body as sent, not of the cleaned input. Keys are each member's
    own: another member of the account sending the same key starts a job of their own.
 2. Check and quote the request (400, 422); resolve the webhook endpoint it names (400).
-3. One transaction: the hold (402 when short), the rate limit (429), the job row. After the
-   commit the job is handed to its runner. Whatever is refused writes nothing and counts nothing.
+3. One transaction: the hold (402 when short), the jobs in flight (429, charging.in_flight_admit),
+   the rate limit (429), the job row. After the commit the job is handed to its runner. Whatever is
+   refused writes nothing and counts nothing.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ class JobStatus(models.TextChoices):
 
 
 FINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED)
+IN_FLIGHT_STATUSES = (JobStatus.QUEUED, JobStatus.RUNNING)
 
 
 class Job(models.Model):
@@ -68,6 +69,10 @@ class Job(models.Model):
                                 related_name="job")
     credits_held = models.PositiveIntegerField(default=0)
     credits_charged = models.PositiveIntegerField(default=0)
+    # The API key the request came with (empty: the page's session or a legacy token): its jobs in
+    # flight count against its own limit (charging.in_flight_admit), besides the account's.
+    api_key = models.ForeignKey("credits.ApiKey", on_delete=models.PROTECT, null=True, blank=True,
+                                related_name="+")
     # The webhook endpoint the request named (Webhook-Endpoint); it hears of the job when it is final.
     webhook_endpoint = models.ForeignKey("webhooks.WebhookEndpoint", on_delete=models.SET_NULL, null=True,
                                          blank=True, related_name="+")
@@ -103,6 +108,12 @@ class Job(models.Model):
             models.Index(fields=["status", "run_after"], name="job_status_run_after_idx"),
             # The usage and margin report reads jobs by the time they were asked for.
             models.Index(fields=["created_at"], name="job_created_idx"),
+            # Fair shares: an account's and an API key's jobs in flight, counted under the account's
+            # lock on every new job (charging.in_flight_admit); only unfinished jobs are in them.
+            models.Index(fields=["account"], condition=Q(status__in=IN_FLIGHT_STATUSES),
+                         name="job_in_flight_account_idx"),
+            models.Index(fields=["api_key"], condition=Q(status__in=IN_FLIGHT_STATUSES),
+                         name="job_in_flight_api_key_idx"),
         ]
         constraints = [
             # An Idempotency-Key is the member's own: two members of an account using the same key

@@ -135,8 +135,9 @@ def test_a_price_change_moves_estimates_but_not_history(api, account):
 def test_estimates_read_the_catalog_once_and_see_an_admin_change_at_once(api, django_assert_num_queries):
     body = {"kind": "image", "tier": "quality", "count": 2}
     api.post("/api/v1/credits/estimate/", body, format="json")
-    # No catalog query: the one query is the caller's binding limit (their cap and available credits).
-    with django_assert_num_queries(1):
+    # No catalog query: the two queries are the caller's binding limit (their cap and available
+    # credits) and their jobs in flight (the fair shares' limit that binds).
+    with django_assert_num_queries(2):
         assert api.post("/api/v1/credits/estimate/", body, format="json").json()["credits"] == 10
     tier = ImageTier.objects.get(tier="quality")
     tier.credits_per_image = 6
