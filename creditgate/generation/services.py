@@ -25,6 +25,7 @@ from decimal import Decimal
 from functools import partial
 
 import structlog
+from asgiref.sync import async_to_sync
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import InterfaceError, OperationalError, connection, transaction
@@ -332,8 +333,9 @@ class _Run:
             started = time.monotonic()
             tries: list[ProviderTry] = []
             try:
-                text = adapter.generate_text(model=model, prompt=job.prompt, max_tokens=job.max_tokens,
-                                             temperature=temperature, record=tries.append)
+                text = async_to_sync(adapter.generate_text)(
+                    model=model, prompt=job.prompt, max_tokens=job.max_tokens, temperature=temperature,
+                    record=tries.append)
             except ProviderError as exc:
                 rows = call_tries_recorded(call, tries, model=model, started=started, error=exc)
                 return _CallResult(call=call, retries=rows[1:], error=(exc.code, exc.message), model_index=index,
@@ -366,8 +368,9 @@ class _Run:
                 started = time.monotonic()
                 tries: list[ProviderTry] = []
                 try:
-                    outcomes = adapter.generate_image_batch(model=model, prompt=prompt, n=call.units_requested,
-                                                            task_id=call.task_id or None, record=tries.append)
+                    outcomes = async_to_sync(adapter.generate_image_batch)(
+                        model=model, prompt=prompt, n=call.units_requested, task_id=call.task_id or None,
+                        record=tries.append)
                 except ProviderError as exc:
                     rows = call_tries_recorded(call, tries, model=model, started=started, error=exc, task_ids=presaved)
                     return _CallResult(call=call, presaved=presaved, retries=rows[1:], error=(exc.code, exc.message),
@@ -395,7 +398,7 @@ class _Run:
                 adapter = adapter_for(provider_id=call.provider_id)
                 if adapter.resumable and call.task_id:
                     model = _model_for_call(call.model_name)
-                    outcomes = adapter.resume_images(model=model, task_id=call.task_id,
+                    outcomes = async_to_sync(adapter.resume_images)(model=model, task_id=call.task_id,
                                                      n=min(call.units_requested, wanted - delivered),
                                                      record=tries.append)
             except ProviderError:
