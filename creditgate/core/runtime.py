@@ -30,6 +30,12 @@ from django.db import close_old_connections, connections
 
 logger = logging.getLogger(__name__)
 
+# The threads a job run's sync steps (ORM, storage) go to when set, for a runner that keeps many
+# jobs on one event loop. Unset, a run's steps go back to the thread that called it (see
+# generation.services._in_thread).
+sync_threads: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.ContextVar(
+    "creditgate_sync_threads", default=None)
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _sweeper: threading.Thread | None = None
