@@ -75,18 +75,25 @@ def fan_out(env: dict, rounds: int) -> float:
         model.max_images_per_call = 1
         adapter = adapter_for(provider_id=model.provider_id)
 
-        from concurrent.futures import ThreadPoolExecutor
+        import asyncio
 
+        from asgiref.sync import async_to_sync
         from django.conf import settings
 
+        async def all_at_once(sizes: list[int]) -> list:
+            # The calls at once, as the job runner makes them (generation.services: tasks on its
+            # loop, at most CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS at a time); one call each.
+            limit = asyncio.Semaphore(settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS)
+
+            async def one(n: int) -> list:
+                async with limit:
+                    return await adapter.generate_image_batch(model=model, prompt="a lighthouse at dusk", n=n)
+
+            return [o for batch in await asyncio.gather(*(one(n) for n in sizes)) for o in batch]
+
         def timed(count: int) -> float:
-            # The calls at once, as the job runner makes them (generation.services, a pool of
-            # CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS); the adapter makes one call each.
             start = time.perf_counter()
-            sizes = adapter.image_call_sizes(model=model, count=count)
-            with ThreadPoolExecutor(max_workers=settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS) as pool:
-                outcomes = [o for batch in pool.map(lambda n: adapter.generate_image_batch(
-                    model=model, prompt="a lighthouse at dusk", n=n), sizes) for o in batch]
+            outcomes = async_to_sync(all_at_once)(adapter.image_call_sizes(model=model, count=count))
             elapsed = time.perf_counter() - start
             assert len(outcomes) == count and all(o.ok for o in outcomes), outcomes
             return elapsed

@@ -310,6 +310,13 @@ CREDITGATE_JOB_QUEUE_TIMEOUT_SECONDS = env.int("CREDITGATE_JOB_QUEUE_TIMEOUT_SEC
 # A queued job handed to the broker this long ago and still not started is handed over again
 # (Redis may have lost the message); a duplicate is harmless, only one run can claim a job.
 CREDITGATE_JOB_REDISPATCH_SECONDS = env.int("CREDITGATE_JOB_REDISPATCH_SECONDS", default=300)
+# The in-process runner (CREDITGATE_JOBS_BACKEND=inprocess): jobs it runs at once on its event loop,
+# jobs it accepts beyond those to wait for a slot (past both, a job stays in the database's
+# outbox for the sweep), and the threads its jobs' database steps run on (at most that many
+# database connections for them, whatever the number of jobs in flight).
+CREDITGATE_INPROCESS_JOBS_IN_FLIGHT = env.int("CREDITGATE_INPROCESS_JOBS_IN_FLIGHT", default=500)
+CREDITGATE_INPROCESS_JOBS_QUEUED = env.int("CREDITGATE_INPROCESS_JOBS_QUEUED", default=1000)
+CREDITGATE_INPROCESS_SYNC_THREADS = env.int("CREDITGATE_INPROCESS_SYNC_THREADS", default=8)
 # Holds that no job owns (none of the service's own) expire after this; a job's hold never does.
 CREDITGATE_HOLD_TTL_SECONDS = env.int("CREDITGATE_HOLD_TTL_SECONDS", default=15 * 60)
 # Members' monthly caps count calendar months in this time zone (an IANA name).

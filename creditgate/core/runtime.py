@@ -7,8 +7,14 @@ point one way (apps -> core), with no task name here that would loop back. A han
 (the broker is down): `enqueue` and `send` then say so (False) and the work stays owed in the
 database (a job's outbox, `Job.dispatched_at` empty; an email's row) for a sweep to hand over later.
 
-The in-process backend is for one machine with no Redis (the demo, a laptop): a small thread
-pool runs the tasks, and a daemon thread runs the periodic work (recovery of lapsed leases, the
+The in-process backend is for one machine with no Redis (the demo, a laptop). Jobs run as tasks
+on one asyncio event loop in a background thread (`_LoopRunner`): a job waiting on a provider
+costs a coroutine, not a thread; at most CREDITGATE_INPROCESS_JOBS_IN_FLIGHT run at once, at most
+CREDITGATE_INPROCESS_JOBS_QUEUED more wait for a slot, and past that `enqueue` says no (the job
+stays owed in its outbox for the sweep): nothing piles up in memory without a bound. Their
+database steps go to a pool of CREDITGATE_INPROCESS_SYNC_THREADS threads (`sync_threads`). Other
+tasks (emails, webhook deliveries) run on a small thread pool, and a daemon thread runs the
+periodic work (recovery of lapsed leases, the
 outbox, due webhooks, usage rollups, owed emails) every CREDITGATE_JOB_SWEEP_SECONDS, each task at
 most as often as it asks: beat's schedule and this thread run the same tasks, so the embedded
 default needs no beat. It starts with the first request the process serves (connected in
@@ -17,11 +23,14 @@ CoreConfig.ready), so a restarted process recovers what its predecessor left.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import logging
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from celery import current_app
@@ -30,6 +39,12 @@ from django.db import close_old_connections, connections
 
 logger = logging.getLogger(__name__)
 
+# The threads a job run's sync steps (ORM, storage) go to when set: the in-process runner sets its
+# bounded pool here for the jobs it runs on its loop. Unset, a run's steps go back to the thread
+# that called it (see generation.services._in_thread).
+sync_threads: contextvars.ContextVar[ThreadPoolExecutor | None] = contextvars.ContextVar(
+    "creditgate_sync_threads", default=None)
+
 _pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 _sweeper: threading.Thread | None = None
@@ -37,14 +52,101 @@ _sweeper: threading.Thread | None = None
 # how often, in seconds (None: every round). Apps add theirs with sweep_register from their ready().
 _sweeps: dict[str, Callable[[], float] | None] = {}
 _sweeps_last_run: dict[str, float] = {}  # task name -> time.monotonic() of its last start here
-# The task that runs a job, by name (generation registers it).
+# The task that runs a job, by name, and the coroutine function that runs one in-process
+# (generation registers both).
 _job_runner: str | None = None
+_job_arunner: Callable[[str], Awaitable[object]] | None = None
+_runner: _LoopRunner | None = None
 
 
-def job_runner_set(task_name: str) -> None:
-    """The task `enqueue` hands jobs to (generation registers it from its ready())."""
-    global _job_runner
-    _job_runner = task_name
+def job_runner_set(task_name: str, arun: Callable[[str], Awaitable[object]] | None = None) -> None:
+    """The task `enqueue` hands jobs to, and the coroutine function the in-process runner awaits
+    for one (generation registers them from its ready())."""
+    global _job_runner, _job_arunner
+    _job_runner, _job_arunner = task_name, arun
+
+
+class _LoopRunner:
+    """Jobs as tasks of one event loop in a daemon thread, at most `in_flight` at once (a
+    semaphore), at most `queued` more accepted and waiting for a slot; their sync steps go to a
+    pool of `sync_threads` threads. Submissions come from any thread."""
+
+    def __init__(self, *, in_flight: int, queued: int, sync_threads: int):
+        self.limit, self.capacity = max(1, in_flight), max(1, in_flight) + max(0, queued)
+        self.pid = os.getpid()
+        self.sync_pool = ThreadPoolExecutor(max_workers=max(1, sync_threads), thread_name_prefix="creditgate-job-sync")
+        self._sync_threads = max(1, sync_threads)
+        self._lock = threading.Condition()
+        self._accepted = 0  # submitted and not finished
+        self.loop = asyncio.new_event_loop()
+        self._slots: asyncio.Semaphore | None = None
+        self._thread = threading.Thread(target=self._run_loop, name="creditgate-jobs-loop", daemon=True)
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self.pid == os.getpid() and self._thread.is_alive()
+
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self._slots = asyncio.Semaphore(self.limit)
+        self.loop.run_forever()
+
+    def submit(self, job_id: str) -> bool:
+        with self._lock:
+            if self._accepted >= self.capacity:
+                return False
+            self._accepted += 1
+        # In a copy of the caller's context: the job's log lines carry the request id of the
+        # request that handed it over; what a job binds stays in its own task's context.
+        context = contextvars.copy_context()
+        context.run(sync_threads.set, self.sync_pool)
+        self.loop.call_soon_threadsafe(lambda: self.loop.create_task(self._job(job_id), context=context))
+        return True
+
+    async def _job(self, job_id: str) -> None:
+        try:
+            assert self._slots is not None and _job_arunner is not None
+            async with self._slots:
+                await _job_arunner(job_id)
+        except Exception:  # a background loop has nobody else to tell
+            logger.exception("in-process job %s crashed", job_id)
+        finally:
+            with self._lock:
+                self._accepted -= 1
+                self._lock.notify_all()
+
+    def in_flight(self) -> int:
+        with self._lock:
+            return self._accepted
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            return self._lock.wait_for(lambda: self._accepted == 0, timeout=timeout)
+
+    def connections_close(self) -> None:
+        """Close the database connections of every sync thread (one task per thread, held at a
+        barrier so that each lands on a different one): tests drop their database after this."""
+        barrier = threading.Barrier(self._sync_threads)
+
+        def close() -> None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                barrier.wait(timeout=10)
+            connections.close_all()
+
+        for future in [self.sync_pool.submit(close) for _ in range(self._sync_threads)]:
+            future.result()
+
+
+def _loop_runner() -> _LoopRunner:
+    global _runner
+    with _pool_lock:
+        if _runner is None or not _runner.alive():
+            _runner = _LoopRunner(in_flight=settings.CREDITGATE_INPROCESS_JOBS_IN_FLIGHT,
+                                  queued=settings.CREDITGATE_INPROCESS_JOBS_QUEUED,
+                                  sync_threads=settings.CREDITGATE_INPROCESS_SYNC_THREADS)
+        runner = _runner
+    _executor()  # the sweeper, which recovers what a process before this one left
+    return runner
 
 
 def enqueue(job_id) -> bool:
@@ -58,9 +160,12 @@ def enqueue(job_id) -> bool:
             logger.warning("job %s could not be handed to the broker; the sweep will retry", job_id, exc_info=True)
             return False
         return True
-    # In a copy of the caller's context: the job's log lines carry the request id of the request
-    # that handed it over, and nothing a job binds leaks into the next job on the same thread.
-    _executor().submit(contextvars.copy_context().run, _run_in_thread, _job_runner, str(job_id))
+    if _job_arunner is None:  # no coroutine registered: the task, on the thread pool
+        _executor().submit(contextvars.copy_context().run, _run_in_thread, _job_runner, str(job_id))
+        return True
+    if not _loop_runner().submit(str(job_id)):
+        logger.warning("job %s: the in-process runner is full; the sweep hands the job over later", job_id)
+        return False
     return True
 
 
@@ -161,9 +266,16 @@ def _sweep_forever() -> None:
 
 
 def wait_idle(timeout: float = 30.0) -> None:
-    """Block until the in-process pool has run everything submitted so far (tests, demo shutdown)."""
+    """Block until the in-process runner and pool have run everything submitted so far (tests,
+    demo shutdown), then let go of the runner's database connections."""
     global _pool
+    runner = _runner
+    if runner is not None and runner.alive():
+        runner.wait_idle()
     with _pool_lock:
         pool, _pool = _pool, None
     if pool is not None:
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True)  # what the jobs handed over (webhooks, emails) included
+    if runner is not None and runner.alive():
+        runner.wait_idle()  # jobs the pool's tasks handed over (a sweep's outbox)
+        runner.connections_close()

@@ -8,9 +8,13 @@ class GenerationConfig(AppConfig):
 
     def ready(self) -> None:
         from creditgate.core import runtime
-        from creditgate.generation import tasks  # registers the tasks the runners look up
+        from creditgate.generation import (
+            services,
+            tasks,  # registers the tasks the runners look up
+        )
 
-        runtime.job_runner_set(tasks.RUN_JOB)
+        # The in-process runner awaits the run itself on its loop; Celery runs the task.
+        runtime.job_runner_set(tasks.RUN_JOB, lambda job_id: services.job_arun(job_id=job_id))
         runtime.sweep_register(tasks.SWEEP_JOBS)
 
         from creditgate.core import reconciliation

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 
@@ -35,6 +36,7 @@ class Lease:
     job_id: uuid.UUID
     token: uuid.UUID | str | None  # the job's lease_token as the run claimed it (a UUID or its text)
     lost: threading.Event = field(default_factory=threading.Event)
+    kept_since: float = field(default_factory=time.monotonic)
 
 
 class _Keeper:
@@ -66,8 +68,12 @@ class _Keeper:
             interval = max(settings.CREDITGATE_JOB_LEASE_SECONDS / 4, 0.05)
             self._wake.wait(interval)
             self._wake.clear()
+            # A lease claimed less than half a beat ago runs for its whole length: it is renewed at
+            # the next beat. (Renewing it now, as `keep` wakes this thread, could land after its
+            # run already ended and its lease was let lapse: a dead worker's job kept from recovery.)
+            fresh = time.monotonic() - interval / 2
             with self._lock:
-                leases = list(self._leases.values())
+                leases = [lease for lease in self._leases.values() if lease.kept_since <= fresh]
             if not leases:
                 connection.close()  # idle: hold no database connection (a no-op when none is open)
                 continue

@@ -14,17 +14,20 @@ lapses; the sweep then queues the job again (it resumes) or settles what it deli
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import logging
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from functools import partial
+from typing import Any, TypeVar
 
 import structlog
+from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import InterfaceError, OperationalError, connection, transaction
@@ -57,6 +60,7 @@ from creditgate.providers.base import (
     ProviderTry,
     TextResult,
     failover_code,
+    loop_clients_close,
 )
 from creditgate.providers.breaker import breaker_allow, breaker_record
 from creditgate.providers.registry import adapter_for
@@ -108,34 +112,70 @@ def _db_retry(write, *, what: str):
     raise AssertionError("unreachable")
 
 
+R = TypeVar("R")
+
+
+async def _in_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """Run sync code of a run (ORM, file storage) off the event loop: Django forbids the ORM in
+    the loop's thread, and a blocking call there would stall every job on the loop.
+
+    Which thread: by default (runtime.sync_threads unset) back in the thread that called job_run,
+    asgiref's thread_sensitive mode: a Celery task or a test blocked in async_to_sync runs the
+    steps on its own connection, exactly as a synchronous run did. Under a runner that keeps many
+    jobs on one loop (it sets runtime.sync_threads), a bounded pool of threads, so the database
+    connections those steps hold are bounded by its size whatever the number of jobs in flight
+    (thread_sensitive=True would funnel every job through asgiref's one process-wide thread).
+    Each step is self-contained (it commits or rolls back before it returns), so a job's steps
+    need not share a thread, and one job's steps never overlap (the run awaits each in turn)."""
+    pool = runtime.sync_threads.get()
+    if pool is None:
+        return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
+    return await sync_to_async(fn, thread_sensitive=False, executor=pool)(*args, **kwargs)
+
+
 def job_run(*, job_id) -> float | None:
+    """The synchronous entry (the Celery task, a test): `job_arun` on a loop of its own, whose
+    provider clients are closed with it."""
+
+    async def run_and_close() -> float | None:
+        try:
+            return await job_arun(job_id=job_id)
+        finally:
+            await loop_clients_close()
+
+    return async_to_sync(run_and_close)()
+
+
+async def job_arun(*, job_id) -> float | None:
     """Run a job that is due: queued and past its backoff, or running under a lease that lapsed
     (its worker died). Safe to call any number of times, at once or after a crash: only the call
     whose claim succeeds runs it, and it resumes what an earlier run began.
 
+    The one implementation of a run: the provider calls are awaited (a waiting call holds no
+    thread), the database steps (claim, record sent calls, store, settle, model and breaker reads)
+    are ordinary ORM code run in a thread (`_in_thread`).
+
     Returns None, or, when another run holds a live lease on the job, the seconds until that
     lease lapses: a task delivered again after its worker died comes back then and takes over.
     """
-    job = _db_retry(lambda retrying: _job_claim(job_id), what=f"job {job_id}: claim")
+    job = await _in_thread(_db_retry, lambda retrying: _job_claim(job_id), what=f"job {job_id}: claim")
     if job is None:
-        return _lease_remaining(job_id)
+        return await _in_thread(_lease_remaining, job_id)
     lease = leases.keep(job.pk, job.lease_token)
     run = _Run(job, lease)
     if job.attempts == 1:
         metrics.job_queue_wait_seconds.labels(job.kind).observe((timezone.now() - job.created_at).total_seconds())
     log_context_bind(job_id=job.pk, account_id=job.account_id, hold_id=job.hold_id)
     try:
-        _step(job, "claimed")
+        await _in_thread(_step, job, "claimed")
         if job.attempts > settings.CREDITGATE_JOB_MAX_ATTEMPTS:
             # Its earlier runs kept dying: settle it with what they delivered.
             run.errors.append(("job_interrupted", (f"The job was interrupted {job.attempts - 1} times and could "
                                                   f"not be finished.")))
-            _db_retry(run.load_progress, what=f"job {job_id}: load progress")
+            await _in_thread(_db_retry, run.load_progress, what=f"job {job_id}: load progress")
         else:
-            run.call_providers()
-        _step(job, "settling")
-        _db_retry(run.settle, what=f"job {job_id}: settle")
-        _step(job, "settled")
+            await run.call_providers()
+        await _in_thread(run.settle_steps)
     except LeaseLost:
         logger.warning("job %s: another worker took the job over; this run stopped", job_id)
     except _TRANSIENT_DB_ERRORS:
@@ -146,7 +186,7 @@ def job_run(*, job_id) -> float | None:
         try:
             run.pending.clear()
             run.errors.insert(0, ("internal_error", "Something went wrong on our side."))
-            _db_retry(run.settle, what=f"job {job_id}: settle after an error")
+            await _in_thread(_db_retry, run.settle, what=f"job {job_id}: settle after an error")
         except Exception:  # then recovery settles it when the lease lapses
             logger.exception("job %s could not be settled; recovery will", job_id)
     finally:
@@ -221,50 +261,69 @@ class _Run:
 
     # Calling.
 
-    def call_providers(self) -> None:
+    def _start(self) -> None:
+        if self.job.attempts > 1:  # a first run has nothing to resume: spare the queries
+            _db_retry(self.load_progress, what=f"job {self.job.pk}: load progress")
+        self.models = _models_in_order(self.job)
+
+    async def call_providers(self) -> None:
         job = self.job
-        if job.attempts > 1:  # a first run has nothing to resume: spare the queries
-            _db_retry(self.load_progress, what=f"job {job.pk}: load progress")
-        self.models = _models_in_order(job)
+        await _in_thread(self._start)
         todo = []
         if job.text_model_name and job.total_tokens is None:
-            todo += self._calls(ModelType.TEXT, 1)
+            todo += await _in_thread(self._calls, ModelType.TEXT, 1)
         images_wanted = job.image_count - self.images_stored
         if job.image_model_name and images_wanted > 0:
-            images_wanted -= self._resume(images_wanted)
+            images_wanted -= await self._resume(images_wanted)
             if images_wanted > 0:
-                todo += self._calls(ModelType.IMAGE, images_wanted)
-        self._run(todo)
+                todo += await _in_thread(self._calls, ModelType.IMAGE, images_wanted)
+        await self._run(todo)
 
-    def _run(self, todo: list) -> None:
-        """Make the calls: one alone in this thread; several (an article, a batch in several
-        calls, failovers) at once, storing each answer while others are still out."""
-        pool: ThreadPoolExecutor | None = None
-        in_flight: set[Future[_CallResult]] = set()
+    async def _run(self, todo: list) -> None:
+        """Make the calls, several (an article, a batch in several calls, failovers) at once as
+        tasks of this loop, at most CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS at a time, storing each
+        answer while others are still out. If the run stops (its lease lost, a crash), the calls
+        still out are cancelled: a resumable call was recorded as sent, and the next run fetches
+        its answer by its task id."""
+        limit = asyncio.Semaphore(max(1, settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS))
+
+        async def bounded(ask) -> _CallResult:
+            async with limit:
+                return await ask()
+
+        in_flight: set[asyncio.Task[_CallResult]] = set()
         try:
             while todo or in_flight:
-                if not in_flight and len(todo) == 1:
-                    results = [todo.pop()()]
-                else:
-                    if pool is None:
-                        pool = ThreadPoolExecutor(max_workers=settings.CREDITGATE_PROVIDER_MAX_PARALLEL_CALLS,
-                                                  thread_name_prefix=f"job-{self.job.pk.hex[:8]}")
-                    in_flight |= {pool.submit(call) for call in todo}
-                    todo = []
-                    done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                    results = [future.result() for future in done]
+                in_flight |= {asyncio.ensure_future(bounded(ask)) for ask in todo}
+                todo = []
+                done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                results = [task.result() for task in done]
                 for n, result in enumerate(results, start=1):
-                    if result.health is not None:
-                        breaker_record(result.call.provider_id, result.call.model_name, result.health)
-                    if result.failover_units:
-                        todo += self._calls(result.call.kind, result.failover_units, after=result.model_index,
-                                            error=result.error)
                     # Answers that came back together are stored one by one too: only the last
                     # answer of the job waits for the settlement, which stores it in its transaction.
-                    self._answered(result, more=bool(todo or in_flight or n < len(results)))
+                    todo += await _in_thread(self._after_answer, result,
+                                             more=bool(todo or in_flight or n < len(results)))
         finally:
-            if pool is not None:
-                pool.shutdown(wait=True)
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+    def _after_answer(self, result: _CallResult, *, more: bool) -> list:
+        """One answer in (a thread: breaker, failover and store touch the database): the calls a
+        failover adds, which are then still to make."""
+        if result.health is not None:
+            breaker_record(result.call.provider_id, result.call.model_name, result.health)
+        todo = []
+        if result.failover_units:
+            todo = self._calls(result.call.kind, result.failover_units, after=result.model_index, error=result.error)
+        self._answered(result, more=more or bool(todo))
+        return todo
+
+    def settle_steps(self) -> None:
+        _step(self.job, "settling")
+        _db_retry(self.settle, what=f"job {self.job.pk}: settle")
+        _step(self.job, "settled")
 
     def _answered(self, result: _CallResult, *, more: bool) -> None:
         _step(self.job, "answered")
@@ -328,12 +387,12 @@ class _Run:
         job, call = self.job, self._new_call(model, ModelType.TEXT, 1)
         temperature = float(job.temperature) if job.temperature is not None and model.accepts("temperature") else None
 
-        def ask() -> _CallResult:
+        async def ask() -> _CallResult:
             started = time.monotonic()
             tries: list[ProviderTry] = []
             try:
-                text = adapter.generate_text(model=model, prompt=job.prompt, max_tokens=job.max_tokens,
-                                             temperature=temperature, record=tries.append)
+                text = await adapter.generate_text(model=model, prompt=job.prompt, max_tokens=job.max_tokens,
+                                                   temperature=temperature, record=tries.append)
             except ProviderError as exc:
                 rows = call_tries_recorded(call, tries, model=model, started=started, error=exc)
                 return _CallResult(call=call, retries=rows[1:], error=(exc.code, exc.message), model_index=index,
@@ -362,25 +421,35 @@ class _Run:
             _db_retry(lambda retrying: self._record_sent(calls, retrying), what=f"job {job.pk}: record calls")
 
         def asker(call: ProviderCall):
-            def ask() -> _CallResult:
+            async def ask() -> _CallResult:
                 started = time.monotonic()
                 tries: list[ProviderTry] = []
                 try:
-                    outcomes = adapter.generate_image_batch(model=model, prompt=prompt, n=call.units_requested,
-                                                            task_id=call.task_id or None, record=tries.append)
+                    outcomes = await adapter.generate_image_batch(model=model, prompt=prompt, n=call.units_requested,
+                                                                  task_id=call.task_id or None, record=tries.append)
                 except ProviderError as exc:
                     rows = call_tries_recorded(call, tries, model=model, started=started, error=exc, task_ids=presaved)
                     return _CallResult(call=call, presaved=presaved, retries=rows[1:], error=(exc.code, exc.message),
                                        model_index=index, failover_units=call.units_requested if exc.failover else 0,
                                        health=_health(exc))
-                result = _images_result(job, call, tries, outcomes, model=model, started=started, presaved=presaved)
+                # Files written in a thread: storage is blocking I/O (a disk, or S3).
+                result = await _in_thread(_images_result, job, call, tries, outcomes, model=model, started=started,
+                                          presaved=presaved)
                 result.model_index, result.health = index, True
                 return result
             return ask
 
         return [asker(call) for call in calls]
 
-    def _resume(self, wanted: int) -> int:
+    def _resumable(self, call: ProviderCall) -> tuple[Any, AIModelConfig | None]:
+        """The adapter and model to look a sent call up with, or (None, None) when its provider
+        cannot look calls up."""
+        adapter = adapter_for(provider_id=call.provider_id)
+        if adapter.resumable and call.task_id:
+            return adapter, _model_for_call(call.model_name)
+        return None, None
+
+    async def _resume(self, wanted: int) -> int:
         """Fetch the answers of calls an earlier run sent and never heard back from; how many
         images that delivered. Calls that cannot be found are marked lost: their work is asked
         for again."""
@@ -392,12 +461,11 @@ class _Run:
             tries: list[ProviderTry] = []
             outcomes = model = None
             try:
-                adapter = adapter_for(provider_id=call.provider_id)
-                if adapter.resumable and call.task_id:
-                    model = _model_for_call(call.model_name)
-                    outcomes = adapter.resume_images(model=model, task_id=call.task_id,
-                                                     n=min(call.units_requested, wanted - delivered),
-                                                     record=tries.append)
+                adapter, model = await _in_thread(self._resumable, call)
+                if adapter is not None and model is not None:
+                    outcomes = await adapter.resume_images(model=model, task_id=call.task_id,
+                                                           n=min(call.units_requested, wanted - delivered),
+                                                           record=tries.append)
             except ProviderError:
                 outcomes = None
             if outcomes is None:
@@ -409,11 +477,12 @@ class _Run:
                 self.pending.append(_CallResult(call=call, presaved=True, retries=rows[1:]))
                 continue
             assert model is not None  # outcomes come only from resume_images, which was given the model
-            result = _images_result(self.job, call, tries, outcomes, model=model, started=started, presaved=True)
+            result = await _in_thread(_images_result, self.job, call, tries, outcomes, model=model, started=started,
+                                      presaved=True)
             result.failover_units = 0  # what the lookup could not deliver is asked for below
             delivered += len(result.images)
             self.pending.append(result)
-            _step(self.job, "resumed")
+            await _in_thread(_step, self.job, "resumed")
         return delivered
 
     # Storing.

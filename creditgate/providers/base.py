@@ -8,19 +8,23 @@ accepted optional parameters, fixed request defaults).
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import logging
 import math
 import random
+import ssl
+import threading
 import time
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import TypeVar
+from typing import Generic, TypeVar
 
-import requests
-import requests.adapters
+import httpx
 from django.conf import settings
 
 from creditgate.catalog.models import AIModelConfig
@@ -259,12 +263,13 @@ class CallPolicy:
 
 
 # Indirection so tests can record the waits instead of sleeping through them.
-sleep: Callable[[float], None] = time.sleep
+sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
-def call_with_retries(call: Callable[[], T], *, policy: CallPolicy, what: str, record: TryRecorder | None = None,
-                      describe: Callable[[T], dict] | None = None) -> T:
-    """Run `call`, retrying ProviderErrors marked retryable up to policy.max_retries times.
+async def call_with_retries(call: Callable[[], Awaitable[T]], *, policy: CallPolicy, what: str,
+                            record: TryRecorder | None = None, describe: Callable[[T], dict] | None = None) -> T:
+    """Await `call()`, retrying ProviderErrors marked retryable up to policy.max_retries times;
+    the backoff is an asyncio sleep, so a waiting call holds no thread.
 
     Only for calls that are safe to send again: a caller whose request may have reached the
     provider without an answer (and may be billed) handles that case itself before raising.
@@ -275,7 +280,7 @@ def call_with_retries(call: Callable[[], T], *, policy: CallPolicy, what: str, r
     while True:
         sent_at, started = dt.datetime.now(dt.UTC), time.monotonic()
         try:
-            result = call()
+            result = await call()
         except ProviderError as exc:
             if record is not None:
                 record(ProviderTry.failed(exc, latency_ms=_elapsed_ms(started), started_at=sent_at))
@@ -284,7 +289,7 @@ def call_with_retries(call: Callable[[], T], *, policy: CallPolicy, what: str, r
             attempt += 1
             delay = policy.delay_before_retry(attempt, exc)
             logger.info("%s: %s, retry %d/%d in %.2fs", what, type(exc).__name__, attempt, policy.max_retries, delay)
-            sleep(delay)
+            await sleep(delay)
         else:
             if record is not None:
                 record(ProviderTry(ok=True, latency_ms=_elapsed_ms(started), started_at=sent_at,
@@ -322,26 +327,94 @@ def sniff_image_type(data: bytes) -> str | None:
     return None
 
 
-def http_session(policy: CallPolicy) -> requests.Session:
-    """A keep-alive HTTP session for one adapter, with a connection pool as large as its fan-out."""
-    session = requests.Session()
-    pool = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(policy.max_parallel_calls, 10))
-    session.mount("http://", pool)
-    session.mount("https://", pool)
-    return session
+C = TypeVar("C")
 
 
-def fetch_image(url: str, *, policy: CallPolicy, what: str, session: requests.Session | None = None
-                ) -> tuple[bytes, str]:
+class PerLoop(Generic[C]):
+    """Clients kept for reuse, one set per event loop: an httpx (or the OpenAI SDK's HTTPX2)
+    AsyncClient's connection pool belongs to the loop it first ran on and must not be used from
+    another. The in-process runner runs every job on one loop for the process's life, so there
+    its clients (and their keep-alive connections) serve every job; a sync caller going through
+    async_to_sync gets a short-lived loop, and the clients built for it are dropped (and their
+    connections closed) once that loop is closed. Entries of closed loops are pruned at the next
+    lookup, so nothing accumulates."""
+
+    def __init__(self, build: Callable[[Hashable], C]):
+        self._build = build
+        self._lock = threading.Lock()
+        self._by_loop: dict[int, tuple[asyncio.AbstractEventLoop, dict[Hashable, C]]] = {}
+        _per_loops.add(self)
+
+    def popped(self, loop: asyncio.AbstractEventLoop) -> list[C]:
+        """The clients built for `loop`, forgotten here (for their owner to close)."""
+        with self._lock:
+            kept_loop, clients = self._by_loop.get(id(loop), (None, {}))
+            if kept_loop is not loop:
+                return []
+            del self._by_loop[id(loop)]
+            return list(clients.values())
+
+    def get(self, key: Hashable = None) -> C:
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            for loop_id, (kept, _clients) in list(self._by_loop.items()):
+                if kept.is_closed():
+                    del self._by_loop[loop_id]
+            kept_loop, clients = self._by_loop.get(id(loop), (None, {}))
+            if kept_loop is not loop:  # first use on this loop (or its id was reused by a new one)
+                clients = {}
+                self._by_loop[id(loop)] = (loop, clients)
+            if key not in clients:
+                clients[key] = self._build(key)
+            return clients[key]
+
+
+_per_loops: weakref.WeakSet[PerLoop] = weakref.WeakSet()
+
+
+async def loop_clients_close() -> None:
+    """Close every client built for the running event loop. Whoever runs a short-lived loop (the
+    sync entry of the job runner, through async_to_sync) calls it before the loop ends, so no
+    connection outlives its loop; the runner's own loop keeps its clients for the process's life."""
+    loop = asyncio.get_running_loop()
+    for per_loop in list(_per_loops):
+        for client in per_loop.popped(loop):
+            close = getattr(client, "aclose", None) or client.close  # httpx: aclose(); AsyncOpenAI: close()
+            try:
+                await close()
+            except Exception:  # closing is best effort; the loop is going away
+                logger.debug("closing a provider client failed", exc_info=True)
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """httpx's default TLS context (the same CA bundle and environment rules), built once per
+    process: building it costs ~20 ms of CPU, which every client built per loop (a Celery task's
+    job) would otherwise pay again. An SSLContext is safe to share between clients and threads."""
+    return httpx.create_ssl_context()
+
+
+def http_client(policy: CallPolicy) -> httpx.AsyncClient:
+    """A keep-alive async HTTP client for one adapter on one loop. Its pool bounds connections
+    per host well above the calls one process keeps in flight at a provider."""
+    return httpx.AsyncClient(
+        verify=tls_context(),
+        timeout=httpx.Timeout(policy.download_timeout, connect=policy.connect_timeout),
+        limits=httpx.Limits(max_connections=1000, max_keepalive_connections=max(policy.max_parallel_calls, 100)),
+        follow_redirects=False)
+
+
+async def fetch_image(url: str, *, policy: CallPolicy, what: str, client: httpx.AsyncClient) -> tuple[bytes, str]:
     """Download an image a provider handed out by URL (they expire, so we copy it at once).
     Retried like a provider call: a GET is safe to repeat and costs nothing."""
 
-    def attempt() -> tuple[bytes, str]:
+    async def attempt() -> tuple[bytes, str]:
         try:
-            response = (session or requests).get(url, timeout=(policy.connect_timeout, policy.download_timeout))
-        except requests.Timeout as exc:
+            response = await client.get(url, timeout=httpx.Timeout(policy.download_timeout,
+                                                                   connect=policy.connect_timeout))
+        except httpx.TimeoutException as exc:
             raise ProviderTimeout("The generated image could not be downloaded in time.") from exc
-        except requests.RequestException as exc:
+        except httpx.HTTPError as exc:
             raise ProviderServerError("The generated image could not be downloaded.") from exc
         if response.status_code >= 500 or response.status_code == 429:
             raise ProviderServerError("The generated image could not be downloaded.",
@@ -353,7 +426,7 @@ def fetch_image(url: str, *, policy: CallPolicy, what: str, session: requests.Se
             raise ProviderBadResponse("The AI provider's image is not a PNG, JPEG or WEBP file.")
         return response.content, content_type
 
-    return call_with_retries(attempt, policy=policy, what=what)
+    return await call_with_retries(attempt, policy=policy, what=what)
 
 
 def padded_outcomes(outcomes: list[ImageOutcome], n: int) -> list[ImageOutcome]:
@@ -379,13 +452,21 @@ class ProviderAdapter(ABC):
         self.api_key = api_key
         self.base_url = (base_url or self.default_base_url).rstrip("/")
         self.policy = policy or CallPolicy.from_settings()
-        # Kept for the adapter's life (the registry reuses adapters across jobs): connections stay open.
-        self.http = http_session(self.policy)
+        # Kept for the adapter's life (the registry reuses adapters across jobs), one client per
+        # event loop: on the runner's loop, connections stay open from job to job.
+        self._http: PerLoop[httpx.AsyncClient] = PerLoop(lambda _key: http_client(self.policy))
 
     def __repr__(self) -> str:  # the key must never reach a log line through a repr
         return f"<{type(self).__name__} base_url={self.base_url!r}>"
 
-    # The interface.
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """This adapter's HTTP client on the running event loop."""
+        return self._http.get()
+
+    # The interface. Every provider call is a coroutine (one implementation): the job runner
+    # awaits it; a synchronous caller (the admin's "Test key", the model-lifecycle command)
+    # calls it through asgiref's async_to_sync where it stands.
 
     # Whether a call sent under our own task id can be looked up after its answer was lost
     # (`resume_images`). Then the job runner records the call before it goes out.
@@ -396,7 +477,7 @@ class ProviderAdapter(ABC):
         per_call = max(1, model.max_images_per_call)
         return [min(per_call, count - start) for start in range(0, count, per_call)]
 
-    def generate_image_batch(self, *, model: AIModelConfig, prompt: str, n: int, task_id: str | None = None,
+    async def generate_image_batch(self, *, model: AIModelConfig, prompt: str, n: int, task_id: str | None = None,
                              size: str | None = None, options: dict | None = None,
                              record: TryRecorder | None = None) -> list[ImageOutcome]:
         """ONE provider call for `n` <= model.max_images_per_call images, retries included: `n`
@@ -408,11 +489,11 @@ class ProviderAdapter(ABC):
             raise ProviderRejectedRequest("At least one image must be requested.")
         width, height = self.resolve_size(model=model, size=size)
         params = self.image_params(model=model, options=options)
-        outcomes = self._generate_image_call(model=model, prompt=prompt, n=n, width=width, height=height,
+        outcomes = await self._generate_image_call(model=model, prompt=prompt, n=n, width=width, height=height,
                                              params=params, task_id=task_id, record=record)
         return padded_outcomes(outcomes, n)
 
-    def resume_images(self, *, model: AIModelConfig, task_id: str, n: int,
+    async def resume_images(self, *, model: AIModelConfig, task_id: str, n: int,
                       record: TryRecorder | None = None) -> list[ImageOutcome] | None:
         """The images of a call sent earlier under `task_id` whose answer was lost: `n` outcomes,
         or None when the provider has no usable answer for it (never sent, failed, or no way to
@@ -421,14 +502,14 @@ class ProviderAdapter(ABC):
         return None
 
     @abstractmethod
-    def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
+    async def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
                       temperature: float | None = None, record: TryRecorder | None = None) -> TextResult:
         """One completion, retries included; `record` is told of each try, in order."""
 
     @abstractmethod
-    def check_credentials(self) -> CredentialCheck: ...
+    async def check_credentials(self) -> CredentialCheck: ...
 
-    def list_models(self, *, names: Sequence[str]) -> list[ProviderModel]:
+    async def list_models(self, *, names: Sequence[str]) -> list[ProviderModel]:
         """What the provider offers now among `names` (catalog model names): a name missing from
         the answer is not offered any more. Raises ProviderError when the provider could not say."""
         raise NotImplementedError(f"{type(self).__name__} cannot list its models.")
@@ -436,7 +517,7 @@ class ProviderAdapter(ABC):
     # What each provider fills in.
 
     @abstractmethod
-    def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
+    async def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
                              params: dict, task_id: str | None = None,
                              record: TryRecorder | None = None) -> list[ImageOutcome]:
         """One provider call for `n` <= model.max_images_per_call images, retries included, each

@@ -12,11 +12,13 @@ still charged once, for what was delivered.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import datetime as dt
+import functools
 import logging
-import threading
+import ssl
 from collections.abc import Sequence
 
 import httpx2
@@ -26,6 +28,7 @@ from creditgate.catalog.models import AIModelConfig
 from creditgate.providers.base import (
     CredentialCheck,
     ImageOutcome,
+    PerLoop,
     ProviderAdapter,
     ProviderAuthError,
     ProviderBadResponse,
@@ -63,68 +66,76 @@ class OpenAIAdapter(ProviderAdapter):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self._clients: dict[float, openai_sdk.OpenAI] = {}
-        self._clients_lock = threading.Lock()
+        # One AsyncOpenAI per read timeout and event loop, shared by every call on that loop (on
+        # the runner's loop: by every job of the process), so a call never builds one; the TLS
+        # context they use is built once per process (_tls_context).
+        self._clients: PerLoop[openai_sdk.AsyncOpenAI] = PerLoop(self._client_built)
 
-    def _client(self, read_timeout: float) -> openai_sdk.OpenAI:
-        # One client per timeout, shared by the threads of a fan-out (the HTTPX2 pool is thread-safe).
-        with self._clients_lock:
-            if read_timeout not in self._clients:
-                self._clients[read_timeout] = openai_sdk.OpenAI(
-                    api_key=self.api_key, base_url=self.base_url, max_retries=0,
-                    timeout=httpx2.Timeout(read_timeout, connect=self.policy.connect_timeout))
-            return self._clients[read_timeout]
+    def _client_built(self, read_timeout) -> openai_sdk.AsyncOpenAI:
+        timeout = httpx2.Timeout(read_timeout, connect=self.policy.connect_timeout)
+        # Our own HTTPX2 client rather than the SDK's default one, whose finalizer schedules its
+        # close on the loop it ran on: after a short-lived loop (async_to_sync) closed, that fails.
+        limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=max(self.policy.max_parallel_calls, 100))
+        http_client = httpx2.AsyncClient(verify=_tls_context(), timeout=timeout, follow_redirects=True, limits=limits)
+        return openai_sdk.AsyncOpenAI(api_key=self.api_key, base_url=self.base_url, max_retries=0, timeout=timeout,
+                                      http_client=http_client)
 
-    def _call(self, fn, *, what: str, record: TryRecorder | None = None, describe=None):
-        def attempt():
+    def _client(self, read_timeout: float) -> openai_sdk.AsyncOpenAI:
+        return self._clients.get(read_timeout)
+
+    async def _call(self, fn, *, what: str, record: TryRecorder | None = None, describe=None):
+        async def attempt():
             try:
-                return fn()
+                return await fn()
             except openai_sdk.OpenAIError as exc:
                 raise translate_error(exc, what=what) from exc
 
-        return call_with_retries(attempt, policy=self.policy, what=f"openai {what}", record=record,
-                                 describe=describe)
+        return await call_with_retries(attempt, policy=self.policy, what=f"openai {what}", record=record,
+                                       describe=describe)
 
     # Text.
 
-    def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
-                      temperature: float | None = None, record: TryRecorder | None = None) -> TextResult:
+    async def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
+                            temperature: float | None = None, record: TryRecorder | None = None) -> TextResult:
         client = self._client(self.policy.text_timeout)
         send_temperature = temperature is not None and model.accepts("temperature")
 
-        def create(with_temperature: bool) -> TextResult:
+        async def create(with_temperature: bool) -> TextResult:
             extra = {"temperature": temperature} if with_temperature else {}
-            return _text_result(client.chat.completions.create(
+            return _text_result(await client.chat.completions.create(
                 model=model.model_name, messages=[{"role": "user", "content": prompt}],
                 max_completion_tokens=max_tokens, extra_body={**(model.request_defaults or {}), **extra}))
 
         try:
-            return self._call(lambda: create(send_temperature), what="chat", record=record, describe=_text_facts)
+            return await self._call(lambda: create(send_temperature), what="chat", record=record,
+                                    describe=_text_facts)
         except ProviderRejectedRequest as exc:
             # PROVIDERS.md §3: a reasoning setup may refuse a non-default temperature; the text is
             # still worth having without it, so drop it once rather than fail the job.
             if not (send_temperature and getattr(exc.__cause__, "param", None) == "temperature"):
                 raise
             logger.warning("openai chat: %s refused temperature; retrying without it", model.model_name)
-            return self._call(lambda: create(False), what="chat", record=record, describe=_text_facts)
+            return await self._call(lambda: create(False), what="chat", record=record, describe=_text_facts)
 
     # Images.
 
-    def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
+    async def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
                              params: dict, task_id: str | None = None,
                              record: TryRecorder | None = None) -> list[ImageOutcome]:
         # OpenAI has no way to look a request up afterwards: `task_id` is not sent (not resumable).
         client = self._client(self.policy.image_timeout)
         # No response_format: GPT image models reject it and always answer in base64; older
         # models answer with URLs. Both are handled below.
-        response = self._call(
+        response = await self._call(
             lambda: client.images.generate(model=model.model_name, prompt=prompt, n=n, size=f"{width}x{height}",
                                            extra_body=params),
             what="images", record=record, describe=_images_facts)
         request_id = getattr(response, "_request_id", None)
-        return [self._outcome(item, request_id=request_id) for item in (getattr(response, "data", None) or [])]
+        # URLs are downloaded at once, each while the others download too.
+        return list(await asyncio.gather(*(self._outcome(item, request_id=request_id)
+                                           for item in (getattr(response, "data", None) or []))))
 
-    def _outcome(self, item, *, request_id: str | None) -> ImageOutcome:
+    async def _outcome(self, item, *, request_id: str | None) -> ImageOutcome:
         try:
             if getattr(item, "b64_json", None):
                 try:
@@ -137,8 +148,8 @@ class OpenAIAdapter(ProviderAdapter):
                 url = None
             elif getattr(item, "url", None):
                 url = item.url
-                data, content_type = fetch_image(url, policy=self.policy, what="openai image download",
-                                                 session=self.http)
+                data, content_type = await fetch_image(url, policy=self.policy, what="openai image download",
+                                                       client=self.http)
             else:
                 raise ProviderBadResponse("The AI provider's answer carried no image.")
         except ProviderError as exc:
@@ -149,12 +160,15 @@ class OpenAIAdapter(ProviderAdapter):
 
     # Model lifecycle.
 
-    def list_models(self, *, names: Sequence[str]) -> list[ProviderModel]:
+    async def list_models(self, *, names: Sequence[str]) -> list[ProviderModel]:
         """GET /v1/models: the models the key may use, each with its `shutdown_date` (YYYY-MM-DD,
         or null) when OpenAI has announced one (PROVIDERS.md §0.2)."""
         client = self._client(min(self.policy.text_timeout, 30.0))
         wanted = set(names)
-        listed = self._call(lambda: list(client.models.list()), what="models")
+        async def listed_all():
+            return [item async for item in client.models.list()]
+
+        listed = await self._call(listed_all, what="models")
         found = []
         for item in listed:
             if item.id not in wanted:
@@ -165,16 +179,22 @@ class OpenAIAdapter(ProviderAdapter):
 
     # Credentials.
 
-    def check_credentials(self) -> CredentialCheck:
+    async def check_credentials(self) -> CredentialCheck:
         client = self._client(min(self.policy.text_timeout, 15.0))
         try:
-            models = self._call(lambda: client.models.list(), what="models")
+            models = await self._call(lambda: client.models.list(), what="models")
         except ProviderAuthError:
             return CredentialCheck(ok=False, message="OpenAI rejected the API key.")
         except ProviderError as exc:
             return CredentialCheck(ok=False, message=f"The key could not be checked: {exc.message}")
         count = len(getattr(models, "data", None) or [])
         return CredentialCheck(ok=True, message=f"The API key works: OpenAI answered and lists {count} models.")
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """HTTPX2's default TLS context, built once per process (~20 ms each; see base.tls_context)."""
+    return httpx2.create_ssl_context()
 
 
 def _date_or_none(value) -> dt.date | None:

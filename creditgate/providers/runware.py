@@ -1,7 +1,8 @@
-"""Runware through a small synchronous client over its REST task API (PROVIDERS.md §1, §5).
+"""Runware through a small async client (httpx.AsyncClient) over its REST task API (PROVIDERS.md §1, §5).
 
-Both PyPI SDKs are asyncio-only (one WebSocket-only); our jobs run in synchronous workers, and a
-POST of a JSON task array is all the API needs.
+A POST of a JSON task array is all the API needs, so neither SDK is used (one is WebSocket-only,
+the other pulls in aiohttp and a model registry of its own); a call awaits its answer on the job
+runner's event loop and holds no thread while Runware works.
 
 Retries and money: Runware has no idempotency key; the client-chosen taskUUID is the handle.
 After an answer (an error status, an error envelope) the task is over, so a retry sends a new
@@ -12,18 +13,17 @@ the lookup finds nothing, the images are reported failed rather than risk paying
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import functools
 import logging
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-import requests
-import urllib3
+import httpx
 
 from creditgate.catalog.models import AIModelConfig
 from creditgate.providers import base
@@ -89,19 +89,20 @@ class RunwareAdapter(ProviderAdapter):
 
     # Transport.
 
-    def _post(self, tasks: list[dict], *, read_timeout: float) -> tuple[int, Any, Any]:
+    async def _post(self, tasks: list[dict], *, read_timeout: float) -> tuple[int, Any, Any]:
         try:
-            response = self.http.post(self.base_url, json=tasks, timeout=(self.policy.connect_timeout, read_timeout),
-                                     headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"})
-        except requests.ConnectTimeout as exc:
+            response = await self.http.post(
+                self.base_url, json=tasks, timeout=httpx.Timeout(read_timeout, connect=self.policy.connect_timeout),
+                headers={"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"})
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as exc:  # nothing was sent
             raise ProviderTimeout("The AI provider could not be reached in time.") from exc
-        except requests.ReadTimeout as exc:
+        except (httpx.ReadTimeout, httpx.WriteTimeout) as exc:  # sent, or partly: it may be running
             raise _AmbiguousFailure() from exc
-        except requests.ConnectionError as exc:
-            if _never_sent(exc):
-                raise ProviderServerError("The AI provider could not be reached.") from exc
+        except httpx.ConnectError as exc:  # no connection: never sent
+            raise ProviderServerError("The AI provider could not be reached.") from exc
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as exc:
             raise _AmbiguousFailure("The AI provider dropped the connection before answering.") from exc
-        except requests.RequestException as exc:
+        except httpx.HTTPError as exc:
             raise ProviderServerError("The AI provider could not be reached.") from exc
         try:
             body = response.json()
@@ -111,30 +112,30 @@ class RunwareAdapter(ProviderAdapter):
 
     # Images.
 
-    def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
+    async def _generate_image_call(self, *, model: AIModelConfig, prompt: str, n: int, width: int, height: int,
                              params: dict, task_id: str | None = None,
                              record: base.TryRecorder | None = None) -> list[ImageOutcome]:
         tries = iter(_task_uuids(task_id or str(uuid.uuid4()), self.policy.max_retries))
 
-        def attempt() -> list[ImageOutcome]:
+        async def attempt() -> list[ImageOutcome]:
             task_uuid = next(tries)  # a new task per attempt: the previous one ended with an answer
             task = {"includeCost": True, "outputType": "URL", **params,
                     "taskType": "imageInference", "taskUUID": task_uuid, "model": model.model_name,
                     "positivePrompt": prompt, "width": width, "height": height, "numberResults": n}
             try:
                 try:
-                    status, body, headers = self._post([task], read_timeout=self.policy.image_timeout)
+                    status, body, headers = await self._post([task], read_timeout=self.policy.image_timeout)
                 except _AmbiguousFailure as exc:
-                    status, body, headers = self._look_up(task_uuid, cause=exc)
-                return self._outcomes(status, body, headers, task_uuid=task_uuid, n=n)
+                    status, body, headers = await self._look_up(task_uuid, cause=exc)
+                return await self._outcomes(status, body, headers, task_uuid=task_uuid, n=n)
             except ProviderError as exc:
                 exc.request_id = exc.request_id or task_uuid  # the try's task, for the record of calls
                 raise
 
-        return call_with_retries(attempt, policy=self.policy, what="runware imageInference", record=record,
-                                 describe=_try_facts)
+        return await call_with_retries(attempt, policy=self.policy, what="runware imageInference", record=record,
+                                       describe=_try_facts)
 
-    def resume_images(self, *, model: AIModelConfig, task_id: str, n: int,
+    async def resume_images(self, *, model: AIModelConfig, task_id: str, n: int,
                       record: base.TryRecorder | None = None) -> list[ImageOutcome] | None:
         """Look up the tasks a call sent under `task_id`, in the order they were sent: a retry is
         only sent after the previous try was answered with an error, so the first task that is not
@@ -142,12 +143,12 @@ class RunwareAdapter(ProviderAdapter):
         task found is reported to `record` as the try it was."""
         for task_uuid in _task_uuids(task_id, self.policy.max_retries):
             try:
-                status, body, headers = self._post([{"taskType": "getResponse", "taskUUID": task_uuid}],
-                                                   read_timeout=min(self.policy.image_timeout, 30.0))
+                status, body, headers = await self._post([{"taskType": "getResponse", "taskUUID": task_uuid}],
+                                                         read_timeout=min(self.policy.image_timeout, 30.0))
             except ProviderError:
                 return None  # cannot tell now: ask again rather than wait
             if _task_items(body, task_uuid):
-                outcomes = self._outcomes(status, body, headers, task_uuid=task_uuid, n=n)
+                outcomes = await self._outcomes(status, body, headers, task_uuid=task_uuid, n=n)
                 if record is not None:
                     record(base.ProviderTry(ok=True, latency_ms=None, **_try_facts(outcomes)))
                 return padded_outcomes(outcomes, n)
@@ -159,12 +160,12 @@ class RunwareAdapter(ProviderAdapter):
                                                request_id=task_uuid))
         return None
 
-    def _look_up(self, task_uuid: str, *, cause: ProviderError) -> tuple[int, Any, Any]:
+    async def _look_up(self, task_uuid: str, *, cause: ProviderError) -> tuple[int, Any, Any]:
         for attempt in range(self.lookup_attempts):
             if attempt:
-                base.sleep(self.policy.delay_before_retry(attempt, cause))
+                await base.sleep(self.policy.delay_before_retry(attempt, cause))
             try:
-                status, body, headers = self._post([{"taskType": "getResponse", "taskUUID": task_uuid}],
+                status, body, headers = await self._post([{"taskType": "getResponse", "taskUUID": task_uuid}],
                                                    read_timeout=min(self.policy.image_timeout, 30.0))
             except ProviderError:
                 continue
@@ -174,14 +175,19 @@ class RunwareAdapter(ProviderAdapter):
         logger.warning("runware: task %s unanswered and not found by getResponse; not resubmitted", task_uuid)
         raise ProviderTimeout("The AI provider did not answer in time.", retryable=False) from cause
 
-    def _outcomes(self, status: int, body: Any, headers: Any, *, task_uuid: str, n: int) -> list[ImageOutcome]:
+    async def _outcomes(self, status: int, body: Any, headers: Any, *, task_uuid: str, n: int) -> list[ImageOutcome]:
         items = _task_items(body, task_uuid)
         errors = _task_errors(body, task_uuid)
         if not items:
             raise classify(status, errors, retry_after=parse_retry_after(headers)) from RunwareAPIError(status, errors)
-        with ThreadPoolExecutor(max_workers=min(len(items), self.policy.max_parallel_calls),
-                                thread_name_prefix="runware-download") as pool:
-            outcomes = list(pool.map(lambda item: self._outcome(item, task_uuid=task_uuid), items[:n]))
+        # The images download at once, at most max_parallel_calls at a time.
+        downloads = asyncio.Semaphore(max(1, self.policy.max_parallel_calls))
+
+        async def bounded(item: dict) -> ImageOutcome:
+            async with downloads:
+                return await self._outcome(item, task_uuid=task_uuid)
+
+        outcomes = list(await asyncio.gather(*(bounded(item) for item in items[:n])))
         if errors and len(outcomes) < n:
             # The task delivered part of numberResults; the rest failed with these errors.
             per_image = classify(500, errors, retry_after=None)
@@ -190,12 +196,12 @@ class RunwareAdapter(ProviderAdapter):
                             for _ in range(n - len(outcomes)))
         return outcomes
 
-    def _outcome(self, item: dict, *, task_uuid: str) -> ImageOutcome:
+    async def _outcome(self, item: dict, *, task_uuid: str) -> ImageOutcome:
         url = item.get("imageURL")
         try:
             if url:
-                data, content_type = fetch_image(url, policy=self.policy, what="runware image download",
-                                                 session=self.http)
+                data, content_type = await fetch_image(url, policy=self.policy, what="runware image download",
+                                                       client=self.http)
             else:
                 encoded = item.get("imageBase64Data") or str(item.get("imageDataURI") or "").partition(",")[2]
                 try:
@@ -219,7 +225,7 @@ class RunwareAdapter(ProviderAdapter):
 
     search_tasks_per_request = 20
 
-    def list_models(self, *, names: Sequence[str]) -> list[ProviderModel]:
+    async def list_models(self, *, names: Sequence[str]) -> list[ProviderModel]:
         """Runware's modelSearch task, one per name (its catalog is far too large to list whole),
         several in one request. A model is offered when a result carries its exact AIR; a result
         whose status is "deprecated" is announced for retirement (the search gives no date)."""
@@ -227,13 +233,13 @@ class RunwareAdapter(ProviderAdapter):
         found: list[ProviderModel] = []
         for start in range(0, len(names), self.search_tasks_per_request):
             chunk = names[start:start + self.search_tasks_per_request]
-            found.extend(call_with_retries(functools.partial(self._search, chunk), policy=self.policy,
-                                           what="runware modelSearch"))
+            found.extend(await call_with_retries(functools.partial(self._search, chunk), policy=self.policy,
+                                                 what="runware modelSearch"))
         return found
 
-    def _search(self, names: list[str]) -> list[ProviderModel]:
+    async def _search(self, names: list[str]) -> list[ProviderModel]:
         tasks = {str(uuid.uuid4()): name for name in names}
-        status, body, headers = self._post(
+        status, body, headers = await self._post(
             [{"taskType": "modelSearch", "taskUUID": task_uuid, "search": name, "limit": 100}
              for task_uuid, name in tasks.items()], read_timeout=min(self.policy.text_timeout, 30.0))
         items = {d.get("taskUUID"): d for d in ((body or {}).get("data") or [] if isinstance(body, dict) else [])
@@ -252,15 +258,15 @@ class RunwareAdapter(ProviderAdapter):
 
     # Text: Runware serves the image tiers only.
 
-    def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
-                      temperature: float | None = None, record: base.TryRecorder | None = None) -> TextResult:
+    async def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
+                            temperature: float | None = None, record: base.TryRecorder | None = None) -> TextResult:
         raise ProviderRejectedRequest("This provider does not generate text.")
 
     # Credentials.
 
-    def check_credentials(self) -> CredentialCheck:
+    async def check_credentials(self) -> CredentialCheck:
         try:
-            status, body, _headers = self._post([{"taskType": "authentication", "apiKey": self.api_key}],
+            status, body, _headers = await self._post([{"taskType": "authentication", "apiKey": self.api_key}],
                                                read_timeout=15.0)
         except ProviderError as exc:
             return CredentialCheck(ok=False, message=f"The key could not be checked: {exc.message}")
@@ -344,11 +350,6 @@ def _task_items(body: Any, task_uuid: str) -> list[dict]:
     data = body.get("data") if isinstance(body, dict) else None
     return [d for d in (data if isinstance(data, list) else []) if isinstance(d, dict)
             and d.get("taskUUID") == task_uuid and any(d.get(f) for f in RESULT_FIELDS)]
-
-
-def _never_sent(exc: requests.ConnectionError) -> bool:
-    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
-    return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.ConnectTimeoutError)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from creditgate.catalog import selectors as catalog_selectors
@@ -34,7 +35,7 @@ def provider_check_credentials(*, provider_id: str) -> CredentialCheck:
         endpoint = provider_endpoint(provider_id=provider_id, sandbox_path=adapter.sandbox_path)
     except ProviderError as exc:
         return CredentialCheck(ok=False, message=exc.message)
-    result = adapter.check_credentials()
+    result = async_to_sync(adapter.check_credentials)()  # an operator's click: this request waits
     if not endpoint.sandboxed:
         return result
     # No key stored and the sandbox on: the emulator answered, not the provider. Say so, or an
@@ -83,7 +84,8 @@ def model_lifecycle_check() -> LifecycleReport:
             report.skipped[provider_id] = exc.message  # its models cannot be served either
             continue
         try:
-            listing = {m.name: m for m in adapter.list_models(names=[m.model_name for m in models])}
+            listed = async_to_sync(adapter.list_models)(names=[m.model_name for m in models])
+            listing = {m.name: m for m in listed}
         except ProviderError as exc:
             report.unreachable[provider_id] = exc.message
             continue

@@ -2,7 +2,7 @@
 call delivered, and the resumption of a Runware call kept intact (its first try is the row
 recorded before it went out; a later run finds its retries by the task ids derived from it)."""
 
-import threading
+import asyncio
 from decimal import Decimal
 
 import pytest
@@ -90,29 +90,29 @@ def test_retries_of_a_fan_out_point_at_their_own_first_try(sandbox, settings):
 
 def _tracked_calls(monkeypatch, *, together: int, fail_call: int | None = None) -> dict:
     """Wrap the OpenAI adapter's single call: count calls in flight (the first `together` must be
-    in flight at the same time, or the barrier breaks) and make call number `fail_call` refused."""
+    in flight at the same time, or the barrier times out) and make call number `fail_call` refused."""
     from creditgate.providers.base import ProviderContentRefused
     from creditgate.providers.openai import OpenAIAdapter
 
     seen = {"in_flight": 0, "peak": 0, "calls": 0}
-    lock, barrier = threading.Lock(), threading.Barrier(together, timeout=30)
+    barrier = asyncio.Barrier(together)  # the calls of a job are tasks of one event loop
     real = OpenAIAdapter._generate_image_call
 
-    def tracked(self, **kwargs):
-        with lock:
-            seen["calls"] += 1
-            number = seen["calls"]
-            seen["in_flight"] += 1
-            seen["peak"] = max(seen["peak"], seen["in_flight"])
+    async def tracked(self, **kwargs):
+        seen["calls"] += 1
+        number = seen["calls"]
+        seen["in_flight"] += 1
+        seen["peak"] = max(seen["peak"], seen["in_flight"])
         try:
             if number <= together:
-                barrier.wait()  # raises BrokenBarrierError unless these calls are in flight together
+                # TimeoutError unless these calls are in flight together (an event wait, bounded
+                # only so that a regression fails instead of hanging).
+                await asyncio.wait_for(barrier.wait(), timeout=30)
             if number == fail_call:
                 raise ProviderContentRefused()
-            return real(self, **kwargs)
+            return await real(self, **kwargs)
         finally:
-            with lock:
-                seen["in_flight"] -= 1
+            seen["in_flight"] -= 1
 
     monkeypatch.setattr(OpenAIAdapter, "_generate_image_call", tracked)
     return seen

@@ -1,6 +1,7 @@
 import dataclasses
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from creditgate.catalog.models import AIModelConfig
 from creditgate.providers import base
@@ -12,7 +13,11 @@ from creditgate.providers.runware import RunwareAdapter
 def waits(monkeypatch):
     """The backoff waits the adapters asked for, recorded instead of slept."""
     recorded: list[float] = []
-    monkeypatch.setattr(base, "sleep", recorded.append)
+
+    async def sleep(seconds: float) -> None:
+        recorded.append(seconds)
+
+    monkeypatch.setattr(base, "sleep", sleep)
     return recorded
 
 
@@ -50,7 +55,7 @@ def each_call(adapter, *, model: AIModelConfig, prompt: str, count: int) -> list
     outcomes: list[base.ImageOutcome] = []
     for n in adapter.image_call_sizes(model=model, count=count):
         try:
-            outcomes += adapter.generate_image_batch(model=model, prompt=prompt, n=n)
+            outcomes += async_to_sync(adapter.generate_image_batch)(model=model, prompt=prompt, n=n)
         except base.ProviderError as exc:
             outcomes += [base.ImageOutcome.failed(exc)] * n
     return outcomes

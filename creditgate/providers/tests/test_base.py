@@ -3,6 +3,7 @@
 import threading
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from creditgate.providers.base import (
     CallPolicy,
@@ -32,15 +33,15 @@ class FakeAdapter(ProviderAdapter):
         self.calls: list[int] = []
         self.lock = threading.Lock()
 
-    def _generate_image_call(self, *, model, prompt, n, width, height, params, task_id=None, record=None):
+    async def _generate_image_call(self, *, model, prompt, n, width, height, params, task_id=None, record=None):
         with self.lock:
             self.calls.append(n)
         return self.behaviour(n)
 
-    def generate_text(self, **kwargs):
+    async def generate_text(self, **kwargs):
         raise NotImplementedError
 
-    def check_credentials(self):
+    async def check_credentials(self):
         raise NotImplementedError
 
 
@@ -80,13 +81,13 @@ def test_count_is_split_by_the_models_per_call_limit():
 
 def test_a_call_returns_its_n_outcomes():
     adapter = FakeAdapter(ok)
-    outcomes = adapter.generate_image_batch(model=image_model(max_images_per_call=3), prompt="p", n=3)
+    outcomes = async_to_sync(adapter.generate_image_batch)(model=image_model(max_images_per_call=3), prompt="p", n=3)
     assert adapter.calls == [3] and [o.ok for o in outcomes] == [True] * 3
 
 
 def test_fewer_images_than_asked_are_padded_with_failures():
-    outcomes = FakeAdapter(lambda n: ok(n - 1)).generate_image_batch(model=image_model(max_images_per_call=4),
-                                                                     prompt="p", n=4)
+    adapter = FakeAdapter(lambda n: ok(n - 1))
+    outcomes = async_to_sync(adapter.generate_image_batch)(model=image_model(max_images_per_call=4), prompt="p", n=4)
     assert [o.ok for o in outcomes] == [True, True, True, False]
     assert outcomes[-1].error_code == "provider_bad_response"
 
@@ -96,12 +97,12 @@ def test_a_failed_call_raises_its_error():
         raise ProviderAuthError()
 
     with pytest.raises(ProviderAuthError):
-        FakeAdapter(refuse).generate_image_batch(model=image_model(), prompt="p", n=1)
+        async_to_sync(FakeAdapter(refuse).generate_image_batch)(model=image_model(), prompt="p", n=1)
 
 
 def test_zero_images_is_refused():
     with pytest.raises(ProviderRejectedRequest):
-        FakeAdapter(ok).generate_image_batch(model=image_model(), prompt="p", n=0)
+        async_to_sync(FakeAdapter(ok).generate_image_batch)(model=image_model(), prompt="p", n=0)
 
 
 # Retries.
@@ -109,12 +110,12 @@ def test_zero_images_is_refused():
 def test_retryable_errors_are_retried_up_to_the_limit(waits):
     attempts = []
 
-    def always_busy():
+    async def always_busy():
         attempts.append(1)
         raise ProviderServerError()
 
     with pytest.raises(ProviderServerError):
-        call_with_retries(always_busy, policy=policy(max_retries=2, retry_base_delay=0.1), what="t")
+        async_to_sync(call_with_retries)(always_busy, policy=policy(max_retries=2, retry_base_delay=0.1), what="t")
     assert len(attempts) == 3
     assert 0.075 <= waits[0] <= 0.125 and 0.15 <= waits[1] <= 0.25  # exponential, with jitter
 
@@ -122,12 +123,12 @@ def test_retryable_errors_are_retried_up_to_the_limit(waits):
 def test_non_retryable_errors_are_raised_at_once(waits):
     attempts = []
 
-    def refused():
+    async def refused():
         attempts.append(1)
         raise ProviderContentRefused()
 
     with pytest.raises(ProviderContentRefused):
-        call_with_retries(refused, policy=policy(max_retries=3), what="t")
+        async_to_sync(call_with_retries)(refused, policy=policy(max_retries=3), what="t")
     assert len(attempts) == 1 and waits == []
 
 

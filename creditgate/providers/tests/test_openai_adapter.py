@@ -1,6 +1,7 @@
 """The OpenAI adapter against the sandbox over real HTTP (the SDK speaks HTTPX2 to a local server)."""
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from creditgate.providers.base import (
     ProviderAuthError,
@@ -38,7 +39,7 @@ def test_one_image_per_call_model_fans_out_into_count_calls(openai_adapter, sand
 def test_batch_model_asks_for_all_images_in_one_call(openai_adapter, sandbox, count):
     model = image_model("gpt-image-2", max_images_per_call=10)
 
-    outcomes = openai_adapter.generate_image_batch(model=model, prompt="a red fox", n=count)
+    outcomes = async_to_sync(openai_adapter.generate_image_batch)(model=model, prompt="a red fox", n=count)
 
     assert [o.ok for o in outcomes] == [True] * count
     assert sandbox.stats[IMAGES] == 1
@@ -66,7 +67,7 @@ def test_url_answers_are_downloaded_so_the_bytes_outlive_the_url(openai_adapter,
 def test_request_carries_model_size_and_defaults_but_never_response_format(openai_adapter, sandbox):
     model = image_model("gpt-image-2", sizes=["1024x1024", "1536x1024"], request_defaults={"quality": "medium"})
 
-    openai_adapter.generate_image_batch(model=model, prompt="a fox", n=1, size="1536x1024",
+    async_to_sync(openai_adapter.generate_image_batch)(model=model, prompt="a fox", n=1, size="1536x1024",
                                    options={"negative_prompt": "blur", "steps": 10})
 
     body = sandbox.last_request(IMAGES)
@@ -76,13 +77,15 @@ def test_request_carries_model_size_and_defaults_but_never_response_format(opena
 
 
 def test_default_size_is_the_models_first(openai_adapter, sandbox):
-    openai_adapter.generate_image_batch(model=image_model(sizes=["1536x1024", "1024x1024"]), prompt="x", n=1)
+    async_to_sync(openai_adapter.generate_image_batch)(
+        model=image_model(sizes=["1536x1024", "1024x1024"]), prompt="x", n=1)
     assert sandbox.last_request(IMAGES)["size"] == "1536x1024"
 
 
 def test_a_size_the_model_does_not_take_is_refused_before_any_call(openai_adapter, sandbox):
     with pytest.raises(ProviderRejectedRequest) as caught:
-        openai_adapter.generate_image_batch(model=image_model(sizes=["1024x1024"]), prompt="x", n=1, size="512x512")
+        async_to_sync(openai_adapter.generate_image_batch)(
+            model=image_model(sizes=["1024x1024"]), prompt="x", n=1, size="512x512")
     assert "512x512" in caught.value.message
     assert sandbox.stats.get(IMAGES, 0) == 0
 
@@ -91,7 +94,7 @@ def test_rate_limited_call_is_retried_after_retry_after_and_delivers_once(openai
     sandbox.configure(retry_after_s=0.25)
     sandbox.fail_next(1, "rate_limit")
 
-    outcomes = openai_adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
+    outcomes = async_to_sync(openai_adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert [o.ok for o in outcomes] == [True]
     assert sandbox.stats[IMAGES] == 2
@@ -104,7 +107,7 @@ def test_retry_after_is_capped(sandbox, settings, waits):
     sandbox.fail_next(1, "rate_limit")
     adapter = OpenAIAdapter(api_key="sandbox", base_url=f"{sandbox.url}/openai/v1")
 
-    adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
+    async_to_sync(adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert waits == [0.5]
 
@@ -113,7 +116,7 @@ def test_insufficient_quota_is_not_retried(openai_adapter, sandbox, waits):
     sandbox.fail_next(1, "quota")
 
     with pytest.raises(ProviderQuotaExhausted) as caught:
-        openai_adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
+        async_to_sync(openai_adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert sandbox.stats[IMAGES] == 1 and waits == []
     assert caught.value.__cause__ is not None  # chained to the SDK's RateLimitError
@@ -123,7 +126,7 @@ def test_content_refusal_is_not_retried_and_reads_plainly(openai_adapter, sandbo
     sandbox.fail_next(1, "content_refusal")
 
     with pytest.raises(ProviderContentRefused) as caught:
-        openai_adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
+        async_to_sync(openai_adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert sandbox.stats[IMAGES] == 1 and waits == []
     assert caught.value.code == "content_refused"
@@ -134,7 +137,7 @@ def test_server_error_is_retried_then_reported(openai_adapter, sandbox, waits):
     sandbox.configure(error_rate=1.0, error_kind="server_error")
 
     with pytest.raises(ProviderServerError) as caught:
-        openai_adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
+        async_to_sync(openai_adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert sandbox.stats[IMAGES] == 3  # the first try and two retries
     assert len(waits) == 2
@@ -166,7 +169,7 @@ def test_timeout_is_retried_then_reported(sandbox, settings, waits):
     adapter = OpenAIAdapter(api_key="sandbox", base_url=f"{sandbox.url}/openai/v1")
 
     with pytest.raises(ProviderTimeout):
-        adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
+        async_to_sync(adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
     assert sandbox.stats[IMAGES] == 2
 
 
@@ -174,7 +177,7 @@ def test_wrong_key_is_an_auth_error_without_the_key_in_it(sandbox):
     adapter = OpenAIAdapter(api_key="sk-live-secret-1234567890", base_url=f"{sandbox.url}/openai/v1")
 
     with pytest.raises(ProviderAuthError) as caught:
-        adapter.generate_image_batch(model=image_model("gpt-image-2"), prompt="fox", n=1)
+        async_to_sync(adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert "secret" not in str(caught.value) and "7890" not in str(caught.value)
     assert "secret" not in repr(adapter)
@@ -184,7 +187,8 @@ def test_wrong_key_is_an_auth_error_without_the_key_in_it(sandbox):
 # Text.
 
 def test_text_reports_the_providers_token_usage(openai_adapter, sandbox):
-    result = openai_adapter.generate_text(model=text_model(), prompt="Write about foxes in winter.", max_tokens=300)
+    result = async_to_sync(openai_adapter.generate_text)(
+        model=text_model(), prompt="Write about foxes in winter.", max_tokens=300)
 
     assert result.content
     assert result.prompt_tokens > 0 and result.completion_tokens > 0
@@ -197,15 +201,16 @@ def test_text_reports_the_providers_token_usage(openai_adapter, sandbox):
 
 
 def test_text_is_cut_at_max_tokens(openai_adapter):
-    result = openai_adapter.generate_text(model=text_model(), prompt="Write a long essay " * 20, max_tokens=20)
+    result = async_to_sync(openai_adapter.generate_text)(
+        model=text_model(), prompt="Write a long essay " * 20, max_tokens=20)
     assert result.completion_tokens == 20 and result.finish_reason == "length"
 
 
 def test_temperature_only_for_models_that_accept_it(openai_adapter, sandbox):
-    openai_adapter.generate_text(model=text_model(), prompt="hi there", max_tokens=50, temperature=0.7)
+    async_to_sync(openai_adapter.generate_text)(model=text_model(), prompt="hi there", max_tokens=50, temperature=0.7)
     assert sandbox.last_request(CHAT)["temperature"] == 0.7
 
-    openai_adapter.generate_text(model=text_model(optional_params=[]), prompt="hi there", max_tokens=50,
+    async_to_sync(openai_adapter.generate_text)(model=text_model(optional_params=[]), prompt="hi there", max_tokens=50,
                                  temperature=0.7)
     assert "temperature" not in sandbox.last_request(CHAT)
 
@@ -214,7 +219,7 @@ def test_temperature_refused_by_the_model_is_dropped_once(openai_adapter, sandbo
     # With reasoning effort above none, the far end refuses a non-default temperature (PROVIDERS.md §3).
     model = text_model(request_defaults={"reasoning_effort": "low"})
 
-    result = openai_adapter.generate_text(model=model, prompt="hi there", max_tokens=50, temperature=0.7)
+    result = async_to_sync(openai_adapter.generate_text)(model=model, prompt="hi there", max_tokens=50, temperature=0.7)
 
     assert result.total_tokens > 0
     first, second = sandbox.requests(CHAT)
@@ -223,13 +228,13 @@ def test_temperature_refused_by_the_model_is_dropped_once(openai_adapter, sandbo
 
 def test_text_rate_limit_then_success(openai_adapter, sandbox, waits):
     sandbox.fail_next(1, "rate_limit")
-    result = openai_adapter.generate_text(model=text_model(), prompt="hi there", max_tokens=50)
+    result = async_to_sync(openai_adapter.generate_text)(model=text_model(), prompt="hi there", max_tokens=50)
     assert result.total_tokens > 0 and sandbox.stats[CHAT] == 2 and waits == [0.02]
 
 
 def test_unknown_model_is_gone_without_retry_and_another_model_may_serve(openai_adapter, sandbox, waits):
     with pytest.raises(ProviderModelGone) as caught:
-        openai_adapter.generate_text(model=text_model("gpt-image-1"), prompt="hi", max_tokens=50)
+        async_to_sync(openai_adapter.generate_text)(model=text_model("gpt-image-1"), prompt="hi", max_tokens=50)
     assert "no longer available" in caught.value.message
     assert (caught.value.code, caught.value.failover) == ("model_unavailable", True)
     assert waits == []
@@ -238,13 +243,14 @@ def test_unknown_model_is_gone_without_retry_and_another_model_may_serve(openai_
 # Credentials.
 
 def test_check_credentials(openai_adapter, sandbox):
-    assert openai_adapter.check_credentials().ok
+    assert async_to_sync(openai_adapter.check_credentials)().ok
 
-    check = OpenAIAdapter(api_key="sk-wrong-9f2c", base_url=f"{sandbox.url}/openai/v1").check_credentials()
+    wrong = OpenAIAdapter(api_key="sk-wrong-9f2c", base_url=f"{sandbox.url}/openai/v1")
+    check = async_to_sync(wrong.check_credentials)()
     assert not check.ok and "rejected" in check.message and "9f2c" not in check.message
 
 
 def test_unreachable_provider_is_a_readable_check(settings):
     settings.CREDITGATE_PROVIDER_MAX_RETRIES = 0
-    check = OpenAIAdapter(api_key="k", base_url="http://127.0.0.1:9/v1").check_credentials()
+    check = async_to_sync(OpenAIAdapter(api_key="k", base_url="http://127.0.0.1:9/v1").check_credentials)()
     assert not check.ok and "could not be reached" in check.message

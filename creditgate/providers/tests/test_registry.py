@@ -1,6 +1,7 @@
 """Which adapter, key and base URL serve a provider; and the operator's "Test key" service."""
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from creditgate.catalog.models import IntegrationProvider
 from creditgate.providers.base import ProviderNotConfigured
@@ -123,9 +124,16 @@ def test_one_adapter_is_reused_across_jobs_until_what_it_was_built_from_changes(
     first = adapter_for(provider_id="openai")
     assert isinstance(first, OpenAIAdapter)
     assert adapter_for(provider_id="openai") is first
-    client = first._client(first.policy.text_timeout)
     again = adapter_for(provider_id="openai")
-    assert isinstance(again, OpenAIAdapter) and again._client(first.policy.text_timeout) is client
+    assert again is first
+
+    async def clients_on_one_loop():
+        return first._client(first.policy.text_timeout), again._client(first.policy.text_timeout)
+
+    client, same = async_to_sync(clients_on_one_loop)()
+    assert same is client  # every call on one event loop (the runner's) shares one client
+    other, _ = async_to_sync(clients_on_one_loop)()
+    assert other is not client  # another loop builds its own: a connection pool never crosses loops
 
     provider = IntegrationProvider.objects.get(provider_id="openai")
     provider.set_api_key("sk-rotated-key-0002")

@@ -5,6 +5,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from asgiref.sync import async_to_sync
 
 from creditgate.providers import runware
 from creditgate.providers.base import (
@@ -24,14 +25,14 @@ def test_call_with_retries_reports_each_try_in_order():
     tries: list[ProviderTry] = []
     answers = iter([ProviderRateLimited(), ProviderRateLimited(), "done"])
 
-    def call():
+    async def call():
         answer = next(answers)
         if isinstance(answer, ProviderError):
             answer.request_id, answer.provider_status, answer.provider_code = "req-x", 429, "rate_limit_exceeded"
             raise answer
         return answer
 
-    result = call_with_retries(call, policy=policy(max_retries=2), what="t", record=tries.append,
+    result = async_to_sync(call_with_retries)(call, policy=policy(max_retries=2), what="t", record=tries.append,
                                describe=lambda r: {"request_id": f"req-{r}", "units": 1})
     assert result == "done"
     assert [(t.ok, t.error_class, t.error_code, t.provider_status, t.provider_code, t.request_id) for t in tries] == [
@@ -45,19 +46,20 @@ def test_call_with_retries_reports_each_try_in_order():
 
 
 def test_a_try_that_is_not_retried_is_still_reported():
-    def refused():
+    async def refused():
         raise ProviderContentRefused()
 
     tries: list[ProviderTry] = []
     with pytest.raises(ProviderContentRefused):
-        call_with_retries(refused, policy=policy(max_retries=2), what="t", record=tries.append)
+        async_to_sync(call_with_retries)(refused, policy=policy(max_retries=2), what="t", record=tries.append)
     assert [(t.ok, t.error_code) for t in tries] == [(False, "content_refused")]
 
 
 def test_runware_reports_each_task_with_its_uuid_status_and_cost(runware_adapter, sandbox):
     sandbox.fail_next(1, "server_error")
     task_id, tries = str(uuid.uuid4()), list[ProviderTry]()
-    outcomes = runware_adapter.generate_image_batch(model=hidream(), prompt="a fox", n=2, task_id=task_id,
+    outcomes = async_to_sync(runware_adapter.generate_image_batch)(
+        model=hidream(), prompt="a fox", n=2, task_id=task_id,
                                                     record=tries.append)
     assert [o.ok for o in outcomes] == [True, True]
     retry_uuid = runware._task_uuids(task_id, 2)[1]
@@ -71,17 +73,17 @@ def test_runware_reports_each_task_with_its_uuid_status_and_cost(runware_adapter
 def test_runware_without_a_reported_cost_reports_none(runware_adapter, sandbox):
     sandbox.configure(runware_cost=False)
     tries: list[ProviderTry] = []
-    runware_adapter.generate_image_batch(model=hidream(), prompt="a fox", n=1, record=tries.append)
+    async_to_sync(runware_adapter.generate_image_batch)(model=hidream(), prompt="a fox", n=1, record=tries.append)
     assert [(t.ok, t.units, t.cost_usd) for t in tries] == [(True, 1, None)]
 
 
 def test_a_resumed_call_reports_the_tries_the_provider_still_knows(runware_adapter, sandbox):
     sandbox.fail_next(1, "partial")  # one image asked: the task fails as a whole, and a retry delivers
     task_id = str(uuid.uuid4())
-    runware_adapter.generate_image_batch(model=hidream(), prompt="a fox", n=1, task_id=task_id)
+    async_to_sync(runware_adapter.generate_image_batch)(model=hidream(), prompt="a fox", n=1, task_id=task_id)
 
     tries: list[ProviderTry] = []
-    outcomes = runware_adapter.resume_images(model=hidream(), task_id=task_id, n=1, record=tries.append)
+    outcomes = async_to_sync(runware_adapter.resume_images)(model=hidream(), task_id=task_id, n=1, record=tries.append)
     assert [o.ok for o in outcomes] == [True]
     retry_uuid = runware._task_uuids(task_id, 2)[1]
     assert [(t.ok, t.request_id, t.latency_ms, t.error_code, t.provider_code) for t in tries] == [
@@ -92,7 +94,7 @@ def test_a_resumed_call_reports_the_tries_the_provider_still_knows(runware_adapt
 def test_openai_reports_request_ids_statuses_and_usage(openai_adapter, sandbox):
     sandbox.fail_next(1, "rate_limit")
     tries: list[ProviderTry] = []
-    result = openai_adapter.generate_text(model=text_model(), prompt="Write about foxes.", max_tokens=50,
+    result = async_to_sync(openai_adapter.generate_text)(model=text_model(), prompt="Write about foxes.", max_tokens=50,
                                           temperature=0.7, record=tries.append)
     answers = sandbox.answers("openai.chat.completions")
     assert ([(a["status"], a["request_id"]) for a in answers]
@@ -105,7 +107,8 @@ def test_openai_reports_request_ids_statuses_and_usage(openai_adapter, sandbox):
 
 def test_openai_reports_the_try_refused_for_its_temperature_and_the_one_without(openai_adapter, sandbox):
     tries: list[ProviderTry] = []
-    openai_adapter.generate_text(model=text_model(request_defaults={"reasoning_effort": "low"}), prompt="Foxes.",
+    async_to_sync(openai_adapter.generate_text)(
+        model=text_model(request_defaults={"reasoning_effort": "low"}), prompt="Foxes.",
                                  max_tokens=50, temperature=0.7, record=tries.append)
     assert [(t.ok, t.error_class, t.provider_status, t.provider_code) for t in tries] == [
         (False, "ProviderRejectedRequest", 400, "unsupported_value"), (True, "", None, "")]
