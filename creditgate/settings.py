@@ -170,7 +170,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves /static/ from STATIC_ROOT (collectstatic), before anything that touches the database.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "creditgate.core.middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable
     "creditgate.core.middleware.RequestIdMiddleware",
     # Under /api/, an error page that is not JSON (Django's debug pages) becomes the API's error shape.
     "creditgate.core.middleware.ApiErrorMiddleware",
