@@ -410,6 +410,15 @@ def _rate(value: str) -> tuple[int, int]:
 
 # Generation jobs an account may start per period; over it the API answers 429.
 CREDITGATE_GENERATION_RATE = _rate(env.str("CREDITGATE_GENERATION_RATE", default="120/min"))
+# Concurrent waits (`Prefer: wait`, `?wait=N`) an account, and an API key, may hold in one web process
+# (generation/waiting.py): past it `?wait` answers 429 too_many_waits and `Prefer: wait` is ignored.
+# A wait costs a few KB and no thread (README, Production), so the bound is about fair shares of a
+# process's CREDITGATE_WEB_LIMIT_CONCURRENCY (1000), not memory: one account may take a fifth of
+# them, one of its keys half of that, and several callers still find room.
+CREDITGATE_ACCOUNT_WAITS = env.int("CREDITGATE_ACCOUNT_WAITS", default=200)
+CREDITGATE_API_KEY_WAITS = env.int("CREDITGATE_API_KEY_WAITS", default=100)
+if CREDITGATE_ACCOUNT_WAITS < 0 or CREDITGATE_API_KEY_WAITS < 0:
+    raise ImproperlyConfigured("CREDITGATE_ACCOUNT_WAITS and CREDITGATE_API_KEY_WAITS must be 0 or more.")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
