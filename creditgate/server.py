@@ -34,7 +34,7 @@ from uvicorn_worker import UvicornWorker
 # lower limits of its own (nginx: 8 KB per line or header).
 H11_MAX_HEAD_BYTES = 64 * 1024
 
-# Connections and requests at once per process. A waiting request costs a few KB of memory and no
+# Connections and requests at once per process. A waiting request costs ~70 KB of memory and no
 # thread or database connection (README, Production), so the bound is on memory and on the file
 # descriptors of the connections, not on threads: 1000 keeps a process well inside the usual
 # 1024-descriptor limit with its database, Redis and log descriptors.

@@ -3,7 +3,7 @@
 A wait costs no thread and no database connection: the views (apis.py, `async_waits`) do their
 ordinary work (authentication, validation, creating or reading the job) as sync code in a thread,
 then give back that thread and its connection and await the job's end on the event loop, as a
-coroutine of a few KB (README, Production); the answer is read and rendered in a thread again. A
+coroutine (~70 KB of the process's memory, README, Production); the answer is read and rendered in a thread again. A
 request waits at most MAX_WAIT_SECONDS, whatever it asked for, and gets the job as it is at its
 deadline if it is not final by then.
 

@@ -1,7 +1,7 @@
 """Waits on the real server, as the Procfile runs it (gunicorn with a uvicorn worker, creditgate.asgi)
 on PostgreSQL + Redis with a Celery worker (issue 24): 40 concurrent `?wait=30` of one account on
-jobs that are not final hold no thread of the web process, and /health/ and /ready/ answer while
-they are all still open."""
+jobs that are not final hold no thread of the web process and no connection beyond its pool, and
+/health/ and /ready/ answer while they are all still open."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from creditgate.generation.tests.conftest import make_user
@@ -24,6 +25,7 @@ from creditgate.generation.tests.test_faults import free_port, wait_for_port
 pytestmark = [pytest.mark.postgres, pytest.mark.celery]
 
 WAITS = 40
+POOL = 4  # the web process's database pool (CREDITGATE_DB_POOL_SIZE)
 
 
 def _threads(pid: int) -> int:
@@ -49,11 +51,15 @@ def test_health_and_ready_answer_while_40_waits_of_one_account_are_open(celery_e
     auth = {"Authorization": f"Token {token}"}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    env = worker_env(gen_env, backend="celery")
+    # Named, so its connections can be counted (pg_stat_activity.application_name).
+    env["DATABASE_URL"] += ("&" if "?" in env["DATABASE_URL"] else "?") + "application_name=cg-web-under-test"
+    env["CREDITGATE_DB_POOL_SIZE"] = str(POOL)
     with open(tmp_path / "web.log", "w") as log:
         web = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "-c", "python:creditgate.gunicorn_conf", "creditgate.asgi",
              "-w", "1", "-b", f"127.0.0.1:{port}"],
-            cwd=ROOT, env=worker_env(gen_env, backend="celery"), stdout=log, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     pool = ThreadPoolExecutor(WAITS)
     pid = None
     try:
@@ -79,6 +85,9 @@ def test_health_and_ready_answer_while_40_waits_of_one_account_are_open(celery_e
         began = time.monotonic()
         ready = requests.get(f"{url}/ready/", timeout=10)
         ready_seconds = time.monotonic() - began
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cg-web-under-test'")
+            web_connections = cursor.fetchone()[0]
         still_open = sum(not wait.done() for wait in waits)
 
         assert health.status_code == 200 and ready.status_code == 200, ready.text
@@ -87,6 +96,8 @@ def test_health_and_ready_answer_while_40_waits_of_one_account_are_open(celery_e
         assert ready_seconds < 3.0, ready_seconds  # the worker's ping included
         # No thread per wait: 40 waiting requests, and the process has about as many threads as before.
         assert threads_waiting < threads_before + 10, (threads_before, threads_waiting)
+        # Nor a database connection: the process keeps at most its pool, 40 waits or not.
+        assert 1 <= web_connections <= POOL, web_connections
     finally:
         if pid is not None:  # at once: a graceful stop would wait for the open waits
             os.kill(pid, signal.SIGKILL)
