@@ -253,6 +253,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # most CREDITGATE_DB_POOL_SIZE connections, whatever the requests and waits in flight (a request
 # takes one for its sync work and gives it back when it ends, and before a wait; a request past the
 # size waits up to CREDITGATE_DB_POOL_TIMEOUT seconds for one, then fails as a database error, 503).
+# The timeout is short: a connection is held for milliseconds, and while PostgreSQL is unreachable
+# every request (and /ready/) waits this long for the pool before it answers.
 # Connections to PostgreSQL per host = its processes (web workers, Celery processes) x the size.
 # Celery's prefork children open their pool after the fork (Celery closes the inherited one), and
 # use one connection each. CREDITGATE_DB_POOL_SIZE=0: no pool (CONN_MAX_AGE then applies, for
@@ -264,7 +266,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and CREDITG
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": 1,  # a Celery prefork child, or an idle web process, keeps one
         "max_size": CREDITGATE_DB_POOL_SIZE,
-        "timeout": env.float("CREDITGATE_DB_POOL_TIMEOUT", default=10.0),
+        "timeout": env.float("CREDITGATE_DB_POOL_TIMEOUT", default=2.0),
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:
