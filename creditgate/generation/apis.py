@@ -212,6 +212,9 @@ def _wait_start(request, job_id, *, seconds: int, read: Callable[[], Job],
     except BaseException:
         waiter.close()
         raise
+    # Also on the request: should the view fail before its response carries the wait, async_waits
+    # still frees the slot (a slot left taken would lower the account's share until a restart).
+    request._request.__dict__.setdefault("creditgate_waits", []).append((waiter, slot))
     return job, (waiter, slot)
 
 
@@ -259,10 +262,16 @@ def async_waits(view):
                 waiting.release_connections()
             return response
 
-        response = await sync_to_async(sync_part, thread_sensitive=True)()
-        pending = getattr(response, "pending_wait", None)
+        pending = None
+        try:
+            response = await sync_to_async(sync_part, thread_sensitive=True)()
+            pending = response.__dict__.pop("pending_wait", None)
+        finally:
+            for waiter, slot in request.__dict__.pop("creditgate_waits", []):
+                if pending is None or waiter is not pending.waiter:  # started, then the view failed
+                    waiter.close()
+                    slot.release()
         if pending is not None:
-            del response.pending_wait
             waiting.release_request_thread()
             await pending.run()
         return response

@@ -258,3 +258,18 @@ def test_with_celery_a_waiting_get_is_woken_by_the_worker(client, celery_env, ge
     elapsed = time.monotonic() - began
     assert response.json()["status"] == "succeeded", worker.output()
     assert elapsed < 20, elapsed  # woken by the worker's message (~0.7 s), not by the end of the wait
+
+
+def test_a_view_that_fails_after_starting_a_wait_gives_its_slot_back(client, gen_env, monkeypatch):
+    from creditgate.generation import apis
+
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)  # nobody runs it: it stays queued
+    job = client.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json").json()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug after the wait was started")
+
+    monkeypatch.setattr(apis, "PendingWait", broken)
+    client.raise_request_exception = False
+    assert client.get(f"/api/v1/jobs/{job['id']}/?wait=5").status_code == 500
+    assert waiting.waits_open() == 0 and waiting._waiters == {}
