@@ -259,7 +259,11 @@ def main() -> int:
                 dbnames[name] = None
             else:
                 full = name == "cg-full"
-                servers[name] = start_creditgate(fake, workdir, full=full, procfile=True, warmup=2)
+                # The web's bound of connections per process (creditgate/server.py, default 1000) is
+                # raised above the largest c, so the bench measures the server, not the bound.
+                limit = str(max(counts) + 100)
+                servers[name] = start_creditgate(fake, workdir, full=full, procfile=True, warmup=2,
+                                                 extra_env={"CREDITGATE_WEB_LIMIT_CONCURRENCY": limit})
                 dbnames[name] = (os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/"
                                                 "cg_bench_paid").rsplit("/", 1)[1] if full else None)
         print(f"fake provider latency {args.latency:g} s, {args.seconds:g} s per case; load: "

@@ -7,8 +7,9 @@ Every target talks to the same minimal OpenAI-compatible fake provider, which an
   installed in its own virtualenv (not a dependency of this project):
       python3 -m venv /work/litellm-venv && /work/litellm-venv/bin/pip install 'litellm[proxy]==1.108.7'
       .venv/bin/python bench/bench_paid_jobs.py --litellm /work/litellm-venv/bin/litellm
-- `cg-embedded`: creditgate on the embedded default (SQLite, jobs in-process), gunicorn;
-- `cg-full`: creditgate on PostgreSQL + Redis, gunicorn (2 workers) + a Celery worker (4 processes).
+- `cg-embedded`: creditgate on the embedded default (SQLite, jobs in-process), gunicorn (1 uvicorn
+  worker, the production server configuration: creditgate/gunicorn_conf.py, creditgate.asgi);
+- `cg-full`: creditgate on PostgreSQL + Redis, gunicorn (2 uvicorn workers) + a Celery worker (4 processes).
 For creditgate one operation is a paid job: POST /api/v1/text/generations/ and then either polling
 GET /api/v1/jobs/{id}/ until it is final (`poll`) or one POST with `Prefer: wait=30` (`wait`; should
 the wait end first, GET /api/v1/jobs/{id}/?wait=30 long-polls).
@@ -247,8 +248,8 @@ def start_creditgate(fake: Server, workdir: Path, *, full: bool, procfile: bool 
             env = {"WEB_CONCURRENCY": "2" if full else "1", **env, "PORT": str(port)}
             procs = procfile_processes(env, lines=("web", "worker", "housekeeping") if full else ("web",), log=log)
         else:
-            procs = [subprocess.Popen([PYTHON, "-m", "gunicorn", "creditgate.wsgi", *workers, "-k", "gthread",
-                                       "--threads", "8", "-b", f"127.0.0.1:{port}", "--keep-alive", "30"],
+            procs = [subprocess.Popen([PYTHON, "-m", "gunicorn", "-c", "python:creditgate.gunicorn_conf",
+                                       "creditgate.asgi", *workers, "-b", f"127.0.0.1:{port}", "--keep-alive", "30"],
                                       cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)]
         if full and not procfile:
             procs.append(subprocess.Popen([PYTHON, "-m", "celery", "-A", "creditgate", "worker", "--concurrency=4",

@@ -19,6 +19,8 @@ app.steps["worker"].add(DjangoStructLogInitStep)
 def _database_connections_as_at_a_request(**kwargs) -> None:
     """A worker treats each task as Django treats each request: a connection that broke (an
     error it could not recover from) or outlived CONN_MAX_AGE is closed, the others are reused.
+    With PostgreSQL's pool (settings: CONN_MAX_AGE is 0) each is closed, which gives it back to
+    the process's pool: the next task takes it again without reconnecting.
     Celery's own Django fix-up would close every connection before and after every task, so each
     job would reconnect (and re-prepare the ledger's statements); CELERY_DB_REUSE_MAX turns that
     off (settings). Forked pool processes still close what they inherited (Celery's fix-up)."""

@@ -170,7 +170,7 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves /static/ from STATIC_ROOT (collectstatic), before anything that touches the database.
-    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "creditgate.core.middleware.StaticFilesMiddleware",  # WhiteNoise, async-capable
     "creditgate.core.middleware.RequestIdMiddleware",
     # Under /api/, an error page that is not JSON (Django's debug pages) becomes the API's error shape.
     "creditgate.core.middleware.ApiErrorMiddleware",
@@ -246,8 +246,31 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
-# Persistent connections: opening one costs more than the whole of a typical API request.
-DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+# Connections: under ASGI (creditgate/asgi.py) Django runs each request's sync code in a thread of
+# the request's own, so a connection kept by a thread (CONN_MAX_AGE > 0) would outlive it and pile
+# up: Django's documentation says to disable persistent connections under ASGI and use the
+# backend's pool. On PostgreSQL, psycopg's pool (Django's OPTIONS["pool"]): each process opens at
+# most CREDITGATE_DB_POOL_SIZE connections, whatever the requests and waits in flight (a request
+# takes one for its sync work and gives it back when it ends, and before a wait; a request past the
+# size waits up to CREDITGATE_DB_POOL_TIMEOUT seconds for one, then fails as a database error, 503).
+# The timeout is short: a connection is held for milliseconds, and while PostgreSQL is unreachable
+# every request (and /ready/) waits this long for the pool before it answers.
+# Connections to PostgreSQL per host = its processes (web workers, Celery processes) x the size.
+# Celery's prefork children open their pool after the fork (Celery closes the inherited one), and
+# use one connection each. CREDITGATE_DB_POOL_SIZE=0: no pool (CONN_MAX_AGE then applies, for
+# WSGI-only or pgbouncer setups). SQLite: connections are files, opened per request (~0.1 ms).
+CREDITGATE_DB_POOL_SIZE = env.int("CREDITGATE_DB_POOL_SIZE", default=10)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and CREDITGATE_DB_POOL_SIZE > 0:
+    if env.int("CONN_MAX_AGE", default=0):
+        raise ImproperlyConfigured("CONN_MAX_AGE must be 0 with the database pool (CREDITGATE_DB_POOL_SIZE > 0).")
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,  # a Celery prefork child, or an idle web process, keeps one
+        "max_size": CREDITGATE_DB_POOL_SIZE,
+        "timeout": env.float("CREDITGATE_DB_POOL_TIMEOUT", default=2.0),
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=0)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -424,6 +447,15 @@ CREDITGATE_API_KEY_JOBS_IN_FLIGHT = env.int("CREDITGATE_API_KEY_JOBS_IN_FLIGHT",
 if CREDITGATE_ACCOUNT_JOBS_IN_FLIGHT < 0 or CREDITGATE_API_KEY_JOBS_IN_FLIGHT < 0:
     raise ImproperlyConfigured("CREDITGATE_ACCOUNT_JOBS_IN_FLIGHT and CREDITGATE_API_KEY_JOBS_IN_FLIGHT must be "
                                "0 (no limit) or more.")
+# Concurrent waits (`Prefer: wait`, `?wait=N`) an account, and an API key, may hold in one web process
+# (generation/waiting.py): past it `?wait` answers 429 too_many_waits and `Prefer: wait` is ignored.
+# A wait costs ~70 KB and no thread (README, Production), so the bound is about fair shares of a
+# process's CREDITGATE_WEB_LIMIT_CONCURRENCY (1000), not memory: one account may take a fifth of
+# them, one of its keys half of that, and several callers still find room.
+CREDITGATE_ACCOUNT_WAITS = env.int("CREDITGATE_ACCOUNT_WAITS", default=200)
+CREDITGATE_API_KEY_WAITS = env.int("CREDITGATE_API_KEY_WAITS", default=100)
+if CREDITGATE_ACCOUNT_WAITS < 0 or CREDITGATE_API_KEY_WAITS < 0:
+    raise ImproperlyConfigured("CREDITGATE_ACCOUNT_WAITS and CREDITGATE_API_KEY_WAITS must be 0 or more.")
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

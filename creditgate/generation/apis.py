@@ -1,8 +1,12 @@
 """Generation endpoints and the estimate: hand the request to the request layer (intake), return
 the job (202) or the quote."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
 from urllib.parse import urljoin
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.http import FileResponse
 from django.urls import reverse
@@ -45,11 +49,13 @@ PREFER_HEADER = OpenApiParameter(
     "Prefer", str, OpenApiParameter.HEADER, required=False,
     description=f"`wait=N` (RFC 7240): answer once the job is final, 200 with the final job, or after N seconds "
                 f"(at most {waiting.MAX_WAIT_SECONDS}), 202 with the job as it is then. Answered with "
-                f"`Preference-Applied: wait=N` (N as capped).")
+                f"`Preference-Applied: wait=N` (N as capped). When the account or API key already holds its limit "
+                f"of concurrent waits, the preference is ignored: 202 at once, without `Preference-Applied`.")
 WAIT_PARAM = OpenApiParameter(
     "wait", {"type": "integer", "minimum": 0}, OpenApiParameter.QUERY, required=False,
     description=f"Long poll: answer once the job is final or after this many seconds (at most "
-                f"{waiting.MAX_WAIT_SECONDS}; larger values are capped). 0 or absent: at once.")
+                f"{waiting.MAX_WAIT_SECONDS}; larger values are capped). 0 or absent: at once. A job not final yet "
+                f"while the account or API key already holds its limit of concurrent waits: 429 too_many_waits.")
 
 
 ACCEPTED_HEADERS = [
@@ -165,11 +171,61 @@ def job_public_data(job_id) -> dict:
     return data
 
 
+class PendingWait:
+    """A wait a view asked for, run by `async_waits` once the sync view has returned: the job's
+    end awaited on the event loop (no thread, no connection), then the response's body and status
+    set from the job as it is then (`render`, in a thread); the waiter and the slot freed however
+    it ends."""
+
+    def __init__(self, *, waiter: waiting.Waiter, slot: waiting.WaitSlot, job: Job, seconds: int,
+                 read: Callable[[], Job], render: Callable[[Job], None]):
+        self.waiter, self.slot, self.job, self.seconds = waiter, slot, job, seconds
+        self.read, self.render = read, render
+
+    async def run(self) -> None:
+        try:
+            job = await waiting.job_wait_final(self.waiter, self.job, seconds=self.seconds, read=self.read)
+        finally:
+            self.waiter.close()
+            self.slot.release()
+        await sync_to_async(self.render, thread_sensitive=True)(job)
+
+
+def _wait_start(request, job_id, *, seconds: int, read: Callable[[], Job],
+                refused_ok: bool) -> tuple[Job, tuple[waiting.Waiter, waiting.WaitSlot] | None]:
+    """The job read after its waiter was registered, with the waiter and a wait slot when it is not
+    final. Past the account's or API key's limit of concurrent waits: TooManyWaits (429), or with
+    `refused_ok` no wait (the job read, None)."""
+    waiter = waiting.Waiter(job_id)
+    try:
+        job = read()
+        if job.status in FINAL_STATUSES:
+            waiter.close()
+            return job, None
+        api_key = request_api_key(request)
+        slot = waiting.wait_slot_take(account_id=job.account_id, api_key_id=api_key.pk if api_key else None)
+    except waiting.TooManyWaits:
+        waiter.close()
+        if refused_ok:
+            return job, None
+        raise
+    except BaseException:
+        waiter.close()
+        raise
+    # Also on the request: should the view fail before its response carries the wait, async_waits
+    # still frees the slot (a slot left taken would lower the account's share until a restart).
+    request._request.__dict__.setdefault("creditgate_waits", []).append((waiter, slot))
+    return job, (waiter, slot)
+
+
 def _accepted(request, job: Job, created: bool, *, waited: int | None = None) -> Response:
+    wait = None
     if waited is not None:  # Prefer: wait=N: the job as it is once final, or after N seconds
         job_id = job.id
-        job = waiting.job_wait_final(job_id, seconds=waited,
-                                     read=lambda: selectors.job_get(user=request.user, job_id=job_id))
+        read = lambda: selectors.job_get(user=request.user, job_id=job_id)  # noqa: E731
+        job, wait = _wait_start(request, job_id, seconds=waited, read=read, refused_ok=True)
+        if wait is None and job.status not in FINAL_STATUSES:
+            waited = None  # too many waits: the preference is ignored (RFC 7240), 202 at once as without it
     context: dict = {"request": request}
     if waited is None and created:  # a job that was just created has no images yet: spare the query
         context["images"] = []
@@ -181,7 +237,51 @@ def _accepted(request, job: Job, created: bool, *, waited: int | None = None) ->
     response["Location"] = reverse("job-detail", kwargs={"job_id": job.id})
     if not created:
         response["Idempotent-Replayed"] = "true"
+    if wait is not None:
+        def render(job: Job) -> None:
+            response.data = JobOutputSerializer(job, context={"request": request}).data
+            response.status_code = status.HTTP_200_OK if job.status in FINAL_STATUSES else status.HTTP_202_ACCEPTED
+        assert waited is not None
+        response.pending_wait = PendingWait(  # type: ignore[attr-defined]  # read by async_waits
+            waiter=wait[0], slot=wait[1], job=job, seconds=waited, read=read, render=render)
     return response
+
+
+def async_waits(view):
+    """`view` (a DRF view) as an async view, so that a wait costs no thread: the view runs as ever
+    in a thread (authentication, validation, the job created or read); when it asked for a wait
+    (`response.pending_wait`), that thread and its database connections are given back and the wait
+    is awaited on the event loop (generation/waiting.py), then the response is completed."""
+    async def waiting_view(request, *args, **kwargs):
+        if "wait" in request.GET or "wait" in request.headers.get("Prefer", "").lower():
+            await waiting.listener_ready()  # listening before the view reads the job (no-op without Redis)
+
+        def sync_part():
+            response = view(request, *args, **kwargs)
+            if getattr(response, "pending_wait", None) is not None:
+                waiting.release_connections()
+            return response
+
+        pending = None
+        try:
+            response = await sync_to_async(sync_part, thread_sensitive=True)()
+            pending = response.__dict__.pop("pending_wait", None)
+        finally:
+            for waiter, slot in request.__dict__.pop("creditgate_waits", []):
+                if pending is None or waiter is not pending.waiter:  # started, then the view failed
+                    waiter.close()
+                    slot.release()
+        if pending is not None:
+            waiting.release_request_thread()
+            await pending.run()
+        return response
+
+    # What DRF's as_view() sets and Django and drf-spectacular read: the view class (the schema), and
+    # no CSRF check by the middleware (DRF's SessionAuthentication does its own).
+    waiting_view.cls = view.cls  # type: ignore[attr-defined]
+    waiting_view.initkwargs = view.initkwargs  # type: ignore[attr-defined]
+    waiting_view.csrf_exempt = True  # type: ignore[attr-defined]
+    return waiting_view
 
 
 class _GenerationApi(APIView):
@@ -208,7 +308,8 @@ class _GenerationApi(APIView):
                             "account, or the API key, already has its limit of jobs in flight, queued or running "
                             "(details: scope `account` or `api_key`, limit, in_flight); nothing was held. "
                             "details.retry_after (also the Retry-After header) says when to try again. A replay is "
-                            "never refused.")},
+                            "never refused. (Past the limit of concurrent waits, `Prefer: wait` is ignored: never a "
+                            "429.)")},
         parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER, PREFER_HEADER, *ACCEPTED_HEADERS])
     def post(self, request):
         webhook_services.endpoint_id_check(request.headers.get("Webhook-Endpoint"))  # its shape, before a replay
@@ -319,12 +420,25 @@ class JobListApi(APIView):
 
 
 class JobDetailApi(APIView):
-    @extend_schema(responses={200: JobOutputSerializer}, parameters=[WAIT_PARAM])
+    @extend_schema(responses={
+        200: JobOutputSerializer,
+        429: error_response("too_many_waits: with `?wait`, the job is not final and the account (or the API key) "
+                            "already holds its limit of concurrent waits (details: scope, limit, retry_after; also "
+                            "the Retry-After header). Ask again later, or without `wait`.")},
+        parameters=[WAIT_PARAM])
     def get(self, request, job_id):
         seconds = waiting.wait_param(request.query_params.get("wait"))
         read = lambda: selectors.job_get(user=request.user, job_id=job_id)  # noqa: E731
-        job = waiting.job_wait_final(job_id, seconds=seconds, read=read) if seconds else read()
-        return Response(JobOutputSerializer(job, context={"request": request}).data)
+        if not seconds:
+            return Response(JobOutputSerializer(read(), context={"request": request}).data)
+        job, wait = _wait_start(request, job_id, seconds=seconds, read=read, refused_ok=False)
+        response = Response(JobOutputSerializer(job, context={"request": request}).data)
+        if wait is not None:
+            def render(job: Job) -> None:
+                response.data = JobOutputSerializer(job, context={"request": request}).data
+            response.pending_wait = PendingWait(  # type: ignore[attr-defined]  # read by async_waits
+                waiter=wait[0], slot=wait[1], job=job, seconds=seconds, read=read, render=render)
+        return response
 
 
 class JobImageApi(APIView):

@@ -1,59 +1,71 @@
 """Waiting for a job to be final: `Prefer: wait=N` on the generation POSTs, `?wait=N` on GET /jobs/{id}/.
 
-A waiting request holds no database transaction, and no connection beyond the first
-KEEP_CONNECTION_SECONDS: it reads the job, waits on a `threading.Event` that the job's settlement
-sets, and if the job is not final by then closes its connection (Django opens a new one for the
-read after the wait) and sleeps until it is woken or its time is up. A request waits at most
-MAX_WAIT_SECONDS, whatever it asked for.
+A wait costs no thread and no database connection: the views (apis.py, `async_waits`) do their
+ordinary work (authentication, validation, creating or reading the job) as sync code in a thread,
+then give back that thread and its connection and await the job's end on the event loop, as a
+coroutine (~70 KB of the process's memory, README, Production); the answer is read and rendered in a thread again. A
+request waits at most MAX_WAIT_SECONDS, whatever it asked for, and gets the job as it is at its
+deadline if it is not final by then.
 
-How the settlement wakes the waiter (`job_final_announce`, called after the settling commit):
-- in-process runner (the embedded default): the job ran in this very process, so it sets the
-  waiters' events directly;
+How the settlement wakes the waiter (`job_final_announce`, called after the settling commit, from
+whatever thread or process settled it):
+- in-process runner (the embedded default): the job ran in this very process, so it resolves the
+  waiters' futures directly (thread-safely, on their event loops);
 - Celery with Redis: the worker publishes the job id on one Redis pub/sub channel; each web
-  process keeps ONE subscriber thread (one Redis connection, whatever the number of waiters) that
-  sets the events of the ids it hears. Pub/sub, not short database polls: a finished job wakes
-  its waiter at once, and waiting costs no query and no connection at all.
-A message can be lost (the subscriber reconnecting after a Redis restart), so a waiter also
+  process keeps ONE subscription (a redis.asyncio task on its event loop: one Redis connection,
+  whatever the number of waiters) that wakes the waiters of the ids it hears. Pub/sub, not short
+  database polls: a finished job wakes its waiter at once, and waiting costs no query.
+A message can be lost (the subscription reconnecting after a Redis restart), so a waiter also
 re-reads the job every SAFETY_POLL_SECONDS; and with a broker that is not Redis it falls back to
-reading the job every FALLBACK_POLL_SECONDS (closing the connection in between).
+reading the job every FALLBACK_POLL_SECONDS (each read in a thread, its connection given back).
 
-The waiter registers its event BEFORE it reads the job, so a job that becomes final between the
-read and the wait has already set the event: no wake-up is missed.
+The waiter is registered BEFORE the job is read, so a job that becomes final between the read and
+the wait has already woken it: no wake-up is missed.
 
-Capacity: a waiting request occupies one gunicorn thread (the web process runs gthread workers,
-see gunicorn_conf.py) and nothing else: no CPU, and no database connection after its first
-KEEP_CONNECTION_SECONDS. A worker holds as many
-requests at once, waiting or not, as it has threads (GUNICORN_THREADS, default 16).
+Fair shares: an account and an API key each hold at most CREDITGATE_ACCOUNT_WAITS and
+CREDITGATE_API_KEY_WAITS waits at once in a process (`wait_slot_take`). Counted per process, not
+across processes: what a wait costs (memory, a connection slot under the server's
+`limit_concurrency`) is a process's, a count in the process is exact and dies with it (a count in
+Redis would leak with a killed process and cost a round trip per wait), and one caller still
+cannot take more than that share of any process.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
-import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
+from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
-from django.db import connection
+from django.db import connections
 
-from creditgate.core.errors import InvalidRequest
+from creditgate.core.errors import InvalidRequest, RateLimited
 from creditgate.generation.models import FINAL_STATUSES, Job
 
 logger = logging.getLogger(__name__)
 
 MAX_WAIT_SECONDS = 30
-# A job that is not final at once usually is within a few hundred milliseconds (a text job on a
-# provider that answers at once). For that first stretch the request keeps its idle connection:
-# closing and reopening a PostgreSQL connection costs ~7 ms and a server process (measured: with
-# the close at once, Prefer: wait was ~30 ms slower than polling at c=1 on PostgreSQL + Celery).
-# Bounded: at most this long, at most one connection per waiting thread; never in a transaction.
-KEEP_CONNECTION_SECONDS = 0.25
 SAFETY_POLL_SECONDS = 5.0
 FALLBACK_POLL_SECONDS = 0.25
 CHANNEL = "creditgate:jobs:final"
+# A refused wait may be asked again soon: waits end as jobs do, typically within seconds.
+TOO_MANY_WAITS_RETRY_AFTER = 1
 
-_lock = threading.Lock()
-_waiters: dict[str, set[threading.Event]] = {}
+T = TypeVar("T")
+
+
+class TooManyWaits(RateLimited):
+    code = "too_many_waits"
+
+    def __init__(self, *, scope: str, limit: int):
+        super().__init__(retry_after=TOO_MANY_WAITS_RETRY_AFTER)
+        self.message = (f"Too many requests are waiting at once for this {scope.replace('_', ' ')} (at most {limit}); "
+                        f"try again in {TOO_MANY_WAITS_RETRY_AFTER} second, or ask without waiting.")
+        self.details = {**self.details, "scope": scope, "limit": limit}
 
 
 # --- What the client asked for -------------------------------------------------------------------
@@ -88,37 +100,151 @@ def wait_param(value: str | None) -> int:
     return min(int(value), MAX_WAIT_SECONDS)
 
 
+# --- Concurrent waits: a share per account and per API key, in this process -------------------------
+
+_slots: dict[tuple[str, Any], int] = {}
+
+
+class WaitSlot:
+    """One wait counted against its account and API key until `release()` (idempotent)."""
+
+    def __init__(self, keys: list[tuple[str, Any]]):
+        self._keys: list[tuple[str, Any]] | None = keys
+
+    def release(self) -> None:
+        with _lock:
+            for key in self._keys or ():
+                _slots[key] -= 1
+                if not _slots[key]:
+                    del _slots[key]
+            self._keys = None
+
+
+def wait_slot_take(*, account_id, api_key_id=None) -> WaitSlot:
+    """A slot for one more wait of this account (and API key), or TooManyWaits (429) when either
+    already holds its limit of waits in this process."""
+    limits = [(("account", account_id), settings.CREDITGATE_ACCOUNT_WAITS)]
+    if api_key_id is not None:
+        limits.append((("api_key", api_key_id), settings.CREDITGATE_API_KEY_WAITS))
+    with _lock:
+        for key, limit in limits:
+            if _slots.get(key, 0) >= limit:
+                raise TooManyWaits(scope=key[0], limit=limit)
+        for key, _limit in limits:
+            _slots[key] = _slots.get(key, 0) + 1
+    return WaitSlot([key for key, _limit in limits])
+
+
+def waits_open() -> int:
+    """The waits this process holds (all accounts): for tests and diagnostics."""
+    with _lock:
+        return sum(n for (scope, _), n in _slots.items() if scope == "account")
+
+
 # --- Waiting ----------------------------------------------------------------------------------
 
+_lock = threading.Lock()
+_waiters: dict[str, set[Waiter]] = {}
 
-def job_wait_final(job_id, *, seconds: float, read: Callable[[], Job]) -> Job:
-    """`read()`'s job once it is final, or as it is after `seconds`; `read` loads the job (and
-    says 404 for a job the caller may not see)."""
-    key = str(job_id)
-    event = threading.Event()
-    with _lock:
-        _waiters.setdefault(key, set()).add(event)
-    try:
-        redis_wakes = _subscriber_ready()
-        job = read()
-        deadline = time.monotonic() + seconds
-        poll = SAFETY_POLL_SECONDS if redis_wakes or _runs_here() else FALLBACK_POLL_SECONDS
-        if job.status not in FINAL_STATUSES and event.wait(min(seconds, KEEP_CONNECTION_SECONDS)):
-            event.clear()  # finished within the grace: read it on the connection we kept
-            job = read()
-        while job.status not in FINAL_STATUSES and (left := deadline - time.monotonic()) > 0:
-            _release_connection()
-            event.wait(min(left, poll))
-            event.clear()
-            job = read()
-        return job
-    finally:
+
+class Waiter:
+    """One request's wait for one job, registered from its creation (in any thread, before the job
+    is read) until `close()`; woken from any thread by `job_final_announce`."""
+
+    def __init__(self, job_id):
+        self.key = str(job_id)
+        self._woken = False
+        self._future: asyncio.Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         with _lock:
-            waiters = _waiters.get(key)
+            _waiters.setdefault(self.key, set()).add(self)
+
+    def close(self) -> None:
+        with _lock:
+            waiters = _waiters.get(self.key)
             if waiters is not None:
-                waiters.discard(event)
+                waiters.discard(self)
                 if not waiters:
-                    del _waiters[key]
+                    del _waiters[self.key]
+
+    def _wake(self) -> None:  # under _lock
+        self._woken = True
+        if self._future is not None and self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # its loop is closed: nobody awaits it any more
+                self._loop.call_soon_threadsafe(_resolve, self._future)
+
+    async def woken(self, timeout: float) -> bool:
+        """True once woken (at once if it was since the last call), False after `timeout` seconds."""
+        loop = asyncio.get_running_loop()
+        with _lock:
+            if self._woken:
+                self._woken = False
+                return True
+            self._future, self._loop = loop.create_future(), loop
+        try:
+            await asyncio.wait_for(self._future, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with _lock:
+                self._future = self._loop = None
+                self._woken = False
+
+
+def _resolve(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(True)
+
+
+async def job_wait_final(waiter: Waiter, job: Job, *, seconds: float, read: Callable[[], Job]) -> Job:
+    """`job` (read after `waiter` was registered) once it is final, or as it is after `seconds`:
+    awaits the waiter, re-reading the job with `read` (sync ORM code, run in a thread that is then
+    given back with its connection) when woken or every poll interval."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    poll = SAFETY_POLL_SECONDS if _runs_here() or await listener_ready() else FALLBACK_POLL_SECONDS
+    while job.status not in FINAL_STATUSES and (left := deadline - loop.time()) > 0:
+        await waiter.woken(min(left, poll))
+        job = await in_thread(read)
+    return job
+
+
+async def in_thread(fn: Callable[[], T]) -> T:
+    """`fn()` (sync code, the ORM) in the request's thread; then that thread and its database
+    connections are given back, as a wait follows."""
+    def run() -> T:
+        try:
+            return fn()
+        finally:
+            release_connections()
+    try:
+        return await sync_to_async(run, thread_sensitive=True)()
+    finally:
+        release_request_thread()
+
+
+def release_connections() -> None:
+    """Close this thread's database connections (with the pool: give them back), outside a
+    transaction only (a test's own transaction, ATOMIC_REQUESTS): a connection that holds one cannot
+    be given back, and closing it would roll the transaction back."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()
+
+
+def release_request_thread() -> None:
+    """Under ASGI, Django runs a request's sync code (its sync middleware hooks, a sync view) in a
+    thread of the request's own (asgiref's ThreadSensitiveContext), kept until the request ends.
+    Before a wait, let it go: asgiref starts another if the request runs sync code again (its
+    connections were released first, so nothing was tied to the old one). Outside a request under
+    ASGI (the test client, a script) there is none, and this does nothing."""
+    context = SyncToAsync.thread_sensitive_context.get(None)
+    if context is None:
+        return
+    executor = SyncToAsync.context_to_thread_executor.pop(context, None)
+    if executor is not None:
+        executor.shutdown(wait=False)  # idle: its thread ends at once
 
 
 def job_final_announce(job_id) -> None:
@@ -134,15 +260,8 @@ def job_final_announce(job_id) -> None:
 
 def _wake(key: str) -> None:
     with _lock:
-        for event in _waiters.get(key, ()):
-            event.set()
-
-
-def _release_connection() -> None:
-    # Outside a transaction only (a test's own transaction, ATOMIC_REQUESTS): a connection that
-    # holds one cannot be given back, and closing it would roll the transaction back.
-    if not connection.in_atomic_block:
-        connection.close()
+        for waiter in _waiters.get(key, ()):
+            waiter._wake()
 
 
 def _runs_here() -> bool:
@@ -153,11 +272,9 @@ def _uses_redis() -> bool:
     return settings.CREDITGATE_JOBS_BACKEND == "celery" and settings.REDIS_URL.startswith(("redis://", "rediss://"))
 
 
-# --- The Redis subscriber: one per process ------------------------------------------------------
+# --- Announcing on Redis (sync: called by whoever settles) -------------------------------------------
 
 _redis_client = None
-_subscriber: threading.Thread | None = None
-_subscribed = threading.Event()
 
 
 def _redis():
@@ -169,33 +286,53 @@ def _redis():
     return _redis_client
 
 
-def _subscriber_ready() -> bool:
-    """Start this process's subscriber if needed; True once it listens (at most 1 s to start)."""
-    global _subscriber
+# --- Listening on Redis: one subscription per process, on its event loop ----------------------------
+
+_listener: asyncio.Task | None = None
+_subscribed = threading.Event()
+
+
+async def listener_ready() -> bool:
+    """Start this process's subscription if needed (on the running loop); True once it listens (at
+    most 1 s to start). Without Redis pub/sub (in-process runner, another broker): False."""
+    global _listener
     if not _uses_redis():
         return False
+    loop = asyncio.get_running_loop()
     with _lock:
-        if _subscriber is None or not _subscriber.is_alive():
+        # A listener on a loop that no longer runs (a test client's loop per request) is gone.
+        if _listener is None or _listener.done() or not _listener.get_loop().is_running():
             _subscribed.clear()
-            _subscriber = threading.Thread(target=_listen_forever, name="creditgate-job-waits", daemon=True)
-            _subscriber.start()
-    return _subscribed.wait(1.0)
+            _listener = loop.create_task(_listen_forever(), name="creditgate-job-waits")
+    for _ in range(50):
+        if _subscribed.is_set():
+            return True
+        await asyncio.sleep(0.02)
+    return _subscribed.is_set()
 
 
-def _listen_forever() -> None:
-    import redis
+async def _listen_forever() -> None:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
 
     while True:
+        client = aioredis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3, health_check_interval=30)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
-            client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=3, health_check_interval=30)
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(CHANNEL)
-            pubsub.get_message(timeout=3)  # the subscribe confirmation
+            await pubsub.subscribe(CHANNEL)
+            await pubsub.get_message(timeout=3)  # the subscribe confirmation
             _subscribed.set()
-            for message in pubsub.listen():
+            async for message in pubsub.listen():
                 if message.get("type") == "message":
                     _wake(message["data"].decode())
+        except asyncio.CancelledError:
+            _subscribed.clear()
+            raise
         except Exception:
             _subscribed.clear()
             logger.warning("job waits: the Redis subscription broke; reconnecting", exc_info=True)
-            time.sleep(1.0)
+            await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(OSError, RedisError):  # already broken
+                await pubsub.aclose()
+                await client.aclose()

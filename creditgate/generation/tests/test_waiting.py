@@ -4,7 +4,7 @@ in-process runner) and on PostgreSQL with a real Celery worker (Redis pub/sub wa
 
 from __future__ import annotations
 
-import threading
+import asyncio
 import time
 
 import pytest
@@ -109,23 +109,121 @@ def test_someone_elses_job_is_404_before_any_wait(client, gen_env):
 
 
 def test_many_waiters_on_one_job_all_wake(client, gen_env):
+    """Five waits of one event loop (as five requests of a web process are), woken by the job's
+    settlement in the runner's thread; nothing stays registered."""
     gen_env.configure(latency_ms=600)
     job = client.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json").json()
-    results: list[tuple[str, float]] = []
 
-    def wait_for_it():
-        began = time.monotonic()
-        final = waiting.job_wait_final(job["id"], seconds=20, read=lambda: _job(job["id"]))
-        results.append((final.status, time.monotonic() - began))
+    async def wait_for_it():
+        waiter = waiting.Waiter(job["id"])
+        try:
+            first = await waiting.in_thread(lambda: _job(job["id"]))
+            return await waiting.job_wait_final(waiter, first, seconds=20, read=lambda: _job(job["id"]))
+        finally:
+            waiter.close()
 
-    threads = [threading.Thread(target=wait_for_it) for _ in range(5)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
-    assert [status for status, _ in results] == ["succeeded"] * 5
-    assert max(elapsed for _, elapsed in results) < 5
+    async def all_of_them():
+        return await asyncio.gather(*(wait_for_it() for _ in range(5)))
+
+    # No safety re-read: only the settlement's wake-up can end these waits before their 20 s.
+    waiting.SAFETY_POLL_SECONDS, safety = 60.0, waiting.SAFETY_POLL_SECONDS
+    try:
+        finals = asyncio.run(all_of_them())
+    finally:
+        waiting.SAFETY_POLL_SECONDS = safety
+    assert [final.status for final in finals] == ["succeeded"] * 5
     assert waiting._waiters == {}  # nothing left registered
+
+
+def test_a_wait_that_ends_at_its_deadline_answers_the_job_as_it_is(gen_env, monkeypatch):
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)  # nobody runs it: it stays queued
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(make_user("dora", credits=100))
+    job = api.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json").json()
+    reads: list[int] = []
+
+    def read():
+        reads.append(1)
+        return _job(job["id"])
+
+    waiter = waiting.Waiter(job["id"])  # registered before the first read, as the views do
+    first = _job(job["id"])
+
+    async def wait():
+        try:
+            return await waiting.job_wait_final(waiter, first, seconds=1,
+                                                read=read)
+        finally:
+            waiter.close()
+
+    assert asyncio.run(wait()).status == "queued"
+    assert reads == [1]  # read once more at its deadline (no wake-up, no poll within 1 s)
+
+
+# --- Concurrent waits: a share per account and per API key ----------------------------------------------
+
+def test_past_the_accounts_waits_a_get_with_wait_is_429_and_a_prefer_is_ignored(client, gen_env, settings,
+                                                                              monkeypatch):
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)  # nobody runs them: they stay queued
+    settings.CREDITGATE_ACCOUNT_WAITS = 1
+    job = client.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json").json()
+    from creditgate.generation.models import Job
+
+    held = waiting.wait_slot_take(account_id=Job.objects.get(pk=job["id"]).account_id)  # another request's wait
+    try:
+        refused = client.get(f"/api/v1/jobs/{job['id']}/?wait=5")
+        assert refused.status_code == 429
+        assert refused["Retry-After"] == str(waiting.TOO_MANY_WAITS_RETRY_AFTER)
+        error = refused.json()["error"]
+        assert error["code"] == "too_many_waits" and error["message"]
+        assert error["details"] == {"retry_after": 1, "scope": "account", "limit": 1}
+        assert client.get(f"/api/v1/jobs/{job['id']}/").status_code == 200  # without a wait: as ever
+
+        ignored = client.post(TEXT, {"prompt": "Again.", "max_tokens": 16}, format="json", HTTP_PREFER="wait=5")
+        assert ignored.status_code == 202 and ignored.json()["status"] == "queued"
+        assert "Preference-Applied" not in ignored  # RFC 7240: the preference was not applied
+    finally:
+        held.release()
+    assert waiting.waits_open() == 0
+
+    # With its slot free again the account waits (here until the 1 s deadline: nobody runs the job).
+    waited = client.get(f"/api/v1/jobs/{job['id']}/?wait=1")
+    assert (waited.status_code, waited.json()["status"]) == (200, "queued")
+    assert waiting.waits_open() == 0  # the wait gave its slot back
+
+
+def test_a_final_job_is_answered_at_once_whatever_the_waits_held(client, gen_env, settings):
+    settings.CREDITGATE_ACCOUNT_WAITS = 0  # no wait at all may be held
+    response = client.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json")
+    job = response.json()
+    assert response.status_code == 202 and "Preference-Applied" not in response
+    from creditgate.generation.models import Job
+
+    for _ in range(600):  # the in-process runner finishes it
+        if Job.objects.get(pk=job["id"]).status == "succeeded":
+            break
+        time.sleep(0.05)
+    assert client.get(f"/api/v1/jobs/{job['id']}/?wait=20").status_code == 200  # final: no wait, no slot
+
+
+def test_each_api_key_has_its_own_share_within_the_accounts():
+    from django.test import override_settings
+
+    with override_settings(CREDITGATE_ACCOUNT_WAITS=3, CREDITGATE_API_KEY_WAITS=1):
+        first = waiting.wait_slot_take(account_id=7, api_key_id=1)
+        with pytest.raises(waiting.TooManyWaits) as refused:
+            waiting.wait_slot_take(account_id=7, api_key_id=1)
+        assert refused.value.details["scope"] == "api_key"
+        second = waiting.wait_slot_take(account_id=7, api_key_id=2)
+        third = waiting.wait_slot_take(account_id=7)  # a session or token: the account's share only
+        with pytest.raises(waiting.TooManyWaits) as refused:
+            waiting.wait_slot_take(account_id=7, api_key_id=3)
+        assert refused.value.details["scope"] == "account"
+        for slot in (first, second, third, third):  # a release is idempotent
+            slot.release()
+        assert waiting.waits_open() == 0 and waiting._slots == {}
 
 
 def _job(job_id):
@@ -160,3 +258,18 @@ def test_with_celery_a_waiting_get_is_woken_by_the_worker(client, celery_env, ge
     elapsed = time.monotonic() - began
     assert response.json()["status"] == "succeeded", worker.output()
     assert elapsed < 20, elapsed  # woken by the worker's message (~0.7 s), not by the end of the wait
+
+
+def test_a_view_that_fails_after_starting_a_wait_gives_its_slot_back(client, gen_env, monkeypatch):
+    from creditgate.generation import apis
+
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)  # nobody runs it: it stays queued
+    job = client.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json").json()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug after the wait was started")
+
+    monkeypatch.setattr(apis, "PendingWait", broken)
+    client.raise_request_exception = False
+    assert client.get(f"/api/v1/jobs/{job['id']}/?wait=5").status_code == 500
+    assert waiting.waits_open() == 0 and waiting._waiters == {}

@@ -75,8 +75,21 @@ class Command(BaseCommand):
         if no_serve:
             return
         self.stdout.write("")
-        # No reloader: it would re-run this command in a child process and start a second sandbox.
-        call_command("runserver", f"127.0.0.1:{port}", use_reloader=False, insecure_serving=True)
+        self._serve(port)
+
+    def _serve(self, port: int) -> None:
+        """The ASGI app under uvicorn, as production serves it (creditgate/server.py), in this
+        process: waits are async here too, and the settings changed above hold. Static files come
+        through WhiteNoise, from the apps' directories with DEBUG. No reloader: it would re-run this
+        command in a child process and start a second sandbox."""
+        import uvicorn
+
+        from creditgate.asgi import application
+        from creditgate.server import UVICORN_CONFIG
+
+        # Django's logging as configured (uvicorn's lines through it); requests are logged by
+        # django-structlog, so no access log of uvicorn's own.
+        uvicorn.run(application, host="127.0.0.1", port=port, log_config=None, access_log=False, **UVICORN_CONFIG)
 
     def _start_sandbox(self) -> str:
         from creditgate.providers.sandbox.server import SandboxServer
