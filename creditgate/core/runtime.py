@@ -91,9 +91,14 @@ class _LoopRunner:
         self._slots = asyncio.Semaphore(self.limit)
         self.loop.run_forever()
 
-    def submit(self, job_id: str) -> bool:
+    def submit(self, job_id: str, *, block: bool = False) -> bool:
+        """Accept a job: False when the runner is full. `block`: wait for a free slot instead
+        (a Celery worker's task hand-off: the next message stays in the broker meanwhile), and
+        never accept one to wait in memory."""
         with self._lock:
-            if self._accepted >= self.capacity:
+            if block:
+                self._lock.wait_for(lambda: self._accepted < self.limit)
+            elif self._accepted >= self.capacity:
                 return False
             self._accepted += 1
         # In a copy of the caller's context: the job's log lines carry the request id of the
@@ -145,8 +150,20 @@ def _loop_runner() -> _LoopRunner:
                                   queued=settings.CREDITGATE_INPROCESS_JOBS_QUEUED,
                                   sync_threads=settings.CREDITGATE_INPROCESS_SYNC_THREADS)
         runner = _runner
-    _executor()  # the sweeper, which recovers what a process before this one left
+    if settings.CREDITGATE_JOBS_BACKEND != "celery":
+        _executor()  # the sweeper, which recovers what a process before this one left (beat's, with Celery)
     return runner
+
+
+def run_here(job_id, *, block: bool = False) -> bool:
+    """Run a job on this process's loop, whatever the backend: an inline run (a web process runs
+    the job of a caller who waits for it: no queue hop) or a Celery worker's hand-off (`block`).
+    False when the loop is full: the caller hands the job to the queue instead. A job run here is
+    recovered like any other if this process dies: its lease lapses, or, not claimed yet, its
+    hand-off is stale for the outbox (CREDITGATE_JOB_REDISPATCH_SECONDS)."""
+    if _job_arunner is None:
+        return False
+    return _loop_runner().submit(str(job_id), block=block)
 
 
 def enqueue(job_id) -> bool:

@@ -313,11 +313,13 @@ class _GenerationApi(APIView):
         parameters=[IDEMPOTENCY_HEADER, WEBHOOK_HEADER, PREFER_HEADER, *ACCEPTED_HEADERS])
     def post(self, request):
         webhook_services.endpoint_id_check(request.headers.get("Webhook-Endpoint"))  # its shape, before a replay
+        waited = waiting.prefer_wait(request.headers.get("Prefer"))
         origin = intake.JobOrigin(api_key=request_api_key(request),
-                                  webhook_endpoint=request.headers.get("Webhook-Endpoint"))
+                                  webhook_endpoint=request.headers.get("Webhook-Endpoint"),
+                                  run_here=waited is not None)
         job, created = intake.job_create(kind=self.kind, user=request.user, body=request.data,
                                          idempotency_key=request.headers.get("Idempotency-Key"), origin=origin)
-        return _accepted(request, job, created, waited=waiting.prefer_wait(request.headers.get("Prefer")))
+        return _accepted(request, job, created, waited=waited)
 
 
 class ImageGenerationApi(_GenerationApi):

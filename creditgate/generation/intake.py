@@ -256,6 +256,9 @@ class JobOrigin:
 
     api_key: ApiKey | None = None
     webhook_endpoint: str | None = None
+    # The caller waits for the job (Prefer: wait): run it in this process when it has room (an
+    # inline run: no queue hop), else hand it to the queue as any other.
+    run_here: bool = False
 
 
 def request_fingerprint(kind: str, body: Any) -> str:
@@ -287,7 +290,8 @@ def job_create(*, kind: str, user, body: Any, idempotency_key: str | None = None
         fields = {**fields, "webhook_endpoint": webhook_services.endpoint_for_request(
             account=account, endpoint_id=origin.webhook_endpoint)}
     return charging.job_hold(account=account, user=user, key=key, fingerprint=fingerprint, price=priced.price,
-                             fields=fields, api_key=origin.api_key, admit=_rate_check, hand_over=_job_hand_over)
+                             fields=fields, api_key=origin.api_key, admit=_rate_check,
+                             hand_over=_job_run_here if origin.run_here else _job_hand_over)
 
 
 def job_create_images(*, user, prompt, tier, count, idempotency_key: str | None = None,
@@ -345,6 +349,13 @@ def _rate_check(account) -> None:
     if nth_newest is not None:
         wait = (nth_newest + dt.timedelta(seconds=seconds) - now).total_seconds()
         raise RateLimited(retry_after=max(1, math.ceil(wait)))
+
+
+def _job_run_here(job_id) -> None:
+    """After the job's commit, for a caller who waits: run it on this process's loop (an inline
+    run), or, when the loop is full, hand it over to the queue."""
+    if not runtime.run_here(job_id):
+        _job_hand_over(job_id)
 
 
 def _job_hand_over(job_id) -> None:

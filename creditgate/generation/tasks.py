@@ -1,15 +1,20 @@
-"""Celery tasks: load by id, call a service. The in-process runner runs the same tasks.
+"""Celery tasks: load by id, call a service. The in-process runner runs the same tasks (but a
+job: it awaits services.job_arun on its loop).
 
-A task that dies with its worker is delivered again (acks_late + reject_on_worker_lost); a second
-run of a job resumes it rather than repeating work, and the sweep recovers a job whose worker
-vanished without its message coming back (its lease lapses). So a task never releases a hold on
-failure: the job's own settlement and recovery own its money.
+run_job hands the job to the worker process's own loop (core.runtime.run_here), where it waits on
+its provider as a coroutine beside hundreds of others, and returns: a worker process holds up to
+CREDITGATE_INPROCESS_JOBS_IN_FLIGHT jobs, not one. When the loop is full the task blocks until a
+slot frees, so the next messages stay in the broker, never in the worker's memory. The message is
+acknowledged once the job is on the loop; from then on the job's lease is what recovers it if the
+worker dies (the sweep takes over a lapsed lease, and a job not claimed yet is handed over again
+by the outbox). A second run of a job resumes it rather than repeating work. So a task never
+releases a hold on failure: the job's own settlement and recovery own its money.
 """
 
 from celery import shared_task
 from django.db import InterfaceError, OperationalError
 
-from creditgate.core import reconciliation
+from creditgate.core import reconciliation, runtime
 from creditgate.generation import services
 
 RUN_JOB = "creditgate.generation.tasks.run_job"
@@ -19,6 +24,8 @@ SWEEP_JOBS = "creditgate.generation.tasks.sweep_jobs"
 @shared_task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
              autoretry_for=(OperationalError, InterfaceError), retry_backoff=True, max_retries=5)
 def run_job(self, job_id: str) -> None:
+    if not self.request.is_eager and runtime.run_here(job_id, block=True):
+        return
     wait = services.job_run(job_id=job_id)
     if wait is not None and not self.request.is_eager and self.request.retries < 3:
         # Another run holds the job's lease: after a worker died, this is the redelivered task;

@@ -155,16 +155,17 @@ def test_a_celery_worker_killed_at_each_step_is_recovered(celery_env, sandbox, t
 
 @pytest.mark.postgres
 @pytest.mark.celery
-def test_a_task_whose_worker_process_died_is_delivered_again_and_resumes(celery_env, sandbox, tmp_path):
-    """Prefork: the pool's child dies while the provider answers; Celery gives the task back
-    (acks_late + reject_on_worker_lost), the redelivered task waits out the dead run's lease,
-    takes the job over and fetches the answer: no sweep needed, no second generation."""
+def test_a_job_whose_worker_process_died_is_recovered_and_resumes(celery_env, sandbox, tmp_path):
+    """Prefork: the pool's child dies while the provider answers. Its task had handed the job to
+    the child's loop and was acknowledged, so Celery has nothing to give back: the sweep takes
+    the job over once the dead run's lease lapses, queues it again, and the next run fetches the
+    answer by its task id: no second generation."""
     user = make_user(credits=20)
     worker = CeleryWorker(sandbox, tmp_path / "prefork.log", crash_at="answered", once=tmp_path / "crashed",
                           pool="prefork")
     celery_env.append(worker)
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=2)
-    job = wait_final(job, sweep=False, timeout=45)
+    job = wait_final(job, sweep=True, timeout=45)
     assert (tmp_path / "crashed").exists(), worker.output()
     assert (job.attempts, job.credits_charged) == (2, 2), worker.output()
     assert_charged_exactly_once(job, user, sandbox, images=2, price=1, start=20)

@@ -69,6 +69,7 @@ def test_get_with_wait_answers_as_soon_as_the_job_is_final_not_after_the_wait(cl
 
 def test_waits_are_bounded(client, monkeypatch):
     monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)  # nobody runs it: it stays queued
+    monkeypatch.setattr(runtime, "run_here", lambda job_id, **kwargs: True)  # nor inline, for Prefer: wait
     monkeypatch.setattr(waiting, "MAX_WAIT_SECONDS", 1)
     job = client.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json").json()
     began = time.monotonic()

@@ -92,8 +92,11 @@ def test_health_and_ready_answer_while_40_waits_of_one_account_are_open(celery_e
 
         assert health.status_code == 200 and ready.status_code == 200, ready.text
         assert still_open == WAITS, [w.result().status_code for w in waits if w.done()]
-        assert health_seconds < 1.0, health_seconds
-        assert ready_seconds < 3.0, ready_seconds  # the worker's ping included
+        # Answered at once (milliseconds here; the issue measured 36 s before waits were async). The
+        # bound is loose on purpose: a shared CI machine may stall any request for a moment, and
+        # what this test proves is that the waits hold nothing /health/ and /ready/ need.
+        assert health_seconds < 5.0, health_seconds
+        assert ready_seconds < 5.0, ready_seconds  # the worker's ping included
         # No thread per wait: 40 waiting requests, and the process has about as many threads as before.
         assert threads_waiting < threads_before + 10, (threads_before, threads_waiting)
         # Nor a database connection: the process keeps at most its pool, 40 waits or not.
