@@ -78,6 +78,8 @@ def test_buying_a_pack_through_the_checkout_page_grows_the_balance_and_pays_for_
     page.get_by_role("button", name="Generate").click()
     expect(page.locator("#image-job-summary")).to_contain_text("Delivered 1 image", timeout=30_000)
     assert LedgerEntry.objects.filter(account=account, kind="capture").count() == 1
+    # The page reads the balance again after the summary (a request of its own): wait for it.
+    expect(page.locator("#bal-available")).not_to_have_text("250")
     assert int(page.locator("#bal-available").inner_text()) < 250
 
 
