@@ -35,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,11 +192,13 @@ class Sample:
     failed: int
     rss_mib: float
     pg: int
+    reasons: str = ""
 
 
-async def _clients(port: int, operation, clients: int, seconds: float) -> tuple[list[float], int]:
+async def _clients(port: int, operation, clients: int, seconds: float) -> tuple[list[float], int, Counter]:
     latencies: list[float] = []
     failed = 0
+    reasons: Counter = Counter()  # what the failures were (the first words of each), for the line
     stop = time.monotonic() + seconds
 
     async def client() -> None:
@@ -207,14 +210,15 @@ async def _clients(port: int, operation, clients: int, seconds: float) -> tuple[
                 try:
                     await asyncio.wait_for(operation(conn), TIMEOUT)
                     latencies.append(time.monotonic() - began)
-                except (TimeoutError, RuntimeError, OSError, asyncio.IncompleteReadError, ValueError):
+                except (TimeoutError, RuntimeError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     failed += 1
+                    reasons[(type(exc).__name__ + ": " + str(exc))[:60]] += 1
                     conn.close()
         finally:
             conn.close()
 
     await asyncio.gather(*(client() for _ in range(clients)))
-    return latencies, failed
+    return latencies, failed, reasons
 
 
 def measure(server: Server, operation, clients: int, seconds: float, dbname: str | None) -> Sample:
@@ -222,7 +226,7 @@ def measure(server: Server, operation, clients: int, seconds: float, dbname: str
     watcher = threading.Thread(target=watch, args=(server, dbname, peaks), daemon=True)
     cpu_before, started = cpu_seconds(server.pids()), time.monotonic()
     watcher.start()
-    latencies, failed = asyncio.run(_clients(server.port, operation, clients, seconds))
+    latencies, failed, reasons = asyncio.run(_clients(server.port, operation, clients, seconds))
     elapsed = time.monotonic() - started  # operations started before the end may finish after it
     peaks.stop.set()
     watcher.join()
@@ -231,7 +235,8 @@ def measure(server: Server, operation, clients: int, seconds: float, dbname: str
     n = max(len(done), 1)
     return Sample(rate=len(done) / elapsed, median_s=statistics.median(done) if done else float("nan"),
                   p95_s=done[min(len(done) - 1, int(len(done) * 0.95))] if done else float("nan"),
-                  cpu_ms=cpu / n * 1000, failed=failed, rss_mib=peaks.rss_mib, pg=peaks.pg)
+                  cpu_ms=cpu / n * 1000, failed=failed, rss_mib=peaks.rss_mib, pg=peaks.pg,
+                  reasons=", ".join(f"{count}× {reason}" for reason, count in reasons.most_common(2)))
 
 
 def main() -> int:
@@ -261,9 +266,13 @@ def main() -> int:
                 full = name == "cg-full"
                 # The web's bound of connections per process (creditgate/server.py, default 1000) is
                 # raised above the largest c, so the bench measures the server, not the bound.
+                # One account (one token) stands for the whole load here, so its fair shares (jobs
+                # in flight, concurrent waits) are raised above the largest c too.
                 limit = str(max(counts) + 100)
                 servers[name] = start_creditgate(fake, workdir, full=full, procfile=True, warmup=2,
-                                                 extra_env={"CREDITGATE_WEB_LIMIT_CONCURRENCY": limit})
+                                                 extra_env={"CREDITGATE_WEB_LIMIT_CONCURRENCY": limit,
+                                                            "CREDITGATE_ACCOUNT_JOBS_IN_FLIGHT": limit,
+                                                            "CREDITGATE_ACCOUNT_WAITS": limit})
                 dbnames[name] = (os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/"
                                                 "cg_bench_paid").rsplit("/", 1)[1] if full else None)
         print(f"fake provider latency {args.latency:g} s, {args.seconds:g} s per case; load: "
@@ -289,7 +298,7 @@ def main() -> int:
                     line += f", {sample.rate / litellm.rate:.2f}x LiteLLM"
                 line += (f", median {sample.median_s:.2f} s, p95 {sample.p95_s:.2f} s, cpu {sample.cpu_ms:.1f} ms/op"
                          f", pg {sample.pg if dbnames[name] else '-'}, rss {sample.rss_mib:.0f} MiB"
-                         f", failed {sample.failed}")
+                         f", failed {sample.failed}" + (f" ({sample.reasons})" if sample.failed else ""))
                 print(line, flush=True)
         return 0
     finally:

@@ -130,7 +130,18 @@ async def _in_thread(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
     pool = runtime.sync_threads.get()
     if pool is None:
         return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)
-    return await sync_to_async(fn, thread_sensitive=False, executor=pool)(*args, **kwargs)
+    return await sync_to_async(_step_returning_connection, thread_sensitive=False, executor=pool)(fn, *args, **kwargs)
+
+
+def _step_returning_connection(fn: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+    """A runner thread's step, after which its database connection goes back to the pool (with
+    psycopg's pool, closing a connection returns it): the runner's threads hold no connection
+    between steps, so a web process's inline runs never starve its requests of the pool."""
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        if connection.settings_dict.get("OPTIONS", {}).get("pool"):
+            connection.close()
 
 
 def job_run(*, job_id) -> float | None:
