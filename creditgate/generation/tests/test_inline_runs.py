@@ -11,11 +11,11 @@ uvicorn worker, creditgate.asgi) on PostgreSQL + Redis with the Celery backend.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -60,17 +60,20 @@ class Web:
     def kill(self) -> None:
         """As a crash or an OOM kill would: the worker first (no graceful stop), then its master."""
         for pid in (self.worker_pid, self.proc.pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.proc.wait(timeout=30)
 
 
 @pytest.fixture
 def web(celery_env, gen_env, tmp_path):  # noqa: F811
     servers: list[Web] = []
-    yield lambda: servers.append(Web(gen_env, tmp_path)) or servers[-1]
+
+    def start() -> Web:
+        servers.append(Web(gen_env, tmp_path))
+        return servers[-1]
+
+    yield start
     for server in servers:
         server.kill()
 
