@@ -165,3 +165,9 @@ def test_database_connections_terminated_during_runs_every_job_still_finishes(pg
         assert reconciliation.reconciliation_audit() == []
     finally:
         worker.stop()
+        # The terminations also killed the idle connections of this test process's own pool, which
+        # psycopg's pool replaces only as it finds them dead, backing off between attempts; the next
+        # test gets a fresh pool instead of waiting that out.
+        if connection.vendor == "postgresql" and connection.pool is not None:
+            connection.close()
+            connection.close_pool()
