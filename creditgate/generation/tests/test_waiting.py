@@ -168,6 +168,7 @@ def test_a_wait_that_ends_at_its_deadline_answers_the_job_as_it_is(gen_env, monk
 def test_past_the_accounts_waits_a_get_with_wait_is_429_and_a_prefer_is_ignored(client, gen_env, settings,
                                                                               monkeypatch):
     monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)  # nobody runs them: they stay queued
+    monkeypatch.setattr(runtime, "run_here", lambda job_id, **kwargs: True)  # nor inline, for Prefer: wait
     settings.CREDITGATE_ACCOUNT_WAITS = 1
     job = client.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json").json()
     from creditgate.generation.models import Job
