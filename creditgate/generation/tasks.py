@@ -24,13 +24,11 @@ SWEEP_JOBS = "creditgate.generation.tasks.sweep_jobs"
 @shared_task(name=RUN_JOB, bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True,
              autoretry_for=(OperationalError, InterfaceError), retry_backoff=True, max_retries=5)
 def run_job(self, job_id: str) -> None:
-    if not self.request.is_eager and runtime.run_here(job_id, block=True):
-        return
-    wait = services.job_run(job_id=job_id)
-    if wait is not None and not self.request.is_eager and self.request.retries < 3:
-        # Another run holds the job's lease: after a worker died, this is the redelivered task;
-        # it takes the job over once the dead run's lease lapses (a live run keeps renewing it).
-        raise self.retry(countdown=wait + 0.5)
+    # On a worker: onto its loop. Run here, in this thread, only when called eagerly (a test) or
+    # with no coroutine registered. A live lease held elsewhere needs no retry: if that run's
+    # process died, the sweep takes the job over once the lease lapses.
+    if self.request.is_eager or not runtime.run_here(job_id, block=True):
+        services.job_run(job_id=job_id)
 
 
 @shared_task(name=SWEEP_JOBS, ignore_result=True)

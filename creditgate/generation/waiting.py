@@ -102,6 +102,7 @@ def wait_param(value: str | None) -> int:
 
 # --- Concurrent waits: a share per account and per API key, in this process -------------------------
 
+_lock = threading.Lock()  # guards _slots and _waiters (below)
 _slots: dict[tuple[str, Any], int] = {}
 
 
@@ -143,7 +144,6 @@ def waits_open() -> int:
 
 # --- Waiting ----------------------------------------------------------------------------------
 
-_lock = threading.Lock()
 _waiters: dict[str, set[Waiter]] = {}
 
 

@@ -57,7 +57,7 @@ class JobView(LoginRequiredMixin, TemplateView):
 
 def image_caption(job, image) -> str:
     """Who made an image, for people: the model's display name, else the tier's label; never a
-    provider's id such as "google:4@2"."""
+    provider's model id (those are machine names, not for people)."""
     model = image.model_name or job.image_model_name
     shown = catalog_selectors.model_display_names().get(model)
     if shown and shown != model:
