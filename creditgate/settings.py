@@ -160,6 +160,7 @@ INSTALLED_APPS = [
     "creditgate.billing",
     "creditgate.webhooks",
     "creditgate.reports",
+    "creditgate.openai_compat",
     # After our apps: their templates (creditgate/credits/templates/account/, allauth/) come first.
     "allauth",
     "allauth.account",
@@ -322,6 +323,9 @@ CREDITGATE_JOBS_BACKEND = env.str("CREDITGATE_JOBS_BACKEND", default="celery" if
 # A running job's lease: its worker renews it every quarter of this while it waits on providers;
 # once it lapses, the sweep takes the job over.
 CREDITGATE_JOB_LEASE_SECONDS = env.float("CREDITGATE_JOB_LEASE_SECONDS", default=60)
+# A streamed run (/v1 with stream) writes the tokens it counted so far at most this often (and
+# at its first token): what the sweep charges if its process dies mid-stream (generation.streams).
+CREDITGATE_STREAM_CHECKPOINT_SECONDS = env.float("CREDITGATE_STREAM_CHECKPOINT_SECONDS", default=2)
 # How often the sweep runs (Celery beat; in-process mode: a thread, 0 switches it off).
 CREDITGATE_JOB_SWEEP_SECONDS = env.float("CREDITGATE_JOB_SWEEP_SECONDS", default=15)
 # Runs a job may start before it is settled with what it delivered, and the base of the backoff

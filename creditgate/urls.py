@@ -25,6 +25,7 @@ urlpatterns = [
     path("api/v1/account/", include("creditgate.credits.team_urls")),
     path("api/v1/webhooks/", include("creditgate.webhooks.urls")),
     path("api/v1/", include("creditgate.generation.urls")),
+    path("v1/", include("creditgate.openai_compat.urls")),  # OpenAI's API, for OpenAI's SDKs
     path("team/join/<str:token>/", JoinView.as_view(), name="team-join"),
     path("", include("creditgate.core.urls")),
     path("", include("creditgate.web.urls")),

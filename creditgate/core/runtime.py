@@ -155,6 +155,13 @@ def _loop_runner() -> _LoopRunner:
     return runner
 
 
+def sync_pool() -> ThreadPoolExecutor:
+    """The bounded pool this process's loop runs its jobs' sync steps in. A streamed run, which runs
+    on its request's own loop, sends its steps here too (sync_threads), so the database connections
+    a process holds stay bounded by the pool's size, whatever the number of streams."""
+    return _loop_runner().sync_pool
+
+
 def run_here(job_id, *, block: bool = False) -> bool:
     """Run a job on this process's loop, whatever the backend: an inline run (a web process runs
     the job of a caller who waits for it: no queue hop) or a Celery worker's hand-off (`block`).

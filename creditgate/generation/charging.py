@@ -41,7 +41,13 @@ from django.utils import timezone
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog.models import AIModelConfig, QualityTier
 from creditgate.core import metrics
-from creditgate.core.errors import IdempotencyConflict, TierUnavailable, TooManyJobsInFlight, credits_words
+from creditgate.core.errors import (
+    IdempotencyConflict,
+    InvalidRequest,
+    TierUnavailable,
+    TooManyJobsInFlight,
+    credits_words,
+)
 from creditgate.credits import pricing
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import ApiKey, Hold
@@ -79,9 +85,16 @@ def quote(kind: str, data: dict, *, routing: catalog_selectors.Routing) -> Quote
     if kind == JobKind.IMAGE:
         model = _image_model(routing, data["tier"])
         request = {"prompt": data.get("prompt", ""), "tier": data["tier"], "count": data["count"]}
+        size = {}
+        if data.get("size"):  # one the model serves (its first by default)
+            if data["size"] not in (model.sizes or []):
+                raise InvalidRequest(f"The {QualityTier(data['tier']).label} quality serves the sizes "
+                                     f"{', '.join(model.sizes or []) or 'of its model only'}.",
+                                     details={"size": [f"Must be one of {', '.join(model.sizes or [])}."]})
+            size = {"image_size": data["size"]}
         return Quote(kind, pricing.price_images(model=model, count=data["count"]), request,
                      dict(kind=kind, prompt=request["prompt"], tier=data["tier"], image_count=data["count"],
-                          **_image_snapshot(model, style=gs.image_style)), image_model=model)
+                          **_image_snapshot(model, style=gs.image_style), **size), image_model=model)
     text_model = routing.text_model
     if text_model is None:
         raise TierUnavailable("Text generation is not available right now.", details={"kind": "text"})
@@ -106,6 +119,20 @@ def quote(kind: str, data: dict, *, routing: catalog_selectors.Routing) -> Quote
     return Quote(kind, pricing.price_total(*parts), request,
                  dict(kind=kind, tier=data["tier"], image_count=image_count, **text_fields, **image_fields),
                  image_model=image_model, text_model=text_model)
+
+
+def quote_chat(data: dict, *, routing: catalog_selectors.Routing) -> Quote:
+    """A chat of the OpenAI-compatible surface (/v1): priced as a text job, its messages' text as the
+    prompt (the default text model's rate for that text plus max_tokens: the most it can cost),
+    with its messages, its temperature (when the caller gave one and the model takes it) and
+    whether it streams in the job's snapshot."""
+    text = quote(JobKind.TEXT, {"prompt": data["prompt"], "max_tokens": data.get("max_tokens")}, routing=routing)
+    assert text.text_model is not None  # a text quote has its model
+    fields = dict(text.job_fields, messages=data["messages"], streamed=True)
+    if data.get("temperature") is not None and text.text_model.accepts("temperature"):
+        fields["temperature"] = data["temperature"]
+    return Quote(text.kind, text.price, {**text.request, "messages": data["messages"]}, fields,
+                 text_model=text.text_model)
 
 
 def _image_model(routing: catalog_selectors.Routing, tier: str) -> AIModelConfig:
@@ -306,15 +333,21 @@ def _count_settled(kind: str, tier: str, status: str, charge: int) -> None:
         metrics.credits_charged.labels(kind, tier or metrics.NO_TIER).inc(charge)
 
 
-def settlement(job: Job, *, images: int, text_tokens: int | None, errors: list[tuple[str, str]]) -> Settlement:
+def settlement(job: Job, *, images: int, text_tokens: int | None, errors: list[tuple[str, str]],
+               cut: tuple[str, str] | None = None) -> Settlement:
     """The final state of a job that delivered `images` images and, if any, a text of
-    `text_tokens` tokens: status, message, and what it costs (never more than was held)."""
+    `text_tokens` tokens: status, message, and what it costs (never more than was held).
+    `cut`: (code, why) of a streamed text that stopped before its end (the caller hung up, the
+    provider failed mid-stream, the process died): partial, charged for the tokens produced."""
     price = job_charge(job, images=images, text_tokens=text_tokens)
     charge = price.credits if price else 0
 
     wanted_text = bool(job.text_model_name)
     complete = images >= job.image_count and (text_tokens is not None or not wanted_text)
-    if complete:
+    if complete and cut is not None:
+        status, code = JobStatus.PARTIAL, cut[0]
+        message = f"{cut[1]} Charged {credits_words(charge)} for the {text_tokens} tokens produced."
+    elif complete:
         status, code, message = JobStatus.SUCCEEDED, "", ""
     elif images or text_tokens is not None:
         status, code = JobStatus.PARTIAL, "partial"

@@ -57,7 +57,7 @@ from creditgate.core.errors import (
 from creditgate.core.serializer_fields import StrictIntegerField, VisibleTextField
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import ApiKey
-from creditgate.generation import charging
+from creditgate.generation import charging, streams
 from creditgate.generation.models import Job, JobKind, JobStatus
 from creditgate.webhooks import services as webhook_services
 
@@ -165,6 +165,9 @@ class ImagesRequest(RequestDefinition):
     prompt = PromptField(max_length=IMAGE_PROMPT_MAX_CHARS)
     tier = TierField()
     count = StrictIntegerField(min_value=1)
+    size = serializers.RegexField(r"^[1-9][0-9]{1,4}x[1-9][0-9]{1,4}$", required=False, help_text=(
+        "WIDTHxHEIGHT, one of the sizes the tier's model serves (GET /api/v1/system/ai-config/); default: "
+        "its first."))
     maximum: ClassVar[dict[str, str]] = {"count": "images_per_request"}
 
 
@@ -312,6 +315,30 @@ def job_create_article(*, user, prompt, tier, image_count: int | None = None, ma
     return job_create(kind=JobKind.ARTICLE, user=user,
                       body=_given(prompt=prompt, tier=tier, image_count=image_count, max_tokens=max_tokens),
                       idempotency_key=idempotency_key, origin=origin)
+
+
+def job_create_chat(*, user, body: Any, checked: dict, idempotency_key: str | None = None,
+                    api_key: ApiKey | None = None) -> tuple[Job, bool]:
+    """Accept a chat of the OpenAI-compatible surface (/v1): (job, created). `body` is the request
+    as sent (its fingerprint); `checked` its messages, their text as `prompt`, max_tokens and
+    temperature, as the surface checked them. The job is created running, claimed by the request
+    that streams it (generation.streams), never queued; a replayed key returns the first job."""
+    key = _idempotency_key_clean(idempotency_key)
+    fingerprint = request_fingerprint("chat", body)
+    account = credits_services.account_for_user(user=user)
+    if idempotency_key is not None:
+        replayed = _job_replayed(account, user, key, fingerprint)
+        if replayed is not None:
+            return replayed, False
+    routing = catalog_selectors.routing_get()
+    limit = Limits.of(routing).max_tokens
+    if checked.get("max_tokens") is not None and limit is not None and checked["max_tokens"] > limit:
+        raise InvalidRequest(f"max_tokens is at most {limit} for this model.",
+                             details={"max_tokens": [f"Ensure this value is less than or equal to {limit}."]})
+    priced = charging.quote_chat(checked, routing=routing)
+    return charging.job_hold(account=account, user=user, key=key, fingerprint=fingerprint, price=priced.price,
+                             fields={**priced.job_fields, **streams.lease_fields(timezone.now())}, api_key=api_key,
+                             admit=_rate_check, hand_over=lambda job_id: None)
 
 
 def _given(**fields) -> dict:

@@ -50,6 +50,10 @@ class Job(models.Model):
     tier = models.CharField(max_length=10, blank=True, default="")
     image_count = models.PositiveSmallIntegerField(default=0)
     max_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # A chat (the OpenAI-compatible /v1): its messages as sent; `prompt` is then their text, for people.
+    messages = models.JSONField(null=True, blank=True)
+    image_size = models.CharField(max_length=20, blank=True, default="",
+                                  help_text="The size asked for (/v1); empty: the model's first.")
     idempotency_key = models.CharField(max_length=255)
     request_fingerprint = models.CharField(max_length=64)
 
@@ -92,6 +96,11 @@ class Job(models.Model):
                                          help_text="Last hand-off to the queue; empty: the hand-off is owed.")
     lease_token = models.UUIDField(null=True, blank=True, help_text="The running attempt's claim.")
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    # A streamed run (generation.streams): run by the request that streams it, never queued again.
+    # Its checkpoint: the tokens counted (prompt and completion) and the text, at most
+    # CREDITGATE_STREAM_CHECKPOINT_SECONDS old, which recovery settles from if that process died.
+    streamed = models.BooleanField(default=False)
+    stream_tokens = models.PositiveIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -420,7 +420,7 @@ class _Run:
         job = self.job
         prompt = styled_prompt(job.prompt, job.image_style)
         calls = [self._new_call(model, ModelType.IMAGE, n) for n in adapter.image_call_sizes(model=model, count=units)]
-        size = call_size(adapter, model)
+        size = job.image_size or call_size(adapter, model)
         for call in calls:
             call.size = size
         presaved = adapter.resumable
@@ -436,8 +436,9 @@ class _Run:
                 started = time.monotonic()
                 tries: list[ProviderTry] = []
                 try:
-                    outcomes = await adapter.generate_image_batch(model=model, prompt=prompt, n=call.units_requested,
-                                                                  task_id=call.task_id or None, record=tries.append)
+                    outcomes = await adapter.generate_image_batch(
+                        model=model, prompt=prompt, n=call.units_requested, task_id=call.task_id or None,
+                        size=job.image_size or None, record=tries.append)
                 except ProviderError as exc:
                     rows = call_tries_recorded(call, tries, model=model, started=started, error=exc, task_ids=presaved)
                     return _CallResult(call=call, presaved=presaved, retries=rows[1:], error=(exc.code, exc.message),
@@ -727,6 +728,8 @@ def _job_recover(job: Job, *, now: dt.datetime) -> str | None:
     """Take over a job whose lease lapsed: queue it again, or settle it. None if its worker
     renewed the lease meanwhile (then it is alive after all)."""
     lapsed = Q(pk=job.pk, status=JobStatus.RUNNING, lease_token=job.lease_token, lease_expires_at__lt=now)
+    if job.streamed:
+        return _stream_recover(job, lapsed)
     with transaction.atomic(durable=True):
         images = JobImage.objects.filter(job=job).count()
         text_tokens = job.total_tokens
@@ -748,6 +751,24 @@ def _job_recover(job: Job, *, now: dt.datetime) -> str | None:
         outcome.settle_hold(job)
     logger.warning("job %s: settled by recovery after attempt %d (%s)", job.pk, job.attempts,
                    outcome.job_fields["status"])
+    return "settled"
+
+
+def _stream_recover(job: Job, lapsed: Q) -> str | None:
+    """Settle a streamed job whose process died (generation.streams): never run again (its caller is
+    gone), charged for the tokens its last checkpoint counted, the text up to there kept."""
+    tokens = job.stream_tokens
+    with transaction.atomic(durable=True):
+        outcome = charging.settlement(
+            job, images=0, text_tokens=tokens,
+            errors=[("job_interrupted", "The stream was interrupted before any text.")],
+            cut=("stream_interrupted", "The stream was interrupted when our server stopped.") if tokens else None)
+        text_fields = {} if tokens is None else dict(total_tokens=tokens,
+                                                     completion_tokens=tokens - (job.prompt_tokens or 0))
+        if not Job.objects.filter(lapsed).update(**outcome.job_fields, **text_fields):
+            return None
+        outcome.settle_hold(job)
+    logger.warning("job %s: a stream whose process died, settled from its checkpoint (%s tokens)", job.pk, tokens)
     return "settled"
 
 
