@@ -59,8 +59,41 @@ LITELLM_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
 # --- The fake provider: a few lines of asyncio, so it is never the bottleneck --------------------
 
 
-async def _serve_fake(port: int, latency: float = 0.0) -> None:
-    """Answers every request with COMPLETION, after `latency` seconds (a real provider takes 1-60 s)."""
+def _stream_body(tokens: int, *, usage: bool) -> list[bytes]:
+    """A streamed completion as OpenAI writes it, one SSE event per item: a role chunk, `tokens`
+    content chunks of one token each, a finish chunk, the usage chunk when asked, [DONE]."""
+    def event(delta: dict | None, finish: str | None = None, **extra) -> bytes:
+        chunk = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1764500000, "model": "bench",
+                 "choices": [] if delta is None else [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
+        return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+    events = [event({"role": "assistant", "content": ""})]
+    events += [event({"content": piece}) for piece in stream_pieces(tokens)]
+    events.append(event({}, "stop"))
+    if usage:
+        events.append(event(None, usage={"prompt_tokens": 9, "completion_tokens": tokens,
+                                         "total_tokens": 9 + tokens}))
+    events.append(b"data: [DONE]\n\n")
+    return events
+
+
+def stream_pieces(tokens: int) -> list[str]:
+    """The content pieces of a streamed answer (what a client should read back, joined)."""
+    return [" word" if i else "Hello" for i in range(tokens)]
+
+
+def _chunked(data: bytes) -> bytes:
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+async def _serve_fake(port: int, latency: float = 0.0, tokens: int = 50, pacing: float = 0.0) -> None:
+    """Answers every request with COMPLETION, after `latency` seconds (a real provider takes 1-60 s).
+    A request with `"stream": true` gets Server-Sent Events instead (_stream_body): `latency` before
+    the first content chunk, then `pacing` seconds before each next one (0: all at once).
+    POST /bench/config {"latency", "tokens", "pacing"} changes these for the requests that follow
+    (a benchmark's figures need different latencies from the same servers)."""
+    config = {"latency": latency, "tokens": tokens, "pacing": pacing}
+    bodies: dict[tuple[int, bool], list[bytes]] = {}
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -70,10 +103,18 @@ async def _serve_fake(port: int, latency: float = 0.0) -> None:
                 for line in head.split(b"\r\n"):
                     if line.lower().startswith(b"content-length:"):
                         length = int(line.split(b":", 1)[1])
-                if length:
-                    await reader.readexactly(length)
-                if latency:
-                    await asyncio.sleep(latency)
+                body = await reader.readexactly(length) if length else b""
+                if head.startswith(b"POST /bench/config "):
+                    config.update({k: v for k, v in json.loads(body).items() if k in config})
+                    writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+                    await writer.drain()
+                    continue
+                asked = json.loads(body) if b'"stream"' in body else {}
+                if asked.get("stream"):
+                    await _stream(writer, asked, config, bodies)
+                    continue
+                if config["latency"]:
+                    await asyncio.sleep(config["latency"])
                 writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-request-id: req-bench\r\n"
                              b"Content-Length: " + str(len(COMPLETION)).encode() + b"\r\n\r\n" + COMPLETION)
                 await writer.drain()
@@ -85,6 +126,31 @@ async def _serve_fake(port: int, latency: float = 0.0) -> None:
     server = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
     async with server:
         await server.serve_forever()
+
+
+async def _stream(writer: asyncio.StreamWriter, asked: dict, config: dict,
+                  bodies: dict[tuple[int, bool], list[bytes]]) -> None:
+    tokens, pacing = int(config["tokens"]), float(config["pacing"])
+    usage = bool((asked.get("stream_options") or {}).get("include_usage"))
+    events = bodies.get((tokens, usage))
+    if events is None:
+        events = bodies[(tokens, usage)] = _stream_body(tokens, usage=usage)
+    # The headers at once (a provider answers 200 before it writes), the first token after `latency`.
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nx-request-id: req-bench\r\n"
+                 b"Transfer-Encoding: chunked\r\n\r\n" + _chunked(events[0]))
+    await writer.drain()
+    if config["latency"]:
+        await asyncio.sleep(config["latency"])
+    if not pacing:
+        writer.write(b"".join(_chunked(e) for e in events[1:]) + b"0\r\n\r\n")
+    else:
+        for i, event in enumerate(events[1:tokens + 1]):
+            if i:
+                await asyncio.sleep(pacing)
+            writer.write(_chunked(event))
+            await writer.drain()
+        writer.write(b"".join(_chunked(e) for e in events[tokens + 1:]) + b"0\r\n\r\n")
+    await writer.drain()
 
 
 # --- Processes ---------------------------------------------------------------------------------
@@ -155,9 +221,10 @@ class Server:
                 proc.kill()
 
 
-def start_fake(latency: float = 0.0) -> Server:
+def start_fake(latency: float = 0.0, *, tokens: int = 50, pacing: float = 0.0) -> Server:
     port = free_port()
-    proc = subprocess.Popen([PYTHON, __file__, "--serve-fake-provider", str(port), "--fake-latency", str(latency)])
+    proc = subprocess.Popen([PYTHON, __file__, "--serve-fake-provider", str(port), "--fake-latency", str(latency),
+                             "--fake-tokens", str(tokens), "--fake-pacing", str(pacing)])
     wait_for_port(port)
     return Server("direct", port, [proc])
 
@@ -373,9 +440,11 @@ def main() -> int:
     parser.add_argument("--targets", default="direct,litellm,cg-embedded,cg-full")
     parser.add_argument("--serve-fake-provider", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--fake-latency", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--fake-tokens", type=int, default=50, help=argparse.SUPPRESS)
+    parser.add_argument("--fake-pacing", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_fake_provider:
-        asyncio.run(_serve_fake(args.serve_fake_provider, args.fake_latency))
+        asyncio.run(_serve_fake(args.serve_fake_provider, args.fake_latency, args.fake_tokens, args.fake_pacing))
         return 0
 
     wanted = args.targets.split(",")
