@@ -86,8 +86,11 @@ def error_body(code: str, message: str, details: dict | None = None) -> dict:
 
 
 def is_api_request(request: HttpRequest) -> bool:
+    """Under /api/ (the job API) or /v1/ (the OpenAI-compatible one, whose views answer in OpenAI's
+    shape; what fails before a view, e.g. an unknown path, answers in ours, which has `message` and
+    `code` where OpenAI's SDKs read them)."""
     path = request.path_info
-    return path == "/api" or path.startswith("/api/")
+    return path in ("/api", "/v1") or path.startswith(("/api/", "/v1/"))
 
 
 def request_id_of(request: HttpRequest | None) -> str | None:

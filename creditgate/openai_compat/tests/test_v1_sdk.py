@@ -8,11 +8,13 @@ import asyncio
 import base64
 import json
 import math
+from typing import Any
 
 import httpx
 import openai
 import pytest
 import requests
+from openai.types.chat import ChatCompletionMessageParam
 
 from creditgate.credits import selectors as credits_selectors
 from creditgate.credits import services as credits_services
@@ -22,7 +24,7 @@ from creditgate.generation.tests.conftest import START_CREDITS, make_user
 from creditgate.openai_compat.tests.conftest import api_key_for
 from creditgate.providers import tokens
 
-PROMPT = [{"role": "system", "content": "You write short answers."},
+PROMPT: list[ChatCompletionMessageParam] = [{"role": "system", "content": "You write short answers."},
           {"role": "user", "content": "Tell me about the lighthouse keeper and his three cats."}]
 
 
@@ -35,6 +37,7 @@ def available(user) -> int:
 
 
 def expected_charge(job: Job) -> int:
+    assert job.total_tokens is not None and job.tokens_per_credit
     return min(job.credits_held, math.ceil(job.total_tokens / job.tokens_per_credit))
 
 
@@ -45,11 +48,12 @@ def test_models_lists_the_default_text_model_its_alias_and_the_image_tiers_never
     from creditgate.catalog import selectors as catalog_selectors
 
     routing = catalog_selectors.routing_get()
+    assert routing.text_model is not None
     assert ids[:2] == [routing.text_model.model_name, "default"]
     assert set(ids[2:]) == {"image-basic", "image-quality", "image-premium"}
     image_names = {m.model_name for m in routing.image_models.values()}
     assert not image_names & set(ids)
-    prices = {m.id: m.model_extra["creditgate"] for m in listed}
+    prices = {m.id: (m.model_extra or {})["creditgate"] for m in listed}
     assert prices["image-basic"]["credits_per_image"] == 1
     assert prices["image-premium"]["credits_per_image"] == 15
     assert prices["default"]["tokens_per_credit"] == routing.text_model.tokens_per_credit
@@ -57,7 +61,7 @@ def test_models_lists_the_default_text_model_its_alias_and_the_image_tiers_never
 
 def test_a_chat_completion_is_charged_ceil_tokens_over_tokens_per_credit(v1_server, v1_user, v1_key):
     raw = client(v1_server, v1_key).chat.completions.with_raw_response.create(model="default", messages=PROMPT)
-    completion = raw.parse()
+    completion: Any = raw.parse()
     assert completion.choices[0].message.content
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
     job = Job.objects.get(pk=raw.headers["x-creditgate-job-id"])
@@ -74,7 +78,7 @@ def test_a_stream_arrives_chunk_by_chunk_ends_with_usage_and_says_what_it_cost(v
     whole = sdk.chat.completions.create(model="default", messages=PROMPT).choices[0].message.content
     spent = START_CREDITS - available(v1_user)
 
-    chunks = list(sdk.chat.completions.create(model="default", messages=PROMPT, stream=True,
+    chunks: list[Any] = list(sdk.chat.completions.create(model="default", messages=PROMPT, stream=True,
                                               stream_options={"include_usage": True}))
     pieces = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(pieces) > 10  # one chunk per token, as they came
@@ -93,7 +97,7 @@ def test_a_stream_arrives_chunk_by_chunk_ends_with_usage_and_says_what_it_cost(v
 def test_the_async_sdk_streams_and_answers_too(v1_server, v1_key):
     async def both():
         sdk = openai.AsyncOpenAI(base_url=f"{v1_server.url}/v1", api_key=v1_key, max_retries=0, timeout=30)
-        stream = await sdk.chat.completions.create(model="default", messages=PROMPT, stream=True)
+        stream: Any = await sdk.chat.completions.create(model="default", messages=PROMPT, stream=True)
         pieces = [c.choices[0].delta.content async for c in stream if c.choices and c.choices[0].delta.content]
         completion = await sdk.chat.completions.create(model="default", messages=PROMPT)
         await sdk.close()
@@ -107,12 +111,12 @@ def test_images_by_tier_as_base64_and_as_urls_charged_per_image(v1_server, v1_us
     sdk = client(v1_server, v1_key)
     raw = sdk.images.with_raw_response.generate(model="image-quality", prompt="a red fox", n=2,
                                                 response_format="b64_json")
-    images = raw.parse().data
+    images: Any = raw.parse().data
     assert len(images) == 2
     assert base64.b64decode(images[0].b64_json)[:8] == b"\x89PNG\r\n\x1a\n"
     assert raw.headers["x-creditgate-credits-charged"] == "10"
 
-    by_url = sdk.images.generate(model="image-basic", prompt="a blue fox").data
+    by_url: Any = sdk.images.generate(model="image-basic", prompt="a blue fox").data
     fetched = requests.get(by_url[0].url, timeout=10)  # no credentials: the URL is signed
     assert fetched.status_code == 200 and fetched.content[:4] == b"\x89PNG"
     assert requests.get(by_url[0].url + "x", timeout=10).status_code == 404
@@ -150,7 +154,7 @@ def test_a_replayed_idempotency_key_returns_the_stored_completion_without_callin
         v1_server, v1_user, v1_key, gen_env):
     sdk = client(v1_server, v1_key)
     headers = {"Idempotency-Key": "chat-1"}
-    first = sdk.chat.completions.create(model="default", messages=PROMPT, stream=True, extra_headers=headers)
+    first: Any = sdk.chat.completions.create(model="default", messages=PROMPT, stream=True, extra_headers=headers)
     text = "".join(c.choices[0].delta.content or "" for c in first if c.choices)
     calls = len(gen_env.state.streams)
     left = available(v1_user)
@@ -185,8 +189,13 @@ def _stream_pieces(server, key: str, n: int) -> tuple[str, list[str]]:
 def _final(job_id) -> Job:
     from creditgate.core.tests.polling import wait_for
 
-    return wait_for(lambda: (job := Job.objects.get(pk=job_id)).status in (
-        JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED) and job, timeout=30, what="the job to be settled")
+    def settled() -> Job | None:
+        job = Job.objects.get(pk=job_id)
+        return job if job.is_final else None
+
+    job = wait_for(settled, timeout=30, what="the job to be settled")
+    assert job is not None
+    return job
 
 
 def test_a_client_that_hangs_up_after_3_chunks_pays_for_the_tokens_the_provider_produced(
@@ -200,11 +209,11 @@ def test_a_client_that_hangs_up_after_3_chunks_pays_for_the_tokens_the_provider_
                       and gen_env.state.streams[-1], timeout=30, what="the sandbox to see the hang-up")
     assert record.outcome == "client_gone"
     assert record.tokens_sent < record.completion_tokens  # the provider stopped: it did not write it all
-    prompt = tokens.chat_prompt_tokens(job.messages, job.text_model_name)
+    prompt = tokens.chat_prompt_tokens(job.messages or [], job.text_model_name)
     assert job.status == JobStatus.PARTIAL and job.error_code == "stream_stopped"
     assert job.prompt_tokens == prompt
     # Every token the client saw, and none the provider did not produce.
-    assert 3 <= job.completion_tokens <= record.tokens_sent
+    assert job.completion_tokens is not None and 3 <= job.completion_tokens <= record.tokens_sent
     assert job.text.startswith("".join(pieces))
     assert job.credits_charged == expected_charge(job) > 0
     assert available(v1_user) == START_CREDITS - job.credits_charged
@@ -218,7 +227,7 @@ def test_a_provider_that_fails_mid_stream_gives_an_error_event_and_charges_what_
     sdk = client(v1_server, v1_key)
     got = []
     with pytest.raises(openai.APIError):  # the error event; or the stream's end without [DONE]
-        stream = sdk.chat.completions.create(model="default", messages=PROMPT, stream=True)
+        stream: Any = sdk.chat.completions.create(model="default", messages=PROMPT, stream=True)
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
                 got.append(chunk.choices[0].delta.content)  # noqa: PERF401  (the error ends the loop)
@@ -230,3 +239,9 @@ def test_a_provider_that_fails_mid_stream_gives_an_error_event_and_charges_what_
     assert job.completion_tokens == tokens.text_tokens("".join(got), job.text_model_name)
     assert job.credits_charged == expected_charge(job) > 0
     assert available(v1_user) == START_CREDITS - job.credits_charged
+
+
+def test_an_unknown_v1_path_is_a_json_404(v1_server, v1_key):
+    response = requests.get(f"{v1_server.url}/v1/embeddings", headers={"Authorization": f"Bearer {v1_key}"},
+                            timeout=10)
+    assert response.status_code == 404 and response.json()["error"]["message"]
