@@ -18,6 +18,7 @@ What a response says of its cost, beyond OpenAI's fields:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -187,7 +188,11 @@ async def _chat(request, pending) -> HttpResponse | StreamingHttpResponse:
         return _cost_headers(JsonResponse(_completion(final, run)), final)
     # The first piece before the answer starts: a failure before any text is an HTTP error the SDKs
     # raise as such, not a stream that errs at once. Nothing waits longer than the first token.
-    first = await run.next_piece()
+    try:
+        first = await run.next_piece()
+    except asyncio.CancelledError:  # the caller hung up before the first token
+        run.stop()
+        raise
     if first is None and run.error is not None:
         return _failed(run, run.final or job)
     response = StreamingHttpResponse(_events(run, chat, job, first), content_type="text/event-stream")

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import json
 import math
+import socket
 from typing import Any
 
 import httpx
@@ -245,3 +246,21 @@ def test_an_unknown_v1_path_is_a_json_404(v1_server, v1_key):
     response = requests.get(f"{v1_server.url}/v1/embeddings", headers={"Authorization": f"Bearer {v1_key}"},
                             timeout=10)
     assert response.status_code == 404 and response.json()["error"]["message"]
+
+
+
+def test_a_client_that_hangs_up_before_the_first_token_pays_nothing(v1_server, v1_user, v1_key, gen_env):
+    from creditgate.core.tests.polling import wait_for
+
+    gen_env.configure(latency_ms=1500)  # the provider takes its time before the first token
+    body = json.dumps({"model": "default", "messages": PROMPT, "stream": True}).encode()
+    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {v1_key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    with socket.create_connection(("127.0.0.1", v1_server.port)) as caller:
+        caller.sendall(head + body)
+        wait_for(lambda: gen_env.stats.get("openai.chat.completions"), what="the provider to be asked")
+    # Hung up: the server cancels the provider's stream before it wrote a token.
+    job = _final(Job.objects.get(streamed=True).pk)
+    assert (job.status, job.error_code, job.credits_charged) == (JobStatus.FAILED, "stream_stopped", 0)
+    assert available(v1_user) == START_CREDITS
+    assert charging.charges_audit() == []
