@@ -197,9 +197,9 @@ def test_a_price_changed_in_the_catalog_appears_after_a_reload(page_env, page):
     expect(page.locator("#total")).to_have_text(credits_words(tier.credits_per_image * 3))
 
 
-def test_text_job_shows_the_model_the_text_and_what_it_cost(page_env, page):
+def test_text_job_shows_the_model_the_text_and_what_it_cost(stream_env, page):
     user = make_user("tom", 50)
-    log_in(page, page_env, user)
+    log_in(page, stream_env, user)
 
     page.get_by_label("What should it write?").fill("Write two sentences about lighthouses.")
     page.get_by_role("button", name="Write").click()
@@ -386,11 +386,11 @@ def test_a_job_status_is_shown_once_and_still_announced(page_env, page):
     assert box is None or (box["width"] <= 1 and box["height"] <= 1)
 
 
-def test_history_names_each_job_and_links_to_its_page(page_env, page):
+def test_history_names_each_job_and_links_to_its_page(stream_env, page):
     config = ai_config()
     quality = config["image_qualities"][-1]
     user = make_user("ivan", quality["credits_per_image"] * 2 + 20)
-    log_in(page, page_env, user)
+    log_in(page, stream_env, user)
     generate(page, tier=quality, count=2, prompt="two herons on a frozen lake")
     expect(page.locator("#image-job-summary")).to_have_text(re.compile(r"^Delivered 2 images"), timeout=30_000)
     page.get_by_label("What should it write?").fill("Write one sentence about herons.")

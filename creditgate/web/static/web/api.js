@@ -1,6 +1,7 @@
 /* The page's one client of the public API, shared by app.js (the home page) and team.js (the team
  * page): same-origin fetch with the CSRF token on every write, JSON in and out, and every failure
- * as an ApiError carrying the contract's error {code, message, details}. */
+ * as an ApiError carrying the contract's error {code, message, details}. (A streamed text reads
+ * its own response, in app.js, with the same token and the same ApiError.) */
 (function () {
   "use strict";
 
@@ -102,5 +103,6 @@
     localizeTimes();
   }
 
-  window.creditgate = { api: api, sentence: sentence, describe: describe, formatDateTime: formatDateTime };
+  window.creditgate = { api: api, sentence: sentence, describe: describe, formatDateTime: formatDateTime,
+    csrfToken: csrfToken, ApiError: ApiError };
 })();

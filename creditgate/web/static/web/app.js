@@ -74,6 +74,7 @@
         return window.creditgate.describe(err);
       case "not_authenticated":
       case "authentication_failed":
+      case "invalid_api_key":
       case "http_401":
       case "http_403":
         return "Your session has ended. Reload the page and log in again.";
@@ -241,6 +242,16 @@
     return "Text";
   }
 
+  // A chat's prompt (the streamed text's job) is its messages' text, each labelled with its role
+  // ("user: …", blank lines between): one user message, as this page sends, is shown as typed.
+  var CHAT_ROLE_LABEL = /(?:^|\n\n)(?:system|developer|user|assistant): /g;
+
+  function promptShown(job) {
+    var prompt = String(job.prompt || "");
+    if (job.kind !== "text" || prompt.indexOf("user: ") !== 0) return prompt;
+    return (prompt.match(CHAT_ROLE_LABEL) || []).length === 1 ? prompt.slice("user: ".length) : prompt;
+  }
+
   function shorten(text, max) {
     text = String(text || "").replace(/\s+/g, " ").trim();
     return text.length > max ? text.slice(0, max - 1).trimEnd() + "…" : text;
@@ -271,7 +282,7 @@
       link.href = urls.jobPageUrl + id + "/";
       link.textContent = job ? jobTitle(job) : "a job";
       what.append((JOB_KIND_WORDS[entry.kind] || KIND_WORDS[entry.kind] || entry.kind) + " ", link);
-      if (job && job.prompt) notes.push("“" + shorten(job.prompt, 80) + "”");
+      if (job && job.prompt) notes.push("“" + shorten(promptShown(job), 80) + "”");
       // An owner sees every member's jobs: name who ran the ones that are not theirs.
       if (entry.user && entry.user.username !== urls.username) notes.push("by " + entry.user.username);
     } else {
@@ -784,47 +795,219 @@
     }).then(update);
   }
 
+  // --- text, streamed: POST /v1/chat/completions (OpenAI's chat API) as Server-Sent Events --------
+
+  // Server-Sent Events as they arrive: a line split between two network chunks is put back together
+  // and an event ends at a blank line. Each event goes to onEvent as {data, comments}: its data
+  // lines (null for none) and its comment lines (": ..."), where a stream that failed says what it
+  // cost. An event left unfinished when the stream ends is dropped, as EventSource does.
+  function sseReader(onEvent) {
+    var buffer = "";
+    var data = [];
+    var comments = [];
+    function line(text) {
+      if (text === "") {
+        if (data.length || comments.length) onEvent({ data: data.length ? data.join("\n") : null, comments: comments });
+        data = [];
+        comments = [];
+      } else if (text.charAt(0) === ":") {
+        comments.push(text.slice(1).trim());
+      } else {
+        var colon = text.indexOf(":");
+        var value = colon === -1 ? "" : text.slice(colon + 1);
+        if ((colon === -1 ? text : text.slice(0, colon)) === "data") data.push(value.charAt(0) === " " ? value.slice(1) : value);
+      }
+    }
+    return function push(text) {
+      buffer += text;
+      var eol = /\r\n|\r|\n/g;
+      var start = 0;
+      var match;
+      while ((match = eol.exec(buffer)) !== null) {
+        // A "\r" last in the buffer may be the first half of a "\r\n" still on its way.
+        if (match[0] === "\r" && eol.lastIndex === buffer.length) break;
+        line(buffer.slice(start, match.index));
+        start = eol.lastIndex;
+      }
+      buffer = buffer.slice(start);
+    };
+  }
+
+  // One streamed chat: `run.jobId` is set as soon as the server names the job (a header, then the
+  // first chunk), `on.start()` once text is on its way, `on.piece(text)` for each piece as it comes.
+  // Resolves with what the stream said of its end: {done ([DONE] came), cost (the `creditgate`
+  // object), usage, error (an error event)}. A refusal before any text (402, 429, 503...) is an
+  // ApiError with OpenAI's {error: {message, code}}; `run.controller.abort()` rejects with an AbortError.
+  function streamText(body, run, on) {
+    var result = { done: false, cost: null, usage: null, error: null };
+    var ApiError = window.creditgate.ApiError;
+    return fetch(urls.chatUrl, {
+      method: "POST",
+      credentials: "same-origin",
+      cache: "no-store",
+      // The stream, or a refusal as JSON (DRF answers 406 to an Accept it cannot render).
+      headers: { Accept: "text/event-stream, application/json", "Content-Type": "application/json",
+        "X-CSRFToken": window.creditgate.csrfToken() },
+      body: JSON.stringify(body),
+      signal: run.controller.signal,
+    }).catch(function (err) {
+      if (err && err.name === "AbortError") throw err;
+      throw new ApiError(0, null, "The server could not be reached. Check your connection and try again.");
+    }).then(function (response) {
+      var type = response.headers.get("Content-Type") || "";
+      if (!response.ok || type.indexOf("text/event-stream") !== 0 || !response.body) {
+        return response.json().catch(function () { return null; }).then(function (answer) {
+          throw new ApiError(response.status, answer);
+        });
+      }
+      run.jobId = response.headers.get("X-Creditgate-Job-Id");
+      on.start();
+      var push = sseReader(function (event) {
+        event.comments.forEach(function (comment) {
+          var said = /^creditgate\s+(\{.*\})$/.exec(comment);
+          if (!said) return;
+          try { result.cost = JSON.parse(said[1]); } catch (e) { /* a comment is only a comment */ }
+        });
+        if (event.data === null) return;
+        if (event.data === "[DONE]") { result.done = true; return; }
+        var chunk;
+        try { chunk = JSON.parse(event.data); } catch (e) { return; }
+        if (chunk.error) { result.error = chunk.error; return; }
+        if (chunk.creditgate) {
+          result.cost = Object.assign({}, result.cost, chunk.creditgate);
+          run.jobId = run.jobId || chunk.creditgate.job_id;
+        }
+        if (chunk.usage) result.usage = chunk.usage;
+        var choice = chunk.choices && chunk.choices[0];
+        if (choice && choice.delta && choice.delta.content) on.piece(choice.delta.content);
+      });
+      var reader = response.body.getReader();
+      var decoder = new TextDecoder();
+      function read() {
+        return reader.read().then(function (chunk) {
+          if (chunk.done) {
+            push(decoder.decode());
+            return result;
+          }
+          push(decoder.decode(chunk.value, { stream: true }));
+          return read();
+        });
+      }
+      return read();
+    });
+  }
+
+  // A text job's end in words; what it delivered and cost as the job API gives them (or the
+  // stream's last chunk, in the same shape).
   function textSummary(job) {
+    var charged = plural(job.credits_charged || 0, "credit");
+    var tokens = job.tokens ? plural(job.tokens.total, "token") : "";
+    var stopped = job.error && job.error.code === "stream_stopped";
     switch (job.status) {
       case "queued": return "Waiting to start…";
       case "running": return "Writing…";
-      case "succeeded":
+      case "succeeded": return "Done: " + (tokens ? tokens + "; " : "") + "charged " + charged + ".";
       case "partial": {
-        var tokens = job.tokens ? plural(job.tokens.total, "token") + "; " : "";
-        return "Done: " + tokens + "charged " + plural(job.credits_charged, "credit") + ".";
+        var cost = charged + (tokens ? " for " + tokens : "") + ".";
+        if (stopped) return "Stopped: charged " + cost;
+        var reason = job.error && job.error.message ? sentence(job.error.message) + " " : "";
+        return "Cut short: " + reason + "Charged " + cost;
       }
-      case "failed": return failedSentence(job);
+      case "failed":
+        if (stopped) {
+          return "Stopped before any text was written; "
+            + (job.credits_charged ? "charged " + charged + "." : "no credits were charged.");
+        }
+        return failedSentence(job);
       default: return job.status;
     }
   }
+
+  // The text streaming now: {controller (its fetch's AbortController), jobId}.
+  var textRun = null;
 
   function onTextSubmit(event) {
     event.preventDefault();
     if ($("generate-text").disabled) return;
     var prompt = $("text-prompt").value.trim();
+    var run = textRun = { controller: new AbortController(), jobId: null };
+    var summary = $("text-job-summary");
+    var output = $("text-output");
+    var written = null;  // the text node each piece is added to, as it comes
     state.busyText = true;
     update();
     showAlert("");
-    $("text-job-summary").textContent = "Sending…";
-    $("text-output").textContent = "";
-    api(urls.textUrl, {
-      method: "POST",
-      body: { prompt: prompt },
-      headers: { "Idempotency-Key": newIdempotencyKey() },
+    summary.textContent = "Sending…";
+    summary.className = "";
+    output.textContent = "";
+    var body = { model: "default", messages: [{ role: "user", content: prompt }], stream: true,
+      stream_options: { include_usage: true } };
+    streamText(body, run, {
+      start: function () {
+        $("text-job").hidden = false;
+        summary.textContent = "Writing…";
+        // Screen readers hear the start and the end; the text itself is read when they get to it.
+        output.setAttribute("aria-busy", "true");
+        $("stop-text").hidden = false;
+        announce("Writing…");
+        loadBalance().catch(function () {});  // the hold
+      },
+      piece: function (text) {
+        if (!written) {
+          written = document.createTextNode("");
+          output.appendChild(written);
+        }
+        written.appendData(text);
+      },
+    }).then(function (end) {
+      var cost = end.cost || {};
+      if (end.done && !end.error && cost.status === "succeeded" && typeof cost.credits_charged === "number") {
+        return { status: cost.status, credits_charged: cost.credits_charged,
+          tokens: end.usage ? { total: end.usage.total_tokens } : null, error: null };
+      }
+      // Cut short (an error event, or the stream ended early): the job says what it kept and cost.
+      if (!run.jobId) throw new window.creditgate.ApiError(502, { error: end.error });
+      return settledJob(run.jobId);
+    }, function (err) {
+      // Stopped: the server cancels the provider and charges what it produced, then settles the job.
+      if (err && err.name === "AbortError") {
+        if (!run.jobId) return { status: "failed", credits_charged: 0, error: { code: "stream_stopped" } };
+        return settledJob(run.jobId);
+      }
+      throw err;
     }).then(function (job) {
-      $("text-job").hidden = false;
-      $("text-output").textContent = "";
-      loadBalance().catch(function () {});
-      return followJob(job, $("text-job-summary"), textSummary).then(function (done) {
-        $("text-output").textContent = done.text || "";
-      });
+      if (job.text) output.textContent = job.text;  // all that was charged, past the last piece shown
+      var text = textSummary(job);
+      summary.textContent = text;
+      summary.className = job.status === "succeeded" ? "ok" : (job.status === "partial" ? "warn" : "short");
+      announce(text);
     }).catch(function (err) {
+      $("text-job").hidden = !output.textContent;
       showAlert(describeError(err));
       announce("");
     }).then(function () {
+      var stop = $("stop-text");
+      if (document.activeElement === stop) output.focus();
+      stop.hidden = true;
+      output.removeAttribute("aria-busy");
+      if (textRun === run) textRun = null;
       state.busyText = false;
       return refreshAccount();
     }).then(update);
+  }
+
+  // A job followed to its final state (long polls), for a stream that did not say its cost.
+  function settledJob(jobId) {
+    return waitJob({ id: jobId, status: "running" }, function () {});
+  }
+
+  function onTextStop() {
+    if (!textRun || textRun.controller.signal.aborted) return;
+    $("text-job-summary").textContent = "Stopping…";
+    var stop = $("stop-text");
+    if (document.activeElement === stop) $("text-output").focus();  // not lost with the button
+    stop.hidden = true;
+    textRun.controller.abort();
   }
 
   // --- the article: a text plus images of a tier, one job (POST /api/v1/articles/generations/) ---
@@ -961,6 +1144,7 @@
   $("text-prompt").addEventListener("input", update);
   $("image-form").addEventListener("submit", onImageSubmit);
   $("text-form").addEventListener("submit", onTextSubmit);
+  $("stop-text").addEventListener("click", onTextStop);
   $("article-form").addEventListener("submit", onArticleSubmit);
   $("article-prompt").addEventListener("input", repriceArticleSoon);
   $("article-tier").addEventListener("change", repriceArticle);
