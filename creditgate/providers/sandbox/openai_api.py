@@ -8,13 +8,16 @@ parameters), the same knowledge the real API has; the service itself reads model
 from __future__ import annotations
 
 import base64
+import json
 import re
 import time
 import uuid
+from collections.abc import Callable
 
-from creditgate.providers.sandbox.render import completion_for, count_tokens, render_png
+from creditgate.providers.sandbox.render import Completion, completion_for, render_png
 from creditgate.providers.sandbox.state import ImageSpec, SandboxState
-from creditgate.providers.sandbox.wire import Call, Reply
+from creditgate.providers.sandbox.wire import Call, Reply, Stream
+from creditgate.providers.tokens import chat_prompt_tokens, text_tokens
 
 MODELS = ["gpt-5.1", "gpt-5.1-2025-11-13", "gpt-image-2", "gpt-image-2-2026-04-21", "gpt-image-1-mini", "dall-e-3"]
 SHUTDOWN = {"gpt-image-1-mini": "2026-12-01", "dall-e-3": "2026-05-12"}
@@ -122,31 +125,120 @@ def chat_completions(state: SandboxState, call: Call) -> Reply:
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         return _error(400, "Invalid 'max_completion_tokens': expected a positive integer.",
                       type_="invalid_request_error", code="invalid_value", param="max_completion_tokens")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        return _error(400, f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__} instead.",
+                      type_="invalid_request_error", code="invalid_type", param="stream")
+    stream_options = body.get("stream_options")
+    if stream_options is not None and not stream:
+        return _error(400, "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                      type_="invalid_request_error", code=None, param="stream_options")
     fault = fault_reply(state, state.draw_fault("openai"))
     if fault is not None and not fault.hang:
         return fault
 
-    prompt = " ".join(str(m.get("content", "")) for m in messages if isinstance(m, dict))
-    prompt_tokens = sum(count_tokens(str(m.get("content", ""))) + 3 for m in messages if isinstance(m, dict)) + 3
-    text, completion_tokens, finish_reason = completion_for(prompt, max_tokens=max_tokens)
-    reply = Reply(200, {
-        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "finish_reason": finish_reason, "logprobs": None,
-                     "message": {"role": "assistant", "content": text, "refusal": None, "annotations": []}}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                  "total_tokens": prompt_tokens + completion_tokens,
-                  "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-                  "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
-                                                "accepted_prediction_tokens": 0,
-                                                "rejected_prediction_tokens": 0}},
-        "service_tier": "default",
-        "system_fingerprint": None,
-    }, headers={"x-request-id": _request_id()})
+    prompt = " ".join(_content_text(m.get("content")) for m in messages if isinstance(m, dict))
+    prompt_tokens = chat_prompt_tokens([m for m in messages if isinstance(m, dict)], model)
+    completion = completion_for(prompt, max_tokens=max_tokens, model=model)
+    completion_id, request_id = f"chatcmpl-{uuid.uuid4().hex[:24]}", _request_id()
+    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion.completion_tokens,
+             "total_tokens": prompt_tokens + completion.completion_tokens,
+             "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+             "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
+                                           "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+    if stream:
+        include_usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
+        reply = Reply(200, None, headers={"x-request-id": request_id}, content_type="text/event-stream; charset=utf-8",
+                      stream=_chat_stream(state, completion, model=model, completion_id=completion_id,
+                                          request_id=request_id, usage=usage, include_usage=include_usage))
+    else:
+        reply = Reply(200, {
+            "id": completion_id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": model,
+            "choices": [{"index": 0, "finish_reason": completion.finish_reason, "logprobs": None,
+                         "message": {"role": "assistant", "content": completion.text, "refusal": None,
+                                     "annotations": []}}],
+            "usage": usage,
+            "service_tier": "default",
+            "system_fingerprint": None,
+        }, headers={"x-request-id": request_id})
     reply.hang = bool(fault and fault.hang)
     return reply
+
+
+def _content_text(content) -> str:
+    if isinstance(content, list):
+        return " ".join(str(part.get("text") or "") for part in content
+                        if isinstance(part, dict) and part.get("type") == "text")
+    return str(content or "")
+
+
+STREAM_ERROR = {"message": "The server had an error while processing your request. Sorry about that!",
+                "type": "server_error", "param": None, "code": None}
+
+
+def _chat_stream(state: SandboxState, completion: Completion, *, model: str, completion_id: str, request_id: str,
+                 usage: dict, include_usage: bool) -> Stream:
+    """The completion as OpenAI streams it (Server-Sent Events of chat.completion.chunk): a chunk
+    with the role, one chunk per token piece, a chunk with the finish_reason, with include_usage a
+    chunk with no choices and the usage (every other chunk then has "usage": null), then [DONE].
+    The knobs read when the stream starts decide its pacing and whether it drops or errs."""
+    knobs = state.knobs
+    created = int(time.time())
+
+    def chunk(delta: dict | None, finish_reason: str | None = None, *, usage_chunk: bool = False) -> bytes:
+        data: dict = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                      "service_tier": "default", "system_fingerprint": None,
+                      "choices": [] if usage_chunk else [{"index": 0, "delta": delta, "logprobs": None,
+                                                          "finish_reason": finish_reason}]}
+        if include_usage:
+            data["usage"] = usage if usage_chunk else None
+        return event(data)
+
+    def event(data) -> bytes:
+        return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+    def run(send: Callable[[bytes], None]) -> bool:
+        record = state.stream_started(request_id=request_id, model=model, prompt_tokens=usage["prompt_tokens"],
+                                      completion_tokens=completion.completion_tokens)
+        pause = 1 / knobs.stream_tokens_per_second if knobs.stream_tokens_per_second else 0.0
+        try:
+            send(chunk({"role": "assistant", "content": ""}))
+            for sent, piece in enumerate(completion.pieces):
+                if sent == knobs.stream_drop_after_tokens:
+                    state.stream_ended(record, "dropped")
+                    return False
+                if sent == knobs.stream_error_after_tokens:
+                    send(event({"error": STREAM_ERROR}))
+                    state.stream_ended(record, "error")
+                    return True
+                if pause:
+                    time.sleep(pause)
+                send(chunk({"content": piece}))
+                state.stream_sent(record)
+            # Past the whole answer, a drop or error still comes before its end.
+            if knobs.stream_drop_after_tokens is not None and knobs.stream_drop_after_tokens <= len(completion.pieces):
+                state.stream_ended(record, "dropped")
+                return False
+            if knobs.stream_error_after_tokens is not None \
+                    and knobs.stream_error_after_tokens <= len(completion.pieces):
+                send(event({"error": STREAM_ERROR}))
+                state.stream_ended(record, "error")
+                return True
+            send(chunk({}, completion.finish_reason))
+            if include_usage:
+                send(chunk(None, usage_chunk=True))
+            send(b"data: [DONE]\n\n")
+        except (BrokenPipeError, ConnectionResetError):
+            # The client hung up: a real model stops generating when its connection closes.
+            state.stream_ended(record, "client_gone")
+            raise
+        state.stream_ended(record, "completed")
+        return True
+
+    return run
 
 
 def images_generations(state: SandboxState, call: Call, *, base_url: str) -> Reply:
@@ -198,7 +290,7 @@ def images_generations(state: SandboxState, call: Call, *, base_url: str) -> Rep
             data.append({"url": f"{base_url}/openai/images/{image_id}.png", "revised_prompt": prompt})
     response = {"created": int(time.time()), "data": data}
     if gpt_image:
-        input_tokens = count_tokens(prompt)
+        input_tokens = text_tokens(prompt, model)
         response.update({
             "background": "opaque", "output_format": "png", "quality": body.get("quality", "auto"),
             "size": f"{width}x{height}",

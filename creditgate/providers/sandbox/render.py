@@ -1,4 +1,4 @@
-"""What the emulator "generates": PNGs that show what was asked, and text with plausible token counts.
+"""What the emulator "generates": PNGs that show what was asked, and text counted in the model's own tokens.
 
 Cheap on purpose (a flat background and a few lines of text) so a batch of 8 at 1024x1024 stays
 well under the latency knob and the benchmarks measure the code under test, not Pillow.
@@ -8,20 +8,20 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import random
 import textwrap
+from dataclasses import dataclass
 from functools import lru_cache
 
 from PIL import Image, ImageDraw, ImageFont
+
+from creditgate.providers.tokens import text_tokens, token_pieces
 
 LOREM = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor incididunt ut labore et "
          "dolore magna aliqua ut enim ad minim veniam quis nostrud exercitation ullamco laboris nisi aliquip ex "
          "ea commodo consequat duis aute irure in reprehenderit voluptate velit esse cillum fugiat nulla pariatur "
          "excepteur sint occaecat cupidatat non proident sunt culpa qui officia deserunt mollit anim id est "
          "laborum").split()
-
-TOKENS_PER_WORD = 1.3
 
 
 @lru_cache(maxsize=16)
@@ -57,24 +57,32 @@ def render_png(*, prompt: str, model: str, width: int, height: int, seed: int | 
     return out.getvalue()
 
 
-def count_tokens(text: str) -> int:
-    """The usual rule of thumb for English: about 1.3 tokens per word."""
-    return math.ceil(len(text.split()) * TOKENS_PER_WORD)
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    pieces: list[str]       # the text cut at token boundaries: what a stream sends, one per chunk
+    completion_tokens: int
+    finish_reason: str      # "stop", or "length" when cut at max_tokens
 
 
-def completion_for(prompt: str, *, max_tokens: int) -> tuple[str, int, str]:
-    """(text, completion_tokens, finish_reason). Deterministic per prompt; a longer prompt gets a
-    longer answer, and the answer is cut at max_tokens like a real model's (finish_reason "length")."""
+def completion_for(prompt: str, *, max_tokens: int, model: str) -> Completion:
+    """What the emulated model answers. Deterministic per prompt (and model, whose tokenizer
+    counts it); a longer prompt gets a longer answer, and the answer is cut at `max_tokens` tokens
+    of the model's tokenizer like a real model's (finish_reason "length"). The words are ASCII, so
+    each piece is one token and `completion_tokens` is the number of pieces."""
     rng = random.Random(hashlib.sha256(prompt.encode()).digest())
     wanted = 60 + min(540, 4 * len(prompt.split())) + rng.randint(0, 60)
-    tokens = min(wanted, max_tokens)
-    words = [rng.choice(LOREM) for _ in range(max(1, math.floor(tokens / TOKENS_PER_WORD)))]
-    sentences, current = [], []
-    for word in words:
-        current.append(word)
-        if len(current) >= rng.randint(8, 16):
-            sentences.append(" ".join(current).capitalize() + ".")
-            current = []
-    if current:
-        sentences.append(" ".join(current).capitalize() + ("." if tokens == wanted else ""))
-    return " ".join(sentences), tokens, "stop" if tokens == wanted else "length"
+    sentences: list[str] = []
+    length = 0
+    while length < wanted:  # whole sentences until the answer is long enough
+        words = [rng.choice(LOREM) for _ in range(rng.randint(8, 16))]
+        sentence = " ".join(words).capitalize() + "."
+        # Sentences meet at a space before a word, where the tokenizer cuts too: counts add up.
+        length += text_tokens(sentence if not sentences else f" {sentence}", model)
+        sentences.append(sentence)
+    pieces = token_pieces(" ".join(sentences), model)
+    finish_reason = "stop"
+    if len(pieces) > max_tokens:
+        pieces, finish_reason = pieces[:max_tokens], "length"
+    return Completion(text="".join(pieces), pieces=pieces, completion_tokens=len(pieces),
+                      finish_reason=finish_reason)

@@ -5,6 +5,10 @@ The real clients (the openai SDK over HTTPX2, our Runware client over requests) 
 unchanged; only the base URL differs. Knobs can be set in-process (`SandboxServer.configure`,
 `fail_next`) or over HTTP (`POST /_sandbox/config`, `POST /_sandbox/fail_next`,
 `POST /_sandbox/reset`, `GET /_sandbox/stats`) so a test or a demo in another process can steer it.
+
+Chat completions with `"stream": true` answer as OpenAI streams (Server-Sent Events, chunked),
+one chunk per token; the stream_* knobs pace, cut or break them, and each stream leaves a record
+(`SandboxServer.streams()`, the "streams" of `GET /_sandbox/stats`) of what reached the client.
 """
 
 from __future__ import annotations
@@ -117,6 +121,18 @@ class SandboxServer:
         (OpenAI's x-request-id; Runware's request ids are the taskUUIDs in `requests`)."""
         return self.state.answered(route)
 
+    def streams(self) -> list[dict]:
+        """One record per streamed chat completion, oldest first: {"request_id", "model",
+        "prompt_tokens", "completion_tokens" (the whole answer's), "tokens_sent" (content chunks
+        written without error), "outcome"}; outcome is "streaming" while it runs, then "completed",
+        "client_gone" (a write failed: the client hung up, and the stream stopped), "dropped"
+        (stream_drop_after_tokens) or "error" (stream_error_after_tokens). Also in GET /_sandbox/stats."""
+        return self.state.stream_records()
+
+    def wait_for_streams(self, count: int = 1, *, timeout: float = 10.0) -> list[dict]:
+        """`streams()` once at least `count` streams have ended (TimeoutError after `timeout` s)."""
+        return self.state.wait_for_streams(count, timeout=timeout)
+
     def last_request(self, route: str) -> Any:
         bodies = self.requests(route)
         return bodies[-1] if bodies else None
@@ -146,7 +162,7 @@ class SandboxServer:
             if path == "/openai/v1/models":
                 return openai_api.models_list(self.state, call)
             if path == "/_sandbox/stats":
-                return Reply(200, {"counts": self.stats, "knobs": vars(self.knobs),
+                return Reply(200, {"counts": self.stats, "knobs": vars(self.knobs), "streams": self.streams(),
                                    "requests": {route: self.requests(route) for route in self.state.bodies},
                                    "answers": {route: self.answers(route) for route in self.state.answers}},
                              slow=False)
@@ -193,7 +209,8 @@ class _HTTPServer(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs; every reply carries Content-Length
+    # Keep-alive, as the real APIs; every reply carries Content-Length, but a stream's (chunked).
+    protocol_version = "HTTP/1.1"
     server: _HTTPServer
 
     def do_GET(self) -> None:
@@ -217,6 +234,9 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(sandbox.knobs.latency_ms / 1000)
         if reply.hang:
             sandbox.state.hang()
+        if reply.stream is not None:
+            self._stream(reply)
+            return
         payload = reply.encoded()
         try:
             self.send_response(reply.status)
@@ -228,6 +248,33 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(payload)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a "timeout"): exactly what was being emulated
+
+    def _stream(self, reply: Reply) -> None:
+        """A streamed reply in HTTP/1.1 chunked framing, each piece written and flushed on its own
+        (wfile is unbuffered), so the client reads it as it comes. A reply whose body did not end
+        properly loses its connection without the last chunk, which a client sees as a dropped
+        connection; a client that hung up is noticed at the next write, and the stream stops."""
+        assert reply.stream is not None
+        self.close_connection = True  # a stream that ended early leaves nothing to reuse
+
+        def send(piece: bytes) -> None:
+            self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece))
+            self.wfile.flush()
+
+        try:
+            self.send_response(reply.status)
+            self.send_header("Content-Type", reply.content_type)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Cache-Control", "no-cache")
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            ended = reply.stream(send)
+            if ended:
+                self.wfile.write(b"0\r\n\r\n")
+                self.close_connection = False
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client hung up (the emulator's stream has recorded it)
 
     def log_message(self, format: str, *args) -> None:
         logger.debug("sandbox: %s", format % args)

@@ -33,6 +33,12 @@ class Knobs:
     # whose search has no date, marks the model "deprecated").
     retiring_models: dict = field(default_factory=dict)
     runware_cost: bool = True          # Runware reports each image's cost when a task asks (includeCost)
+    # Streamed chat completions ("stream": true). Pacing of the content chunks (0: as fast as the
+    # socket takes them); after N content chunks, cut the connection (no finish chunk, no usage,
+    # no [DONE]) or send OpenAI's mid-stream error event and close (None: never).
+    stream_tokens_per_second: float = 0.0
+    stream_drop_after_tokens: int | None = None
+    stream_error_after_tokens: int | None = None
 
     def validated(self) -> Knobs:
         if self.error_kind not in ERROR_KINDS:
@@ -57,7 +63,15 @@ class Knobs:
                 dt.date.fromisoformat(str(day))
             except ValueError:
                 raise ValueError(f'retiring_models[{name!r}] must be a date, "YYYY-MM-DD"') from None
+        pace = self.stream_tokens_per_second
+        if not isinstance(pace, int | float) or isinstance(pace, bool) or pace < 0:
+            raise ValueError("stream_tokens_per_second must be a number, 0 or more (0: unpaced)")
+        for name in ("stream_drop_after_tokens", "stream_error_after_tokens"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise ValueError(f"{name} must be a whole number, 0 or more, or null (never)")
         self.latency_ms, self.error_rate = int(self.latency_ms), float(self.error_rate)
+        self.stream_tokens_per_second = float(self.stream_tokens_per_second)
         self.retry_after_s, self.hang_s = float(self.retry_after_s), float(self.hang_s)
         return self
 
@@ -75,6 +89,21 @@ class ImageSpec:
     seed: int | None
 
 
+STREAM_OUTCOMES = ("streaming", "completed", "client_gone", "dropped", "error")
+
+
+@dataclass
+class StreamRecord:
+    """One streamed chat completion, as the emulator sent it."""
+
+    request_id: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int    # the whole answer's tokens (at most max_completion_tokens)
+    tokens_sent: int = 0      # content chunks written to the socket without error
+    outcome: str = "streaming"  # then one of completed | client_gone | dropped | error
+
+
 @dataclass
 class SandboxState:
     initial: Knobs
@@ -89,12 +118,15 @@ class SandboxState:
     tasks: dict = field(default_factory=dict)   # Runware taskUUID -> the items and errors it produced
     partial_calls: int = 0
     release: threading.Event = field(default_factory=threading.Event)
+    streams: deque = field(default_factory=deque)  # one StreamRecord per streamed completion, oldest first
+    streams_changed: threading.Condition = field(init=False)
 
     MAX_IMAGES = 2000
     MAX_BODIES = 50
 
     def __post_init__(self):
         self.knobs = Knobs(**asdict(self.initial)).validated()
+        self.streams_changed = threading.Condition(self.lock)
 
     def configure(self, **changes: Any) -> Knobs:
         unknown = set(changes) - Knobs.names()
@@ -118,6 +150,7 @@ class SandboxState:
             self.images.clear()
             self.tasks.clear()
             self.partial_calls = 0
+            self.streams.clear()
             self.release.set()
             self.release = threading.Event()
 
@@ -201,6 +234,45 @@ class SandboxState:
     def recorded(self, route: str) -> list:
         with self.lock:
             return list(self.bodies.get(route, ()))
+
+    MAX_STREAMS = 1000
+
+    def stream_started(self, *, request_id: str, model: str, prompt_tokens: int,
+                       completion_tokens: int) -> StreamRecord:
+        record = StreamRecord(request_id=request_id, model=model, prompt_tokens=prompt_tokens,
+                              completion_tokens=completion_tokens)
+        with self.lock:
+            self.streams.append(record)
+            while len(self.streams) > self.MAX_STREAMS:
+                self.streams.popleft()
+            self.streams_changed.notify_all()
+        return record
+
+    def stream_sent(self, record: StreamRecord) -> None:
+        """One more content chunk of `record`'s stream reached the socket."""
+        with self.lock:
+            record.tokens_sent += 1
+
+    def stream_ended(self, record: StreamRecord, outcome: str) -> None:
+        assert outcome in STREAM_OUTCOMES[1:], outcome
+        with self.lock:
+            record.outcome = outcome
+            self.streams_changed.notify_all()
+
+    def stream_records(self) -> list[dict]:
+        with self.lock:
+            return [asdict(record) for record in self.streams]
+
+    def wait_for_streams(self, count: int, *, timeout: float) -> list[dict]:
+        """Every stream record, oldest first, once at least `count` streams have ended; raises
+        TimeoutError if fewer have ended within `timeout` seconds."""
+        with self.lock:
+            ended = self.streams_changed.wait_for(
+                lambda: sum(r.outcome != "streaming" for r in self.streams) >= count, timeout)
+            if not ended:
+                raise TimeoutError(f"fewer than {count} streams ended within {timeout}s: "
+                                   f"{[asdict(r) for r in self.streams]}")
+            return [asdict(record) for record in self.streams]
 
     def hang(self) -> None:
         self.release.wait(self.knobs.hang_s)

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+# A body sent in pieces as it is made (Server-Sent Events). The server calls it with `send`, which
+# writes one piece and flushes it, and raises BrokenPipeError or ConnectionResetError once the
+# client has hung up. It returns whether the body ended properly: False cuts the connection
+# without the body's end, as a connection that drops mid-answer.
+Stream = Callable[[Callable[[bytes], None]], bool]
 
 
 @dataclass
@@ -31,6 +38,7 @@ class Reply:
     content_type: str = "application/json"
     hang: bool = False           # answer only after the "timeout" wait: the client has given up by then
     slow: bool = True            # subject to the latency knob (provider work, not control or files)
+    stream: Stream | None = None  # the body, sent in pieces (chunked) instead of `body`
 
     def encoded(self) -> bytes:
         if isinstance(self.body, bytes | bytearray):
