@@ -72,6 +72,54 @@ class TextResult:
     provider_request_id: str | None = None
 
 
+class TextStream(ABC):
+    """A chat completion as the provider generates it: an async iterator of the text's pieces
+    (non-empty strings, in order). Once the iteration has ended normally, `result` is the whole
+    completion (content, token usage, finish_reason, request id), or None when the provider sent
+    no usage. A failure once text has flowed is never retried (the caller has already passed text
+    on): the iteration raises the ProviderError, and `result` stays None.
+
+    Whoever opens a stream closes it: `await stream.aclose()` (idempotent, at any point) closes the
+    connection, which makes the provider stop generating; `async with stream:` does it on exit.
+    Usage is only known at the end: a caller that stops early has `text_so_far` (and the tokens
+    module) to count what it received."""
+
+    def __init__(self) -> None:
+        self._pieces: list[str] = []
+        self.result: TextResult | None = None
+        self.closed = False
+
+    @property
+    def text_so_far(self) -> str:
+        """The pieces received so far, joined."""
+        return "".join(self._pieces)
+
+    def __aiter__(self) -> TextStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self.closed:
+            raise StopAsyncIteration
+        piece = await self._next_piece()
+        self._pieces.append(piece)
+        return piece
+
+    @abstractmethod
+    async def _next_piece(self) -> str:
+        """The next non-empty piece; StopAsyncIteration at the end (with `result` set), or the
+        ProviderError that ended the stream."""
+
+    @abstractmethod
+    async def aclose(self) -> None:
+        """Stop: close the connection to the provider (a no-op once closed)."""
+
+    async def __aenter__(self) -> TextStream:
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self.aclose()
+
+
 @dataclass(frozen=True)
 class ProviderModel:
     """What a provider says about one of its models now (its model list)."""
@@ -503,8 +551,18 @@ class ProviderAdapter(ABC):
 
     @abstractmethod
     async def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
-                      temperature: float | None = None, record: TryRecorder | None = None) -> TextResult:
-        """One completion, retries included; `record` is told of each try, in order."""
+                            temperature: float | None = None, record: TryRecorder | None = None,
+                            messages: list[dict] | None = None) -> TextResult:
+        """One completion, retries included; `record` is told of each try, in order. `messages`
+        (chat messages, OpenAI's shape), when given, are sent instead of the one user message
+        `prompt`."""
+
+    async def stream_text(self, *, model: AIModelConfig, messages: list[dict], max_tokens: int,
+                          temperature: float | None = None, record: TryRecorder | None = None) -> TextStream:
+        """A completion streamed as it is generated (see TextStream), once the provider has
+        started to answer: opening it is retried like any call, what follows is not. `record` is
+        told of each failed opening, and of the streamed try when the stream ends."""
+        raise ProviderRejectedRequest("This provider does not stream text.")
 
     @abstractmethod
     async def check_credentials(self) -> CredentialCheck: ...

@@ -8,6 +8,9 @@ One retry loop for both providers also means one place where tests can record th
 
 No idempotency key exists at OpenAI, so a retried timeout may be billed to us twice; the user is
 still charged once, for what was delivered.
+
+Streaming (`stream_text`): only the opening of a stream is retried; once text has flowed to the
+caller, a failure ends the stream with its error (see _OpenAITextStream).
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import datetime as dt
 import functools
 import logging
 import ssl
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 import httpx2
 import openai as openai_sdk
@@ -41,7 +46,9 @@ from creditgate.providers.base import (
     ProviderRejectedRequest,
     ProviderServerError,
     ProviderTimeout,
+    ProviderTry,
     TextResult,
+    TextStream,
     TryRecorder,
     call_with_retries,
     fetch_image,
@@ -50,6 +57,8 @@ from creditgate.providers.base import (
 )
 
 logger = logging.getLogger("creditgate.providers.openai")
+
+T = TypeVar("T")
 
 # PROVIDERS.md §5: the 429s that mean "out of money", not "slow down".
 QUOTA_CODES = {"insufficient_quota", "credit_balance_exhausted", "organization_spend_limit_exceeded",
@@ -96,26 +105,59 @@ class OpenAIAdapter(ProviderAdapter):
     # Text.
 
     async def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
-                            temperature: float | None = None, record: TryRecorder | None = None) -> TextResult:
+                            temperature: float | None = None, record: TryRecorder | None = None,
+                            messages: list[dict] | None = None) -> TextResult:
         client = self._client(self.policy.text_timeout)
-        send_temperature = temperature is not None and model.accepts("temperature")
+        # The caller's messages are OpenAI's shape already; the SDK's TypedDicts cannot say so.
+        sent: Any = messages if messages is not None else [{"role": "user", "content": prompt}]
 
-        async def create(with_temperature: bool) -> TextResult:
-            extra = {"temperature": temperature} if with_temperature else {}
+        async def create(extra: dict) -> TextResult:
             return _text_result(await client.chat.completions.create(
-                model=model.model_name, messages=[{"role": "user", "content": prompt}],
-                max_completion_tokens=max_tokens, extra_body={**(model.request_defaults or {}), **extra}))
+                model=model.model_name, messages=sent, max_completion_tokens=max_tokens,
+                extra_body={**(model.request_defaults or {}), **extra}))
 
+        return await self._with_temperature(
+            lambda extra: self._call(lambda: create(extra), what="chat", record=record, describe=_text_facts),
+            model=model, temperature=temperature)
+
+    async def stream_text(self, *, model: AIModelConfig, messages: list[dict], max_tokens: int,
+                          temperature: float | None = None, record: TryRecorder | None = None) -> TextStream:
+        """Chat Completions with `stream: true` and the usage chunk (stream_options.include_usage).
+        Opening the stream (up to the response's status and headers) is retried as any call;
+        its failed tries are recorded as they end, the streamed try when the stream ends."""
+        client = self._client(self.policy.text_timeout)
+        sent: Any = messages
+        opened: dict = {}
+
+        async def open_stream(extra: dict):
+            opened["sent_at"], opened["started"] = dt.datetime.now(dt.UTC), time.monotonic()
+            return await client.chat.completions.create(
+                model=model.model_name, messages=sent, max_completion_tokens=max_tokens,
+                stream=True, stream_options={"include_usage": True},
+                extra_body={**(model.request_defaults or {}), **extra})
+
+        def record_failed(attempt: ProviderTry) -> None:
+            if record is not None and not attempt.ok:
+                record(attempt)
+
+        upstream = await self._with_temperature(
+            lambda extra: self._call(lambda: open_stream(extra), what="chat stream", record=record_failed),
+            model=model, temperature=temperature)
+        return _OpenAITextStream(upstream, record=record, sent_at=opened["sent_at"], started=opened["started"])
+
+    async def _with_temperature(self, call: Callable[[dict], Awaitable[T]], *, model: AIModelConfig,
+                                temperature: float | None) -> T:
+        """`call(extra_body)` with the temperature when the model accepts one; once more without
+        it when the model refuses it (PROVIDERS.md §3: a reasoning setup may refuse a non-default
+        temperature; the text is still worth having without it, so drop it rather than fail)."""
+        send_temperature = temperature is not None and model.accepts("temperature")
         try:
-            return await self._call(lambda: create(send_temperature), what="chat", record=record,
-                                    describe=_text_facts)
+            return await call({"temperature": temperature} if send_temperature else {})
         except ProviderRejectedRequest as exc:
-            # PROVIDERS.md §3: a reasoning setup may refuse a non-default temperature; the text is
-            # still worth having without it, so drop it once rather than fail the job.
             if not (send_temperature and getattr(exc.__cause__, "param", None) == "temperature"):
                 raise
             logger.warning("openai chat: %s refused temperature; retrying without it", model.model_name)
-            return await self._call(lambda: create(False), what="chat", record=record, describe=_text_facts)
+            return await call({})
 
     # Images.
 
@@ -227,6 +269,108 @@ def _text_facts(text: TextResult) -> dict:
     """A completion as a try for the record: OpenAI reports usage, not a cost."""
     return {"request_id": text.provider_request_id or "", "units": 1, "prompt_tokens": text.prompt_tokens,
             "completion_tokens": text.completion_tokens, "finish_reason": text.finish_reason or ""}
+
+
+class _OpenAITextStream(TextStream):
+    """The SDK's AsyncStream of chat.completion.chunk, as pieces of text. Nothing here is retried:
+    an `error` event, a cut connection or a read timeout ends the iteration with the ProviderError
+    (see translate_stream_error), and so does a stream that ends without a finish_reason."""
+
+    def __init__(self, upstream, *, record: TryRecorder | None, sent_at: dt.datetime, started: float):
+        super().__init__()
+        self._upstream = upstream
+        self._record = record
+        self._sent_at, self._started = sent_at, started
+        self._request_id: str | None = upstream.response.headers.get("x-request-id")
+        self._finish_reason: str | None = None
+        self._usage = None
+        self._recorded = False
+
+    async def _next_piece(self) -> str:
+        while True:
+            try:
+                chunk = await self._upstream.__anext__()
+            except StopAsyncIteration:
+                self._ended()
+                raise
+            except openai_sdk.OpenAIError as exc:
+                error = translate_stream_error(exc)
+                error.request_id = error.request_id or self._request_id
+                await self._failed(error)
+                raise error from exc
+            except BaseException:  # cancelled mid-read: the connection is of no further use
+                await self.aclose()
+                raise
+            if getattr(chunk, "usage", None) is not None:
+                self._usage = chunk.usage
+            for choice in getattr(chunk, "choices", None) or []:
+                if getattr(choice, "finish_reason", None):
+                    self._finish_reason = choice.finish_reason
+                content = getattr(choice.delta, "content", None) if getattr(choice, "delta", None) else None
+                if content:
+                    return content
+
+    def _ended(self) -> None:
+        self.closed = True
+        if self._finish_reason is None:  # no finish chunk: the answer was cut short
+            error = ProviderServerError("The AI provider's answer broke off before it was complete.")
+            error.request_id = self._request_id
+            self._record_try(ProviderTry.failed(error, latency_ms=self._latency_ms(), request_id=self._request_id,
+                                                started_at=self._sent_at))
+            raise error
+        usage = self._usage
+        facts: dict[str, Any]
+        if usage is not None and usage.total_tokens is not None:
+            self.result = TextResult(
+                content=self.text_so_far, prompt_tokens=int(usage.prompt_tokens or 0),
+                completion_tokens=int(usage.completion_tokens or 0), total_tokens=int(usage.total_tokens),
+                finish_reason=self._finish_reason, provider_request_id=self._request_id)
+            facts = _text_facts(self.result)
+        else:
+            facts = {"request_id": self._request_id or "", "units": 1, "finish_reason": self._finish_reason}
+        self._record_try(ProviderTry(ok=True, latency_ms=self._latency_ms(), started_at=self._sent_at, **facts))
+
+    async def _failed(self, error: ProviderError) -> None:
+        self._record_try(ProviderTry.failed(error, latency_ms=self._latency_ms(), request_id=self._request_id,
+                                            started_at=self._sent_at))
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if not self._recorded:  # closed by the caller before the end: the provider stops there
+            self._record_try(ProviderTry(ok=True, latency_ms=self._latency_ms(), started_at=self._sent_at,
+                                         request_id=self._request_id or "", units=1, finish_reason="cancelled"))
+        if self._upstream is None:
+            return
+        upstream, self._upstream = self._upstream, None
+        self.closed = True
+        try:
+            await upstream.close()
+        except Exception:  # the connection is being dropped anyway
+            logger.debug("openai chat stream: closing the response failed", exc_info=True)
+
+    def _record_try(self, attempt: ProviderTry) -> None:
+        if self._recorded:
+            return
+        self._recorded = True
+        if self._record is not None:
+            self._record(attempt)
+
+    def _latency_ms(self) -> int:
+        return int((time.monotonic() - self._started) * 1000)
+
+
+def translate_stream_error(exc: openai_sdk.OpenAIError) -> ProviderError:
+    """What breaks a stream after it started, as our error: the SDK raises an APIError (no status)
+    for an `error` event, APITimeoutError for a read timeout and APIConnectionError for a cut
+    connection."""
+    if isinstance(exc, openai_sdk.APIStatusError | openai_sdk.APIConnectionError):
+        return translate_error(exc, what="chat stream")
+    if isinstance(exc, openai_sdk.APIError):
+        logger.warning("openai chat stream: error event type=%s code=%s: %s", exc.type, exc.code, exc.message)
+        error = ProviderServerError("The AI provider failed while it was writing the answer.")
+        error.provider_code = str(exc.code or exc.type or "")
+        return error
+    return ProviderBadResponse()
 
 
 def _images_facts(response) -> dict:

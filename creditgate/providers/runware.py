@@ -259,7 +259,8 @@ class RunwareAdapter(ProviderAdapter):
     # Text: Runware serves the image tiers only.
 
     async def generate_text(self, *, model: AIModelConfig, prompt: str, max_tokens: int,
-                            temperature: float | None = None, record: base.TryRecorder | None = None) -> TextResult:
+                            temperature: float | None = None, record: base.TryRecorder | None = None,
+                            messages: list[dict] | None = None) -> TextResult:
         raise ProviderRejectedRequest("This provider does not generate text.")
 
     # Credentials.

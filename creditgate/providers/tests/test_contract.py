@@ -22,6 +22,7 @@ from creditgate.providers.base import (
     ProviderAuthError,
     ProviderContentRefused,
     ProviderQuotaExhausted,
+    ProviderTry,
 )
 from creditgate.providers.openai import OpenAIAdapter
 from creditgate.providers.runware import RunwareAdapter
@@ -56,6 +57,12 @@ class ReplayServer:
                 server.requests.append({"method": "POST", "path": self.path,
                                         "headers": {k.lower(): v for k, v in self.headers.items()}, "body": body})
                 response = server.queue.pop(0)
+                if "sse" in response:  # a stream: its events, each as OpenAI frames them
+                    events = (e if isinstance(e, str) else json.dumps(e, separators=(",", ":"))
+                              for e in response["sse"])
+                    self._send(response["status"], {"Content-Type": "text/event-stream", **response["headers"]},
+                               "".join(f"data: {e}\n\n" for e in events).encode())
+                    return
                 text = json.dumps(response["body"]).replace("{base}", server.url)
                 if isinstance(body, list) and body and isinstance(body[0], dict):
                     text = text.replace("{taskUUID}", str(body[0].get("taskUUID")))
@@ -120,6 +127,34 @@ def test_openai_chat_request_and_response(replay):
     assert (result.prompt_tokens, result.completion_tokens, result.total_tokens) == (13, 9, 22)
     assert result.content == "Foxes grow a thicker coat in winter."
     assert result.finish_reason == "stop" and result.provider_request_id == "req_8c1f0e1d2a"
+
+
+def test_openai_chat_stream_request_and_documented_chunks(replay):
+    server = replay("openai_chat_stream")
+    adapter = OpenAIAdapter(api_key="sk-test-123", base_url=f"{server.url}/v1", policy=POLICY)
+    tries: list[ProviderTry] = []
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Write about foxes."}]
+
+    async def read():
+        async with await adapter.stream_text(model=text_model(), messages=messages, max_tokens=300,
+                                             temperature=0.7, record=tries.append) as stream:
+            return [piece async for piece in stream], stream
+
+    pieces, stream = async_to_sync(read)()
+
+    (request,) = server.posts()
+    assert request["path"] == "/v1/chat/completions"
+    assert request["body"] == {"model": "gpt-5.1", "messages": messages, "max_completion_tokens": 300,
+                               "stream": True, "stream_options": {"include_usage": True},
+                               "reasoning_effort": "none", "temperature": 0.7}
+    assert pieces == ["Foxes", " grow a thicker", " coat in winter."]  # the role chunk's "" is skipped
+    result = stream.result
+    assert result is not None and result.content == "Foxes grow a thicker coat in winter." == stream.text_so_far
+    assert (result.prompt_tokens, result.completion_tokens, result.total_tokens) == (13, 9, 22)
+    assert result.finish_reason == "stop" and result.provider_request_id == "req_stream_5b2e"
+    (attempt,) = tries
+    assert attempt.ok and (attempt.prompt_tokens, attempt.completion_tokens, attempt.finish_reason) == (13, 9, "stop")
+    assert attempt.request_id == "req_stream_5b2e"
 
 
 def test_openai_images_request_and_base64_response(replay):
