@@ -261,6 +261,7 @@ class Sample:
     reasons: str
     rss_mib: float
     pg: int
+    client_cpu_ms: float  # this process's (the clients'), per operation: the load shares the same cores
 
     @property
     def rate(self) -> float:
@@ -298,16 +299,17 @@ async def _clients(target: Target, operation, clients: int, seconds: float) -> t
 def measure(target: Target, operation, clients: int, seconds: float) -> Sample:
     peaks = Peaks()
     watcher = threading.Thread(target=watch, args=(target.server, target.dbname, peaks), daemon=True)
-    cpu_before, started = cpu_seconds(target.server.pids()), time.monotonic()
+    cpu_before, started, client_before = cpu_seconds(target.server.pids()), time.monotonic(), time.process_time()
     watcher.start()
     done, failed, reasons = asyncio.run(_clients(target, operation, clients, seconds))
+    client_cpu = time.process_time() - client_before
     elapsed = time.monotonic() - started  # operations started before the end may finish after it
     peaks.stop.set()
     watcher.join()
     cpu = cpu_seconds(target.server.pids()) - cpu_before
     return Sample(done=done, elapsed=elapsed, cpu_ms=cpu / max(len(done), 1) * 1000, failed=failed,
                   reasons=", ".join(f"{n}x {reason}" for reason, n in reasons.most_common(2)),
-                  rss_mib=peaks.rss_mib, pg=peaks.pg)
+                  rss_mib=peaks.rss_mib, pg=peaks.pg, client_cpu_ms=client_cpu / max(len(done), 1) * 1000)
 
 
 def fake_config(fake: Server, **config) -> None:
@@ -466,7 +468,8 @@ def main() -> int:
             parts.append(f"cpu {sample.cpu_ms:.1f} ms/op" + (
                 f" ({xs(ratio(sample.cpu_ms, litellm.cpu_ms, lower_is_better=True))})" if litellm else ""))
             if figure.startswith("inflight"):
-                parts.append(f"pg {sample.pg if targets[name].dbname else '-'}, rss {sample.rss_mib:.0f} MiB")
+                parts.append(f"pg {sample.pg if targets[name].dbname else '-'}, rss {sample.rss_mib:.0f} MiB, "
+                             f"client cpu {sample.client_cpu_ms:.1f} ms/op")
             parts.append(f"failures {sample.failed}" + (f" ({sample.reasons})" if sample.failed else ""))
             print(f"{label} {titles[figure]}: " + ", ".join(parts), flush=True)
 
