@@ -55,7 +55,7 @@ def _count(body: dict, name: str, *, low: int, high: int | None = None) -> int |
 class Chat:
     model: str
     messages: list[dict]
-    prompt: str  # the messages' text, for people and for the hold's prompt estimate
+    prompt: str  # what was asked, for people and for the hold's prompt estimate (see chat_check)
     max_tokens: int | None
     temperature: Decimal | None
     stream: bool
@@ -98,7 +98,9 @@ def chat_check(raw: Any) -> Chat:
             entry["name"] = name
         clean.append(entry)
         texts.append(f"{role}: {text}")
-    prompt = "\n\n".join(texts)
+    # What was asked, as the job's prompt: one user message as it was typed (the page's text, most
+    # calls); several as a transcript, each labelled with its role.
+    prompt = clean[0]["content"] if len(clean) == 1 and clean[0]["role"] == "user" else "\n\n".join(texts)
     if not any(has_visible_character(m["content"]) for m in clean):
         raise invalid("messages", "The messages have no visible text.")
     if sum(len(m["content"]) for m in clean) > CHAT_TEXT_MAX_CHARS:

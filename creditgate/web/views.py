@@ -51,18 +51,8 @@ class JobView(LoginRequiredMixin, TemplateView):
         except NotFound:
             raise Http404("No such job.") from None  # another account's job is no different from a missing one
         images = list(job.images.all())
-        return {**super().get_context_data(**kwargs), "job": job, "title": job_title(job), "prompt": prompt_shown(job),
+        return {**super().get_context_data(**kwargs), "job": job, "title": job_title(job),
                 "images": [(image, image_caption(job, image)) for image in images]}
-
-
-def prompt_shown(job) -> str:
-    """What was asked, for people. A chat's prompt (/v1, the home page's streamed text) is its
-    messages' text labelled with their roles ("user: ..."); one user message, as the page sends,
-    is shown as it was typed."""
-    messages = job.messages
-    if isinstance(messages, list) and len(messages) == 1 and messages[0].get("role") == "user":
-        return messages[0].get("content") or job.prompt
-    return job.prompt
 
 
 def image_caption(job, image) -> str:

@@ -242,16 +242,6 @@
     return "Text";
   }
 
-  // A chat's prompt (the streamed text's job) is its messages' text, each labelled with its role
-  // ("user: …", blank lines between): one user message, as this page sends, is shown as typed.
-  var CHAT_ROLE_LABEL = /(?:^|\n\n)(?:system|developer|user|assistant): /g;
-
-  function promptShown(job) {
-    var prompt = String(job.prompt || "");
-    if (job.kind !== "text" || prompt.indexOf("user: ") !== 0) return prompt;
-    return (prompt.match(CHAT_ROLE_LABEL) || []).length === 1 ? prompt.slice("user: ".length) : prompt;
-  }
-
   function shorten(text, max) {
     text = String(text || "").replace(/\s+/g, " ").trim();
     return text.length > max ? text.slice(0, max - 1).trimEnd() + "…" : text;
@@ -282,7 +272,7 @@
       link.href = urls.jobPageUrl + id + "/";
       link.textContent = job ? jobTitle(job) : "a job";
       what.append((JOB_KIND_WORDS[entry.kind] || KIND_WORDS[entry.kind] || entry.kind) + " ", link);
-      if (job && job.prompt) notes.push("“" + shorten(promptShown(job), 80) + "”");
+      if (job && job.prompt) notes.push("“" + shorten(job.prompt, 80) + "”");
       // An owner sees every member's jobs: name who ran the ones that are not theirs.
       if (entry.user && entry.user.username !== urls.username) notes.push("by " + entry.user.username);
     } else {
