@@ -125,10 +125,10 @@ def quote_chat(data: dict, *, routing: catalog_selectors.Routing) -> Quote:
     """A chat of the OpenAI-compatible surface (/v1): priced as a text job, its messages' text as the
     prompt (the default text model's rate for that text plus max_tokens: the most it can cost),
     with its messages, its temperature (when the caller gave one and the model takes it) and
-    whether it streams in the job's snapshot."""
+    whether it streams (a streamed run, generation.streams) in the job's snapshot."""
     text = quote(JobKind.TEXT, {"prompt": data["prompt"], "max_tokens": data.get("max_tokens")}, routing=routing)
     assert text.text_model is not None  # a text quote has its model
-    fields = dict(text.job_fields, messages=data["messages"], streamed=True)
+    fields = dict(text.job_fields, messages=data["messages"], streamed=bool(data.get("stream")))
     if data.get("temperature") is not None and text.text_model.accepts("temperature"):
         fields["temperature"] = data["temperature"]
     return Quote(text.kind, text.price, {**text.request, "messages": data["messages"]}, fields,

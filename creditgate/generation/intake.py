@@ -321,8 +321,11 @@ def job_create_chat(*, user, body: Any, checked: dict, idempotency_key: str | No
                     api_key: ApiKey | None = None) -> tuple[Job, bool]:
     """Accept a chat of the OpenAI-compatible surface (/v1): (job, created). `body` is the request
     as sent (its fingerprint); `checked` its messages, their text as `prompt`, max_tokens and
-    temperature, as the surface checked them. The job is created running, claimed by the request
-    that streams it (generation.streams), never queued; a replayed key returns the first job."""
+    temperature, and `stream`, as the surface checked them. A replayed key returns the first job.
+    Streamed, the job is created running, claimed by the request that streams it
+    (generation.streams), never queued; not streamed, it is a text job like any other, with its
+    messages, run inline for its caller who waits (or queued when this process is full), and
+    recovered as any job if that process dies."""
     key = _idempotency_key_clean(idempotency_key)
     fingerprint = request_fingerprint("chat", body)
     account = credits_services.account_for_user(user=user)
@@ -336,9 +339,16 @@ def job_create_chat(*, user, body: Any, checked: dict, idempotency_key: str | No
         raise InvalidRequest(f"max_tokens is at most {limit} for this model.",
                              details={"max_tokens": [f"Ensure this value is less than or equal to {limit}."]})
     priced = charging.quote_chat(checked, routing=routing)
+    if checked.get("stream"):
+        fields, hand_over = {**priced.job_fields, **streams.lease_fields(timezone.now())}, _no_hand_over
+    else:
+        fields, hand_over = priced.job_fields, _job_run_here
     return charging.job_hold(account=account, user=user, key=key, fingerprint=fingerprint, price=priced.price,
-                             fields={**priced.job_fields, **streams.lease_fields(timezone.now())}, api_key=api_key,
-                             admit=_rate_check, hand_over=lambda job_id: None)
+                             fields=fields, api_key=api_key, admit=_rate_check, hand_over=hand_over)
+
+
+def _no_hand_over(job_id) -> None:
+    """A streamed job: its request runs it."""
 
 
 def _given(**fields) -> dict:

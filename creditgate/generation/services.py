@@ -403,7 +403,8 @@ class _Run:
             tries: list[ProviderTry] = []
             try:
                 text = await adapter.generate_text(model=model, prompt=job.prompt, max_tokens=job.max_tokens,
-                                                   temperature=temperature, record=tries.append)
+                                                   temperature=temperature, record=tries.append,
+                                                   messages=job.messages)
             except ProviderError as exc:
                 rows = call_tries_recorded(call, tries, model=model, started=started, error=exc)
                 return _CallResult(call=call, retries=rows[1:], error=(exc.code, exc.message), model_index=index,

@@ -21,11 +21,11 @@ What it costs (charging.settlement, the one charge path; never more than the hol
   error event. Nothing delivered (it failed before the first piece): nothing charged, and, when the
   failure is the provider's (ProviderError.failover), the text model next in the order of service
   is tried first.
-- **This process dies.** Every CREDITGATE_STREAM_CHECKPOINT_SECONDS (and at the first piece) the
-  run writes its count and text to the job (`Job.stream_tokens`), with its lease; the sweep settles
-  a streamed job whose lease lapsed from that checkpoint (services._job_recover). A crash costs the
-  operator at most the tokens produced since the last checkpoint; it never costs the user more than
-  what was produced.
+- **This process dies.** Every CREDITGATE_STREAM_CHECKPOINT_SECONDS the run writes its count and
+  text to the job (`Job.stream_tokens`), with its lease; the sweep settles a streamed job whose
+  lease lapsed from that checkpoint (services._job_recover). A crash costs the operator at most the
+  tokens produced since the last checkpoint (before the first: the prompt and those tokens, the
+  job then failed and free); it never costs the user more than what was produced.
 """
 
 from __future__ import annotations
@@ -86,8 +86,11 @@ class StreamRun:
     returns None; `stop()` when the caller hung up. `job` is the final job once the run ended
     (None if it could not be settled: the sweep does, from the checkpoint); `error` what failed."""
 
-    def __init__(self, job: Job):
+    def __init__(self, job: Job, *, models: tuple[AIModelConfig, ...] | None = None):
+        """`models`: the text models in order of service as the request priced it (the catalog's
+        routing, a moment old); None reads them from the database."""
         self.job = job
+        self._models = models
         self.final: Job | None = None
         self.error: StreamError | None = None
         self.finish_reason = ""  # the provider's, when the stream ended normally
@@ -132,7 +135,7 @@ class StreamRun:
         result: TextResult | None = None
         failure: ProviderError | None = None
         try:
-            models = await _in_thread(_models_of, job, ModelType.TEXT)
+            models = self._models if self._models is not None else await _in_thread(_models_of, job, ModelType.TEXT)
             for index, model in enumerate(models):
                 if self._stopped:
                     break
@@ -189,21 +192,24 @@ class StreamRun:
 
     async def _read(self, adapter, model: AIModelConfig, tries: list[ProviderTry],
                     lease: leases.Lease) -> TextResult | None:
-        """Read the provider's stream, handing each piece on, with a checkpoint at the first piece
-        and then every CREDITGATE_STREAM_CHECKPOINT_SECONDS. Cancelled by `stop`."""
+        """Read the provider's stream, handing each piece on, with a checkpoint every
+        CREDITGATE_STREAM_CHECKPOINT_SECONDS (the first that long after the first piece: nothing
+        competes with the first token). Cancelled by `stop`."""
         job = self.job
         temperature = float(job.temperature) if job.temperature is not None and model.accepts("temperature") else None
         stream = await adapter.stream_text(model=model, messages=job.messages, max_tokens=job.max_tokens,
                                            temperature=temperature, record=tries.append)
         every = settings.CREDITGATE_STREAM_CHECKPOINT_SECONDS
-        next_checkpoint = 0.0
+        next_checkpoint: float | None = None
         try:
             async for piece in stream:
                 self.pieces.append(piece)
                 self._queue.put_nowait(piece)
                 if lease.lost.is_set():
                     raise LeaseLost()
-                if time.monotonic() >= next_checkpoint:
+                if next_checkpoint is None:
+                    next_checkpoint = time.monotonic() + every
+                elif time.monotonic() >= next_checkpoint:
                     await _in_thread(_db_retry, lambda retrying: self._checkpoint(),
                                      what=f"job {job.pk}: stream checkpoint")
                     next_checkpoint = time.monotonic() + every

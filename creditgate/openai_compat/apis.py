@@ -43,6 +43,7 @@ from creditgate.openai_compat import requests as v1_requests
 from creditgate.openai_compat.errors import openai_error_response, openai_exception_handler
 
 IMAGES_WAIT_SECONDS = 600  # a batch of slow images; past it the answer is a 504 naming the job
+CHAT_WAIT_SECONDS = 600  # a long text, not streamed; likewise
 REPLAY_WAIT_SECONDS = 30  # a replay of a request still running waits this long for it
 IMAGE_URL_SECONDS = 3600  # how long an image's URL works, as OpenAI's do
 _IMAGE_URL_SALT = "creditgate.v1.image"
@@ -128,13 +129,28 @@ class ModelDetailApi(_V1Api):
 class ChatCompletionsApi(_V1Api):
     def post(self, request):
         chat = v1_requests.chat_check(request.data)
-        names.text_model_named(chat.model, catalog_selectors.routing_get())
-        job, created = intake.job_create_chat(user=request.user, body=request.data, checked=chat.checked(),
-                                              idempotency_key=request.headers.get("Idempotency-Key"),
-                                              api_key=request_api_key(request))
+        routing = catalog_selectors.routing_get()
+        names.text_model_named(chat.model, routing)
+        # A non-streamed chat waits for its job as a Prefer: wait does: a share of the waits.
+        slot = None if chat.stream else _wait_slot(request)
+        try:
+            job, created = intake.job_create_chat(user=request.user, body=request.data, checked=chat.checked(),
+                                                  idempotency_key=request.headers.get("Idempotency-Key"),
+                                                  api_key=request_api_key(request))
+        except BaseException:
+            if slot is not None:
+                slot.release()
+            raise
         response = Response()
-        response.v1 = (chat, job, created)  # type: ignore[attr-defined]  # read by chat_completions
+        response.v1 = (chat, job, created, slot, routing.text_models_ordered)  # type: ignore[attr-defined]
         return response
+
+
+def _wait_slot(request) -> waiting.WaitSlot:
+    """One of the account's (and the API key's) concurrent waits, or 429 too_many_waits."""
+    api_key = request_api_key(request)
+    return waiting.wait_slot_take(account_id=request.user.credit_membership.account_id,
+                                  api_key_id=api_key.pk if api_key else None)
 
 
 def _chunk(job: Job, delta: dict | None, *, finish_reason: str | None = None, **extra) -> dict:
@@ -175,17 +191,20 @@ def _completion(job: Job, run: streams.StreamRun | None = None) -> dict:
 
 
 async def _chat(request, pending) -> HttpResponse | StreamingHttpResponse:
-    chat, job, created = pending
-    if not created:
-        return await _chat_replayed(request, job)
+    chat, job, created, slot, models = pending
+    if not chat.stream or not created:
+        # A text job run inline (or the first request's job, on a replay): its answer once it is
+        # final. If the caller hangs up meanwhile, it still runs to its end and is charged for it.
+        try:
+            seconds = CHAT_WAIT_SECONDS if created else REPLAY_WAIT_SECONDS
+            job = await _job_final(request, job, seconds=seconds)
+        finally:
+            if slot is not None:
+                slot.release()
+        return _chat_answer(job, replayed=not created)
     runtime.sync_threads.set(runtime.sync_pool())  # the run's DB steps: a bounded pool
-    run = streams.StreamRun(job)
+    run = streams.StreamRun(job, models=models)
     run.start()
-    if not chat.stream:
-        final = await run.finished()
-        if final is None or final.total_tokens is None:
-            return _failed(run, final or job)
-        return _cost_headers(JsonResponse(_completion(final, run)), final)
     # The first piece before the answer starts: a failure before any text is an HTTP error the SDKs
     # raise as such, not a stream that errs at once. Nothing waits longer than the first token.
     try:
@@ -237,17 +256,18 @@ async def _events(run: streams.StreamRun, chat: v1_requests.Chat, job: Job, firs
         run.stop()  # a no-op once the run ended
 
 
-async def _chat_replayed(request, job: Job) -> HttpResponse:
-    """A replayed Idempotency-Key: the stored completion, never streamed, the provider not called
-    again. A first request still running is waited for a while."""
+def _chat_answer(job: Job, *, replayed: bool) -> HttpResponse:
+    """A chat's job as its answer: the completion (a replay's: the stored one, never streamed, the
+    provider not called again), its error, or a 409 (a replay) or 504 while it is still running."""
     if job.status not in FINAL_STATUSES:
-        job = await _job_final(request, job, seconds=REPLAY_WAIT_SECONDS)
-        if job.status not in FINAL_STATUSES:
+        if replayed:
             return openai_error_response(409, "request_in_progress", "The first request with this Idempotency-Key "
                                          "is still running; try again later.", retry_after=5)
+        return _cost_headers(openai_error_response(
+            504, "still_running", f"The text is not ready yet; GET /api/v1/jobs/{job.pk}/ shows it when it is."), job)
     if job.total_tokens is None:
-        return _cost_headers(_job_error(job), job, replayed=True)
-    return _cost_headers(JsonResponse(_completion(job)), job, replayed=True)
+        return _cost_headers(_job_error(job), job, replayed=replayed)
+    return _cost_headers(JsonResponse(_completion(job)), job, replayed=replayed)
 
 
 async def _job_final(request, job: Job, *, seconds: float) -> Job:
@@ -276,8 +296,7 @@ class ImageGenerationsApi(_V1Api):
         if asked.size:
             body["size"] = asked.size
         api_key = request_api_key(request)
-        slot = waiting.wait_slot_take(account_id=request.user.credit_membership.account_id,
-                                      api_key_id=api_key.pk if api_key else None)
+        slot = _wait_slot(request)
         try:
             job, created = intake.job_create(kind=JobKind.IMAGE, user=request.user, body=body,
                                              idempotency_key=request.headers.get("Idempotency-Key"),

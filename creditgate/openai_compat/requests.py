@@ -64,7 +64,7 @@ class Chat:
     def checked(self) -> dict:
         """What intake.job_create_chat takes."""
         return {"messages": self.messages, "prompt": self.prompt, "max_tokens": self.max_tokens,
-                "temperature": self.temperature}
+                "temperature": self.temperature, "stream": self.stream}
 
 
 def chat_check(raw: Any) -> Chat:

@@ -22,7 +22,7 @@ def streamed(db, seeded_catalog):
     user = make_user()
     job, created = intake.job_create_chat(
         user=user, body={"model": "default", "messages": MESSAGES, "stream": True},
-        checked={"messages": MESSAGES, "prompt": "Tell me about lighthouses.", "max_tokens": 200,
+        checked={"messages": MESSAGES, "prompt": "Tell me about lighthouses.", "max_tokens": 200, "stream": True,
                  "temperature": None})
     assert created and job.status == JobStatus.RUNNING and job.streamed
     return user, job

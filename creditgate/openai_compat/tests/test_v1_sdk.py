@@ -60,13 +60,15 @@ def test_models_lists_the_default_text_model_its_alias_and_the_image_tiers_never
     assert prices["default"]["tokens_per_credit"] == routing.text_model.tokens_per_credit
 
 
-def test_a_chat_completion_is_charged_ceil_tokens_over_tokens_per_credit(v1_server, v1_user, v1_key):
+def test_a_chat_completion_is_charged_ceil_tokens_over_tokens_per_credit(v1_server, v1_user, v1_key, gen_env):
     raw = client(v1_server, v1_key).chat.completions.with_raw_response.create(model="default", messages=PROMPT)
     completion: Any = raw.parse()
     assert completion.choices[0].message.content
     assert completion.usage.total_tokens == completion.usage.prompt_tokens + completion.usage.completion_tokens
     job = Job.objects.get(pk=raw.headers["x-creditgate-job-id"])
-    assert job.status == JobStatus.SUCCEEDED
+    # A text job like the job API's, with its messages: one non-streamed provider call.
+    assert (job.status, job.kind, job.streamed, job.messages) == (JobStatus.SUCCEEDED, "text", False, PROMPT)
+    assert gen_env.stats["openai.chat.completions"] == 1 and not gen_env.state.streams
     assert job.total_tokens == completion.usage.total_tokens
     charged = int(raw.headers["x-creditgate-credits-charged"])
     assert charged == expected_charge(job) > 0
