@@ -23,6 +23,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from creditgate.catalog import selectors as catalog_selectors
+from creditgate.core.db_gate import db_gate
 from creditgate.core.pagination import PageNumberPagination
 from creditgate.core.schema import error_response
 from creditgate.credits import selectors as credits_selectors
@@ -188,7 +189,8 @@ class PendingWait:
         finally:
             self.waiter.close()
             self.slot.release()
-        await sync_to_async(self.render, thread_sensitive=True)(job)
+        async with db_gate():
+            await sync_to_async(self.render, thread_sensitive=True)(job)
 
 
 def _wait_start(request, job_id, *, seconds: int, read: Callable[[], Job],
@@ -264,7 +266,8 @@ def async_waits(view):
 
         pending = None
         try:
-            response = await sync_to_async(sync_part, thread_sensitive=True)()
+            async with db_gate():
+                response = await sync_to_async(sync_part, thread_sensitive=True)()
             pending = response.__dict__.pop("pending_wait", None)
         finally:
             for waiter, slot in request.__dict__.pop("creditgate_waits", []):

@@ -43,6 +43,7 @@ from asgiref.sync import SyncToAsync, sync_to_async
 from django.conf import settings
 from django.db import connections
 
+from creditgate.core.db_gate import db_gate
 from creditgate.core.errors import InvalidRequest, RateLimited
 from creditgate.generation.models import FINAL_STATUSES, Job
 
@@ -219,7 +220,8 @@ async def in_thread(fn: Callable[[], T]) -> T:
         finally:
             release_connections()
     try:
-        return await sync_to_async(run, thread_sensitive=True)()
+        async with db_gate():
+            return await sync_to_async(run, thread_sensitive=True)()
     finally:
         release_request_thread()
 

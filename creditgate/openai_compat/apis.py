@@ -35,6 +35,7 @@ from rest_framework.views import APIView
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.core import runtime
+from creditgate.core.db_gate import db_gate
 from creditgate.credits.authentication import request_api_key
 from creditgate.generation import intake, selectors, streams, waiting
 from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind, JobStatus
@@ -81,7 +82,8 @@ def _after_view(view):
             if getattr(response, "v1", None) is not None:
                 waiting.release_connections()
             return response
-        response = await sync_to_async(sync_part, thread_sensitive=True)()
+        async with db_gate():
+            response = await sync_to_async(sync_part, thread_sensitive=True)()
         pending = response.__dict__.pop("v1", None)
         if pending is not None:
             waiting.release_request_thread()
