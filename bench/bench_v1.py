@@ -192,8 +192,7 @@ class Target:
     dbname: str | None = None
     account_total_before: int = 0  # available + held, after setup
     key_id: str = ""
-    # A non-streamed chat's text: LiteLLM asks the fake for a completion ("Hello there."); creditgate
-    # streams every chat from the provider (generation.streams) and answers with the streamed text.
+    # A non-streamed chat's text: both ask the fake for a completion, not streamed ("Hello there.").
     chat_text: str = "Hello there."
 
 
@@ -375,7 +374,7 @@ def start_target(name: str, fake: Server, workdir: Path, litellm: str | None, li
     line = next(x for x in manage_shell(name, workdir, KEY_SETUP).splitlines() if x.startswith("KEY "))
     _, key_id, secret, total = line.split()
     dbname = os.environ["BENCH_DATABASE_URL"].rsplit("/", 1)[1] if full else None
-    return Target(name, server, "default", secret, dbname, int(total), key_id, "".join(stream_pieces(tokens)))
+    return Target(name, server, "default", secret, dbname, int(total), key_id)
 
 
 # --- The run ------------------------------------------------------------------------------------------------
@@ -500,9 +499,9 @@ def main() -> int:
             for figure, title in titles.items():
                 ours, theirs = results[(figure, name)], results.get((figure, "litellm"))
                 if figure != "ttft":
-                    verdict(f"{name} {title} ops/s", ratio(ours.rate, theirs and theirs.rate),
+                    verdict(f"{name} {title} ops/s", ratio(ours.rate, theirs.rate if theirs else None),
                             f"{ours.rate:.1f} against {theirs.rate:.1f}" if theirs else f"{ours.rate:.1f}")
-                    verdict(f"{name} {title} cpu/op", ratio(ours.cpu_ms, theirs and theirs.cpu_ms,
+                    verdict(f"{name} {title} cpu/op", ratio(ours.cpu_ms, theirs.cpu_ms if theirs else None,
                                                             lower_is_better=True),
                             f"{ours.cpu_ms:.1f} ms against {theirs.cpu_ms:.1f} ms" if theirs else f"{ours.cpu_ms:.1f}")
                 else:
