@@ -278,13 +278,10 @@ def job_create(*, kind: str, user, body: Any, idempotency_key: str | None = None
                origin: JobOrigin | None = None) -> tuple[Job, bool]:
     """Accept a generation request: (job, created). A replayed key returns the first job,
     charged once (created False)."""
-    key = _idempotency_key_clean(idempotency_key)
-    fingerprint = request_fingerprint(kind, body)
-    account = credits_services.account_for_user(user=user)
-    if idempotency_key is not None:
-        replayed = _job_replayed(account, user, key, fingerprint)
-        if replayed is not None:
-            return replayed, False
+    request = _Request.of(kind, user=user, body=body, idempotency_key=idempotency_key)
+    if request.replayed is not None:
+        return request.replayed, False
+    key, fingerprint, account = request.key, request.fingerprint, request.account
     routing = catalog_selectors.routing_get()
     priced = charging.quote(kind, request_check(REQUESTS[kind], body, routing=routing), routing=routing)
     origin = origin or JobOrigin()
@@ -326,13 +323,10 @@ def job_create_chat(*, user, body: Any, checked: dict, idempotency_key: str | No
     (generation.streams), never queued; not streamed, it is a text job like any other, with its
     messages, run inline for its caller who waits (or queued when this process is full), and
     recovered as any job if that process dies."""
-    key = _idempotency_key_clean(idempotency_key)
-    fingerprint = request_fingerprint("chat", body)
-    account = credits_services.account_for_user(user=user)
-    if idempotency_key is not None:
-        replayed = _job_replayed(account, user, key, fingerprint)
-        if replayed is not None:
-            return replayed, False
+    request = _Request.of("chat", user=user, body=body, idempotency_key=idempotency_key)
+    if request.replayed is not None:
+        return request.replayed, False
+    key, fingerprint, account = request.key, request.fingerprint, request.account
     routing = catalog_selectors.routing_get()
     limit = Limits.of(routing).max_tokens
     if checked.get("max_tokens") is not None and limit is not None and checked["max_tokens"] > limit:
@@ -354,6 +348,25 @@ def _no_hand_over(job_id) -> None:
 def _given(**fields) -> dict:
     """A body with only the optional fields the caller gave (as a client would send it)."""
     return {name: value for name, value in fields.items() if value is not None}
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A request's identity, read first: its key (or one made for it), the fingerprint of its body
+    as sent, the account, and the job a replay of the key finds (None: a new request)."""
+
+    key: str
+    fingerprint: str
+    account: Any
+    replayed: Job | None
+
+    @classmethod
+    def of(cls, kind: str, *, user, body: Any, idempotency_key: str | None) -> _Request:
+        key = _idempotency_key_clean(idempotency_key)
+        fingerprint = request_fingerprint(kind, body)
+        account = credits_services.account_for_user(user=user)
+        replayed = _job_replayed(account, user, key, fingerprint) if idempotency_key is not None else None
+        return cls(key, fingerprint, account, replayed)
 
 
 def _job_replayed(account, user, key: str, fingerprint: str) -> Job | None:

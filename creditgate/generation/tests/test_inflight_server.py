@@ -6,7 +6,6 @@ configured pool (issue 24)."""
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import httpx
 import pytest
@@ -16,8 +15,11 @@ from creditgate.core import reconciliation
 from creditgate.generation import charging
 from creditgate.generation.models import Job, JobStatus
 from creditgate.generation.tests.conftest import balance, make_user
+from creditgate.generation.tests.web_server import PeakConnections, Web
 from creditgate.openai_compat.tests.conftest import api_key_for
-from creditgate.openai_compat.tests.test_v1_server import APP_NAME, POOL, Web, _connections
+
+APP_NAME = "cg-inflight-under-test"
+POOL = 6  # the web process's database pool (CREDITGATE_DB_POOL_SIZE)
 
 pytestmark = [pytest.mark.postgres]
 
@@ -30,20 +32,9 @@ def test_500_concurrent_paid_jobs_complete_each_charged_exactly_within_the_pool(
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL: the server is a process of its own (run by .ci/run)")
     gen_env.configure(latency_ms=2000)
-    server = Web(gen_env, tmp_path)
+    server = Web(gen_env, tmp_path, backend="inprocess", app_name=APP_NAME, CREDITGATE_DB_POOL_SIZE=str(POOL))
     users = [make_user(f"payer{n}", credits=START) for n in range(ACCOUNTS)]
     keys = [api_key_for(user) for user in users]
-    peak = 0
-    done = threading.Event()
-
-    def watch() -> None:
-        nonlocal peak
-        try:
-            while not done.is_set():
-                peak = max(peak, _connections())
-                done.wait(0.05)
-        finally:
-            connection.close()
 
     async def one(http: httpx.AsyncClient, n: int) -> dict:
         response = await http.post(f"{server.url}/api/v1/images/generations/",
@@ -62,19 +53,16 @@ def test_500_concurrent_paid_jobs_complete_each_charged_exactly_within_the_pool(
         async with httpx.AsyncClient(timeout=120, limits=limits) as http:
             return await asyncio.gather(*(one(http, n) for n in range(JOBS)))
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
     try:
-        jobs = asyncio.run(everyone())
+        with PeakConnections(APP_NAME) as connections:
+            jobs = asyncio.run(everyone())
     finally:
-        done.set()
-        watcher.join()
         server.kill()
     assert [job["status"] for job in jobs] == ["succeeded"] * JOBS, server.output()
     assert {job["credits_charged"] for job in jobs} == {1}
     assert Job.objects.filter(status=JobStatus.SUCCEEDED, credits_charged=1).count() == JOBS
     for user in users:
         assert balance(user) == {"balance": START - JOBS // ACCOUNTS, "held": 0, "available": START - JOBS // ACCOUNTS}
-    assert 0 < peak <= POOL, f"{peak} connections named {APP_NAME}"
+    assert 0 < connections.peak <= POOL, f"{connections.peak} connections named {APP_NAME}"
     assert charging.charges_audit() == []
     assert reconciliation.reconciliation_audit() == []

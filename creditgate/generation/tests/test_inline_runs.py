@@ -11,11 +11,6 @@ uvicorn worker, creditgate.asgi) on PostgreSQL + Redis with the Celery backend.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -26,43 +21,10 @@ from creditgate.core import reconciliation
 from creditgate.core.tests import polling
 from creditgate.generation.models import Job
 from creditgate.generation.tests.conftest import balance, make_user
-from creditgate.generation.tests.test_crash_points import (  # noqa: F401
-    ROOT,
-    CeleryWorker,
-    celery_env,
-    wait_final,
-    worker_env,
-)
-from creditgate.generation.tests.test_faults import free_port, wait_for_port
-from creditgate.generation.tests.test_waits_under_asgi import _worker_pid
+from creditgate.generation.tests.test_crash_points import CeleryWorker, celery_env, wait_final  # noqa: F401
+from creditgate.generation.tests.web_server import Web
 
 pytestmark = [pytest.mark.postgres, pytest.mark.celery]
-
-
-class Web:
-    """The Procfile's web line, one worker, with the test's sandbox and a short job lease."""
-
-    def __init__(self, sandbox, tmp_path):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / "web.log"
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "python:creditgate.gunicorn_conf", "creditgate.asgi",
-                 "-w", "1", "-b", f"127.0.0.1:{self.port}"],
-                cwd=ROOT, env=worker_env(sandbox, backend="celery"), stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port(self.port)
-        self.worker_pid = _worker_pid(self.proc.pid)
-
-    def output(self) -> str:
-        return self.log.read_text()[-3000:]
-
-    def kill(self) -> None:
-        """As a crash or an OOM kill would: the worker first (no graceful stop), then its master."""
-        for pid in (self.worker_pid, self.proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
 
 
 @pytest.fixture
@@ -70,7 +32,7 @@ def web(celery_env, gen_env, tmp_path):  # noqa: F811
     servers: list[Web] = []
 
     def start() -> Web:
-        servers.append(Web(gen_env, tmp_path))
+        servers.append(Web(gen_env, tmp_path, backend="celery"))
         return servers[-1]
 
     yield start

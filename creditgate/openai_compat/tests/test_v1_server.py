@@ -8,10 +8,6 @@ import asyncio
 import contextlib
 import json
 import math
-import os
-import signal
-import subprocess
-import sys
 import threading
 
 import httpx
@@ -23,9 +19,8 @@ from creditgate.core.tests import polling
 from creditgate.generation import charging
 from creditgate.generation.models import Job, JobStatus
 from creditgate.generation.tests.conftest import balance, make_user
-from creditgate.generation.tests.test_crash_points import ROOT, wait_final, worker_env
-from creditgate.generation.tests.test_faults import free_port, wait_for_port
-from creditgate.generation.tests.test_waits_under_asgi import _worker_pid
+from creditgate.generation.tests.test_crash_points import wait_final
+from creditgate.generation.tests.web_server import PeakConnections, Web
 from creditgate.openai_compat.tests.conftest import api_key_for
 
 pytestmark = [pytest.mark.postgres]
@@ -35,33 +30,6 @@ APP_NAME = "cg-v1-under-test"
 PROMPT = [{"role": "user", "content": "Write about the sea, the wind and the old harbour at dawn."}]
 
 
-class Web:
-    """The Procfile's web line, one worker, named so its PostgreSQL connections can be counted."""
-
-    def __init__(self, sandbox, tmp_path, **env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = tmp_path / "web.log"
-        environ = {**worker_env(sandbox, backend="inprocess"), "CREDITGATE_DB_POOL_SIZE": str(POOL), **env}
-        environ["DATABASE_URL"] += ("&" if "?" in environ["DATABASE_URL"] else "?") + f"application_name={APP_NAME}"
-        with open(self.log, "w") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "-c", "python:creditgate.gunicorn_conf", "creditgate.asgi",
-                 "-w", "1", "-b", f"127.0.0.1:{self.port}"],
-                cwd=ROOT, env=environ, stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port(self.port)
-        self.worker_pid = _worker_pid(self.proc.pid)
-
-    def output(self) -> str:
-        return self.log.read_text()[-3000:]
-
-    def kill(self) -> None:
-        for pid in (self.worker_pid, self.proc.pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-
 @pytest.fixture
 def web(gen_env, tmp_path):
     if connection.vendor != "postgresql":
@@ -69,7 +37,8 @@ def web(gen_env, tmp_path):
     servers: list[Web] = []
 
     def start(**env) -> Web:
-        servers.append(Web(gen_env, tmp_path, **env))
+        servers.append(Web(gen_env, tmp_path, backend="inprocess", app_name=APP_NAME,
+                           CREDITGATE_DB_POOL_SIZE=str(POOL), **env))
         return servers[-1]
 
     yield start
@@ -128,28 +97,11 @@ def test_a_web_process_killed_mid_stream_is_settled_by_the_sweep_from_its_last_c
     assert reconciliation.reconciliation_audit() == []
 
 
-def _connections() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [APP_NAME])
-        return cursor.fetchone()[0]
-
-
 def test_200_concurrent_streams_complete_each_charged_exactly_within_the_database_pool(web, gen_env):
     gen_env.configure(latency_ms=1500)  # every stream is open at once, waiting on the provider
     server = web()
     users = [make_user(f"streamer{n}", credits=1000) for n in range(4)]  # 50 each: the key's share
     keys = [api_key_for(user) for user in users]
-    peak = 0
-    done = threading.Event()
-
-    def watch() -> None:
-        nonlocal peak
-        try:
-            while not done.is_set():
-                peak = max(peak, _connections())
-                done.wait(0.05)
-        finally:
-            connection.close()  # this thread's own: the test database is dropped after the test
 
     async def one(http: httpx.AsyncClient, key: str) -> tuple[str, str, dict]:
         body = {"model": "default", "messages": PROMPT, "stream": True, "stream_options": {"include_usage": True}}
@@ -169,13 +121,8 @@ def test_200_concurrent_streams_complete_each_charged_exactly_within_the_databas
         async with httpx.AsyncClient(timeout=120, limits=limits) as http:
             return await asyncio.gather(*(one(http, keys[n % 4]) for n in range(200)))
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with PeakConnections(APP_NAME) as connections:
         results = asyncio.run(all_streams())
-    finally:
-        done.set()
-        watcher.join()
     assert len(results) == 200
     spent = {user.pk: 0 for user in users}
     for job_id, text, last in results:
@@ -189,6 +136,6 @@ def test_200_concurrent_streams_complete_each_charged_exactly_within_the_databas
     for user in users:
         assert balance(user) == {"balance": 1000 - spent[user.pk], "held": 0, "available": 1000 - spent[user.pk]}
     assert sum(1 for r in gen_env.state.streams if r.outcome == "completed") == 200
-    assert 0 < peak <= POOL, server.output()
+    assert 0 < connections.peak <= POOL, server.output()
     assert charging.charges_audit() == []
     assert reconciliation.reconciliation_audit() == []
