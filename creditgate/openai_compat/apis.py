@@ -22,7 +22,6 @@ import asyncio
 import base64
 import json
 import time
-from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core import signing
@@ -72,32 +71,24 @@ def _job_error(job: Job) -> HttpResponse:
                                                job.error_message or "The provider could not make this."), job)
 
 
-def _after_view(view):
-    """`view` (a _V1Api's as_view()) run in a thread, as the job API's views are; returns its
-    response and what it left for the async part (`response.v1`), with its thread and database
-    connections given back before anything is awaited."""
-    async def run(request, *args, **kwargs) -> tuple[Any, Any]:
-        def sync_part():
-            response = view(request, *args, **kwargs)
-            if getattr(response, "v1", None) is not None:
-                waiting.release_connections()
-            return response
-        async with db_gate():
-            response = await sync_to_async(sync_part, thread_sensitive=True)()
-        pending = response.__dict__.pop("v1", None)
-        if pending is not None:
-            waiting.release_request_thread()
-        return response, pending
-    return run
-
-
 def _async_view(view, handler):
-    """An async view: `view`'s sync part, then `handler(request, pending)` when it left work."""
-    run = _after_view(view)
+    """An async view: `view` (a _V1Api's as_view()) run in a thread, as the job API's views are
+    (behind the database gate); when it left work for the async part (`response.v1`), its thread
+    and database connections are given back and `handler(request, pending)` answers."""
+    def sync_part(request, *args, **kwargs):
+        response = view(request, *args, **kwargs)
+        if getattr(response, "v1", None) is not None:
+            waiting.release_connections()
+        return response
 
     async def async_view(request, *args, **kwargs):
-        response, pending = await run(request, *args, **kwargs)
-        return response if pending is None else await handler(request, pending)
+        async with db_gate():
+            response = await sync_to_async(sync_part, thread_sensitive=True)(request, *args, **kwargs)
+        pending = response.__dict__.pop("v1", None)
+        if pending is None:
+            return response
+        waiting.release_request_thread()
+        return await handler(request, pending)
 
     async_view.cls = view.cls  # type: ignore[attr-defined]
     async_view.initkwargs = view.initkwargs  # type: ignore[attr-defined]
@@ -321,20 +312,23 @@ async def _images(request, pending) -> HttpResponse:
         return _cost_headers(openai_error_response(
             504, "still_running", f"The images are not ready yet; GET /api/v1/jobs/{job.pk}/ shows them when they "
                                   "are."), job)
-    images = await sync_to_async(lambda: list(JobImage.objects.filter(job=job).order_by("index")))()
-    if not images:
+    data = await waiting.in_thread(lambda: _images_data(request, job, b64=asked.response_format == "b64_json"))
+    if not data:
         return _cost_headers(_job_error(job), job, replayed=not created)
-    if asked.response_format == "b64_json":
-        data = [{"b64_json": base64.b64encode(await sync_to_async(_read_file)(image)).decode()} for image in images]
-    else:
-        data = [{"url": request.build_absolute_uri(reverse("v1-image-file", kwargs={"token": image_token(image)}))}
-                for image in images]
     return _cost_headers(JsonResponse({"created": int(time.time()), "data": data}), job, replayed=not created)
 
 
-def _read_file(image: JobImage) -> bytes:
-    with image.file.open("rb") as handle:
-        return handle.read()
+def _images_data(request, job: Job, *, b64: bool) -> list[dict]:
+    """The job's delivered images as OpenAI's `data`: their bytes in base64, or signed URLs."""
+    data = []
+    for image in JobImage.objects.filter(job=job).order_by("index"):
+        if b64:
+            with image.file.open("rb") as handle:
+                data.append({"b64_json": base64.b64encode(handle.read()).decode()})
+        else:
+            token = image_token(image)
+            data.append({"url": request.build_absolute_uri(reverse("v1-image-file", kwargs={"token": token}))})
+    return data
 
 
 image_generations = _async_view(ImageGenerationsApi.as_view(), _images)
