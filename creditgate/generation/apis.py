@@ -4,6 +4,7 @@ the job (202) or the quote."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 from urllib.parse import urljoin
 
 from asgiref.sync import sync_to_async
@@ -249,42 +250,55 @@ def _accepted(request, job: Job, created: bool, *, waited: int | None = None) ->
     return response
 
 
+async def view_sync_part(view, request, *args: Any, left: str, **kwargs: Any) -> tuple[Any, Any]:
+    """The first part of an async view: `view` (a DRF view) run as ever in a thread, behind the
+    database gate (authentication, validation, the job created or read). Returns its response and
+    what it left for the async part (the response's attribute `left`, taken off it); when it left
+    something, the thread and its database connections are given back before that is awaited."""
+    def sync_part():
+        response = view(request, *args, **kwargs)
+        if getattr(response, left, None) is not None:
+            waiting.release_connections()
+        return response
+
+    async with db_gate():
+        response = await sync_to_async(sync_part, thread_sensitive=True)()
+    pending = response.__dict__.pop(left, None)
+    if pending is not None:
+        waiting.release_request_thread()
+    return response, pending
+
+
+def as_async_view(async_view, view):
+    """`async_view`, made of the DRF view `view`, declared as DRF's as_view() declares a view to
+    Django and drf-spectacular: the view class (the schema), and no CSRF check by the middleware
+    (DRF's SessionAuthentication does its own)."""
+    async_view.cls = view.cls
+    async_view.initkwargs = view.initkwargs
+    async_view.csrf_exempt = True
+    return async_view
+
+
 def async_waits(view):
-    """`view` (a DRF view) as an async view, so that a wait costs no thread: the view runs as ever
-    in a thread (authentication, validation, the job created or read); when it asked for a wait
-    (`response.pending_wait`), that thread and its database connections are given back and the wait
-    is awaited on the event loop (generation/waiting.py), then the response is completed."""
+    """`view` (a DRF view) as an async view, so that a wait costs no thread: when it asked for a
+    wait (`response.pending_wait`), the wait is awaited on the event loop (generation/waiting.py)
+    once its thread is given back, then the response is completed."""
     async def waiting_view(request, *args, **kwargs):
         if "wait" in request.GET or "wait" in request.headers.get("Prefer", "").lower():
             await waiting.listener_ready()  # listening before the view reads the job (no-op without Redis)
-
-        def sync_part():
-            response = view(request, *args, **kwargs)
-            if getattr(response, "pending_wait", None) is not None:
-                waiting.release_connections()
-            return response
-
         pending = None
         try:
-            async with db_gate():
-                response = await sync_to_async(sync_part, thread_sensitive=True)()
-            pending = response.__dict__.pop("pending_wait", None)
+            response, pending = await view_sync_part(view, request, *args, left="pending_wait", **kwargs)
         finally:
             for waiter, slot in request.__dict__.pop("creditgate_waits", []):
                 if pending is None or waiter is not pending.waiter:  # started, then the view failed
                     waiter.close()
                     slot.release()
         if pending is not None:
-            waiting.release_request_thread()
             await pending.run()
         return response
 
-    # What DRF's as_view() sets and Django and drf-spectacular read: the view class (the schema), and
-    # no CSRF check by the middleware (DRF's SessionAuthentication does its own).
-    waiting_view.cls = view.cls  # type: ignore[attr-defined]
-    waiting_view.initkwargs = view.initkwargs  # type: ignore[attr-defined]
-    waiting_view.csrf_exempt = True  # type: ignore[attr-defined]
-    return waiting_view
+    return as_async_view(waiting_view, view)
 
 
 class _GenerationApi(APIView):

@@ -211,6 +211,15 @@ async def job_wait_final(waiter: Waiter, job: Job, *, seconds: float, read: Call
     return job
 
 
+async def job_await_final(job_id, *, seconds: float, read: Callable[[], Job]) -> Job:
+    """From async code: the job (`read`, in a thread) once it is final, or as it is after `seconds`."""
+    waiter = Waiter(job_id)  # registered before the job is read: no end is missed in between
+    try:
+        return await job_wait_final(waiter, await in_thread(read), seconds=seconds, read=read)
+    finally:
+        waiter.close()
+
+
 async def in_thread(fn: Callable[[], T]) -> T:
     """`fn()` (sync code, the ORM) in the request's thread; then that thread and its database
     connections are given back, as a wait follows."""

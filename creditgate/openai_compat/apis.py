@@ -23,7 +23,6 @@ import base64
 import json
 import time
 
-from asgiref.sync import sync_to_async
 from django.core import signing
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.urls import reverse
@@ -34,8 +33,8 @@ from rest_framework.views import APIView
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.core import runtime
-from creditgate.core.db_gate import db_gate
 from creditgate.credits.authentication import request_api_key
+from creditgate.generation import apis as generation_apis
 from creditgate.generation import intake, selectors, streams, waiting
 from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind, JobStatus
 from creditgate.openai_compat import names
@@ -72,28 +71,13 @@ def _job_error(job: Job) -> HttpResponse:
 
 
 def _async_view(view, handler):
-    """An async view: `view` (a _V1Api's as_view()) run in a thread, as the job API's views are
-    (behind the database gate); when it left work for the async part (`response.v1`), its thread
-    and database connections are given back and `handler(request, pending)` answers."""
-    def sync_part(request, *args, **kwargs):
-        response = view(request, *args, **kwargs)
-        if getattr(response, "v1", None) is not None:
-            waiting.release_connections()
-        return response
-
+    """An async view: `view` (a _V1Api's as_view()) run in a thread as the job API's views are;
+    when it left work for the async part (`response.v1`), `handler(request, pending)` answers."""
     async def async_view(request, *args, **kwargs):
-        async with db_gate():
-            response = await sync_to_async(sync_part, thread_sensitive=True)(request, *args, **kwargs)
-        pending = response.__dict__.pop("v1", None)
-        if pending is None:
-            return response
-        waiting.release_request_thread()
-        return await handler(request, pending)
+        response, pending = await generation_apis.view_sync_part(view, request, *args, left="v1", **kwargs)
+        return response if pending is None else await handler(request, pending)
 
-    async_view.cls = view.cls  # type: ignore[attr-defined]
-    async_view.initkwargs = view.initkwargs  # type: ignore[attr-defined]
-    async_view.csrf_exempt = True  # type: ignore[attr-defined]  # DRF's SessionAuthentication checks CSRF
-    return async_view
+    return generation_apis.as_async_view(async_view, view)
 
 
 # --- Models -----------------------------------------------------------------------------------
@@ -264,13 +248,8 @@ def _chat_answer(job: Job, *, replayed: bool) -> HttpResponse:
 
 
 async def _job_final(request, job: Job, *, seconds: float) -> Job:
-    waiter = waiting.Waiter(job.pk)
-    try:
-        read = lambda: selectors.job_get(user=request.user, job_id=job.pk)  # noqa: E731
-        job = await waiting.in_thread(read)
-        return await waiting.job_wait_final(waiter, job, seconds=seconds, read=read)
-    finally:
-        waiter.close()
+    return await waiting.job_await_final(job.pk, seconds=seconds,
+                                         read=lambda: selectors.job_get(user=request.user, job_id=job.pk))
 
 
 chat_completions = _async_view(ChatCompletionsApi.as_view(), _chat)
