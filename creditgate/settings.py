@@ -166,6 +166,9 @@ INSTALLED_APPS = [
     "allauth.account",
 ]
 
+# Under ASGI (the web server) the MiddlewareMixin middleware below are loaded as core.middleware's
+# subclasses of them, whose hooks run on the event loop instead of a thread hop each (it says
+# why); this list keeps Django's names, which its checks (check --deploy) look for.
 MIDDLEWARE = [
     # First and last: request counts and latencies by view, method and status (/metrics).
     "django_prometheus.middleware.PrometheusBeforeMiddleware",

@@ -7,9 +7,21 @@ so every log line of the request carries it and `core.logging.request_id_current
 
 import re
 import uuid
+from typing import Any
 
+import csp.middleware
+import django.contrib.auth.middleware
+import django.contrib.messages.middleware
+import django.contrib.sessions.middleware
+import django.core.handlers.asgi
+import django.middleware.clickjacking
+import django.middleware.common
+import django.middleware.csrf
+import django.middleware.security
+import django_prometheus.middleware
 import structlog
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction, sync_to_async
+from django.conf import settings
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 from creditgate.core.exception_handler import (
@@ -123,3 +135,125 @@ class StaticFilesMiddleware(WhiteNoiseMiddleware):
         if static_file is not None:
             return await sync_to_async(self.serve)(static_file, request)  # opens the file
         return await self.get_response(request)
+
+
+# --- Django's and the libraries' middleware, their hooks run on the event loop ------------------
+
+
+class _HooksOnTheLoop:
+    """A MiddlewareMixin middleware (Django's own, django-prometheus', django-csp's) whose hooks
+    run on the event loop under ASGI, not in a thread.
+
+    Why: MiddlewareMixin's async path runs every process_request / process_view / process_response
+    through sync_to_async, a thread hop each (about 160 µs of CPU measured alone, more with many
+    requests in flight): 15 hops per request with the list in settings.MIDDLEWARE, which cost a
+    paid job about a tenth of its CPU (bench/bench_paid_jobs.py). Django cannot know that a hook
+    does no I/O; for the ones below we do: each was read (Django 5.2, django-prometheus 2.x,
+    django-csp 4.x) and only reads the request or sets headers and counters. A hook that may
+    touch the database (the session's save, the messages' store) says so in `response_in_thread`
+    and is run in a thread, as before, when it will. Should one of them touch the ORM anyway,
+    Django's async-safety check raises SynchronousOnlyOperation (a test fails), never blocks the
+    loop. In sync mode (WSGI, the test client) nothing changes."""
+
+    async_mode: bool  # MiddlewareMixin's
+    get_response: Any
+
+    def __init__(self, get_response):
+        super().__init__(get_response)  # type: ignore[call-arg]
+        if self.async_mode and hasattr(self, "process_view"):
+            sync_view_hook = self.process_view  # the handler would run this sync hook in a thread
+
+            async def process_view(request, view_func, view_args, view_kwargs):
+                return sync_view_hook(request, view_func, view_args, view_kwargs)
+
+            self.__dict__["process_view"] = process_view  # an instance's: what Django's handler picks up
+
+    def response_in_thread(self, request) -> bool:
+        return False
+
+    async def __acall__(self, request):
+        response = self.process_request(request) if hasattr(self, "process_request") else None
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            if self.response_in_thread(request):
+                return await sync_to_async(self.process_response, thread_sensitive=True)(request, response)
+            response = self.process_response(request, response)
+        return response
+
+
+class PrometheusBeforeMiddleware(_HooksOnTheLoop, django_prometheus.middleware.PrometheusBeforeMiddleware):
+    pass
+
+
+class PrometheusAfterMiddleware(_HooksOnTheLoop, django_prometheus.middleware.PrometheusAfterMiddleware):
+    pass
+
+
+class SecurityMiddleware(_HooksOnTheLoop, django.middleware.security.SecurityMiddleware):
+    pass
+
+
+class CSPMiddleware(_HooksOnTheLoop, csp.middleware.CSPMiddleware):
+    pass
+
+
+class SessionMiddleware(_HooksOnTheLoop, django.contrib.sessions.middleware.SessionMiddleware):
+    """The session is loaded lazily, in whatever thread first reads it; it is saved (a query) only
+    when it changed."""
+
+    def response_in_thread(self, request) -> bool:
+        session = getattr(request, "session", None)
+        return session is not None and (session.modified or settings.SESSION_SAVE_EVERY_REQUEST)
+
+
+class CommonMiddleware(_HooksOnTheLoop, django.middleware.common.CommonMiddleware):
+    pass
+
+
+class CsrfViewMiddleware(_HooksOnTheLoop, django.middleware.csrf.CsrfViewMiddleware):
+    """The CSRF secret is read from its cookie (CSRF_USE_SESSIONS is off: never a session read)."""
+
+
+class AuthenticationMiddleware(_HooksOnTheLoop, django.contrib.auth.middleware.AuthenticationMiddleware):
+    """request.user is lazy: the session and the user are read where it is first used."""
+
+
+class MessageMiddleware(_HooksOnTheLoop, django.contrib.messages.middleware.MessageMiddleware):
+    """Messages are stored (in the cookie, or in the session: a query) only when some were read or
+    added."""
+
+    def response_in_thread(self, request) -> bool:
+        storage = getattr(request, "_messages", None)
+        return storage is not None and (storage.used or storage.added_new)
+
+
+class XFrameOptionsMiddleware(_HooksOnTheLoop, django.middleware.clickjacking.XFrameOptionsMiddleware):
+    pass
+
+
+# settings.MIDDLEWARE's names -> what the ASGI handler loads for each.
+ON_THE_LOOP: dict[str, type] = {
+    f"{base.__module__}.{base.__name__}": cls
+    for cls in (PrometheusBeforeMiddleware, PrometheusAfterMiddleware, SecurityMiddleware, CSPMiddleware,
+                SessionMiddleware, CommonMiddleware, CsrfViewMiddleware, AuthenticationMiddleware,
+                MessageMiddleware, XFrameOptionsMiddleware)
+    for base in cls.__bases__[1:]
+}
+
+
+class ASGIHandler(django.core.handlers.asgi.ASGIHandler):
+    """Django's ASGI handler (creditgate/asgi.py) with the middleware of settings.MIDDLEWARE that
+    ON_THE_LOOP names loaded as their subclasses above. settings.MIDDLEWARE keeps Django's names:
+    its checks look for those very strings (SecurityMiddleware's, CsrfViewMiddleware's,
+    XFrameOptionsMiddleware's), and with a subclass named instead, check --deploy would skip the
+    HSTS, SSL redirect and cookie checks as if there were no such middleware. Django reads the
+    list once, here, at the handler's start, before it serves anything; the list is put back at once."""
+
+    def load_middleware(self, is_async=False):
+        named = settings.MIDDLEWARE
+        settings.MIDDLEWARE = [f"{ON_THE_LOOP[path].__module__}.{ON_THE_LOOP[path].__name__}"
+                               if path in ON_THE_LOOP else path for path in named]
+        try:
+            super().load_middleware(is_async)
+        finally:
+            settings.MIDDLEWARE = named
