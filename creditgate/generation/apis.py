@@ -3,6 +3,7 @@ the job (202) or the quote."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin
@@ -109,9 +110,12 @@ class JobOutputSerializer(serializers.Serializer):
 
     def _images(self, job) -> list:
         """The job's images: given in the context as "images" when the caller knows them (a job
-        just created has none, so its 202 spares the query), else read (prefetched by the lists)."""
+        just created has none, so its 202 spares the query), none for a text job, else read
+        (prefetched by the readers)."""
         images = self.context.get("images")
-        return list(job.images.all()) if images is None else images
+        if images is None:
+            return [] if job.kind == JobKind.TEXT else list(job.images.all())
+        return images
 
     @extend_schema_field(UserRefSerializer(help_text="Who ran the job (an owner sees every member's jobs, a member "
                                                      "only their own)."))
@@ -185,23 +189,35 @@ class PendingWait:
         self.read, self.render = read, render
 
     async def run(self) -> None:
-        try:
-            job = await waiting.job_wait_final(self.waiter, self.job, seconds=self.seconds, read=self.read)
+        def read_and_render() -> Job:  # in one thread: the job as read is the answer, should the wait end
+            job = self.read()
+            self.render(job)
+            return job
+
+        try:  # the wait reads the job at least once (it was not final when the wait began)
+            await waiting.job_wait_final(self.waiter, self.job, seconds=self.seconds, read=read_and_render)
         finally:
             self.waiter.close()
             self.slot.release()
-        async with db_gate():
-            await sync_to_async(self.render, thread_sensitive=True)(job)
 
 
-def _wait_start(request, job_id, *, seconds: int, read: Callable[[], Job],
-                refused_ok: bool) -> tuple[Job, tuple[waiting.Waiter, waiting.WaitSlot] | None]:
+def _wait_start(request, job_id, *, seconds: int, read: Callable[[], Job], refused_ok: bool,
+                known: tuple[Job, waiting.Waiter] | None = None,
+                ) -> tuple[Job, tuple[waiting.Waiter, waiting.WaitSlot] | None]:
     """The job read after its waiter was registered, with the waiter and a wait slot when it is not
-    final. Past the account's or API key's limit of concurrent waits: TooManyWaits (429), or with
-    `refused_ok` no wait (the job read, None)."""
-    waiter = waiting.Waiter(job_id)
+    final. `known`: a job this request just created, with the waiter registered before it existed
+    (nothing to read: none of its ends can have been missed). Past the account's or API key's
+    limit of concurrent waits: TooManyWaits (429), or with `refused_ok` no wait (the job read, None)."""
+    if known is not None:
+        job, waiter = known
+    else:
+        waiter = waiting.Waiter(job_id)
+        try:
+            job = read()
+        except BaseException:
+            waiter.close()
+            raise
     try:
-        job = read()
         if job.status in FINAL_STATUSES:
             waiter.close()
             return job, None
@@ -221,29 +237,38 @@ def _wait_start(request, job_id, *, seconds: int, read: Callable[[], Job],
     return job, (waiter, slot)
 
 
-def _accepted(request, job: Job, created: bool, *, waited: int | None = None) -> Response:
+def _accepted(request, job: Job, created: bool, *, waited: int | None = None,
+              waiter: waiting.Waiter | None = None) -> Response:
+    """The answer to a generation POST: 202 with the job; with `Prefer: wait=N` (`waited`), the job
+    once final (200) or as it is after N seconds (202), rendered after the wait. `waiter`: the one
+    registered before the job was created (for a new job)."""
     wait = None
+    response = Response()
     if waited is not None:  # Prefer: wait=N: the job as it is once final, or after N seconds
         job_id = job.id
         read = lambda: selectors.job_get(user=request.user, job_id=job_id)  # noqa: E731
-        job, wait = _wait_start(request, job_id, seconds=waited, read=read, refused_ok=True)
+        job, wait = _wait_start(request, job_id, seconds=waited, read=read, refused_ok=True,
+                                known=(job, waiter) if waiter is not None else None)
         if wait is None and job.status not in FINAL_STATUSES:
             waited = None  # too many waits: the preference is ignored (RFC 7240), 202 at once as without it
-    context: dict = {"request": request}
-    if waited is None and created:  # a job that was just created has no images yet: spare the query
-        context["images"] = []
-    final = waited is not None and job.status in FINAL_STATUSES  # without a wait: 202, as ever
-    response = Response(JobOutputSerializer(job, context=context).data,
-                        status=status.HTTP_200_OK if final else status.HTTP_202_ACCEPTED)
-    if waited is not None:
-        response["Preference-Applied"] = f"wait={waited}"
+        else:
+            response["Preference-Applied"] = f"wait={waited}"
     response["Location"] = reverse("job-detail", kwargs={"job_id": job.id})
     if not created:
         response["Idempotent-Replayed"] = "true"
-    if wait is not None:
-        def render(job: Job) -> None:
-            response.data = JobOutputSerializer(job, context={"request": request}).data
-            response.status_code = status.HTTP_200_OK if job.status in FINAL_STATUSES else status.HTTP_202_ACCEPTED
+
+    def render(job: Job) -> None:
+        context: dict = {"request": request}
+        if waited is None and created:  # a job that was just created has no images yet: spare the query
+            context["images"] = []
+        response.data = JobOutputSerializer(job, context=context).data
+        # Without a wait: 202, as ever (a replayed job included).
+        final = waited is not None and job.status in FINAL_STATUSES
+        response.status_code = status.HTTP_200_OK if final else status.HTTP_202_ACCEPTED
+
+    if wait is None:
+        render(job)
+    else:
         assert waited is not None
         response.pending_wait = PendingWait(  # type: ignore[attr-defined]  # read by async_waits
             waiter=wait[0], slot=wait[1], job=job, seconds=waited, read=read, render=render)
@@ -331,12 +356,24 @@ class _GenerationApi(APIView):
     def post(self, request):
         webhook_services.endpoint_id_check(request.headers.get("Webhook-Endpoint"))  # its shape, before a replay
         waited = waiting.prefer_wait(request.headers.get("Prefer"))
+        job_id = uuid.uuid4()
+        # Waiting: the waiter is registered before the job exists, so it misses none of its ends and
+        # the new job need not be read again.
+        waiter = waiting.Waiter(job_id) if waited is not None else None
         origin = intake.JobOrigin(api_key=request_api_key(request),
                                   webhook_endpoint=request.headers.get("Webhook-Endpoint"),
-                                  run_here=waited is not None)
-        job, created = intake.job_create(kind=self.kind, user=request.user, body=request.data,
-                                         idempotency_key=request.headers.get("Idempotency-Key"), origin=origin)
-        return _accepted(request, job, created, waited=waited)
+                                  run_here=waited is not None, job_id=job_id)
+        try:
+            job, created = intake.job_create(kind=self.kind, user=request.user, body=request.data,
+                                             idempotency_key=request.headers.get("Idempotency-Key"), origin=origin)
+        except BaseException:
+            if waiter is not None:
+                waiter.close()
+            raise
+        if waiter is not None and not created:  # a replay: the first request's job, waited on as any
+            waiter.close()
+            waiter = None
+        return _accepted(request, job, created, waited=waited, waiter=waiter)
 
 
 class ImageGenerationApi(_GenerationApi):

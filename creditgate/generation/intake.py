@@ -262,6 +262,9 @@ class JobOrigin:
     # The caller waits for the job (Prefer: wait): run it in this process when it has room (an
     # inline run: no queue hop), else hand it to the queue as any other.
     run_here: bool = False
+    # The new job's id, chosen by the caller (who registers a waiter under it before the job
+    # exists); None: one is made. A replay returns the first job, whatever this says.
+    job_id: uuid.UUID | None = None
 
 
 def request_fingerprint(kind: str, body: Any) -> str:
@@ -285,7 +288,7 @@ def job_create(*, kind: str, user, body: Any, idempotency_key: str | None = None
     routing = catalog_selectors.routing_get()
     priced = charging.quote(kind, request_check(REQUESTS[kind], body, routing=routing), routing=routing)
     origin = origin or JobOrigin()
-    fields = priced.job_fields
+    fields = priced.job_fields if origin.job_id is None else {**priced.job_fields, "id": origin.job_id}
     if origin.webhook_endpoint is not None:
         fields = {**fields, "webhook_endpoint": webhook_services.endpoint_for_request(
             account=account, endpoint_id=origin.webhook_endpoint)}

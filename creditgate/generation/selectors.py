@@ -7,7 +7,19 @@ import datetime as dt
 import logging
 
 from django.conf import settings
-from django.db.models import Case, Count, F, IntegerField, OuterRef, QuerySet, Subquery, Sum, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    IntegerField,
+    OuterRef,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+    When,
+    prefetch_related_objects,
+)
 from django.db.models.functions import Coalesce, Least, TruncDate
 from django.utils import timezone
 
@@ -20,22 +32,30 @@ from creditgate.generation.models import FINAL_STATUSES, Job, JobImage, JobKind,
 logger = logging.getLogger(__name__)
 
 
-def job_list(*, user) -> QuerySet[Job]:
-    """The jobs `user` may see, newest first, with who ran each: an owner the account's, a member
-    only their own."""
+def _jobs_visible(*, user) -> QuerySet[Job]:
+    """The jobs `user` may see, with who ran each: an owner the account's, a member only their own."""
     member = credits_services.member_for_user(user=user)
     jobs = Job.objects.filter(account_id=member.account_id)
     if not member.is_owner:
         jobs = jobs.filter(user_id=member.user_id)
-    return jobs.select_related("user").prefetch_related("images").order_by("-created_at")
+    return jobs.select_related("user")
+
+
+def job_list(*, user) -> QuerySet[Job]:
+    """The jobs `user` may see, newest first, with their images."""
+    return _jobs_visible(user=user).prefetch_related("images").order_by("-created_at")
 
 
 def job_get(*, user, job_id) -> Job:
-    """A job the user may see (job_list); anyone else's, another member's included, is
-    indistinguishable from a missing one."""
-    job = job_list(user=user).filter(pk=job_id).first()
-    if job is None:
-        raise NotFound("No such job.")
+    """A job the user may see; anyone else's, another member's included, is indistinguishable
+    from a missing one. One query, a second for an image or article job's images (read after every
+    wait: no ordering, no prefetch a text job would not use)."""
+    try:
+        job = _jobs_visible(user=user).get(pk=job_id)
+    except Job.DoesNotExist:
+        raise NotFound("No such job.") from None
+    if job.kind != JobKind.TEXT:  # a text job has no images
+        prefetch_related_objects([job], "images")
     return job
 
 

@@ -277,12 +277,14 @@ class _Run:
             _db_retry(self.load_progress, what=f"job {self.job.pk}: load progress")
         self.models = _models_in_order(self.job)
 
+    def _start_and_text_call(self) -> list:
+        """The start, then the text's call when the job has one to make (in one thread step)."""
+        self._start()
+        return self._calls(ModelType.TEXT, 1) if self.job.text_model_name and self.job.total_tokens is None else []
+
     async def call_providers(self) -> None:
         job = self.job
-        await _in_thread(self._start)
-        todo = []
-        if job.text_model_name and job.total_tokens is None:
-            todo += await _in_thread(self._calls, ModelType.TEXT, 1)
+        todo = await _in_thread(self._start_and_text_call)
         images_wanted = job.image_count - self.images_stored
         if job.image_model_name and images_wanted > 0:
             images_wanted -= await self._resume(images_wanted)
