@@ -318,14 +318,14 @@ def job_create_article(*, user, prompt, tier, image_count: int | None = None, ma
 
 
 def job_create_chat(*, user, body: Any, checked: dict, idempotency_key: str | None = None,
-                    api_key: ApiKey | None = None) -> tuple[Job, bool]:
+                    api_key: ApiKey | None = None, job_id: uuid.UUID | None = None) -> tuple[Job, bool]:
     """Accept a chat of the OpenAI-compatible surface (/v1): (job, created). `body` is the request
     as sent (its fingerprint); `checked` its messages, their text as `prompt`, max_tokens and
     temperature, and `stream`, as the surface checked them. A replayed key returns the first job.
     Streamed, the job is created running, claimed by the request that streams it
     (generation.streams), never queued; not streamed, it is a text job like any other, with its
     messages, run inline for its caller who waits (or queued when this process is full), and
-    recovered as any job if that process dies."""
+    recovered as any job if that process dies. `job_id`: the new job's id (JobOrigin.job_id says why)."""
     request = _Request.of("chat", user=user, body=body, idempotency_key=idempotency_key)
     if request.replayed is not None:
         return request.replayed, False
@@ -340,6 +340,8 @@ def job_create_chat(*, user, body: Any, checked: dict, idempotency_key: str | No
         fields, hand_over = {**priced.job_fields, **streams.lease_fields(timezone.now())}, _no_hand_over
     else:
         fields, hand_over = priced.job_fields, _job_run_here
+    if job_id is not None:
+        fields = {**fields, "id": job_id}
     return charging.job_hold(account=account, user=user, key=key, fingerprint=fingerprint, price=priced.price,
                              fields=fields, api_key=api_key, admit=_rate_check, hand_over=hand_over)
 

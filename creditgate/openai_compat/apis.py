@@ -22,6 +22,7 @@ import asyncio
 import base64
 import json
 import time
+import uuid
 
 from django.core import signing
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -110,16 +111,25 @@ class ChatCompletionsApi(_V1Api):
         names.text_model_named(chat.model, routing)
         # A non-streamed chat waits for its job as a Prefer: wait does: a share of the waits.
         slot = None if chat.stream else _wait_slot(request)
+        # Its waiter is registered before the job exists: none of its ends is missed, and the new
+        # job need not be read before the wait.
+        job_id = uuid.uuid4()
+        waiter = None if chat.stream else waiting.Waiter(job_id)
         try:
             job, created = intake.job_create_chat(user=request.user, body=request.data, checked=chat.checked(),
                                                   idempotency_key=request.headers.get("Idempotency-Key"),
-                                                  api_key=request_api_key(request))
+                                                  api_key=request_api_key(request), job_id=job_id)
         except BaseException:
             if slot is not None:
                 slot.release()
+            if waiter is not None:
+                waiter.close()
             raise
+        if waiter is not None and not created:  # a replay: the first request's job, read before its wait
+            waiter.close()
+            waiter = None
         response = Response()
-        response.v1 = (chat, job, created, slot, routing.text_models_ordered)  # type: ignore[attr-defined]
+        response.v1 = (chat, job, created, slot, waiter, routing.text_models_ordered)  # type: ignore[attr-defined]
         return response
 
 
@@ -168,13 +178,13 @@ def _completion(job: Job, run: streams.StreamRun | None = None) -> dict:
 
 
 async def _chat(request, pending) -> HttpResponse | StreamingHttpResponse:
-    chat, job, created, slot, models = pending
+    chat, job, created, slot, waiter, models = pending
     if not chat.stream or not created:
         # A text job run inline (or the first request's job, on a replay): its answer once it is
         # final. If the caller hangs up meanwhile, it still runs to its end and is charged for it.
         try:
             seconds = CHAT_WAIT_SECONDS if created else REPLAY_WAIT_SECONDS
-            job = await _job_final(request, job, seconds=seconds)
+            job = await _job_final(request, job, seconds=seconds, waiter=waiter)
         finally:
             if slot is not None:
                 slot.release()
@@ -247,9 +257,15 @@ def _chat_answer(job: Job, *, replayed: bool) -> HttpResponse:
     return _cost_headers(JsonResponse(_completion(job)), job, replayed=replayed)
 
 
-async def _job_final(request, job: Job, *, seconds: float) -> Job:
-    return await waiting.job_await_final(job.pk, seconds=seconds,
-                                         read=lambda: selectors.job_get(user=request.user, job_id=job.pk))
+async def _job_final(request, job: Job, *, seconds: float, waiter: waiting.Waiter | None = None) -> Job:
+    """The job once final (or after `seconds`); `waiter`: one registered before the job was created."""
+    read = lambda: selectors.job_get(user=request.user, job_id=job.pk)  # noqa: E731
+    if waiter is None:
+        return await waiting.job_await_final(job.pk, seconds=seconds, read=read)
+    try:
+        return await waiting.job_wait_final(waiter, job, seconds=seconds, read=read)
+    finally:
+        waiter.close()
 
 
 chat_completions = _async_view(ChatCompletionsApi.as_view(), _chat)
