@@ -189,16 +189,20 @@ class PendingWait:
         self.read, self.render = read, render
 
     async def run(self) -> None:
-        def read_and_render() -> Job:  # in one thread: the job as read is the answer, should the wait end
+        def read_and_render() -> Job:  # a final job is rendered in the thread that read it
             job = self.read()
-            self.render(job)
+            if job.status in FINAL_STATUSES:
+                self.render(job)
             return job
 
-        try:  # the wait reads the job at least once (it was not final when the wait began)
-            await waiting.job_wait_final(self.waiter, self.job, seconds=self.seconds, read=read_and_render)
+        try:
+            job = await waiting.job_wait_final(self.waiter, self.job, seconds=self.seconds, read=read_and_render)
         finally:
             self.waiter.close()
             self.slot.release()
+        if job.status not in FINAL_STATUSES:  # the wait ended first: the job as it is now
+            async with db_gate():
+                await sync_to_async(self.render, thread_sensitive=True)(job)
 
 
 def _wait_start(request, job_id, *, seconds: int, read: Callable[[], Job], refused_ok: bool,
@@ -488,10 +492,14 @@ class JobDetailApi(APIView):
         if not seconds:
             return Response(JobOutputSerializer(read(), context={"request": request}).data)
         job, wait = _wait_start(request, job_id, seconds=seconds, read=read, refused_ok=False)
-        response = Response(JobOutputSerializer(job, context={"request": request}).data)
-        if wait is not None:
-            def render(job: Job) -> None:
-                response.data = JobOutputSerializer(job, context={"request": request}).data
+        response = Response()
+
+        def render(job: Job) -> None:
+            response.data = JobOutputSerializer(job, context={"request": request}).data
+
+        if wait is None:
+            render(job)
+        else:  # rendered after the wait
             response.pending_wait = PendingWait(  # type: ignore[attr-defined]  # read by async_waits
                 waiter=wait[0], slot=wait[1], job=job, seconds=seconds, read=read, render=render)
         return response

@@ -163,6 +163,39 @@ def test_a_wait_that_ends_at_its_deadline_answers_the_job_as_it_is(gen_env, monk
     assert reads == [1]  # read once more at its deadline (no wake-up, no poll within 1 s)
 
 
+def test_the_safety_rereads_of_a_long_wait_back_off(gen_env, monkeypatch):
+    """A job that stays queued (nobody runs it, nothing wakes its waiter): re-read after the safety
+    interval, then at doubling intervals, and at the deadline; not every interval, which under a
+    backlog had every waiter take CPU from the jobs."""
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)
+    monkeypatch.setattr(waiting, "SAFETY_POLL_SECONDS", 0.2)
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(make_user("erin", credits=100))
+    job = api.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json").json()
+    reads: list[float] = []
+    waiter = waiting.Waiter(job["id"])
+    first = _job(job["id"])
+
+    def read():
+        reads.append(time.monotonic())
+        return _job(job["id"])
+
+    async def wait():
+        try:
+            return await waiting.job_wait_final(waiter, first, seconds=3.3, read=read)
+        finally:
+            waiter.close()
+
+    began = time.monotonic()
+    assert asyncio.run(wait()).status == "queued"
+    # After 0.2, 0.6, 1.4 and 3.0 s, then at the deadline (3.3 s): five reads (four when slow reads
+    # push the fourth past the deadline), where a fixed 0.2 s interval makes about sixteen.
+    assert 4 <= len(reads) <= 5, [round(t - began, 2) for t in reads]
+    assert reads[-1] - began >= 3.3
+
+
 # --- Concurrent waits: a share per account and per API key ----------------------------------------------
 
 def test_past_the_accounts_waits_a_get_with_wait_is_429_and_a_prefer_is_ignored(client, gen_env, settings,
