@@ -3,7 +3,6 @@ the job (202) or the quote."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin
@@ -360,23 +359,14 @@ class _GenerationApi(APIView):
     def post(self, request):
         webhook_services.endpoint_id_check(request.headers.get("Webhook-Endpoint"))  # its shape, before a replay
         waited = waiting.prefer_wait(request.headers.get("Prefer"))
-        job_id = uuid.uuid4()
-        # Waiting: the waiter is registered before the job exists, so it misses none of its ends and
-        # the new job need not be read again.
-        waiter = waiting.Waiter(job_id) if waited is not None else None
-        origin = intake.JobOrigin(api_key=request_api_key(request),
-                                  webhook_endpoint=request.headers.get("Webhook-Endpoint"),
-                                  run_here=waited is not None, job_id=job_id)
-        try:
-            job, created = intake.job_create(kind=self.kind, user=request.user, body=request.data,
-                                             idempotency_key=request.headers.get("Idempotency-Key"), origin=origin)
-        except BaseException:
-            if waiter is not None:
-                waiter.close()
-            raise
-        if waiter is not None and not created:  # a replay: the first request's job, waited on as any
-            waiter.close()
-            waiter = None
+        def create(job_id):
+            origin = intake.JobOrigin(api_key=request_api_key(request),
+                                      webhook_endpoint=request.headers.get("Webhook-Endpoint"),
+                                      run_here=waited is not None, job_id=job_id)
+            return intake.job_create(kind=self.kind, user=request.user, body=request.data,
+                                     idempotency_key=request.headers.get("Idempotency-Key"), origin=origin)
+
+        job, created, waiter = waiting.job_create_waited(create, wait=waited is not None)
         return _accepted(request, job, created, waited=waited, waiter=waiter)
 
 

@@ -37,6 +37,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -216,6 +217,27 @@ async def job_wait_final(waiter: Waiter, job: Job, *, seconds: float, read: Call
             # jobs themselves (bench/bench_inflight.py at 1,000 clients).
             poll *= 2
     return job
+
+
+def job_create_waited(create: Callable[[uuid.UUID], tuple[Job, bool]], *,
+                      wait: bool) -> tuple[Job, bool, Waiter | None]:
+    """`create(job_id)` -> (job, created), with the new job's id chosen here so that, when the
+    caller will `wait`, its waiter is registered before the job exists: none of the job's ends can
+    be missed, and the new job need not be read before the wait. Returns (job, created, the waiter
+    of a created job). A replay's job (created False) gets no waiter here: it was read, and is
+    waited on as any job already accepted. Closed again if `create` raises."""
+    job_id = uuid.uuid4()
+    waiter = Waiter(job_id) if wait else None
+    try:
+        job, created = create(job_id)
+    except BaseException:
+        if waiter is not None:
+            waiter.close()
+        raise
+    if waiter is not None and not created:
+        waiter.close()
+        waiter = None
+    return job, created, waiter
 
 
 async def job_await_final(job_id, *, seconds: float, read: Callable[[], Job]) -> Job:

@@ -22,7 +22,6 @@ import asyncio
 import base64
 import json
 import time
-import uuid
 
 from django.core import signing
 from django.http import FileResponse, Http404, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -111,23 +110,16 @@ class ChatCompletionsApi(_V1Api):
         names.text_model_named(chat.model, routing)
         # A non-streamed chat waits for its job as a Prefer: wait does: a share of the waits.
         slot = None if chat.stream else _wait_slot(request)
-        # Its waiter is registered before the job exists: none of its ends is missed, and the new
-        # job need not be read before the wait.
-        job_id = uuid.uuid4()
-        waiter = None if chat.stream else waiting.Waiter(job_id)
         try:
-            job, created = intake.job_create_chat(user=request.user, body=request.data, checked=chat.checked(),
-                                                  idempotency_key=request.headers.get("Idempotency-Key"),
-                                                  api_key=request_api_key(request), job_id=job_id)
+            job, created, waiter = waiting.job_create_waited(
+                lambda job_id: intake.job_create_chat(user=request.user, body=request.data, checked=chat.checked(),
+                                                      idempotency_key=request.headers.get("Idempotency-Key"),
+                                                      api_key=request_api_key(request), job_id=job_id),
+                wait=not chat.stream)
         except BaseException:
             if slot is not None:
                 slot.release()
-            if waiter is not None:
-                waiter.close()
             raise
-        if waiter is not None and not created:  # a replay: the first request's job, read before its wait
-            waiter.close()
-            waiter = None
         response = Response()
         response.v1 = (chat, job, created, slot, waiter, routing.text_models_ordered)  # type: ignore[attr-defined]
         return response
