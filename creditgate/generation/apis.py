@@ -200,8 +200,7 @@ class PendingWait:
             self.waiter.close()
             self.slot.release()
         if job.status not in FINAL_STATUSES:  # the wait ended first: the job as it is now
-            async with db_gate():
-                await sync_to_async(self.render, thread_sensitive=True)(job)
+            await waiting.in_thread(lambda: self.render(job))
 
 
 def _wait_start(request, job_id, *, seconds: int, read: Callable[[], Job], refused_ok: bool,

@@ -240,11 +240,19 @@ def job_create_waited(create: Callable[[uuid.UUID], tuple[Job, bool]], *,
     return job, created, waiter
 
 
-async def job_await_final(job_id, *, seconds: float, read: Callable[[], Job]) -> Job:
-    """From async code: the job (`read`, in a thread) once it is final, or as it is after `seconds`."""
-    waiter = Waiter(job_id)  # registered before the job is read: no end is missed in between
+async def job_await_final(job_id, *, seconds: float, read: Callable[[], Job],
+                          known: tuple[Job, Waiter] | None = None) -> Job:
+    """From async code: the job (`read`, in a thread) once it is final, or as it is after `seconds`.
+    `known`: a job just created, with the waiter registered before it existed (job_create_waited):
+    nothing to read before the wait. The waiter is closed however the wait ends."""
+    if known is not None:
+        job, waiter = known
+    else:
+        waiter = Waiter(job_id)  # registered before the job is read: no end is missed in between
     try:
-        return await job_wait_final(waiter, await in_thread(read), seconds=seconds, read=read)
+        if known is None:
+            job = await in_thread(read)
+        return await job_wait_final(waiter, job, seconds=seconds, read=read)
     finally:
         waiter.close()
 

@@ -251,13 +251,9 @@ def _chat_answer(job: Job, *, replayed: bool) -> HttpResponse:
 
 async def _job_final(request, job: Job, *, seconds: float, waiter: waiting.Waiter | None = None) -> Job:
     """The job once final (or after `seconds`); `waiter`: one registered before the job was created."""
-    read = lambda: selectors.job_get(user=request.user, job_id=job.pk)  # noqa: E731
-    if waiter is None:
-        return await waiting.job_await_final(job.pk, seconds=seconds, read=read)
-    try:
-        return await waiting.job_wait_final(waiter, job, seconds=seconds, read=read)
-    finally:
-        waiter.close()
+    return await waiting.job_await_final(job.pk, seconds=seconds,
+                                         read=lambda: selectors.job_get(user=request.user, job_id=job.pk),
+                                         known=(job, waiter) if waiter is not None else None)
 
 
 chat_completions = _async_view(ChatCompletionsApi.as_view(), _chat)
