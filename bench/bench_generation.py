@@ -198,7 +198,7 @@ def main() -> None:
            "CREDITGATE_SECURE_SSL_REDIRECT": "false", "CREDITGATE_SECURE_COOKIES": "false",
            "CREDITGATE_ENCRYPTION_KEYS": "Zm9yLWJlbmNobWFya3Mtb25seS0zMi1ieXRlcy1rZXk=",
            "CREDITGATE_SANDBOX": "true", "LOG_LEVEL": "WARNING",
-           "CREDITGATE_JOBS_BACKEND": "inprocess", "CREDITGATE_GENERATION_RATE": "1000000/min"}
+           "CREDITGATE_JOBS_BACKEND": "inprocess", "CREDITGATE_GENERATION_RATE": "off"}
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
     print("database:", "DATABASE_URL" if os.environ.get("DATABASE_URL") else "SQLite",
           "| cache:", "Redis" if os.environ.get("REDIS_URL") else "file", "| jobs: in-process")

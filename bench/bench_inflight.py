@@ -17,20 +17,29 @@ Clients are asyncio connections (one keep-alive connection each), so 1,000 of th
 client little. For each target and c it prints one line: ops/s, its fraction of the bound c/L,
 its ratio to LiteLLM at the same c, median and p95 latency, the server's CPU per operation, the
 peak number of PostgreSQL connections to its database and the server's peak RSS (every process of
-it), and how many operations failed or timed out (a failure is counted, never retried).
+it), how busy the whole machine's CPU was (the load generator, the fake and the database included:
+near 100% the figure is the machine's, below it something else bounds the target), and how many
+operations failed or timed out (a failure is counted, never retried).
+
+creditgate's clients all speak for one account by default, as one large API customer would: every
+job's hold and settlement then queue for that account's row. `--accounts N` spreads them over N
+accounts (one member each) to show what that queue costs. No rate limit is set on either target
+(CREDITGATE_GENERATION_RATE=off, as LiteLLM's proxy has none).
 
     .venv/bin/python bench/bench_inflight.py [--latency 2] [--clients 100,500,1000] [--seconds 20]
-        [--litellm PATH] [--targets litellm,cg-embedded,cg-full]
+        [--litellm PATH] [--targets litellm,cg-embedded,cg-full] [--accounts 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -43,8 +52,11 @@ from pathlib import Path
 from bench_paid_jobs import (
     FINAL,
     LITELLM_KEY,
+    PYTHON,
+    ROOT,
     Server,
     cpu_seconds,
+    creditgate_env,
     start_creditgate,
     start_fake,
     start_litellm,
@@ -63,6 +75,7 @@ class Connection:
         self.port = port
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
+        self.token: str | None = None  # the account this client speaks for (creditgate)
 
     async def request(self, method: str, path: str, body: dict | None = None,
                       headers: dict | None = None) -> tuple[int, bytes]:
@@ -158,6 +171,13 @@ def tree_rss_mib(pids: list[int]) -> float:
     return total_kib / 1024
 
 
+def host_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine since boot (/proc/stat), every core."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
+
+
 def pg_connections(dbname: str) -> int:
     import psycopg
 
@@ -192,6 +212,7 @@ class Sample:
     failed: int
     rss_mib: float
     pg: int
+    host_busy: float  # of the machine's CPU (every core), the load generator's and the database's included
     reasons: str = ""
 
 
@@ -224,19 +245,42 @@ async def _clients(port: int, operation, clients: int, seconds: float) -> tuple[
 def measure(server: Server, operation, clients: int, seconds: float, dbname: str | None) -> Sample:
     peaks = Peaks()
     watcher = threading.Thread(target=watch, args=(server, dbname, peaks), daemon=True)
-    cpu_before, started = cpu_seconds(server.pids()), time.monotonic()
+    cpu_before, host_before, started = cpu_seconds(server.pids()), host_cpu_ticks(), time.monotonic()
     watcher.start()
     latencies, failed, reasons = asyncio.run(_clients(server.port, operation, clients, seconds))
     elapsed = time.monotonic() - started  # operations started before the end may finish after it
     peaks.stop.set()
     watcher.join()
     cpu = cpu_seconds(server.pids()) - cpu_before
+    host_after = host_cpu_ticks()
+    host_busy = (host_after[0] - host_before[0]) / max(1, host_after[1] - host_before[1])
     done = sorted(latencies)
     n = max(len(done), 1)
     return Sample(rate=len(done) / elapsed, median_s=statistics.median(done) if done else float("nan"),
                   p95_s=done[min(len(done) - 1, int(len(done) * 0.95))] if done else float("nan"),
-                  cpu_ms=cpu / n * 1000, failed=failed, rss_mib=peaks.rss_mib, pg=peaks.pg,
+                  cpu_ms=cpu / n * 1000, failed=failed, rss_mib=peaks.rss_mib, pg=peaks.pg, host_busy=host_busy,
                   reasons=", ".join(f"{count}× {reason}" for reason, count in reasons.most_common(2)))
+
+
+ACCOUNTS = """
+from django.contrib.auth import get_user_model
+from rest_framework.authtoken.models import Token
+from creditgate.credits import services
+for i in range(1, {n}):
+    user, _ = get_user_model().objects.get_or_create(username=f"bench-{{i}}")
+    services.credits_grant(account=services.account_for_user(user=user), amount=10**11, reason="benchmark")
+    print("TOKEN", Token.objects.get_or_create(user=user)[0].key)
+"""
+
+
+def tokens_of_accounts(server: Server, workdir: Path, *, full: bool, accounts: int) -> list[str]:
+    """The bench account's token, and those of `accounts` - 1 more accounts (one member each)."""
+    if accounts <= 1:
+        return [server.token]
+    env = creditgate_env(workdir / server.name, full=full)
+    out = subprocess.run([PYTHON, "manage.py", "shell", "-c", ACCOUNTS.format(n=accounts)], cwd=ROOT, env=env,
+                         check=True, capture_output=True, text=True).stdout
+    return [server.token, *(line.split()[1] for line in out.splitlines() if line.startswith("TOKEN"))]
 
 
 def main() -> int:
@@ -246,6 +290,8 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="how long each (target, c) runs")
     parser.add_argument("--litellm", help="path of a litellm executable (its own virtualenv)")
     parser.add_argument("--targets", default="litellm,cg-embedded,cg-full")
+    parser.add_argument("--accounts", type=int, default=1,
+                        help="creditgate: spread the clients over this many accounts (one member each)")
     args = parser.parse_args()
     wanted = args.targets.split(",")
     if "litellm" in wanted and not args.litellm:
@@ -257,6 +303,7 @@ def main() -> int:
     fake = start_fake(args.latency)
     servers: dict[str, Server] = {}
     dbnames: dict[str, str | None] = {}
+    tokens: dict[str, list[str]] = {}
     try:
         for name in wanted:
             if name == "litellm":
@@ -275,7 +322,9 @@ def main() -> int:
                                                             "CREDITGATE_ACCOUNT_WAITS": limit})
                 dbnames[name] = (os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/"
                                                 "cg_bench_paid").rsplit("/", 1)[1] if full else None)
-        print(f"fake provider latency {args.latency:g} s, {args.seconds:g} s per case; load: "
+                tokens[name] = tokens_of_accounts(servers[name], workdir, full=full, accounts=args.accounts)
+        print(f"fake provider latency {args.latency:g} s, {args.seconds:g} s per case, creditgate's clients on "
+              f"{args.accounts} account(s); load: "
               f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
         results: dict[tuple[str, int], Sample] = {}
         for clients in counts:
@@ -284,10 +333,12 @@ def main() -> int:
                 if name == "litellm":
                     operation = one_chat
                 else:
-                    token = server.token
+                    accounts = itertools.cycle(tokens[name])  # each client (connection) is one account's
 
-                    async def operation(conn: Connection, token: str = token) -> None:
-                        await one_job(conn, token)
+                    async def operation(conn: Connection, accounts=accounts) -> None:
+                        if conn.token is None:
+                            conn.token = next(accounts)
+                        await one_job(conn, conn.token)
 
                 sample = measure(server, operation, clients, args.seconds, dbnames[name])
                 results[(name, clients)] = sample
@@ -298,6 +349,7 @@ def main() -> int:
                     line += f", {sample.rate / litellm.rate:.2f}x LiteLLM"
                 line += (f", median {sample.median_s:.2f} s, p95 {sample.p95_s:.2f} s, cpu {sample.cpu_ms:.1f} ms/op"
                          f", pg {sample.pg if dbnames[name] else '-'}, rss {sample.rss_mib:.0f} MiB"
+                         f", host cpu {sample.host_busy:.0%}"
                          f", failed {sample.failed}" + (f" ({sample.reasons})" if sample.failed else ""))
                 print(line, flush=True)
         return 0

@@ -247,7 +247,9 @@ def start_litellm(binary: str, fake: Server, workdir: Path) -> Server:
 def creditgate_env(workdir: Path, *, full: bool) -> dict:
     env = {**os.environ, "DEBUG": "false", "SECRET_KEY": "bench-only-secret-key", "ALLOWED_HOSTS": "127.0.0.1",
            "CREDITGATE_ENCRYPTION_KEYS": KEY, "CREDITGATE_SANDBOX": "false", "LOG_LEVEL": "WARNING",
-           "CREDITGATE_VAR_DIR": str(workdir / "var"), "CREDITGATE_GENERATION_RATE": "100000000/min",
+           # No rate limit, as LiteLLM's proxy has none (a huge one instead would make every job read
+           # the account's jobs of the whole period under its row's lock).
+           "CREDITGATE_VAR_DIR": str(workdir / "var"), "CREDITGATE_GENERATION_RATE": "off",
            "CREDITGATE_SECURE_SSL_REDIRECT": "false", "CREDITGATE_SECURE_COOKIES": "false"}
     if full:
         env.update(DATABASE_URL=os.environ.get("BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/cg_bench_paid"),

@@ -435,17 +435,21 @@ CREDITGATE_INVITATION_DAYS = env.float("CREDITGATE_INVITATION_DAYS", default=7)
 EMAIL_BACKEND = "creditgate.providers.mail.ResendEmailBackend"
 
 
-def _rate(value: str) -> tuple[int, int]:
-    """'120/min' -> (120, 60): at most that many, per that many seconds (s, min, hour, day)."""
+def _rate(value: str) -> tuple[int, int] | None:
+    """'120/min' -> (120, 60): at most that many, per that many seconds (s, min, hour, day);
+    'off' -> None: no such limit."""
+    if value.strip().lower() == "off":
+        return None
     count, _, period = value.partition("/")
     seconds = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600,
                "d": 86400, "day": 86400}.get(period.strip().lower())
     if not count.strip().isdigit() or int(count) < 1 or seconds is None:
-        raise ImproperlyConfigured(f"A rate must look like 120/min, not {value!r}.")
+        raise ImproperlyConfigured(f"A rate must look like 120/min (or be off), not {value!r}.")
     return int(count), seconds
 
 
-# Generation jobs an account may start per period; over it the API answers 429.
+# Generation jobs an account may start per period; over it the API answers 429. `off`: no such limit
+# (the check reads up to that many of the account's jobs under its row's lock: keep it near real need).
 CREDITGATE_GENERATION_RATE = _rate(env.str("CREDITGATE_GENERATION_RATE", default="120/min"))
 # Fair shares: jobs in flight (queued or running) an account, and each API key, may have at once;
 # past either the API answers 429 too_many_jobs_in_flight. 0: no such limit.

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from creditgate.catalog.ai_config_cache import catalog_memo
+from creditgate.catalog.ai_config_cache import CHECK_SECONDS, catalog_memo
 from creditgate.catalog.models import (
     AIModelConfig,
     GlobalIntegrationSettings,
@@ -117,6 +117,10 @@ def _routing_build() -> tuple[Routing, float | None]:
                       image_models={tier: models[0] for tier, models in ordered.items()},
                       text_models_ordered=text, image_models_ordered=ordered)
     return routing, catalog_changes_at()
+
+
+# How far behind a change made through the services `routing_get()` may be (in another process).
+ROUTING_MAX_LAG_SECONDS = CHECK_SECONDS
 
 
 def routing_get() -> Routing:

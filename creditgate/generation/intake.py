@@ -57,7 +57,7 @@ from creditgate.core.errors import (
 from creditgate.core.serializer_fields import StrictIntegerField, VisibleTextField
 from creditgate.credits import services as credits_services
 from creditgate.credits.models import ApiKey
-from creditgate.generation import charging, streams
+from creditgate.generation import charging, services, streams
 from creditgate.generation.models import Job, JobKind, JobStatus
 from creditgate.webhooks import services as webhook_services
 
@@ -383,8 +383,8 @@ def _job_replayed(account, user, key: str, fingerprint: str) -> Job | None:
 
 
 def _rate_check(account) -> None:
-    """At most CREDITGATE_GENERATION_RATE jobs per account and period: a 429 saying when the
-    next one may start.
+    """At most CREDITGATE_GENERATION_RATE jobs per account and period (none when it is off): a
+    429 saying when the next one may start.
 
     Exact across processes because it runs under the account row's lock: hold_place's
     conditional UPDATE of that row (which every job's hold makes) locks it until this transaction
@@ -397,6 +397,8 @@ def _rate_check(account) -> None:
     would need a compensating decrement. Counted from the jobs themselves, so a refused or
     replayed request never counts.
     """
+    if settings.CREDITGATE_GENERATION_RATE is None:  # off
+        return
     limit, seconds = settings.CREDITGATE_GENERATION_RATE
     now = timezone.now()
     nth_newest = (Job.objects.filter(account=account, created_at__gt=now - dt.timedelta(seconds=seconds))
@@ -409,7 +411,7 @@ def _rate_check(account) -> None:
 def _job_run_here(job_id) -> None:
     """After the job's commit, for a caller who waits: run it on this process's loop (an inline
     run), or, when the loop is full, hand it over to the queue."""
-    if not runtime.run_here(job_id):
+    if not services.job_run_inline(job_id):
         _job_hand_over(job_id)
 
 

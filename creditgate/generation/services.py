@@ -15,6 +15,7 @@ lapses; the sweep then queues the job again (it resumes) or settles what it deli
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
 import io
 import logging
@@ -142,6 +143,22 @@ def _step_returning_connection(fn: Callable[..., R], *args: Any, **kwargs: Any) 
     finally:
         if connection.settings_dict.get("OPTIONS", {}).get("pool"):
             connection.close()
+
+
+# The job a run was handed by the request that accepted it (an inline run), in the run task's
+# context (the runner copies the submitter's): its first start may take its models from the
+# routing memo its quote was priced by (`_models_in_order`).
+_inline_job: contextvars.ContextVar[str | None] = contextvars.ContextVar("creditgate_inline_job", default=None)
+
+
+def job_run_inline(job_id) -> bool:
+    """Run the job of a caller who waits on this process's loop (runtime.run_here); False when the
+    loop is full (the caller queues it instead)."""
+    token = _inline_job.set(str(job_id))
+    try:
+        return runtime.run_here(job_id)
+    finally:
+        _inline_job.reset(token)
 
 
 def job_run(*, job_id) -> float | None:
@@ -586,11 +603,21 @@ def _health(error: ProviderError) -> bool | None:
 
 def _models_in_order(job: Job) -> dict[str, tuple[AIModelConfig, ...]]:
     """The models that may serve the job, in order of service: its tier's (its text's) models that
-    can be served now, all at the rate the job was held at. Read from the database, not from the
-    routing memo, which another process may have changed up to CHECK_SECONDS ago (longer for a
-    change made by SQL): a model switched off while the job waited in the queue is never called.
-    One query per part of the job (two for an article), at the start of each run and before a
-    failover (`_Run._calls`). Empty: nothing can serve it any more (the job fails, uncharged)."""
+    can be served now, all at the rate the job was held at. Empty: nothing can serve it any more
+    (the job fails, uncharged).
+
+    An inline run's first start (`job_run_inline`, within the routing memo's bound of the job's
+    creation) takes them from the memo its quote was priced by a moment before, at no query: the
+    job never waited in a queue, and the memo is at most catalog_selectors.ROUTING_MAX_LAG_SECONDS
+    behind a change made through the services, as the quote was. Any other start reads the
+    database (one query per part of the job, two for an article), as every failover does
+    (`_Run._calls`): a model switched off while the job waited in the queue is never called."""
+    age = (timezone.now() - job.created_at).total_seconds()
+    if (_inline_job.get() == str(job.pk) and job.attempts == 1
+            and age < catalog_selectors.ROUTING_MAX_LAG_SECONDS):
+        routing = catalog_selectors.routing_get()
+        return {ModelType.TEXT: routing.text_models_ordered if job.text_model_name else (),
+                ModelType.IMAGE: routing.image_models_ordered.get(job.tier, ()) if job.image_model_name else ()}
     return {ModelType.TEXT: _models_of(job, ModelType.TEXT) if job.text_model_name else (),
             ModelType.IMAGE: _models_of(job, ModelType.IMAGE) if job.image_model_name else ()}
 

@@ -39,6 +39,17 @@ def test_a_replay_while_over_the_limit_returns_its_job_not_429(api, settings):
     assert post(api, IMAGES, body).status_code == 429  # the replay did not count either
 
 
+def test_a_rate_that_is_off_limits_nothing(api, settings):
+    from creditgate.settings import _rate
+
+    assert _rate(" OFF ") is None and _rate("120/min") == (120, 60)
+    with pytest.raises(Exception, match="120/min"):
+        _rate("0/min")
+    settings.CREDITGATE_GENERATION_RATE = _rate("off")
+    answers = [post(api, TEXT, {"prompt": f"Hello {n}."}).status_code for n in range(4)]
+    assert answers == [202] * 4
+
+
 def test_a_replay_with_another_body_is_409_even_over_the_limit(api, settings):
     settings.CREDITGATE_GENERATION_RATE = (1, 60)
     assert post(api, IMAGES, {"prompt": "a fox", "tier": "basic", "count": 1}, key="k-409").status_code == 202

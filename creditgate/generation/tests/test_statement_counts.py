@@ -43,9 +43,10 @@ def test_statements_of_a_paid_text_job(monkeypatch):
     #
     # Reached (PostgreSQL and SQLite alike): POST 10, worker 11. The worker reads one thing: the
     # claim returns the job row, the tier's (here the text's) models that can serve now are one
-    # SELECT (issue 22: read from the database at the start of every run, not from the routing
-    # memo another process's change reaches only after up to 2 s, so a model switched off while
-    # the job waited is never called), the settlement is BEGIN, the job's final UPDATE, the
+    # SELECT (issue 22: read from the database at the start of every run that was queued, not
+    # from the routing memo another process's change reaches only after up to 2 s, so a model
+    # switched off while the job waited is never called; an inline run spares it, see the test
+    # below), the settlement is BEGIN, the job's final UPDATE, the
     # call's INSERT, the webhook outbox INSERT ... SELECT, the ledger's four (hold, account,
     # member's spending, ledger entry), COMMIT; no savepoint. Going
     # lower needs the ledger's settlement as one statement (credits; a data-modifying CTE, which
@@ -57,3 +58,34 @@ def test_statements_of_a_paid_text_job(monkeypatch):
     # thread after a database restart would fail).
     assert len(post) <= 10
     assert len(run) <= 11
+
+
+def test_an_inline_runs_first_start_takes_its_models_from_the_routing_memo(monkeypatch):
+    """An inline run (the caller waits, the job never queued) starts on the models its quote was
+    priced by a moment before, with no query; any other start reads them from the database."""
+    from creditgate.catalog import selectors as catalog_selectors
+
+    user = make_user(credits=100)
+    monkeypatch.setattr(runtime, "enqueue", lambda job_id: True)  # queued, not run
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    response = client.post("/api/v1/text/generations/", {"prompt": "Say hello.", "max_tokens": 16}, format="json")
+    job = Job.objects.get(pk=response.json()["id"])
+    job.attempts = 1  # as its first claim leaves it
+    routing = catalog_selectors.routing_get()
+
+    with CaptureQueriesContext(connection) as queued:
+        models = services._models_in_order(job)
+    assert len(queued) == 1 and models["text"] == routing.text_models_ordered  # read from the database
+
+    token = services._inline_job.set(str(job.pk))
+    try:
+        with CaptureQueriesContext(connection) as inline:
+            assert services._models_in_order(job)["text"] == routing.text_models_ordered
+        assert len(inline) == 0
+        job.attempts = 2  # a later run (its first died) reads the database again
+        with CaptureQueriesContext(connection) as again:
+            services._models_in_order(job)
+        assert len(again) == 1
+    finally:
+        services._inline_job.reset(token)
