@@ -26,7 +26,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Q
 from django.utils import timezone
 
-from creditgate.generation.models import Job, JobStatus
+from creditgate.generation.models import FINAL_STATUSES, Job, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -78,16 +78,27 @@ class _Keeper:
                 connection.close()  # idle: hold no database connection (a no-op when none is open)
                 continue
             try:
-                for lease in renew(leases):
-                    with self._lock:
-                        if self._leases.get(lease.job_id) is lease:  # not released meanwhile
-                            logger.warning("job %s: its lease was taken over; this run stops", lease.job_id)
-                            lease.lost.set()
+                self.renew_round(leases)
             except DatabaseError:
                 # Cannot reach the database: try again next beat on a fresh connection. If it stays
                 # away past the lease, recovery takes the job over, which is the point.
                 logger.warning("could not renew %d job lease(s)", len(leases), exc_info=True)
                 connection.close()
+
+
+    def renew_round(self, leases: list[Lease]) -> None:
+        """Renew these leases; mark lost the ones this process no longer holds. A job that is
+        final lost its lease to its own settlement (the run is ending, its lease not yet released
+        when this beat came): that is not a takeover, and no warning is logged for it."""
+        lost = renew(leases)
+        finished = set(Job.objects.filter(pk__in=[lease.job_id for lease in lost], status__in=FINAL_STATUSES)
+                       .values_list("pk", flat=True)) if lost else set()
+        for lease in lost:
+            with self._lock:
+                if self._leases.get(lease.job_id) is lease:  # not released meanwhile
+                    if lease.job_id not in finished:
+                        logger.warning("job %s: its lease was taken over; this run stops", lease.job_id)
+                    lease.lost.set()
 
 
 def renew(leases: list[Lease]) -> list[Lease]:

@@ -6,7 +6,9 @@ The same points with real killed processes are in test_crash_points.py.
 """
 
 import datetime as dt
+import logging
 import threading
+import uuid
 
 import pytest
 from django.core.management import call_command
@@ -250,6 +252,27 @@ def test_the_lease_keeper_notices_a_lease_taken_over(workers):
     job, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=1)
     lease = leases.Lease(job_id=job.pk, token="00000000-0000-0000-0000-000000000000")
     assert leases.renew([lease]) == [lease]
+
+
+def test_the_lease_keeper_tells_a_takeover_from_a_run_that_just_finished(sandbox, workers, caplog):
+    user = make_user(credits=20)
+    taken, _ = intake.job_create_images(user=user, prompt="foxes", tier="basic", count=1)
+    finished, _ = intake.job_create_images(user=user, prompt="owls", tier="basic", count=1)
+    services.job_run(job_id=finished.pk)
+    assert Job.objects.get(pk=finished.pk).status == "succeeded"
+    Job.objects.filter(pk=taken.pk).update(status="running", lease_token=uuid.uuid4(), attempts=1,
+                                            lease_expires_at=timezone.now() + dt.timedelta(minutes=1))
+    keeper = leases._Keeper()
+    kept = [keeper.keep(job.pk, uuid.uuid4()) for job in (taken, finished)]
+
+    with caplog.at_level(logging.WARNING, logger="creditgate.generation.leases"):
+        keeper.renew_round(kept)
+
+    assert all(lease.lost.is_set() for lease in kept)  # both runs stop writing
+    warned = [r.getMessage() for r in caplog.records if "taken over" in r.getMessage()]
+    assert warned == [f"job {taken.pk}: its lease was taken over; this run stops"]  # not the finished one
+    for lease in kept:
+        keeper.release(lease)
 
 
 def test_two_runs_of_one_job_at_once_run_it_once(sandbox, workers):
