@@ -3,6 +3,7 @@ the job (202) or the quote."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin
@@ -277,11 +278,16 @@ def _accepted(request, job: Job, created: bool, *, waited: int | None = None,
     return response
 
 
-async def view_sync_part(view, request, *args: Any, left: str, **kwargs: Any) -> tuple[Any, Any]:
+async def view_sync_part(view, request, *args: Any, left: str,
+                         discard: Callable[[Any], None] | None = None, **kwargs: Any) -> tuple[Any, Any]:
     """The first part of an async view: `view` (a DRF view) run as ever in a thread, behind the
     database gate (authentication, validation, the job created or read). Returns its response and
     what it left for the async part (the response's attribute `left`, taken off it); when it left
-    something, the thread and its database connections are given back before that is awaited."""
+    something, the thread and its database connections are given back before that is awaited.
+
+    If the caller hangs up meanwhile (Django cancels the view), the thread cannot be stopped: it
+    is awaited to its end all the same, and what it left (a wait slot, a waiter: per-process
+    shares that nothing else would give back) goes to `discard` before the cancellation goes on."""
     def sync_part():
         response = view(request, *args, **kwargs)
         if getattr(response, left, None) is not None:
@@ -289,7 +295,18 @@ async def view_sync_part(view, request, *args: Any, left: str, **kwargs: Any) ->
         return response
 
     async with db_gate():
-        response = await sync_to_async(sync_part, thread_sensitive=True)()
+        part = asyncio.ensure_future(sync_to_async(sync_part, thread_sensitive=True)())
+        try:
+            response = await asyncio.shield(part)
+        except asyncio.CancelledError:
+            try:
+                abandoned = await part
+            except Exception:  # noqa: BLE001 - the view failed too: it left nothing, the hang-up goes on
+                raise asyncio.CancelledError() from None
+            pending = abandoned.__dict__.pop(left, None)
+            if pending is not None and discard is not None:
+                discard(pending)
+            raise
     pending = response.__dict__.pop(left, None)
     if pending is not None:
         waiting.release_request_thread()

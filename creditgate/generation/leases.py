@@ -85,7 +85,6 @@ class _Keeper:
                 logger.warning("could not renew %d job lease(s)", len(leases), exc_info=True)
                 connection.close()
 
-
     def renew_round(self, leases: list[Lease]) -> None:
         """Renew these leases; mark lost the ones this process no longer holds. A job that is
         final lost its lease to its own settlement (the run is ending, its lease not yet released

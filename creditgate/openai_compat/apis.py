@@ -72,12 +72,24 @@ def _job_error(job: Job) -> HttpResponse:
 
 def _async_view(view, handler):
     """An async view: `view` (a _V1Api's as_view()) run in a thread as the job API's views are;
-    when it left work for the async part (`response.v1`), `handler(request, pending)` answers."""
+    when it left work for the async part (`response.v1`), `handler(request, pending)` answers. A
+    caller who hung up before that gives back the wait slot and the waiter it left (`_let_go`)."""
     async def async_view(request, *args, **kwargs):
-        response, pending = await generation_apis.view_sync_part(view, request, *args, left="v1", **kwargs)
+        response, pending = await generation_apis.view_sync_part(view, request, *args, left="v1",
+                                                                 discard=_let_go, **kwargs)
         return response if pending is None else await handler(request, pending)
 
     return generation_apis.as_async_view(async_view, view)
+
+
+def _let_go(pending: tuple) -> None:
+    """What a view left for its async part (`response.v1`) that nobody will run: its wait slot and
+    its waiter, given back (the job itself runs on, and is charged, as any job whose caller left)."""
+    for part in pending:
+        if isinstance(part, waiting.WaitSlot):
+            part.release()
+        elif isinstance(part, waiting.Waiter):
+            part.close()
 
 
 # --- Models -----------------------------------------------------------------------------------
