@@ -4,6 +4,7 @@ the job (202) or the quote."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urljoin
@@ -234,10 +235,27 @@ def _wait_start(request, job_id, *, seconds: int, read: Callable[[], Job], refus
     except BaseException:
         waiter.close()
         raise
-    # Also on the request: should the view fail before its response carries the wait, async_waits
-    # still frees the slot (a slot left taken would lower the account's share until a restart).
-    request._request.__dict__.setdefault("creditgate_waits", []).append((waiter, slot))
+    wait_noted(request, waiter=waiter, slot=slot)
     return job, (waiter, slot)
+
+
+_WAITS = "creditgate_waits"  # the waits a request's view took, on the (Django) request
+
+
+def wait_noted(request, *, waiter: waiting.Waiter | None = None, slot: waiting.WaitSlot | None = None) -> None:
+    """Note on the request (a DRF view's) a waiter or wait slot its view took for the async part.
+    Until that part takes them over, `view_sync_part` gives them back: should the view fail (an
+    error answer) or its caller hang up while the view's thread runs. A slot left taken would lower
+    the account's share of waits until a restart."""
+    request._request.__dict__.setdefault(_WAITS, []).append((waiter, slot))
+
+
+def _waits_let_go(request) -> None:
+    for waiter, slot in request.__dict__.pop(_WAITS, []):
+        if waiter is not None:
+            waiter.close()
+        if slot is not None:
+            slot.release()
 
 
 def _accepted(request, job: Job, created: bool, *, waited: int | None = None,
@@ -278,16 +296,15 @@ def _accepted(request, job: Job, created: bool, *, waited: int | None = None,
     return response
 
 
-async def view_sync_part(view, request, *args: Any, left: str,
-                         discard: Callable[[Any], None] | None = None, **kwargs: Any) -> tuple[Any, Any]:
+async def view_sync_part(view, request, *args: Any, left: str, **kwargs: Any) -> tuple[Any, Any]:
     """The first part of an async view: `view` (a DRF view) run as ever in a thread, behind the
     database gate (authentication, validation, the job created or read). Returns its response and
     what it left for the async part (the response's attribute `left`, taken off it); when it left
     something, the thread and its database connections are given back before that is awaited.
 
-    If the caller hangs up meanwhile (Django cancels the view), the thread cannot be stopped: it
-    is awaited to its end all the same, and what it left (a wait slot, a waiter: per-process
-    shares that nothing else would give back) goes to `discard` before the cancellation goes on."""
+    The waits the view took (`wait_noted`) go with what it left; it left nothing (it failed), or
+    the caller hung up meanwhile (Django cancels the view), they are given back here. The thread of
+    a hang-up cannot be stopped: it is awaited to its end first, so that nothing it takes is missed."""
     def sync_part():
         response = view(request, *args, **kwargs)
         if getattr(response, left, None) is not None:
@@ -297,18 +314,20 @@ async def view_sync_part(view, request, *args: Any, left: str,
     async with db_gate():
         part = asyncio.ensure_future(sync_to_async(sync_part, thread_sensitive=True)())
         try:
-            response = await asyncio.shield(part)
-        except asyncio.CancelledError:
             try:
-                abandoned = await part
-            except Exception:  # noqa: BLE001 - the view failed too: it left nothing, the hang-up goes on
-                raise asyncio.CancelledError() from None
-            pending = abandoned.__dict__.pop(left, None)
-            if pending is not None and discard is not None:
-                discard(pending)
+                response = await asyncio.shield(part)
+            except asyncio.CancelledError:
+                with contextlib.suppress(Exception):
+                    await part
+                raise
+        except BaseException:
+            _waits_let_go(request)
             raise
     pending = response.__dict__.pop(left, None)
-    if pending is not None:
+    if pending is None:
+        _waits_let_go(request)
+    else:  # the async part has them now
+        request.__dict__.pop(_WAITS, None)
         waiting.release_request_thread()
     return response, pending
 
@@ -330,14 +349,7 @@ def async_waits(view):
     async def waiting_view(request, *args, **kwargs):
         if "wait" in request.GET or "wait" in request.headers.get("Prefer", "").lower():
             await waiting.listener_ready()  # listening before the view reads the job (no-op without Redis)
-        pending = None
-        try:
-            response, pending = await view_sync_part(view, request, *args, left="pending_wait", **kwargs)
-        finally:
-            for waiter, slot in request.__dict__.pop("creditgate_waits", []):
-                if pending is None or waiter is not pending.waiter:  # started, then the view failed
-                    waiter.close()
-                    slot.release()
+        response, pending = await view_sync_part(view, request, *args, left="pending_wait", **kwargs)
         if pending is not None:
             await pending.run()
         return response

@@ -612,9 +612,8 @@ def _models_in_order(job: Job) -> dict[str, tuple[AIModelConfig, ...]]:
     behind a change made through the services, as the quote was. Any other start reads the
     database (one query per part of the job, two for an article), as every failover does
     (`_Run._calls`): a model switched off while the job waited in the queue is never called."""
-    age = (timezone.now() - job.created_at).total_seconds()
     if (_inline_job.get() == str(job.pk) and job.attempts == 1
-            and age < catalog_selectors.ROUTING_MAX_LAG_SECONDS):
+            and (timezone.now() - job.created_at).total_seconds() < catalog_selectors.ROUTING_MAX_LAG_SECONDS):
         routing = catalog_selectors.routing_get()
         return {ModelType.TEXT: routing.text_models_ordered if job.text_model_name else (),
                 ModelType.IMAGE: routing.image_models_ordered.get(job.tier, ()) if job.image_model_name else ()}

@@ -72,24 +72,12 @@ def _job_error(job: Job) -> HttpResponse:
 
 def _async_view(view, handler):
     """An async view: `view` (a _V1Api's as_view()) run in a thread as the job API's views are;
-    when it left work for the async part (`response.v1`), `handler(request, pending)` answers. A
-    caller who hung up before that gives back the wait slot and the waiter it left (`_let_go`)."""
+    when it left work for the async part (`response.v1`), `handler(request, pending)` answers."""
     async def async_view(request, *args, **kwargs):
-        response, pending = await generation_apis.view_sync_part(view, request, *args, left="v1",
-                                                                 discard=_let_go, **kwargs)
+        response, pending = await generation_apis.view_sync_part(view, request, *args, left="v1", **kwargs)
         return response if pending is None else await handler(request, pending)
 
     return generation_apis.as_async_view(async_view, view)
-
-
-def _let_go(pending: tuple) -> None:
-    """What a view left for its async part (`response.v1`) that nobody will run: its wait slot and
-    its waiter, given back (the job itself runs on, and is charged, as any job whose caller left)."""
-    for part in pending:
-        if isinstance(part, waiting.WaitSlot):
-            part.release()
-        elif isinstance(part, waiting.Waiter):
-            part.close()
 
 
 # --- Models -----------------------------------------------------------------------------------
@@ -122,26 +110,26 @@ class ChatCompletionsApi(_V1Api):
         names.text_model_named(chat.model, routing)
         # A non-streamed chat waits for its job as a Prefer: wait does: a share of the waits.
         slot = None if chat.stream else _wait_slot(request)
-        try:
-            job, created, waiter = waiting.job_create_waited(
-                lambda job_id: intake.job_create_chat(user=request.user, body=request.data, checked=chat.checked(),
-                                                      idempotency_key=request.headers.get("Idempotency-Key"),
-                                                      api_key=request_api_key(request), job_id=job_id),
-                wait=not chat.stream)
-        except BaseException:
-            if slot is not None:
-                slot.release()
-            raise
+        job, created, waiter = waiting.job_create_waited(
+            lambda job_id: intake.job_create_chat(user=request.user, body=request.data, checked=chat.checked(),
+                                                  idempotency_key=request.headers.get("Idempotency-Key"),
+                                                  api_key=request_api_key(request), job_id=job_id),
+            wait=not chat.stream)
+        if waiter is not None:
+            generation_apis.wait_noted(request, waiter=waiter)
         response = Response()
         response.v1 = (chat, job, created, slot, waiter, routing.text_models_ordered)  # type: ignore[attr-defined]
         return response
 
 
 def _wait_slot(request) -> waiting.WaitSlot:
-    """One of the account's (and the API key's) concurrent waits, or 429 too_many_waits."""
+    """One of the account's (and the API key's) concurrent waits, or 429 too_many_waits; given back by
+    the async part, or by view_sync_part if the view fails or its caller hangs up first."""
     api_key = request_api_key(request)
-    return waiting.wait_slot_take(account_id=request.user.credit_membership.account_id,
+    slot = waiting.wait_slot_take(account_id=request.user.credit_membership.account_id,
                                   api_key_id=api_key.pk if api_key else None)
+    generation_apis.wait_noted(request, slot=slot)
+    return slot
 
 
 def _chunk(job: Job, delta: dict | None, *, finish_reason: str | None = None, **extra) -> dict:
@@ -285,13 +273,9 @@ class ImageGenerationsApi(_V1Api):
             body["size"] = asked.size
         api_key = request_api_key(request)
         slot = _wait_slot(request)
-        try:
-            job, created = intake.job_create(kind=JobKind.IMAGE, user=request.user, body=body,
-                                             idempotency_key=request.headers.get("Idempotency-Key"),
-                                             origin=intake.JobOrigin(api_key=api_key, run_here=True))
-        except BaseException:
-            slot.release()
-            raise
+        job, created = intake.job_create(kind=JobKind.IMAGE, user=request.user, body=body,
+                                         idempotency_key=request.headers.get("Idempotency-Key"),
+                                         origin=intake.JobOrigin(api_key=api_key, run_here=True))
         response = Response()
         response.v1 = (asked, job, created, slot)  # type: ignore[attr-defined]  # read by image_generations
         return response

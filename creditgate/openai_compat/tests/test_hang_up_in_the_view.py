@@ -11,13 +11,14 @@ import uuid
 import pytest
 from rest_framework.response import Response
 
+from creditgate.generation import apis as generation_apis
 from creditgate.generation import waiting
 from creditgate.openai_compat import apis
 
 
 class _View:
-    """A view whose thread takes a wait slot and a waiter, as the chat view does, then blocks until
-    the test lets it return."""
+    """A view whose thread blocks until the test lets it go on, then takes a wait slot and a waiter,
+    as the chat view does."""
 
     cls = object
     initkwargs: dict = {}
@@ -27,10 +28,11 @@ class _View:
         self.entered, self.go_on = threading.Event(), threading.Event()
 
     def __call__(self, request, *args, **kwargs):
+        self.entered.set()
+        assert self.go_on.wait(10)  # the caller hangs up meanwhile: the view goes on all the same
         slot = waiting.wait_slot_take(account_id=self.account_id)
         waiter = waiting.Waiter(uuid.uuid4())
-        self.entered.set()
-        assert self.go_on.wait(10)
+        generation_apis.wait_noted(request, waiter=waiter, slot=slot)  # as the chat view notes them
         response = Response()
         response.v1 = ("chat", "job", True, slot, waiter, ())  # type: ignore[attr-defined]  # as the chat view does
         return response
@@ -48,8 +50,10 @@ def test_a_hang_up_during_the_chat_views_thread_gives_its_wait_slot_back(setting
 
     chat = apis._async_view(view, handler)
 
-    class _Request:
-        pass
+    class _Request:  # Django's request, which the DRF view sees as its `_request`
+        @property
+        def _request(self):
+            return self
 
     async def scenario():
         task = asyncio.ensure_future(chat(_Request()))
