@@ -1,0 +1,84 @@
+"""The pool's connection check: a connection handed out a moment ago is not pinged again; one that
+sat idle is, and a dead one is replaced before a request gets it."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import psycopg
+import pytest
+from django.db import connection
+from psycopg_pool import ConnectionPool
+
+from creditgate.core.postgresql import base as db_pool
+
+
+class _Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def pings(monkeypatch):
+    clock, pinged = _Clock(), []
+    monkeypatch.setattr(db_pool.time, "monotonic", clock)
+    monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(lambda conn: pinged.append(conn)))
+    return clock, pinged
+
+
+class _Conn:
+    """What the check touches of a psycopg connection: the attribute it keeps."""
+
+
+def _conn() -> psycopg.Connection:
+    return cast(psycopg.Connection, _Conn())
+
+
+def test_a_connection_handed_out_a_moment_ago_is_not_pinged_again(pings):
+    clock, pinged = pings
+    conn = _conn()
+    db_pool.pool_check(conn)  # first time: pinged
+    clock.now += 0.2
+    db_pool.pool_check(conn)
+    clock.now += db_pool.CHECK_AFTER_SECONDS - 0.01
+    db_pool.pool_check(conn)  # within the window of the previous hand-out
+    assert len(pinged) == 1
+
+
+def test_a_connection_idle_past_the_window_is_pinged(pings):
+    clock, pinged = pings
+    first, second = _conn(), _conn()
+    db_pool.pool_check(first)
+    db_pool.pool_check(second)  # each connection its own time
+    clock.now += db_pool.CHECK_AFTER_SECONDS
+    db_pool.pool_check(first)
+    assert pinged == [first, second, first]
+
+
+def test_a_killed_idle_connection_is_replaced_before_it_is_handed_out(monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL; set DATABASE_URL")
+    monkeypatch.setattr(db_pool, "CHECK_AFTER_SECONDS", 0.0)  # any idle time is past the window
+    where = connection.settings_dict
+    dsn = psycopg.conninfo.make_conninfo(dbname="postgres", host=where["HOST"], port=where["PORT"] or 5432,
+                                         user=where["USER"], password=where["PASSWORD"] or None)
+    pool = ConnectionPool(dsn, min_size=1, max_size=1, check=db_pool.pool_check, open=True, timeout=10)
+    try:
+        with pool.connection() as conn:
+            pid = conn.info.backend_pid
+        with psycopg.connect(dsn, autocommit=True) as admin:  # the database drops the idle connection
+            admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+        with pool.connection() as conn:  # the check found it dead; a new one answers
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+            assert conn.info.backend_pid != pid
+    finally:
+        pool.close()
+
+
+def test_the_pool_of_the_settings_runs_this_check():
+    if getattr(connection, "pool", None) is None:
+        pytest.skip("needs PostgreSQL with the pool; set DATABASE_URL")
+    assert connection.pool._check is db_pool.pool_check  # type: ignore[attr-defined]
