@@ -18,8 +18,12 @@ client little. For each target and c it prints one line: ops/s, its fraction of 
 its ratio to LiteLLM at the same c, median and p95 latency, the server's CPU per operation, the
 peak number of PostgreSQL connections to its database and the server's peak RSS (every process of
 it), how busy the whole machine's CPU was (the load generator, the fake and the database included:
-near 100% the figure is the machine's, below it something else bounds the target), and how many
-operations failed or timed out (a failure is counted, never retried).
+near 100% the figure is the machine's, below it something else bounds the target), the machine's CPU
+an op outside the server ("rest": the load generator, the fake, the database, anything else running),
+and how many operations failed or timed out (a failure is counted, never retried). After each c, a
+"budget" line: the CPU an op that 0.9 of the bound leaves a server on this machine once the load
+generator and the fake have theirs (from LiteLLM's run, which has no database), beside what each
+target used.
 
 creditgate's clients all speak for one account by default, as one large API customer would: every
 job's hold and settlement then queue for that account's row. `--accounts N` spreads them over N
@@ -213,6 +217,7 @@ class Sample:
     rss_mib: float
     pg: int
     host_busy: float  # of the machine's CPU (every core), the load generator's and the database's included
+    other_ms: float  # the machine's CPU an op outside the server: the load generator, the fake, the database
     reasons: str = ""
 
 
@@ -254,11 +259,13 @@ def measure(server: Server, operation, clients: int, seconds: float, dbname: str
     cpu = cpu_seconds(server.pids()) - cpu_before
     host_after = host_cpu_ticks()
     host_busy = (host_after[0] - host_before[0]) / max(1, host_after[1] - host_before[1])
+    host_busy_s = (host_after[0] - host_before[0]) / os.sysconf("SC_CLK_TCK")
     done = sorted(latencies)
     n = max(len(done), 1)
     return Sample(rate=len(done) / elapsed, median_s=statistics.median(done) if done else float("nan"),
                   p95_s=done[min(len(done) - 1, int(len(done) * 0.95))] if done else float("nan"),
                   cpu_ms=cpu / n * 1000, failed=failed, rss_mib=peaks.rss_mib, pg=peaks.pg, host_busy=host_busy,
+                  other_ms=max(0.0, host_busy_s - cpu) / n * 1000,
                   reasons=", ".join(f"{count}× {reason}" for reason, count in reasons.most_common(2)))
 
 
@@ -281,6 +288,27 @@ def tokens_of_accounts(server: Server, workdir: Path, *, full: bool, accounts: i
     out = subprocess.run([PYTHON, "manage.py", "shell", "-c", ACCOUNTS.format(n=accounts)], cwd=ROOT, env=env,
                          check=True, capture_output=True, text=True).stdout
     return [server.token, *(line.split()[1] for line in out.splitlines() if line.startswith("TOKEN"))]
+
+
+def budget(results: dict[tuple[str, int], Sample], clients: int, latency: float) -> str:
+    """What 0.9 of the bound at this c asks of the machine: its cores' CPU an op at that rate, less
+    what the load generator and the fake took an op in LiteLLM's run (which has no database), is the
+    most CPU an op a server could use, its database included, and reach it on this machine."""
+    rate = 0.9 * clients / latency
+    cores = os.cpu_count() or 1
+    line = (f"budget c={clients}: 0.9 of the bound is {rate:.0f} ops/s, {cores} cores give "
+            f"{cores * 1000 / rate:.1f} ms an op")
+    litellm = results.get(("litellm", clients))
+    if litellm:
+        left = cores * 1000 / rate - litellm.other_ms
+        line += (f"; the load generator and the fake took {litellm.other_ms:.1f} ms/op (LiteLLM's run), leaving "
+                 f"{left:.1f} ms/op for a server and its database; LiteLLM's server used {litellm.cpu_ms:.1f}")
+        for name in ("cg-embedded", "cg-full"):
+            sample = results.get((name, clients))
+            if sample:
+                more = max(0.0, sample.other_ms - litellm.other_ms)  # its database, mostly
+                line += f", {name} {sample.cpu_ms:.1f} (+ {more:.1f} more elsewhere)"
+    return line
 
 
 def main() -> int:
@@ -349,9 +377,10 @@ def main() -> int:
                     line += f", {sample.rate / litellm.rate:.2f}x LiteLLM"
                 line += (f", median {sample.median_s:.2f} s, p95 {sample.p95_s:.2f} s, cpu {sample.cpu_ms:.1f} ms/op"
                          f", pg {sample.pg if dbnames[name] else '-'}, rss {sample.rss_mib:.0f} MiB"
-                         f", host cpu {sample.host_busy:.0%}"
+                         f", host cpu {sample.host_busy:.0%}, rest {sample.other_ms:.1f} ms/op"
                          f", failed {sample.failed}" + (f" ({sample.reasons})" if sample.failed else ""))
                 print(line, flush=True)
+            print(budget(results, clients, args.latency), flush=True)
         return 0
     finally:
         for server in [*servers.values(), fake]:
