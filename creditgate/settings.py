@@ -264,6 +264,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # use one connection each. CREDITGATE_DB_POOL_SIZE=0: no pool (CONN_MAX_AGE then applies, for
 # WSGI-only or pgbouncer setups). SQLite: connections are files, opened per request (~0.1 ms).
 CREDITGATE_DB_POOL_SIZE = env.int("CREDITGATE_DB_POOL_SIZE", default=10)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # Parameters bound by PostgreSQL (psycopg's server-side binding; Django's default binds them into
+    # the text on the client), so a statement a connection has run 5 times is prepared: parsed and
+    # planned once, not at every run. A job is the same ~20 statements every time; in
+    # bench_inflight the database's CPU an op fell from 8-9 ms to 5.5-6.5 ms. Behind a pooler in
+    # transaction mode this needs PgBouncer 1.21 or newer with `max_prepared_statements` set.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and CREDITGATE_DB_POOL_SIZE > 0:
     if env.int("CONN_MAX_AGE", default=0):
         raise ImproperlyConfigured("CONN_MAX_AGE must be 0 with the database pool (CREDITGATE_DB_POOL_SIZE > 0).")

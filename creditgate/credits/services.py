@@ -47,10 +47,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import time
 from functools import partial
 
-import psycopg
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, connection, transaction
@@ -142,26 +140,13 @@ _ENTRY_INSERT_2_SQL = ("INSERT INTO credits_ledgerentry (account_id, kind, amoun
 def _execute(sql: str, params: list) -> tuple | None:
     """Run one of the ledger's statements above; its first row, if it returns one.
 
-    The same SQL runs on both databases. On PostgreSQL it is sent as a server-side prepared
-    statement: each connection plans it once instead of on every call (Django binds parameters
-    on the client, so PostgreSQL would otherwise parse and plan every money move; for these
-    small statements planning costs about as much as executing). That is a choice of transport,
-    not a second implementation. Errors are translated as Django's cursors do, and the statement
-    is added to Django's query log when that is on (DEBUG, CaptureQueriesContext).
+    The same SQL runs on both databases. On PostgreSQL, as every statement (settings: server-side
+    binding), it is prepared once a connection has run it a few times: planned once, not at every
+    money move (for these small statements planning costs about as much as executing).
     """
-    if connection.vendor != "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            return cursor.fetchone() if cursor.description else None
-    connection.ensure_connection()
-    started = time.monotonic()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(sql, params, prepare=True)
-        row = cursor.fetchone() if cursor.description else None
-    if connection.queries_logged:
-        connection.queries_log.append({"sql": f"{sql} -- prepared, {params!r}",
-                                       "time": f"{time.monotonic() - started:.3f}"})
-    return row
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone() if cursor.description else None
 
 
 def _db(field, value):

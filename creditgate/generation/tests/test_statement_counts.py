@@ -1,7 +1,7 @@
 """How many SQL statements a paid job costs, so a regression shows (issue: POST <= 6, worker <= 6).
 
-Counted with Django's CaptureQueriesContext, which also sees the ledger's prepared statements
-(and, on PostgreSQL, BEGIN, COMMIT and savepoints, which are counted here too).
+Counted with Django's CaptureQueriesContext (on PostgreSQL, BEGIN, COMMIT and savepoints are
+counted too).
 """
 
 import pytest

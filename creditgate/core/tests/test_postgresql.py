@@ -1,5 +1,6 @@
-"""The pool's connection check: a connection handed out a moment ago is not pinged again; one that
-sat idle is, and a dead one is replaced before a request gets it."""
+"""The PostgreSQL backend's settings: the pool's connection check (a connection handed out a moment
+ago is not pinged again; one that sat idle is, and a dead one is replaced before a request gets it),
+and statements prepared once a connection keeps running them."""
 
 from __future__ import annotations
 
@@ -82,3 +83,19 @@ def test_the_pool_of_the_settings_runs_this_check():
     if getattr(connection, "pool", None) is None:
         pytest.skip("needs PostgreSQL with the pool; set DATABASE_URL")
     assert connection.pool._check is db_pool.pool_check  # type: ignore[attr-defined]
+
+
+@pytest.mark.django_db
+def test_a_statement_run_again_and_again_is_prepared_once():
+    """Server-side binding: a statement a connection keeps running is planned once (PostgreSQL's
+    prepared statements), the ledger's and the ORM's alike."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL; set DATABASE_URL")
+    from creditgate.credits.models import Account
+
+    for n in range(8):
+        list(Account.objects.filter(pk=n).values_list("available", flat=True))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+                       ['%FROM "credits_account" WHERE "credits_account"."id" = $1%'])
+        assert cursor.fetchone()[0] == 1
