@@ -279,8 +279,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and CREDITG
         "max_size": CREDITGATE_DB_POOL_SIZE,
         "timeout": env.float("CREDITGATE_DB_POOL_TIMEOUT", default=2.0),
     }
-    # Django's backend, but the pool pings a connection it hands out only when it sat idle a second
-    # or more (creditgate/core/postgresql/base.py).
+    # Django's backend, but the pool pings a connection before it hands it out only when it was last
+    # handed out a second or more before (creditgate/core/postgresql/base.py).
     DATABASES["default"]["ENGINE"] = "creditgate.core.postgresql"
     DATABASES["default"]["CONN_MAX_AGE"] = 0
 else:

@@ -42,7 +42,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def pool(self):
         pool = super().pool
         # Before the pool hands anything out (Django opens it at its first connection). psycopg-pool
-        # keeps its check in `_check` (pinned in requirements; test_db_pool reads it back).
+        # keeps its check in `_check` (pinned in requirements; core/tests/test_postgresql.py reads it back).
         if pool is not None and pool._check is not pool_check:
             pool._check = pool_check
         return pool

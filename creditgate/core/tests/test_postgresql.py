@@ -11,7 +11,7 @@ import pytest
 from django.db import connection
 from psycopg_pool import ConnectionPool
 
-from creditgate.core.postgresql import base as db_pool
+from creditgate.core.postgresql import base as backend
 
 
 class _Clock:
@@ -25,7 +25,7 @@ class _Clock:
 @pytest.fixture
 def pings(monkeypatch):
     clock, pinged = _Clock(), []
-    monkeypatch.setattr(db_pool.time, "monotonic", clock)
+    monkeypatch.setattr(backend.time, "monotonic", clock)
     monkeypatch.setattr(ConnectionPool, "check_connection", staticmethod(lambda conn: pinged.append(conn)))
     return clock, pinged
 
@@ -41,32 +41,32 @@ def _conn() -> psycopg.Connection:
 def test_a_connection_handed_out_a_moment_ago_is_not_pinged_again(pings):
     clock, pinged = pings
     conn = _conn()
-    db_pool.pool_check(conn)  # first time: pinged
+    backend.pool_check(conn)  # first time: pinged
     clock.now += 0.2
-    db_pool.pool_check(conn)
-    clock.now += db_pool.CHECK_AFTER_SECONDS - 0.01
-    db_pool.pool_check(conn)  # within the window of the previous hand-out
+    backend.pool_check(conn)
+    clock.now += backend.CHECK_AFTER_SECONDS - 0.01
+    backend.pool_check(conn)  # within the window of the previous hand-out
     assert len(pinged) == 1
 
 
 def test_a_connection_idle_past_the_window_is_pinged(pings):
     clock, pinged = pings
     first, second = _conn(), _conn()
-    db_pool.pool_check(first)
-    db_pool.pool_check(second)  # each connection its own time
-    clock.now += db_pool.CHECK_AFTER_SECONDS
-    db_pool.pool_check(first)
+    backend.pool_check(first)
+    backend.pool_check(second)  # each connection its own time
+    clock.now += backend.CHECK_AFTER_SECONDS
+    backend.pool_check(first)
     assert pinged == [first, second, first]
 
 
 def test_a_killed_idle_connection_is_replaced_before_it_is_handed_out(monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL; set DATABASE_URL")
-    monkeypatch.setattr(db_pool, "CHECK_AFTER_SECONDS", 0.0)  # any idle time is past the window
+    monkeypatch.setattr(backend, "CHECK_AFTER_SECONDS", 0.0)  # any idle time is past the window
     where = connection.settings_dict
     dsn = psycopg.conninfo.make_conninfo(dbname="postgres", host=where["HOST"], port=where["PORT"] or 5432,
                                          user=where["USER"], password=where["PASSWORD"] or None)
-    pool = ConnectionPool(dsn, min_size=1, max_size=1, check=db_pool.pool_check, open=True, timeout=10)
+    pool = ConnectionPool(dsn, min_size=1, max_size=1, check=backend.pool_check, open=True, timeout=10)
     try:
         with pool.connection() as conn:
             pid = conn.info.backend_pid
@@ -82,7 +82,7 @@ def test_a_killed_idle_connection_is_replaced_before_it_is_handed_out(monkeypatc
 def test_the_pool_of_the_settings_runs_this_check():
     if getattr(connection, "pool", None) is None:
         pytest.skip("needs PostgreSQL with the pool; set DATABASE_URL")
-    assert connection.pool._check is db_pool.pool_check  # type: ignore[attr-defined]
+    assert connection.pool._check is backend.pool_check  # type: ignore[attr-defined]
 
 
 @pytest.mark.django_db

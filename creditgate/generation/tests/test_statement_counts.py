@@ -53,7 +53,7 @@ def test_statements_of_a_paid_text_job(monkeypatch):
     # SQLite cannot run, so not with the ledger's single implementation) and the POST's rate-limit
     # read folded into a write. The POST's hold runs without a savepoint: a concurrent replay's
     # unique-key error rolls back the job's transaction and is recognised after it.
-    # Not counted here: the database pool's ping of a connection it hands out (core/db_pool.py),
+    # Not counted here: the database pool's ping of a connection it hands out (core/postgresql/base.py),
     # which it skips for a connection handed out less than a second before: under load, none.
     assert len(post) <= 10
     assert len(run) <= 11
