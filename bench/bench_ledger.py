@@ -56,6 +56,10 @@ def setup_django(url: str) -> None:
     # As deployed: with DEBUG on, every query of both sides would also be timed and kept in memory.
     os.environ.setdefault("DEBUG", "False")
     os.environ.setdefault("SECRET_KEY", "bench-only-secret-key")
+    # No pool: each forked worker opens its own connection. A pool opened in the parent is inherited
+    # by every child, and `connection.close()` before the fork only hands its connection back to it,
+    # so the workers would share one socket (they hung or read each other's results).
+    os.environ["CREDITGATE_DB_POOL_SIZE"] = "0"
     import django
 
     django.setup()
