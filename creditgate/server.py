@@ -44,7 +44,7 @@ UVICORN_CONFIG: dict = {
     "http": "h11",
     "h11_max_incomplete_event_size": H11_MAX_HEAD_BYTES,
     "limit_concurrency": LIMIT_CONCURRENCY,
-    "lifespan": "off",  # Django answers no lifespan events
+    "lifespan": "on",  # answered by creditgate/asgi.py (Django answers none)
     "ws": "none",  # no websockets
 }
 

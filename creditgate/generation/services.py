@@ -28,7 +28,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 import structlog
-from asgiref.sync import async_to_sync, sync_to_async
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import InterfaceError, OperationalError, connection, transaction
@@ -60,8 +60,8 @@ from creditgate.providers.base import (
     ProviderRejectedRequest,
     ProviderTry,
     TextResult,
+    call_sync,
     failover_code,
-    loop_clients_close,
 )
 from creditgate.providers.breaker import breaker_allow, breaker_record
 from creditgate.providers.registry import adapter_for
@@ -164,14 +164,7 @@ def job_run_inline(job_id) -> bool:
 def job_run(*, job_id) -> float | None:
     """The synchronous entry (the Celery task, a test): `job_arun` on a loop of its own, whose
     provider clients are closed with it."""
-
-    async def run_and_close() -> float | None:
-        try:
-            return await job_arun(job_id=job_id)
-        finally:
-            await loop_clients_close()
-
-    return async_to_sync(run_and_close)()
+    return call_sync(job_arun, job_id=job_id)
 
 
 async def job_arun(*, job_id) -> float | None:

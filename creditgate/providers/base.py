@@ -9,6 +9,8 @@ accepted optional parameters, fixed request defaults).
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -22,9 +24,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import httpx
+from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from creditgate.catalog.models import AIModelConfig
@@ -379,19 +382,22 @@ C = TypeVar("C")
 
 
 class PerLoop(Generic[C]):
-    """Clients kept for reuse, one set per event loop: an httpx (or the OpenAI SDK's HTTPX2)
-    AsyncClient's connection pool belongs to the loop it first ran on and must not be used from
+    """Clients kept for reuse, one set per event loop: an httpx (or the OpenAI SDK's aiohttp)
+    client's connection pool belongs to the loop it first ran on and must not be used from
     another. The in-process runner runs every job on one loop for the process's life, so there
-    its clients (and their keep-alive connections) serve every job; a sync caller going through
-    async_to_sync gets a short-lived loop, and the clients built for it are dropped (and their
-    connections closed) once that loop is closed. Entries of closed loops are pruned at the next
-    lookup, so nothing accumulates."""
+    its clients (and their keep-alive connections) serve every job; a sync caller gets a
+    short-lived loop (`call_sync`), whose clients are closed before it ends. Entries of closed
+    loops are pruned at the next lookup, so nothing accumulates."""
 
     def __init__(self, build: Callable[[Hashable], C]):
         self._build = build
         self._lock = threading.Lock()
         self._by_loop: dict[int, tuple[asyncio.AbstractEventLoop, dict[Hashable, C]]] = {}
         _per_loops.add(self)
+        # A replaced adapter (a new key, say) is dropped once its last call ended: its clients
+        # are closed then, on their loops, rather than left to the garbage collector (aiohttp
+        # logs every session collected unclosed as an error).
+        weakref.finalize(self, _clients_close, self._by_loop).atexit = False
 
     def popped(self, loop: asyncio.AbstractEventLoop) -> list[C]:
         """The clients built for `loop`, forgotten here (for their owner to close)."""
@@ -421,17 +427,59 @@ _per_loops: weakref.WeakSet[PerLoop] = weakref.WeakSet()
 
 
 async def loop_clients_close() -> None:
-    """Close every client built for the running event loop. Whoever runs a short-lived loop (the
-    sync entry of the job runner, through async_to_sync) calls it before the loop ends, so no
-    connection outlives its loop; the runner's own loop keeps its clients for the process's life."""
+    """Close every client built for the running event loop. Whoever ends a loop calls it before
+    the loop ends, so no connection outlives its loop: a short-lived loop's (`call_sync`), the web
+    server's at its shutdown (creditgate/asgi.py); the in-process runner's loop, which lives as
+    long as its process, has its clients closed at the process's exit (`_clients_close_at_exit`)."""
     loop = asyncio.get_running_loop()
+    await _close_each([client for per_loop in list(_per_loops) for client in per_loop.popped(loop)])
+
+
+async def _close_each(clients: list) -> None:
+    for client in clients:
+        close = getattr(client, "aclose", None) or client.close  # httpx: aclose(); AsyncOpenAI: close()
+        try:
+            await close()
+        except Exception:  # closing is best effort; the loop is going away
+            logger.debug("closing a provider client failed", exc_info=True)
+
+
+def _clients_close(by_loop: dict, *, wait: float = 0.0) -> None:
+    """Close the clients of a PerLoop (`by_loop`) on their loops, those still running; `wait`: at
+    most this long for each loop's (never on the loop's own thread: its close runs after this)."""
+    for loop, clients in list(by_loop.values()):
+        if loop.is_closed() or not loop.is_running() or not clients:
+            continue
+        future = asyncio.run_coroutine_threadsafe(_close_each(list(clients.values())), loop)
+        try:
+            on_that_loop = asyncio.get_running_loop() is loop
+        except RuntimeError:
+            on_that_loop = False
+        if wait and not on_that_loop:
+            with contextlib.suppress(Exception):
+                future.result(timeout=wait)
+    by_loop.clear()
+
+
+@atexit.register
+def _clients_close_at_exit() -> None:
+    """At the process's exit, the clients of loops that still run (the in-process runner's, in a
+    daemon thread) are closed, each loop's in at most 2 s."""
     for per_loop in list(_per_loops):
-        for client in per_loop.popped(loop):
-            close = getattr(client, "aclose", None) or client.close  # httpx: aclose(); AsyncOpenAI: close()
-            try:
-                await close()
-            except Exception:  # closing is best effort; the loop is going away
-                logger.debug("closing a provider client failed", exc_info=True)
+        _clients_close(per_loop._by_loop, wait=2.0)
+
+
+def call_sync(fn: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+    """`await fn(*args, **kwargs)` from sync code (the admin's "Test key", the model-lifecycle
+    command, a Celery task's job run): on a short-lived loop (asgiref's async_to_sync) whose
+    provider clients are closed before it ends (`loop_clients_close`)."""
+    async def call_and_close() -> T:
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            await loop_clients_close()
+
+    return async_to_sync(call_and_close)()
 
 
 @functools.cache

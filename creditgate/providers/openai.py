@@ -1,4 +1,10 @@
-"""OpenAI through its official SDK (openai 3.x, which speaks HTTPX2).
+"""OpenAI through its official SDK (openai 3.x, which speaks HTTPX2), over aiohttp.
+
+Transport: the SDK's aiohttp transport (`openai[aiohttp]`, DefaultAioHttpClient), as the SDK's
+README advises for concurrency. With HTTPX2's own pool (httpcore), every request and every
+response's close scanned all the pool's connections and polled each one's socket: with hundreds
+of calls in flight on a process's loop that was about 12% of a web process's CPU
+(bench/bench_inflight.py, c=500), and a job cost 20% more CPU than over aiohttp.
 
 Retries: the SDK's own are switched off (max_retries=0) and `call_with_retries` applies the same
 rules (connection errors, 408, 409, 429, 5xx; `x-should-retry` wins; Retry-After honoured but
@@ -26,6 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx2
 import openai as openai_sdk
 
@@ -82,10 +89,12 @@ class OpenAIAdapter(ProviderAdapter):
 
     def _client_built(self, read_timeout) -> openai_sdk.AsyncOpenAI:
         timeout = httpx2.Timeout(read_timeout, connect=self.policy.connect_timeout)
-        # Our own HTTPX2 client rather than the SDK's default one, whose finalizer schedules its
-        # close on the loop it ran on: after a short-lived loop (async_to_sync) closed, that fails.
+        # Our own client rather than the SDK's default one, whose finalizer schedules its close on
+        # the loop it ran on: after a short-lived loop (async_to_sync) closed, that fails. Over
+        # aiohttp (the module's docstring says why); its session starts on the loop of the first call.
         limits = httpx2.Limits(max_connections=1000, max_keepalive_connections=max(self.policy.max_parallel_calls, 100))
-        http_client = httpx2.AsyncClient(verify=_tls_context(), timeout=timeout, follow_redirects=True, limits=limits)
+        http_client = openai_sdk.DefaultAioHttpClient(verify=_tls_context(), timeout=timeout, follow_redirects=True,
+                                                      limits=limits)
         return openai_sdk.AsyncOpenAI(api_key=self.api_key, base_url=self.base_url, max_retries=0, timeout=timeout,
                                       http_client=http_client)
 
@@ -382,11 +391,27 @@ def _images_facts(response) -> dict:
             "completion_tokens": getattr(usage, "output_tokens", None) if usage is not None else None}
 
 
+def _timed_out(exc: openai_sdk.APITimeoutError) -> bool:
+    """Whether a timeout the SDK reports is one. Its aiohttp transport reports every aiohttp
+    connection error as a connect timeout, a refused connection and a server that hung up
+    included: those are "could not be reached", as over HTTPX2."""
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, TimeoutError):  # aiohttp's timeouts are TimeoutErrors too
+            return True
+        if isinstance(cause, aiohttp.ClientError):
+            return False
+        cause = cause.__cause__
+    return True
+
+
 def translate_error(exc: openai_sdk.OpenAIError, *, what: str) -> ProviderError:
     """The SDK's exception as our error. The provider's message stays in the log (it is useful to
     an operator and carries no key of ours; OpenAI masks keys), never in what users see."""
-    if isinstance(exc, openai_sdk.APITimeoutError):
+    if isinstance(exc, openai_sdk.APITimeoutError) and _timed_out(exc):
         return ProviderTimeout()
+    if isinstance(exc, openai_sdk.APITimeoutError):
+        return ProviderServerError("The AI provider could not be reached.")
     if isinstance(exc, openai_sdk.APIConnectionError):
         return ProviderServerError("The AI provider could not be reached.")
     if isinstance(exc, openai_sdk.APIResponseValidationError):

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from asgiref.sync import async_to_sync
 from django.conf import settings
 
 from creditgate.catalog import selectors as catalog_selectors
 from creditgate.catalog import services as catalog_services
 from creditgate.catalog.models import ProviderListing
 from creditgate.catalog.selectors import ServiceAtRisk
-from creditgate.providers.base import CredentialCheck, ProviderError, ProviderNotConfigured
+from creditgate.providers.base import CredentialCheck, ProviderError, ProviderNotConfigured, call_sync
 from creditgate.providers.registry import (
     adapter_for,
     provider_endpoint,
@@ -35,7 +34,7 @@ def provider_check_credentials(*, provider_id: str) -> CredentialCheck:
         endpoint = provider_endpoint(provider_id=provider_id, sandbox_path=adapter.sandbox_path)
     except ProviderError as exc:
         return CredentialCheck(ok=False, message=exc.message)
-    result = async_to_sync(adapter.check_credentials)()  # an operator's click: this request waits
+    result = call_sync(adapter.check_credentials)  # an operator's click: this request waits
     if not endpoint.sandboxed:
         return result
     # No key stored and the sandbox on: the emulator answered, not the provider. Say so, or an
@@ -84,7 +83,7 @@ def model_lifecycle_check() -> LifecycleReport:
             report.skipped[provider_id] = exc.message  # its models cannot be served either
             continue
         try:
-            listed = async_to_sync(adapter.list_models)(names=[m.model_name for m in models])
+            listed = call_sync(adapter.list_models, names=[m.model_name for m in models])
             listing = {m.name: m for m in listed}
         except ProviderError as exc:
             report.unreachable[provider_id] = exc.message

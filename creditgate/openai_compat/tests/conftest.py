@@ -22,7 +22,7 @@ class ThreadServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(application, host="127.0.0.1", port=self.port, loop="asyncio",
-                                                    lifespan="off", log_level="warning", http="h11"))
+                                                    lifespan="on", log_level="warning", http="h11"))
         self.thread = threading.Thread(target=self.server.run, name="v1-test-server", daemon=True)
 
     def __enter__(self) -> ThreadServer:

@@ -1,10 +1,10 @@
 import dataclasses
 
 import pytest
-from asgiref.sync import async_to_sync
 
 from creditgate.catalog.models import AIModelConfig
 from creditgate.providers import base
+from creditgate.providers.base import call_sync
 from creditgate.providers.openai import OpenAIAdapter
 from creditgate.providers.runware import RunwareAdapter
 
@@ -55,7 +55,7 @@ def each_call(adapter, *, model: AIModelConfig, prompt: str, count: int) -> list
     outcomes: list[base.ImageOutcome] = []
     for n in adapter.image_call_sizes(model=model, count=count):
         try:
-            outcomes += async_to_sync(adapter.generate_image_batch)(model=model, prompt=prompt, n=n)
+            outcomes += call_sync(adapter.generate_image_batch, model=model, prompt=prompt, n=n)
         except base.ProviderError as exc:
             outcomes += [base.ImageOutcome.failed(exc)] * n
     return outcomes

@@ -1,19 +1,23 @@
 """The shared rules every adapter inherits: sizes, options, fan-out, retries, Retry-After."""
 
+import asyncio
+import gc
 import threading
 
 import pytest
-from asgiref.sync import async_to_sync
 
+from creditgate.providers import base
 from creditgate.providers.base import (
     CallPolicy,
     ImageOutcome,
+    PerLoop,
     ProviderAdapter,
     ProviderAuthError,
     ProviderContentRefused,
     ProviderRateLimited,
     ProviderRejectedRequest,
     ProviderServerError,
+    call_sync,
     call_with_retries,
     parse_retry_after,
 )
@@ -81,13 +85,13 @@ def test_count_is_split_by_the_models_per_call_limit():
 
 def test_a_call_returns_its_n_outcomes():
     adapter = FakeAdapter(ok)
-    outcomes = async_to_sync(adapter.generate_image_batch)(model=image_model(max_images_per_call=3), prompt="p", n=3)
+    outcomes = call_sync(adapter.generate_image_batch, model=image_model(max_images_per_call=3), prompt="p", n=3)
     assert adapter.calls == [3] and [o.ok for o in outcomes] == [True] * 3
 
 
 def test_fewer_images_than_asked_are_padded_with_failures():
     adapter = FakeAdapter(lambda n: ok(n - 1))
-    outcomes = async_to_sync(adapter.generate_image_batch)(model=image_model(max_images_per_call=4), prompt="p", n=4)
+    outcomes = call_sync(adapter.generate_image_batch, model=image_model(max_images_per_call=4), prompt="p", n=4)
     assert [o.ok for o in outcomes] == [True, True, True, False]
     assert outcomes[-1].error_code == "provider_bad_response"
 
@@ -97,12 +101,12 @@ def test_a_failed_call_raises_its_error():
         raise ProviderAuthError()
 
     with pytest.raises(ProviderAuthError):
-        async_to_sync(FakeAdapter(refuse).generate_image_batch)(model=image_model(), prompt="p", n=1)
+        call_sync(FakeAdapter(refuse).generate_image_batch, model=image_model(), prompt="p", n=1)
 
 
 def test_zero_images_is_refused():
     with pytest.raises(ProviderRejectedRequest):
-        async_to_sync(FakeAdapter(ok).generate_image_batch)(model=image_model(), prompt="p", n=0)
+        call_sync(FakeAdapter(ok).generate_image_batch, model=image_model(), prompt="p", n=0)
 
 
 # Retries.
@@ -115,7 +119,7 @@ def test_retryable_errors_are_retried_up_to_the_limit(waits):
         raise ProviderServerError()
 
     with pytest.raises(ProviderServerError):
-        async_to_sync(call_with_retries)(always_busy, policy=policy(max_retries=2, retry_base_delay=0.1), what="t")
+        call_sync(call_with_retries, always_busy, policy=policy(max_retries=2, retry_base_delay=0.1), what="t")
     assert len(attempts) == 3
     assert 0.075 <= waits[0] <= 0.125 and 0.15 <= waits[1] <= 0.25  # exponential, with jitter
 
@@ -128,7 +132,7 @@ def test_non_retryable_errors_are_raised_at_once(waits):
         raise ProviderContentRefused()
 
     with pytest.raises(ProviderContentRefused):
-        async_to_sync(call_with_retries)(refused, policy=policy(max_retries=3), what="t")
+        call_sync(call_with_retries, refused, policy=policy(max_retries=3), what="t")
     assert len(attempts) == 1 and waits == []
 
 
@@ -157,3 +161,80 @@ def test_policy_reads_settings(settings):
     assert configured.retry_base_delay == 0.05 and configured.max_parallel_calls == 4
     assert configured.image_timeout == 120.0
 
+
+
+# Provider clients live as long as their loop, and are closed before it ends or when dropped.
+
+class Client:
+    def __init__(self):
+        self.closed = threading.Event()
+
+    async def aclose(self):
+        self.closed.set()
+
+
+@pytest.fixture
+def running_loop():
+    """An event loop running in a thread of its own, as the in-process runner's does."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(timeout=10)
+    loop.close()
+
+
+def built_on(loop, per_loop: PerLoop) -> Client:
+    async def get():
+        return per_loop.get()
+    return asyncio.run_coroutine_threadsafe(get(), loop).result(timeout=10)
+
+
+def test_a_short_lived_loops_clients_are_closed_before_it_ends():
+    per_loop = PerLoop(lambda _key: Client())
+    client = call_sync(lambda: asyncio.sleep(0, per_loop.get()))
+    assert client.closed.is_set()
+
+
+def test_a_dropped_adapters_clients_are_closed_on_their_running_loop(running_loop):
+    per_loop = PerLoop(lambda _key: Client())
+    client = built_on(running_loop, per_loop)
+    assert not client.closed.is_set()
+
+    del per_loop  # a replaced adapter, once its last call ended
+    gc.collect()
+    assert client.closed.wait(timeout=10)
+
+
+def test_clients_of_a_loop_still_running_at_exit_are_closed(running_loop):
+    per_loop = PerLoop(lambda _key: Client())
+    client = built_on(running_loop, per_loop)
+
+    base._clients_close_at_exit()
+    assert client.closed.is_set()  # waited for: the process ends right after
+
+
+def test_the_servers_clients_are_closed_at_its_shutdown():
+    """The ASGI lifespan (creditgate/asgi.py): uvicorn's loop ends after the shutdown event."""
+    from creditgate.asgi import application
+
+    per_loop = PerLoop(lambda _key: Client())
+    events = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+    sent: list[str] = []
+
+    async def serve():
+        client = per_loop.get()  # a streamed run's, on the server's loop
+
+        async def receive():
+            return next(events)
+
+        async def send(message):
+            sent.append(message["type"])
+
+        await application({"type": "lifespan", "asgi": {"version": "3.0"}}, receive, send)
+        return client
+
+    client = asyncio.run(serve())
+    assert client.closed.is_set()
+    assert sent == ["lifespan.startup.complete", "lifespan.shutdown.complete"]

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import openai
 import pytest
-from asgiref.sync import async_to_sync
 
 from creditgate.providers.base import (
     ProviderAuthError,
     ProviderContentRefused,
     ProviderQuotaExhausted,
     ProviderTry,
+    call_sync,
 )
 from creditgate.providers.openai import OpenAIAdapter
 from creditgate.providers.runware import RunwareAdapter
@@ -115,7 +115,7 @@ def test_openai_chat_request_and_response(replay):
     server = replay("openai_chat_completion")
     adapter = OpenAIAdapter(api_key="sk-test-123", base_url=f"{server.url}/v1", policy=POLICY)
 
-    result = async_to_sync(adapter.generate_text)(
+    result = call_sync(adapter.generate_text,
         model=text_model(), prompt="Write about foxes.", max_tokens=300, temperature=0.7)
 
     (request,) = server.posts()
@@ -140,7 +140,7 @@ def test_openai_chat_stream_request_and_documented_chunks(replay):
                                              temperature=0.7, record=tries.append) as stream:
             return [piece async for piece in stream], stream
 
-    pieces, stream = async_to_sync(read)()
+    pieces, stream = call_sync(read)
 
     (request,) = server.posts()
     assert request["path"] == "/v1/chat/completions"
@@ -162,7 +162,7 @@ def test_openai_images_request_and_base64_response(replay):
     adapter = OpenAIAdapter(api_key="sk-test-123", base_url=f"{server.url}/v1", policy=POLICY)
     model = image_model("gpt-image-2", max_images_per_call=10, request_defaults={"quality": "medium"})
 
-    (outcome,) = async_to_sync(adapter.generate_image_batch)(model=model, prompt="a red fox", n=1)
+    (outcome,) = call_sync(adapter.generate_image_batch, model=model, prompt="a red fox", n=1)
 
     (request,) = server.posts()
     assert request["path"] == "/v1/images/generations"
@@ -177,7 +177,7 @@ def test_openai_images_url_response_is_downloaded(replay):
     server = replay("openai_images_url")
     adapter = OpenAIAdapter(api_key="sk-test-123", base_url=f"{server.url}/v1", policy=POLICY)
 
-    (outcome,) = async_to_sync(adapter.generate_image_batch)(model=image_model("dall-e-3"), prompt="a red fox", n=1)
+    (outcome,) = call_sync(adapter.generate_image_batch, model=image_model("dall-e-3"), prompt="a red fox", n=1)
 
     assert outcome.ok and outcome.data == PNG and outcome.source_url == f"{server.url}/files/img-1.png"
     assert [r["path"] for r in server.requests] == ["/v1/images/generations", "/files/img-1.png"]
@@ -188,7 +188,7 @@ def test_openai_content_policy_error(replay, waits):
     adapter = OpenAIAdapter(api_key="sk-test-123", base_url=f"{server.url}/v1", policy=POLICY)
 
     with pytest.raises(ProviderContentRefused) as caught:
-        async_to_sync(adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="x", n=1)
+        call_sync(adapter.generate_image_batch, model=image_model("gpt-image-2"), prompt="x", n=1)
 
     assert len(server.posts()) == 1 and waits == []
     assert "safety system" not in caught.value.message
@@ -201,7 +201,7 @@ def test_openai_insufficient_quota_is_not_retried(replay, waits):
     adapter = OpenAIAdapter(api_key="sk-test-123", base_url=f"{server.url}/v1", policy=POLICY)
 
     with pytest.raises(ProviderQuotaExhausted):
-        async_to_sync(adapter.generate_text)(model=text_model(), prompt="x", max_tokens=10)
+        call_sync(adapter.generate_text, model=text_model(), prompt="x", max_tokens=10)
     assert len(server.posts()) == 1 and waits == []
 
 
@@ -209,7 +209,7 @@ def test_openai_rate_limit_honours_retry_after_ms(replay, waits):
     server = replay("openai_error_rate_limit", "openai_images_b64")
     adapter = OpenAIAdapter(api_key="sk-test-123", base_url=f"{server.url}/v1", policy=POLICY)
 
-    (outcome,) = async_to_sync(adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="x", n=1)
+    (outcome,) = call_sync(adapter.generate_image_batch, model=image_model("gpt-image-2"), prompt="x", n=1)
 
     assert outcome.ok and len(server.posts()) == 2 and waits == [0.15]
 
@@ -219,7 +219,7 @@ def test_openai_invalid_key_message_stays_out(replay):
     adapter = OpenAIAdapter(api_key="sk-wrong-9f2c", base_url=f"{server.url}/v1", policy=POLICY)
 
     with pytest.raises(ProviderAuthError) as caught:
-        async_to_sync(adapter.generate_text)(model=text_model(), prompt="x", max_tokens=10)
+        call_sync(adapter.generate_text, model=text_model(), prompt="x", max_tokens=10)
     assert "9f2c" not in str(caught.value) and "platform.openai.com" not in str(caught.value)
 
 
@@ -232,7 +232,7 @@ def test_runware_request_matches_the_documented_task(replay):
                         optional_params=["negative_prompt", "steps", "cfg_scale", "seed"],
                         request_defaults={"steps": 30})
 
-    async_to_sync(adapter.generate_image_batch)(model=model, prompt="a red fox in snow", n=2,
+    call_sync(adapter.generate_image_batch, model=model, prompt="a red fox in snow", n=2,
                             options={"negative_prompt": "blurry", "cfg_scale": 7, "seed": 42})
 
     (request,) = server.posts()
@@ -253,7 +253,7 @@ def test_runware_data_response_is_parsed(replay):
     server = replay("runware_data_response")
     adapter = RunwareAdapter(api_key="rw-test-key", base_url=f"{server.url}/v1", policy=POLICY)
 
-    outcomes = async_to_sync(adapter.generate_image_batch)(
+    outcomes = call_sync(adapter.generate_image_batch,
         model=image_model("runware:97@1", max_images_per_call=20), prompt="a fox",
                                        n=2)
 
@@ -277,7 +277,7 @@ def test_runware_error_envelopes(replay, waits, fixture, error):
     adapter = RunwareAdapter(api_key="rw-test-key", base_url=f"{server.url}/v1", policy=POLICY)
 
     with pytest.raises(error) as caught:
-        async_to_sync(adapter.generate_image_batch)(model=image_model("runware:97@1"), prompt="a fox", n=1)
+        call_sync(adapter.generate_image_batch, model=image_model("runware:97@1"), prompt="a fox", n=1)
 
     assert len(server.posts()) == 1 and waits == []  # none of these is worth a retry
     assert "runware.ai" not in str(caught.value)
@@ -287,7 +287,7 @@ def test_runware_rate_limit_is_retried_with_a_new_task_after_retry_after(replay,
     server = replay("runware_rate_limited", "runware_data_response")
     adapter = RunwareAdapter(api_key="rw-test-key", base_url=f"{server.url}/v1", policy=POLICY)
 
-    outcomes = async_to_sync(adapter.generate_image_batch)(
+    outcomes = call_sync(adapter.generate_image_batch,
         model=image_model("runware:97@1", max_images_per_call=20), prompt="a fox",
                                        n=2)
 

@@ -6,10 +6,9 @@ import datetime as dt
 
 import pytest
 import requests
-from asgiref.sync import async_to_sync
 
 from creditgate.catalog.models import AIModelConfig
-from creditgate.providers.base import ProviderServerError
+from creditgate.providers.base import ProviderServerError, call_sync
 from creditgate.providers.registry import adapter_for
 
 pytestmark = pytest.mark.django_db
@@ -60,13 +59,13 @@ def test_the_sandbox_refuses_bad_lifecycle_knobs(sandbox):
 def test_each_adapter_lists_what_its_provider_offers_now(sandbox):
     sandbox.configure(dropped_models=["google:4@2"], retiring_models={"gpt-image-2": "2026-12-24",
                                                                       "runware:97@1": "2027-02-01"})
-    openai = {m.name: m for m in async_to_sync(adapter_for(provider_id="openai").list_models)(
+    openai = {m.name: m for m in call_sync(adapter_for(provider_id="openai").list_models,
         names=["gpt-5.1", "gpt-image-2", "no-such-model"])}
     assert set(openai) == {"gpt-5.1", "gpt-image-2"}
     assert (openai["gpt-image-2"].shutdown_on, openai["gpt-image-2"].deprecated) == (dt.date(2026, 12, 24), True)
     assert (openai["gpt-5.1"].shutdown_on, openai["gpt-5.1"].deprecated) == (None, False)
 
-    runware = {m.name: m for m in async_to_sync(adapter_for(provider_id="runware").list_models)(
+    runware = {m.name: m for m in call_sync(adapter_for(provider_id="runware").list_models,
         names=["runware:97@1", "google:4@2", "google:2@1"])}
     assert set(runware) == {"runware:97@1", "google:2@1"}  # found by exact AIR; the dropped one is not
     assert (runware["runware:97@1"].deprecated, runware["runware:97@1"].shutdown_on) == (True, None)
@@ -81,14 +80,14 @@ def test_a_provider_outage_fails_that_providers_calls_only(sandbox):
     sandbox.configure(outages={"runware": "server_error"})
     runware_model = AIModelConfig.objects.get(model_name="runware:97@1")
     with pytest.raises(ProviderServerError):
-        async_to_sync(adapter_for(provider_id="runware").generate_image_batch)(model=runware_model, prompt="a fox", n=1)
+        call_sync(adapter_for(provider_id="runware").generate_image_batch, model=runware_model, prompt="a fox", n=1)
     assert sandbox.stats["runware.imageInference"] == 3  # the first call and its two retries
     openai_model = AIModelConfig.objects.get(model_name="gpt-image-2")
-    outcomes = async_to_sync(adapter_for(provider_id="openai").generate_image_batch)(
+    outcomes = call_sync(adapter_for(provider_id="openai").generate_image_batch,
         model=openai_model, prompt="a fox", n=1)
     assert [o.ok for o in outcomes] == [True]
     # The model list still answers during an outage: a lifecycle check is not an outage detector.
-    assert async_to_sync(adapter_for(provider_id="runware").list_models)(names=["runware:97@1"])
+    assert call_sync(adapter_for(provider_id="runware").list_models, names=["runware:97@1"])
     sandbox.configure(outages={})
-    assert async_to_sync(adapter_for(provider_id="runware").generate_image_batch)(
+    assert call_sync(adapter_for(provider_id="runware").generate_image_batch,
         model=runware_model, prompt="a fox", n=1)[0].ok

@@ -1,7 +1,9 @@
-"""The OpenAI adapter against the sandbox over real HTTP (the SDK speaks HTTPX2 to a local server)."""
+"""The OpenAI adapter against the sandbox over real HTTP (the SDK speaks HTTPX2 over aiohttp to a local server)."""
+
+import socket
+import threading
 
 import pytest
-from asgiref.sync import async_to_sync
 
 from creditgate.providers.base import (
     ProviderAuthError,
@@ -12,6 +14,7 @@ from creditgate.providers.base import (
     ProviderRejectedRequest,
     ProviderServerError,
     ProviderTimeout,
+    call_sync,
 )
 from creditgate.providers.openai import OpenAIAdapter
 from creditgate.providers.tests.conftest import each_call, image_model, text_model
@@ -39,7 +42,7 @@ def test_one_image_per_call_model_fans_out_into_count_calls(openai_adapter, sand
 def test_batch_model_asks_for_all_images_in_one_call(openai_adapter, sandbox, count):
     model = image_model("gpt-image-2", max_images_per_call=10)
 
-    outcomes = async_to_sync(openai_adapter.generate_image_batch)(model=model, prompt="a red fox", n=count)
+    outcomes = call_sync(openai_adapter.generate_image_batch, model=model, prompt="a red fox", n=count)
 
     assert [o.ok for o in outcomes] == [True] * count
     assert sandbox.stats[IMAGES] == 1
@@ -67,7 +70,7 @@ def test_url_answers_are_downloaded_so_the_bytes_outlive_the_url(openai_adapter,
 def test_request_carries_model_size_and_defaults_but_never_response_format(openai_adapter, sandbox):
     model = image_model("gpt-image-2", sizes=["1024x1024", "1536x1024"], request_defaults={"quality": "medium"})
 
-    async_to_sync(openai_adapter.generate_image_batch)(model=model, prompt="a fox", n=1, size="1536x1024",
+    call_sync(openai_adapter.generate_image_batch, model=model, prompt="a fox", n=1, size="1536x1024",
                                    options={"negative_prompt": "blur", "steps": 10})
 
     body = sandbox.last_request(IMAGES)
@@ -77,14 +80,14 @@ def test_request_carries_model_size_and_defaults_but_never_response_format(opena
 
 
 def test_default_size_is_the_models_first(openai_adapter, sandbox):
-    async_to_sync(openai_adapter.generate_image_batch)(
+    call_sync(openai_adapter.generate_image_batch,
         model=image_model(sizes=["1536x1024", "1024x1024"]), prompt="x", n=1)
     assert sandbox.last_request(IMAGES)["size"] == "1536x1024"
 
 
 def test_a_size_the_model_does_not_take_is_refused_before_any_call(openai_adapter, sandbox):
     with pytest.raises(ProviderRejectedRequest) as caught:
-        async_to_sync(openai_adapter.generate_image_batch)(
+        call_sync(openai_adapter.generate_image_batch,
             model=image_model(sizes=["1024x1024"]), prompt="x", n=1, size="512x512")
     assert "512x512" in caught.value.message
     assert sandbox.stats.get(IMAGES, 0) == 0
@@ -94,7 +97,7 @@ def test_rate_limited_call_is_retried_after_retry_after_and_delivers_once(openai
     sandbox.configure(retry_after_s=0.25)
     sandbox.fail_next(1, "rate_limit")
 
-    outcomes = async_to_sync(openai_adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
+    outcomes = call_sync(openai_adapter.generate_image_batch, model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert [o.ok for o in outcomes] == [True]
     assert sandbox.stats[IMAGES] == 2
@@ -107,7 +110,7 @@ def test_retry_after_is_capped(sandbox, settings, waits):
     sandbox.fail_next(1, "rate_limit")
     adapter = OpenAIAdapter(api_key="sandbox", base_url=f"{sandbox.url}/openai/v1")
 
-    async_to_sync(adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
+    call_sync(adapter.generate_image_batch, model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert waits == [0.5]
 
@@ -116,7 +119,7 @@ def test_insufficient_quota_is_not_retried(openai_adapter, sandbox, waits):
     sandbox.fail_next(1, "quota")
 
     with pytest.raises(ProviderQuotaExhausted) as caught:
-        async_to_sync(openai_adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
+        call_sync(openai_adapter.generate_image_batch, model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert sandbox.stats[IMAGES] == 1 and waits == []
     assert caught.value.__cause__ is not None  # chained to the SDK's RateLimitError
@@ -126,7 +129,7 @@ def test_content_refusal_is_not_retried_and_reads_plainly(openai_adapter, sandbo
     sandbox.fail_next(1, "content_refusal")
 
     with pytest.raises(ProviderContentRefused) as caught:
-        async_to_sync(openai_adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
+        call_sync(openai_adapter.generate_image_batch, model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert sandbox.stats[IMAGES] == 1 and waits == []
     assert caught.value.code == "content_refused"
@@ -137,7 +140,7 @@ def test_server_error_is_retried_then_reported(openai_adapter, sandbox, waits):
     sandbox.configure(error_rate=1.0, error_kind="server_error")
 
     with pytest.raises(ProviderServerError) as caught:
-        async_to_sync(openai_adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
+        call_sync(openai_adapter.generate_image_batch, model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert sandbox.stats[IMAGES] == 3  # the first try and two retries
     assert len(waits) == 2
@@ -169,7 +172,7 @@ def test_timeout_is_retried_then_reported(sandbox, settings, waits):
     adapter = OpenAIAdapter(api_key="sandbox", base_url=f"{sandbox.url}/openai/v1")
 
     with pytest.raises(ProviderTimeout):
-        async_to_sync(adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
+        call_sync(adapter.generate_image_batch, model=image_model("gpt-image-2"), prompt="fox", n=1)
     assert sandbox.stats[IMAGES] == 2
 
 
@@ -177,7 +180,7 @@ def test_wrong_key_is_an_auth_error_without_the_key_in_it(sandbox):
     adapter = OpenAIAdapter(api_key="sk-live-secret-1234567890", base_url=f"{sandbox.url}/openai/v1")
 
     with pytest.raises(ProviderAuthError) as caught:
-        async_to_sync(adapter.generate_image_batch)(model=image_model("gpt-image-2"), prompt="fox", n=1)
+        call_sync(adapter.generate_image_batch, model=image_model("gpt-image-2"), prompt="fox", n=1)
 
     assert "secret" not in str(caught.value) and "7890" not in str(caught.value)
     assert "secret" not in repr(adapter)
@@ -187,7 +190,7 @@ def test_wrong_key_is_an_auth_error_without_the_key_in_it(sandbox):
 # Text.
 
 def test_text_reports_the_providers_token_usage(openai_adapter, sandbox):
-    result = async_to_sync(openai_adapter.generate_text)(
+    result = call_sync(openai_adapter.generate_text,
         model=text_model(), prompt="Write about foxes in winter.", max_tokens=300)
 
     assert result.content
@@ -201,16 +204,16 @@ def test_text_reports_the_providers_token_usage(openai_adapter, sandbox):
 
 
 def test_text_is_cut_at_max_tokens(openai_adapter):
-    result = async_to_sync(openai_adapter.generate_text)(
+    result = call_sync(openai_adapter.generate_text,
         model=text_model(), prompt="Write a long essay " * 20, max_tokens=20)
     assert result.completion_tokens == 20 and result.finish_reason == "length"
 
 
 def test_temperature_only_for_models_that_accept_it(openai_adapter, sandbox):
-    async_to_sync(openai_adapter.generate_text)(model=text_model(), prompt="hi there", max_tokens=50, temperature=0.7)
+    call_sync(openai_adapter.generate_text, model=text_model(), prompt="hi there", max_tokens=50, temperature=0.7)
     assert sandbox.last_request(CHAT)["temperature"] == 0.7
 
-    async_to_sync(openai_adapter.generate_text)(model=text_model(optional_params=[]), prompt="hi there", max_tokens=50,
+    call_sync(openai_adapter.generate_text, model=text_model(optional_params=[]), prompt="hi there", max_tokens=50,
                                  temperature=0.7)
     assert "temperature" not in sandbox.last_request(CHAT)
 
@@ -219,7 +222,7 @@ def test_temperature_refused_by_the_model_is_dropped_once(openai_adapter, sandbo
     # With reasoning effort above none, the far end refuses a non-default temperature (PROVIDERS.md §3).
     model = text_model(request_defaults={"reasoning_effort": "low"})
 
-    result = async_to_sync(openai_adapter.generate_text)(model=model, prompt="hi there", max_tokens=50, temperature=0.7)
+    result = call_sync(openai_adapter.generate_text, model=model, prompt="hi there", max_tokens=50, temperature=0.7)
 
     assert result.total_tokens > 0
     first, second = sandbox.requests(CHAT)
@@ -228,13 +231,13 @@ def test_temperature_refused_by_the_model_is_dropped_once(openai_adapter, sandbo
 
 def test_text_rate_limit_then_success(openai_adapter, sandbox, waits):
     sandbox.fail_next(1, "rate_limit")
-    result = async_to_sync(openai_adapter.generate_text)(model=text_model(), prompt="hi there", max_tokens=50)
+    result = call_sync(openai_adapter.generate_text, model=text_model(), prompt="hi there", max_tokens=50)
     assert result.total_tokens > 0 and sandbox.stats[CHAT] == 2 and waits == [0.02]
 
 
 def test_unknown_model_is_gone_without_retry_and_another_model_may_serve(openai_adapter, sandbox, waits):
     with pytest.raises(ProviderModelGone) as caught:
-        async_to_sync(openai_adapter.generate_text)(model=text_model("gpt-image-1"), prompt="hi", max_tokens=50)
+        call_sync(openai_adapter.generate_text, model=text_model("gpt-image-1"), prompt="hi", max_tokens=50)
     assert "no longer available" in caught.value.message
     assert (caught.value.code, caught.value.failover) == ("model_unavailable", True)
     assert waits == []
@@ -243,14 +246,40 @@ def test_unknown_model_is_gone_without_retry_and_another_model_may_serve(openai_
 # Credentials.
 
 def test_check_credentials(openai_adapter, sandbox):
-    assert async_to_sync(openai_adapter.check_credentials)().ok
+    assert call_sync(openai_adapter.check_credentials).ok
 
     wrong = OpenAIAdapter(api_key="sk-wrong-9f2c", base_url=f"{sandbox.url}/openai/v1")
-    check = async_to_sync(wrong.check_credentials)()
+    check = call_sync(wrong.check_credentials)
     assert not check.ok and "rejected" in check.message and "9f2c" not in check.message
 
 
 def test_unreachable_provider_is_a_readable_check(settings):
     settings.CREDITGATE_PROVIDER_MAX_RETRIES = 0
-    check = async_to_sync(OpenAIAdapter(api_key="k", base_url="http://127.0.0.1:9/v1").check_credentials)()
+    check = call_sync(OpenAIAdapter(api_key="k", base_url="http://127.0.0.1:9/v1").check_credentials)
     assert not check.ok and "could not be reached" in check.message
+
+
+def test_a_server_that_hangs_up_could_not_be_reached_rather_than_timed_out(settings):
+    """The SDK's aiohttp transport reports a dropped connection as a connect timeout: it is told
+    apart from a real timeout (`test_timeout_is_retried_then_reported`)."""
+    settings.CREDITGATE_PROVIDER_MAX_RETRIES = 0
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def hang_up():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    try:
+        with pytest.raises(ProviderServerError) as caught:
+            call_sync(OpenAIAdapter(api_key="k", base_url=f"http://127.0.0.1:{port}/v1").generate_text,
+                      model=text_model(), prompt="hi", max_tokens=5)
+    finally:
+        listener.close()
+    assert not isinstance(caught.value, ProviderTimeout) and "could not be reached" in caught.value.message

@@ -1,10 +1,9 @@
 """Which adapter, key and base URL serve a provider; and the operator's "Test key" service."""
 
 import pytest
-from asgiref.sync import async_to_sync
 
 from creditgate.catalog.models import IntegrationProvider
-from creditgate.providers.base import ProviderNotConfigured
+from creditgate.providers.base import ProviderNotConfigured, call_sync
 from creditgate.providers.openai import OpenAIAdapter
 from creditgate.providers.registry import adapter_for
 from creditgate.providers.runware import RunwareAdapter
@@ -130,9 +129,9 @@ def test_one_adapter_is_reused_across_jobs_until_what_it_was_built_from_changes(
     async def clients_on_one_loop():
         return first._client(first.policy.text_timeout), again._client(first.policy.text_timeout)
 
-    client, same = async_to_sync(clients_on_one_loop)()
+    client, same = call_sync(clients_on_one_loop)
     assert same is client  # every call on one event loop (the runner's) shares one client
-    other, _ = async_to_sync(clients_on_one_loop)()
+    other, _ = call_sync(clients_on_one_loop)
     assert other is not client  # another loop builds its own: a connection pool never crosses loops
 
     provider = IntegrationProvider.objects.get(provider_id="openai")

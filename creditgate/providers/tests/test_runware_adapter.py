@@ -3,7 +3,6 @@
 from decimal import Decimal
 
 import pytest
-from asgiref.sync import async_to_sync
 
 from creditgate.providers.base import (
     ProviderAuthError,
@@ -12,6 +11,7 @@ from creditgate.providers.base import (
     ProviderRejectedRequest,
     ProviderServerError,
     ProviderTimeout,
+    call_sync,
 )
 from creditgate.providers.runware import RunwareAdapter, RunwareAPIError
 from creditgate.providers.tests.conftest import image_model
@@ -34,7 +34,7 @@ def nano_banana_pro(**fields):
 
 @pytest.mark.parametrize("count", [1, 8])
 def test_a_batch_model_takes_the_whole_count_in_one_task(runware_adapter, sandbox, count):
-    outcomes = async_to_sync(runware_adapter.generate_image_batch)(model=hidream(), prompt="a red fox in snow", n=count)
+    outcomes = call_sync(runware_adapter.generate_image_batch, model=hidream(), prompt="a red fox in snow", n=count)
 
     assert len(outcomes) == count
     assert all(o.ok and o.data.startswith(PNG) and o.content_type == "image/png" for o in outcomes)
@@ -50,7 +50,7 @@ def test_a_one_per_call_model_fans_out(runware_adapter, sandbox, count):
     model = hidream(max_images_per_call=1)
     # What the job runner does (generation.services, at once there): one call per size.
     outcomes = [o for n in runware_adapter.image_call_sizes(model=model, count=count)
-                for o in async_to_sync(runware_adapter.generate_image_batch)(model=model, prompt="fox", n=n)]
+                for o in call_sync(runware_adapter.generate_image_batch, model=model, prompt="fox", n=n)]
 
     assert [o.ok for o in outcomes] == [True] * count
     assert sandbox.stats[INFERENCE] == count
@@ -58,7 +58,7 @@ def test_a_one_per_call_model_fans_out(runware_adapter, sandbox, count):
 
 
 def test_task_has_the_documented_fields_and_only_accepted_options(runware_adapter, sandbox):
-    async_to_sync(runware_adapter.generate_image_batch)(
+    call_sync(runware_adapter.generate_image_batch,
         model=hidream(optional_params=["negative_prompt", "seed"]), prompt="a fox",
                                     n=2, size="1216x832",
                                     options={"negative_prompt": "blurry", "seed": 42, "steps": 5, "cfg_scale": 3,
@@ -74,7 +74,7 @@ def test_task_has_the_documented_fields_and_only_accepted_options(runware_adapte
 
 
 def test_a_model_without_negative_prompt_steps_or_cfg_never_gets_them(runware_adapter, sandbox):
-    outcomes = async_to_sync(runware_adapter.generate_image_batch)(
+    outcomes = call_sync(runware_adapter.generate_image_batch,
         model=nano_banana_pro(), prompt="a fox", n=2, size="1264x848",
                                                options={"negative_prompt": "x", "steps": 9, "cfg_scale": 2, "seed": 7})
 
@@ -87,7 +87,7 @@ def test_a_model_without_negative_prompt_steps_or_cfg_never_gets_them(runware_ad
 
 def test_a_size_the_model_does_not_take_is_refused_before_any_call(runware_adapter, sandbox):
     with pytest.raises(ProviderRejectedRequest):
-        async_to_sync(runware_adapter.generate_image_batch)(
+        call_sync(runware_adapter.generate_image_batch,
             model=nano_banana_pro(), prompt="a fox", n=1, size="1000x1000")
     assert sandbox.stats.get("runware", 0) == 0
 
@@ -96,7 +96,7 @@ def test_rate_limit_then_success_is_one_delivery_after_retry_after(runware_adapt
     sandbox.configure(retry_after_s=0.4)
     sandbox.fail_next(1, "rate_limit")
 
-    outcomes = async_to_sync(runware_adapter.generate_image_batch)(model=hidream(), prompt="fox", n=3)
+    outcomes = call_sync(runware_adapter.generate_image_batch, model=hidream(), prompt="fox", n=3)
 
     assert [o.ok for o in outcomes] == [True] * 3
     assert sandbox.stats[INFERENCE] == 2
@@ -108,7 +108,7 @@ def test_rate_limit_then_success_is_one_delivery_after_retry_after(runware_adapt
 def test_server_error_is_retried_then_reported(runware_adapter, sandbox, waits):
     sandbox.configure(error_rate=1.0, error_kind="server_error")
     with pytest.raises(ProviderServerError) as caught:
-        async_to_sync(runware_adapter.generate_image_batch)(model=hidream(), prompt="fox", n=2)
+        call_sync(runware_adapter.generate_image_batch, model=hidream(), prompt="fox", n=2)
     assert sandbox.stats[INFERENCE] == 3 and len(waits) == 2
     assert isinstance(caught.value.__cause__, RunwareAPIError)
     assert caught.value.__cause__.status == 500  # the provider's answer, chained for the log
@@ -120,7 +120,7 @@ def test_server_error_is_retried_then_reported(runware_adapter, sandbox, waits):
 def test_refusal_and_quota_are_not_retried(runware_adapter, sandbox, waits, kind, error):
     sandbox.fail_next(1, kind)
     with pytest.raises(error):
-        async_to_sync(runware_adapter.generate_image_batch)(model=hidream(), prompt="fox", n=2)
+        call_sync(runware_adapter.generate_image_batch, model=hidream(), prompt="fox", n=2)
     assert sandbox.stats[INFERENCE] == 1 and waits == []
 
 
@@ -129,13 +129,13 @@ def test_all_three_error_envelopes_are_understood(runware_adapter, sandbox, enve
     sandbox.configure(runware_error_envelope=envelope)
     sandbox.fail_next(1, "content_refusal")
     with pytest.raises(ProviderContentRefused):
-        async_to_sync(runware_adapter.generate_image_batch)(model=hidream(), prompt="fox", n=1)
+        call_sync(runware_adapter.generate_image_batch, model=hidream(), prompt="fox", n=1)
 
 
 def test_partial_batch_gives_ok_and_failed_outcomes(runware_adapter, sandbox):
     sandbox.configure(error_rate=1.0, error_kind="partial")
 
-    outcomes = async_to_sync(runware_adapter.generate_image_batch)(model=hidream(), prompt="fox", n=4)
+    outcomes = call_sync(runware_adapter.generate_image_batch, model=hidream(), prompt="fox", n=4)
 
     assert len(outcomes) == 4
     assert [o.ok for o in outcomes] == [True, True, False, False]
@@ -148,7 +148,7 @@ def test_ambiguous_timeout_is_looked_up_not_resubmitted(sandbox, settings, waits
     sandbox.fail_next(1, "timeout")  # the task runs, its answer never arrives
     adapter = RunwareAdapter(api_key="sandbox", base_url=f"{sandbox.url}/runware/v1")
 
-    outcomes = async_to_sync(adapter.generate_image_batch)(model=hidream(), prompt="fox", n=2)
+    outcomes = call_sync(adapter.generate_image_batch, model=hidream(), prompt="fox", n=2)
 
     assert [o.ok for o in outcomes] == [True, True]
     assert sandbox.stats[INFERENCE] == 1
@@ -168,7 +168,7 @@ def test_timeout_of_a_task_the_provider_never_saw_fails_without_resubmitting(run
         mock.post(url__startswith=sandbox.url, content__contains=b"imageInference").mock(
             side_effect=httpx.ReadTimeout("read timed out"))
         mock.route().pass_through()
-        async_to_sync(runware_adapter.generate_image_batch)(model=hidream(), prompt="fox", n=1)
+        call_sync(runware_adapter.generate_image_batch, model=hidream(), prompt="fox", n=1)
 
     assert sandbox.stats.get(INFERENCE, 0) == 0
     assert sandbox.stats[LOOKUP] == runware.RunwareAdapter.lookup_attempts
@@ -178,18 +178,18 @@ def test_timeout_of_a_task_the_provider_never_saw_fails_without_resubmitting(run
 def test_wrong_key_is_an_auth_error_without_the_key_in_it(sandbox):
     adapter = RunwareAdapter(api_key="rw-secret-key-777", base_url=f"{sandbox.url}/runware/v1")
     with pytest.raises(ProviderAuthError) as caught:
-        async_to_sync(adapter.generate_image_batch)(model=hidream(), prompt="fox", n=1)
+        call_sync(adapter.generate_image_batch, model=hidream(), prompt="fox", n=1)
     assert "secret" not in str(caught.value) and "777" not in str(caught.value)
     assert sandbox.stats["runware"] == 1
 
 
 def test_runware_serves_no_text(runware_adapter):
     with pytest.raises(ProviderRejectedRequest):
-        async_to_sync(runware_adapter.generate_text)(model=hidream(), prompt="hi", max_tokens=10)
+        call_sync(runware_adapter.generate_text, model=hidream(), prompt="hi", max_tokens=10)
 
 
 def test_check_credentials(runware_adapter, sandbox):
-    assert async_to_sync(runware_adapter.check_credentials)().ok
+    assert call_sync(runware_adapter.check_credentials).ok
     wrong = RunwareAdapter(api_key="wrong-key-5150", base_url=f"{sandbox.url}/runware/v1")
-    check = async_to_sync(wrong.check_credentials)()
+    check = call_sync(wrong.check_credentials)
     assert not check.ok and check.message == "Runware rejected the API key."

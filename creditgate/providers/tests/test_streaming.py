@@ -6,7 +6,6 @@ import json
 
 import httpx
 import pytest
-from asgiref.sync import async_to_sync
 
 from creditgate.providers.base import (
     ProviderAuthError,
@@ -14,6 +13,7 @@ from creditgate.providers.base import (
     ProviderRejectedRequest,
     ProviderServerError,
     ProviderTry,
+    call_sync,
 )
 from creditgate.providers.runware import RunwareAdapter
 from creditgate.providers.tests.conftest import text_model
@@ -149,13 +149,13 @@ def read_all(adapter, **kwargs):
             return pieces, stream, exc
         return pieces, stream, None
 
-    return async_to_sync(run)()
+    return call_sync(run)
 
 
 def test_streamed_pieces_make_the_same_text_and_usage_as_the_plain_call(openai_adapter, sandbox):
     tries: list[ProviderTry] = []
     pieces, stream, error = read_all(openai_adapter, record=tries.append)
-    plain = async_to_sync(openai_adapter.generate_text)(model=text_model(), prompt="", messages=MESSAGES,
+    plain = call_sync(openai_adapter.generate_text, model=text_model(), prompt="", messages=MESSAGES,
                                                         max_tokens=400)
 
     assert error is None and pieces and all(pieces)
@@ -177,7 +177,7 @@ def test_streamed_pieces_make_the_same_text_and_usage_as_the_plain_call(openai_a
 
 
 def test_generate_text_sends_the_messages_it_is_given(openai_adapter, sandbox):
-    async_to_sync(openai_adapter.generate_text)(model=text_model(), prompt="ignored", messages=MESSAGES, max_tokens=20)
+    call_sync(openai_adapter.generate_text, model=text_model(), prompt="ignored", messages=MESSAGES, max_tokens=20)
     assert sandbox.last_request(CHAT)["messages"] == MESSAGES
 
 
@@ -222,7 +222,7 @@ def test_aclose_hangs_up_and_the_provider_stops_generating(openai_adapter, sandb
         await stream.aclose()  # idempotent
         return pieces, stream
 
-    pieces, stream = async_to_sync(read_three_then_close)()
+    pieces, stream = call_sync(read_three_then_close)
 
     assert len(pieces) == 3 and stream.result is None and stream.text_so_far == "".join(pieces)
     (record,) = sandbox.wait_for_streams(1)
@@ -263,7 +263,7 @@ def test_temperature_refused_by_the_model_is_dropped_once_when_streaming(openai_
 def test_runware_does_not_stream_text(sandbox):
     adapter = RunwareAdapter(api_key="sandbox", base_url=f"{sandbox.url}/runware/v1")
     with pytest.raises(ProviderRejectedRequest, match="does not stream"):
-        async_to_sync(adapter.stream_text)(model=text_model(), messages=MESSAGES, max_tokens=10)
+        call_sync(adapter.stream_text, model=text_model(), messages=MESSAGES, max_tokens=10)
 
 
 def test_a_read_timeout_mid_stream_fails_it_without_retry(sandbox, settings, waits):

@@ -5,7 +5,6 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from asgiref.sync import async_to_sync
 
 from creditgate.providers import runware
 from creditgate.providers.base import (
@@ -13,6 +12,7 @@ from creditgate.providers.base import (
     ProviderError,
     ProviderRateLimited,
     ProviderTry,
+    call_sync,
     call_with_retries,
 )
 from creditgate.providers.tests.conftest import policy, text_model
@@ -32,7 +32,7 @@ def test_call_with_retries_reports_each_try_in_order():
             raise answer
         return answer
 
-    result = async_to_sync(call_with_retries)(call, policy=policy(max_retries=2), what="t", record=tries.append,
+    result = call_sync(call_with_retries, call, policy=policy(max_retries=2), what="t", record=tries.append,
                                describe=lambda r: {"request_id": f"req-{r}", "units": 1})
     assert result == "done"
     assert [(t.ok, t.error_class, t.error_code, t.provider_status, t.provider_code, t.request_id) for t in tries] == [
@@ -51,14 +51,14 @@ def test_a_try_that_is_not_retried_is_still_reported():
 
     tries: list[ProviderTry] = []
     with pytest.raises(ProviderContentRefused):
-        async_to_sync(call_with_retries)(refused, policy=policy(max_retries=2), what="t", record=tries.append)
+        call_sync(call_with_retries, refused, policy=policy(max_retries=2), what="t", record=tries.append)
     assert [(t.ok, t.error_code) for t in tries] == [(False, "content_refused")]
 
 
 def test_runware_reports_each_task_with_its_uuid_status_and_cost(runware_adapter, sandbox):
     sandbox.fail_next(1, "server_error")
     task_id, tries = str(uuid.uuid4()), list[ProviderTry]()
-    outcomes = async_to_sync(runware_adapter.generate_image_batch)(
+    outcomes = call_sync(runware_adapter.generate_image_batch,
         model=hidream(), prompt="a fox", n=2, task_id=task_id,
                                                     record=tries.append)
     assert [o.ok for o in outcomes] == [True, True]
@@ -73,17 +73,17 @@ def test_runware_reports_each_task_with_its_uuid_status_and_cost(runware_adapter
 def test_runware_without_a_reported_cost_reports_none(runware_adapter, sandbox):
     sandbox.configure(runware_cost=False)
     tries: list[ProviderTry] = []
-    async_to_sync(runware_adapter.generate_image_batch)(model=hidream(), prompt="a fox", n=1, record=tries.append)
+    call_sync(runware_adapter.generate_image_batch, model=hidream(), prompt="a fox", n=1, record=tries.append)
     assert [(t.ok, t.units, t.cost_usd) for t in tries] == [(True, 1, None)]
 
 
 def test_a_resumed_call_reports_the_tries_the_provider_still_knows(runware_adapter, sandbox):
     sandbox.fail_next(1, "partial")  # one image asked: the task fails as a whole, and a retry delivers
     task_id = str(uuid.uuid4())
-    async_to_sync(runware_adapter.generate_image_batch)(model=hidream(), prompt="a fox", n=1, task_id=task_id)
+    call_sync(runware_adapter.generate_image_batch, model=hidream(), prompt="a fox", n=1, task_id=task_id)
 
     tries: list[ProviderTry] = []
-    outcomes = async_to_sync(runware_adapter.resume_images)(model=hidream(), task_id=task_id, n=1, record=tries.append)
+    outcomes = call_sync(runware_adapter.resume_images, model=hidream(), task_id=task_id, n=1, record=tries.append)
     assert [o.ok for o in outcomes] == [True]
     retry_uuid = runware._task_uuids(task_id, 2)[1]
     assert [(t.ok, t.request_id, t.latency_ms, t.error_code, t.provider_code) for t in tries] == [
@@ -94,7 +94,7 @@ def test_a_resumed_call_reports_the_tries_the_provider_still_knows(runware_adapt
 def test_openai_reports_request_ids_statuses_and_usage(openai_adapter, sandbox):
     sandbox.fail_next(1, "rate_limit")
     tries: list[ProviderTry] = []
-    result = async_to_sync(openai_adapter.generate_text)(model=text_model(), prompt="Write about foxes.", max_tokens=50,
+    result = call_sync(openai_adapter.generate_text, model=text_model(), prompt="Write about foxes.", max_tokens=50,
                                           temperature=0.7, record=tries.append)
     answers = sandbox.answers("openai.chat.completions")
     assert ([(a["status"], a["request_id"]) for a in answers]
@@ -107,7 +107,7 @@ def test_openai_reports_request_ids_statuses_and_usage(openai_adapter, sandbox):
 
 def test_openai_reports_the_try_refused_for_its_temperature_and_the_one_without(openai_adapter, sandbox):
     tries: list[ProviderTry] = []
-    async_to_sync(openai_adapter.generate_text)(
+    call_sync(openai_adapter.generate_text,
         model=text_model(request_defaults={"reasoning_effort": "low"}), prompt="Foxes.",
                                  max_tokens=50, temperature=0.7, record=tries.append)
     assert [(t.ok, t.error_class, t.provider_status, t.provider_code) for t in tries] == [

@@ -16,10 +16,12 @@ def stream_env(transactional_db, seeded_catalog, sandbox, settings):
     call) served by uvicorn in a thread, as production serves it, with the apps' static files
     (what live_server's handler adds). Has `.url`, as live_server has."""
     settings.CREDITGATE_JOBS_BACKEND = "inprocess"
-    from creditgate.asgi import application
+    from creditgate.asgi import django_application
 
     server = ThreadServer()
-    server.server.config.app = ASGIStaticFilesHandler(application)
+    # Django's handler behind the static files' one, which takes no lifespan events.
+    server.server.config.app = ASGIStaticFilesHandler(django_application)
+    server.server.config.lifespan = "off"
     with server:
         yield server
     runtime.wait_idle()
