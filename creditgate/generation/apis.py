@@ -181,13 +181,14 @@ def job_public_data(job_id) -> dict:
 class PendingWait:
     """A wait a view asked for, run by `async_waits` once the sync view has returned: the job's
     end awaited on the event loop (no thread, no connection), then the response's body and status
-    set from the job as it is then (`render`, in a thread); the waiter and the slot freed however
-    it ends."""
+    set from the job as it is then (`render`, in a thread; or `settled`, on the loop, from the job
+    as its settlement in this process announced it); the waiter and the slot freed however it ends."""
 
     def __init__(self, *, waiter: waiting.Waiter, slot: waiting.WaitSlot, job: Job, seconds: int,
-                 read: Callable[[], Job], render: Callable[[Job], None]):
+                 read: Callable[[], Job], render: Callable[[Job], None],
+                 settled: Callable[[Job], bool] | None = None):
         self.waiter, self.slot, self.job, self.seconds = waiter, slot, job, seconds
-        self.read, self.render = read, render
+        self.read, self.render, self.settled = read, render, settled
 
     async def run(self) -> None:
         def read_and_render() -> Job:  # a final job is rendered in the thread that read it
@@ -197,7 +198,8 @@ class PendingWait:
             return job
 
         try:
-            job = await waiting.job_wait_final(self.waiter, self.job, seconds=self.seconds, read=read_and_render)
+            job = await waiting.job_wait_final(self.waiter, self.job, seconds=self.seconds, read=read_and_render,
+                                               settled=self.settled)
         finally:
             self.waiter.close()
             self.slot.release()
@@ -287,12 +289,20 @@ def _accepted(request, job: Job, created: bool, *, waited: int | None = None,
         final = waited is not None and job.status in FINAL_STATUSES
         response.status_code = status.HTTP_200_OK if final else status.HTTP_202_ACCEPTED
 
+    def settled(final: Job) -> bool:
+        """The text job this request created, as its settlement in this process announced it:
+        rendered on the loop, nothing read (its answer needs no other row; its user is the caller)."""
+        final.user = request.user
+        render(final)
+        return True
+
     if wait is None:
         render(job)
     else:
         assert waited is not None
         response.pending_wait = PendingWait(  # type: ignore[attr-defined]  # read by async_waits
-            waiter=wait[0], slot=wait[1], job=job, seconds=waited, read=read, render=render)
+            waiter=wait[0], slot=wait[1], job=job, seconds=waited, read=read, render=render,
+            settled=settled if waiter is not None and job.kind == JobKind.TEXT else None)
     return response
 
 

@@ -308,13 +308,15 @@ class Settlement:
     charge: int
     rate: dict | None
 
-    def settle_hold(self, job: Job) -> None:
+    def settle_hold(self, job: Job, *, final: Job | None = None) -> None:
         """In the settlement's transaction: capture the charge, release the rest; and record the
-        job's webhook deliveries (an outbox: committed with the final state, never lost)."""
+        job's webhook deliveries (an outbox: committed with the final state, never lost).
+        `final`: the job as the settlement leaves its row, when the caller has it whole (handed
+        to this process's waiters, who then need not read it back)."""
         webhook_services.job_events_record(job_id=job.pk, account_id=job.account_id,
                                            endpoint_id=job.webhook_endpoint_id)
         transaction.on_commit(partial(_count_settled, job.kind, job.tier, self.job_fields["status"], self.charge))
-        transaction.on_commit(partial(waiting.job_final_announce, job.pk))  # Prefer: wait, ?wait=N
+        transaction.on_commit(partial(waiting.job_final_announce, job.pk, final=final))  # Prefer: wait, ?wait=N
         if not job.hold_id:
             return
         reason = "" if self.charge else "nothing was delivered"

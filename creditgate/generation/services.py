@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import datetime as dt
 import io
 import logging
@@ -49,6 +50,7 @@ from creditgate.generation.models import (
     CallStatus,
     Job,
     JobImage,
+    JobKind,
     JobStatus,
     ProviderCall,
 )
@@ -539,11 +541,19 @@ class _Run:
             if retrying and Job.objects.filter(pk=job.pk, status__in=FINAL_STATUSES).exists():
                 return  # the first try committed before its connection broke
             outcome = charging.settlement(job, images=images, text_tokens=text, errors=self.errors)
+            fields = {**outcome.job_fields, **self._text_fields()}
             if not Job.objects.filter(pk=job.pk, lease_token=self.lease.token, status=JobStatus.RUNNING).update(
-                    **outcome.job_fields, **self._text_fields()):
+                    **fields):
                 raise LeaseLost()
             self._record(retrying)
-            outcome.settle_hold(job)
+            # The row as this update leaves it: the claim read it whole (every column), and since
+            # then only this run wrote it, under its lease, keeping `job` in step (`_stored`). Text
+            # jobs only: an image job's answer has its images, read with it.
+            final = copy.copy(job) if job.kind == JobKind.TEXT else None
+            if final is not None:
+                for name, value in fields.items():
+                    setattr(final, name, value)
+            outcome.settle_hold(job, final=final)
         self._stored()
 
     def _text_fields(self) -> dict:
@@ -581,8 +591,8 @@ class _Run:
 
     def _stored(self) -> None:
         self.images_stored += sum(len(r.images) for r in self.pending)
-        if (fields := self._text_fields()):
-            self.job.total_tokens = fields["total_tokens"]
+        for name, value in self._text_fields().items():  # the job in memory keeps its row's text
+            setattr(self.job, name, value)
         self.pending = []
 
 

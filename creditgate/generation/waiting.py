@@ -3,7 +3,9 @@
 A wait costs no thread and no database connection: the views (apis.py, `async_waits`) do their
 ordinary work (authentication, validation, creating or reading the job) as sync code in a thread,
 then give back that thread and its connection and await the job's end on the event loop, as a
-coroutine (~70 KB of the process's memory, README, Production); the answer is read and rendered in a thread again. A
+coroutine (~70 KB of the process's memory, README, Production); the answer is read and rendered in
+a thread again, or, for a text job the request created and this process settled, rendered on the
+loop from the job as the settlement announced it (`job_final_announce`'s `final`: no read back). A
 request waits at most MAX_WAIT_SECONDS, whatever it asked for, and gets the job as it is at its
 deadline if it is not final by then.
 
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import threading
 import uuid
@@ -157,6 +160,7 @@ class Waiter:
     def __init__(self, job_id):
         self.key = str(job_id)
         self._woken = False
+        self.final: Job | None = None  # the job as its settlement in this process left it, if it said
         self._future: asyncio.Future | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         with _lock:
@@ -170,8 +174,9 @@ class Waiter:
                 if not waiters:
                     del _waiters[self.key]
 
-    def _wake(self) -> None:  # under _lock
+    def _wake(self, final: Job | None) -> None:  # under _lock
         self._woken = True
+        self.final = final or self.final
         if self._future is not None and self._loop is not None:
             with contextlib.suppress(RuntimeError):  # its loop is closed: nobody awaits it any more
                 self._loop.call_soon_threadsafe(_resolve, self._future)
@@ -200,16 +205,21 @@ def _resolve(future: asyncio.Future) -> None:
         future.set_result(True)
 
 
-async def job_wait_final(waiter: Waiter, job: Job, *, seconds: float, read: Callable[[], Job]) -> Job:
+async def job_wait_final(waiter: Waiter, job: Job, *, seconds: float, read: Callable[[], Job],
+                         settled: Callable[[Job], bool] | None = None) -> Job:
     """`job` (read after `waiter` was registered) once it is final, or as it is after `seconds`:
     awaits the waiter, re-reading the job with `read` (sync ORM code, run in a thread that is then
-    given back with its connection) when woken or every poll interval."""
+    given back with its connection) when woken or every poll interval. `settled(final)`: whether
+    the job as its settlement in this process announced it will do instead of a read (the caller
+    takes it as it is, on the loop)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     woken_by_news = _runs_here() or await listener_ready()
     poll = SAFETY_POLL_SECONDS if woken_by_news else FALLBACK_POLL_SECONDS
     while job.status not in FINAL_STATUSES and (left := deadline - loop.time()) > 0:
         await waiter.woken(min(left, poll))
+        if settled is not None and waiter.final is not None and settled(waiter.final):
+            return waiter.final
         job = await in_thread(read)
         if woken_by_news:
             # The safety re-reads back off (5, 10, 20 s): they only catch a lost wake-up, and when
@@ -295,10 +305,11 @@ def release_request_thread() -> None:
         executor.shutdown(wait=False)  # idle: its thread ends at once
 
 
-def job_final_announce(job_id) -> None:
+def job_final_announce(job_id, *, final: Job | None = None) -> None:
     """The job is final (its settlement committed): wake whoever waits for it, here and, with
-    Celery, in the web processes."""
-    _wake(str(job_id))
+    Celery, in the web processes. `final`: the job as the settlement left its row (every column),
+    for this process's waiters (`job_wait_final`'s `settled`); never shared: each gets a copy."""
+    _wake(str(job_id), final)
     if _uses_redis():
         try:
             _redis().publish(CHANNEL, str(job_id))
@@ -306,10 +317,10 @@ def job_final_announce(job_id) -> None:
             logger.warning("job %s: could not announce its end on Redis", job_id, exc_info=True)
 
 
-def _wake(key: str) -> None:
+def _wake(key: str, final: Job | None = None) -> None:
     with _lock:
         for waiter in _waiters.get(key, ()):
-            waiter._wake()
+            waiter._wake(copy.copy(final) if final is not None else None)
 
 
 def _runs_here() -> bool:

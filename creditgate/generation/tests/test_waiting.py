@@ -308,3 +308,28 @@ def test_a_view_that_fails_after_starting_a_wait_gives_its_slot_back(client, gen
     client.raise_request_exception = False
     assert client.get(f"/api/v1/jobs/{job['id']}/?wait=5").status_code == 500
     assert waiting.waits_open() == 0 and waiting._waiters == {}
+
+
+@pytest.mark.parametrize("outcome", ["succeeded", "failed"])
+def test_the_waited_answer_is_the_job_as_it_reads_afterwards_and_reads_nothing(client, gen_env, monkeypatch,
+                                                                              outcome):
+    """The job settled in this process: its waiter takes it as the settlement announced it, with
+    no read back, and answers exactly what a later GET reads."""
+    from creditgate.generation import apis
+
+    if outcome == "failed":
+        gen_env.configure(error_rate=1.0, error_kind="content_refusal")
+    reads = []
+    job_get = apis.selectors.job_get
+
+    def read(**kwargs):
+        reads.append(kwargs)
+        return job_get(**kwargs)
+
+    monkeypatch.setattr(apis.selectors, "job_get", read)
+
+    response = client.post(TEXT, {"prompt": "Say hello.", "max_tokens": 16}, format="json", HTTP_PREFER="wait=20")
+    assert response.status_code == 200, response.content
+    assert response.json()["status"] == outcome
+    assert reads == []
+    assert client.get(response["Location"]).json() == response.json()
