@@ -6,6 +6,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from creditgate.catalog.models import AIModelConfig, ImageTier, QualityTier
+from creditgate.core import runtime
 from creditgate.generation.tests.conftest import START_CREDITS, balance, counts, finished, make_user
 
 pytestmark = pytest.mark.usefixtures("gen_env")
@@ -251,3 +252,29 @@ def test_price_change_after_hold_does_not_change_the_charge(api, user, sandbox):
     ImageTier.objects.filter(tier="quality").update(credits_per_image=50)
     job = finished(api, response)
     assert job["credits_charged"] == 10
+
+
+def test_a_jobs_answer_is_what_its_declared_fields_give(api, user, sandbox):
+    """JobOutputSerializer writes its representation out (it is on every answer's path): it must
+    stay what DRF makes of the declared fields, the schema's, for every kind of job and state."""
+    from rest_framework import serializers
+
+    from creditgate.generation.apis import JobOutputSerializer
+    from creditgate.generation.models import Job
+
+    bodies = [("images", {"prompt": "a fox", "tier": "basic", "count": 2}),
+              ("articles", {"prompt": "Foxes.", "tier": "basic", "image_count": 1}),
+              ("text", {"prompt": "Foxes."})]
+    ids = [finished(api, api.post(f"/api/v1/{kind}/generations/", body, format="json"))["id"]
+           for kind, body in bodies]
+    sandbox.configure(error_rate=1.0, error_kind="content_refusal")
+    ids.append(finished(api, api.post("/api/v1/text/generations/", {"prompt": "Foxes."}, format="json"))["id"])
+    queued = api.post("/api/v1/text/generations/", {"prompt": "Foxes."}, format="json")
+    ids.append(queued.json()["id"])
+
+    request = api.get("/api/v1/jobs/").wsgi_request
+    for job in Job.objects.filter(pk__in=ids).select_related("user").prefetch_related("images"):
+        serializer = JobOutputSerializer(job, context={"request": request})
+        declared = serializers.Serializer.to_representation(serializer, job)
+        assert list(serializer.data.items()) == list(declared.items())
+    runtime.wait_idle()
