@@ -270,7 +270,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # planned once, not at every run. A job is the same ~20 statements every time; in
     # bench_inflight the database's CPU an op fell from 8-9 ms to 5.5-6.5 ms. Behind a pooler in
     # transaction mode this needs PgBouncer 1.21 or newer with `max_prepared_statements` set.
-    DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+    # Each run is still planned for its values (plan_cache_mode=force_custom_plan): a generic plan,
+    # which PostgreSQL otherwise picks after 5 runs, cannot use a partial index whose condition a
+    # parameter decides, and the count of an account's jobs in flight under its row's lock then
+    # read every job the account ever had instead of the unfinished ones. Behind PgBouncer, which
+    # does not pass this startup option on, set it on the database (README, Production).
+    options = DATABASES["default"].setdefault("OPTIONS", {})
+    options.update(server_side_binding=True, prepare_threshold=5)
+    options["options"] = " ".join(filter(None, [options.get("options", ""), "-c plan_cache_mode=force_custom_plan"]))
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and CREDITGATE_DB_POOL_SIZE > 0:
     if env.int("CONN_MAX_AGE", default=0):
         raise ImproperlyConfigured("CONN_MAX_AGE must be 0 with the database pool (CREDITGATE_DB_POOL_SIZE > 0).")

@@ -99,3 +99,23 @@ def test_a_statement_run_again_and_again_is_prepared_once():
         cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
                        ['%FROM "credits_account" WHERE "credits_account"."id" = $1%'])
         assert cursor.fetchone()[0] == 1
+
+
+@pytest.mark.django_db
+def test_the_jobs_in_flight_are_counted_on_their_partial_index_however_often(django_user_model):
+    """A prepared statement is planned for its values at every run: a generic plan cannot use the
+    partial index of unfinished jobs (its condition is a parameter there), and would read every job
+    the account ever had, under the account's lock, for each new job."""
+    if connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL; set DATABASE_URL")
+    from creditgate.credits import services as credits_services
+    from creditgate.generation import charging
+
+    account = credits_services.account_for_user(user=django_user_model.objects.create_user(username="many"))
+    for _ in range(15):  # PostgreSQL plans a prepared statement's first 5 runs for their values anyway
+        charging.jobs_in_flight(account, None)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement LIKE %s",
+                       ['%FROM "generation_job" WHERE ("generation_job"."account_id" = $1%'])
+        [(generic_plans, custom_plans)] = cursor.fetchall()
+    assert generic_plans == 0 and custom_plans >= 8
