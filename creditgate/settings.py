@@ -266,9 +266,9 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 CREDITGATE_DB_POOL_SIZE = env.int("CREDITGATE_DB_POOL_SIZE", default=10)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # Parameters bound by PostgreSQL (psycopg's server-side binding; Django's default binds them into
-    # the text on the client), so a statement a connection has run 5 times is prepared: parsed and
-    # planned once, not at every run. A job is the same ~20 statements every time; in
-    # bench_inflight the database's CPU an op fell from 8-9 ms to 5.5-6.5 ms. Behind a pooler in
+    # the text on the client), so a statement a connection has run 5 times is prepared: parsed
+    # once, not at every run. A job is the same ~20 statements every time; in bench_inflight the
+    # database's CPU an op fell from 8-9 ms to 5.5-6.5 ms (parsing and planning). Behind a pooler in
     # transaction mode this needs PgBouncer 1.21 or newer with `max_prepared_statements` set.
     # Each run is still planned for its values (plan_cache_mode=force_custom_plan): a generic plan,
     # which PostgreSQL otherwise picks after 5 runs, cannot use a partial index whose condition a
