@@ -141,8 +141,8 @@ def _execute(sql: str, params: list) -> tuple | None:
     """Run one of the ledger's statements above; its first row, if it returns one.
 
     The same SQL runs on both databases. On PostgreSQL, as every statement (settings: server-side
-    binding), it is prepared once a connection has run it a few times: planned once, not at every
-    money move (for these small statements planning costs about as much as executing).
+    binding), it is prepared once a connection has run it a few times: parsed once, not at every
+    money move (each run is still planned for its values, settings say why).
     """
     with connection.cursor() as cursor:
         cursor.execute(sql, params)

@@ -211,7 +211,7 @@ class PendingWait:
 
     def __init__(self, *, waiter: waiting.Waiter, slot: waiting.WaitSlot, job: Job, seconds: int,
                  read: Callable[[], Job], render: Callable[[Job], None],
-                 settled: Callable[[Job], bool] | None = None):
+                 settled: Callable[[Job], None] | None = None):
         self.waiter, self.slot, self.job, self.seconds = waiter, slot, job, seconds
         self.read, self.render, self.settled = read, render, settled
 
@@ -314,12 +314,11 @@ def _accepted(request, job: Job, created: bool, *, waited: int | None = None,
         final = waited is not None and job.status in FINAL_STATUSES
         response.status_code = status.HTTP_200_OK if final else status.HTTP_202_ACCEPTED
 
-    def settled(final: Job) -> bool:
+    def settled(final: Job) -> None:
         """The text job this request created, as its settlement in this process announced it:
         rendered on the loop, nothing read (its answer needs no other row; its user is the caller)."""
         final.user = request.user
         render(final)
-        return True
 
     if wait is None:
         render(job)

@@ -206,19 +206,20 @@ def _resolve(future: asyncio.Future) -> None:
 
 
 async def job_wait_final(waiter: Waiter, job: Job, *, seconds: float, read: Callable[[], Job],
-                         settled: Callable[[Job], bool] | None = None) -> Job:
+                         settled: Callable[[Job], None] | None = None) -> Job:
     """`job` (read after `waiter` was registered) once it is final, or as it is after `seconds`:
     awaits the waiter, re-reading the job with `read` (sync ORM code, run in a thread that is then
-    given back with its connection) when woken or every poll interval. `settled(final)`: whether
-    the job as its settlement in this process announced it will do instead of a read (the caller
-    takes it as it is, on the loop)."""
+    given back with its connection) when woken or every poll interval. `settled`: given, the job as
+    its settlement in this process announced it is taken instead of a read: `settled(final)` is
+    called with it, on the loop, and it is returned."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     woken_by_news = _runs_here() or await listener_ready()
     poll = SAFETY_POLL_SECONDS if woken_by_news else FALLBACK_POLL_SECONDS
     while job.status not in FINAL_STATUSES and (left := deadline - loop.time()) > 0:
         await waiter.woken(min(left, poll))
-        if settled is not None and waiter.final is not None and settled(waiter.final):
+        if settled is not None and waiter.final is not None:
+            settled(waiter.final)
             return waiter.final
         job = await in_thread(read)
         if woken_by_news:

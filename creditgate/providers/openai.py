@@ -410,9 +410,7 @@ def translate_error(exc: openai_sdk.OpenAIError, *, what: str) -> ProviderError:
     an operator and carries no key of ours; OpenAI masks keys), never in what users see."""
     if isinstance(exc, openai_sdk.APITimeoutError) and _timed_out(exc):
         return ProviderTimeout()
-    if isinstance(exc, openai_sdk.APITimeoutError):
-        return ProviderServerError("The AI provider could not be reached.")
-    if isinstance(exc, openai_sdk.APIConnectionError):
+    if isinstance(exc, openai_sdk.APIConnectionError):  # an APITimeoutError that was not one included
         return ProviderServerError("The AI provider could not be reached.")
     if isinstance(exc, openai_sdk.APIResponseValidationError):
         return ProviderBadResponse()

@@ -87,8 +87,8 @@ def test_the_pool_of_the_settings_runs_this_check():
 
 @pytest.mark.django_db
 def test_a_statement_run_again_and_again_is_prepared_once():
-    """Server-side binding: a statement a connection keeps running is planned once (PostgreSQL's
-    prepared statements), the ledger's and the ORM's alike."""
+    """Server-side binding: a statement a connection keeps running is prepared once (parsed once,
+    PostgreSQL's prepared statements), the ledger's and the ORM's alike."""
     if connection.vendor != "postgresql":
         pytest.skip("needs PostgreSQL; set DATABASE_URL")
     from creditgate.credits.models import Account
